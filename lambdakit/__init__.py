@@ -1,0 +1,42 @@
+"""lambdakit: push datasets through AWS Lambda from Jupyter, or from the embedded local service.
+
+Public names are imported lazily, so `import lambdakit` stays fast and has no side effects
+(no matplotlib backend switch, no folders created).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. tests/test_public_api.py pins this list.
+_EXPORTS: dict[str, str] = {
+    "CredentialsError": "lambdakit.errors",
+    "DeployError": "lambdakit.errors",
+    "FunctionNotFound": "lambdakit.errors",
+    "InvalidInput": "lambdakit.errors",
+    "InvocationFailed": "lambdakit.errors",
+    "LambdaServiceError": "lambdakit.errors",
+    "LambdakitError": "lambdakit.errors",
+    "LocalServiceError": "lambdakit.errors",
+    "PayloadTooLarge": "lambdakit.errors",
+    "Throttled": "lambdakit.errors",
+    "ToleranceExceeded": "lambdakit.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lambdakit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache, so the lookup happens once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

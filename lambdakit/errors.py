@@ -1,0 +1,164 @@
+"""lambdakit's exception tree, and the one place where botocore errors are translated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CredentialsError",
+    "DeployError",
+    "FunctionNotFound",
+    "InvalidInput",
+    "InvocationFailed",
+    "LambdaServiceError",
+    "LambdakitError",
+    "LocalServiceError",
+    "PayloadTooLarge",
+    "Throttled",
+    "ToleranceExceeded",
+    "translate_client_error",
+]
+
+
+class LambdakitError(Exception):
+    """Base class of every error lambdakit raises on purpose."""
+
+
+class InvalidInput(LambdakitError, ValueError):
+    """An argument, record source or setting is not usable; the message names it."""
+
+
+class CredentialsError(LambdakitError):
+    """No AWS credentials or region could be found; the message says what to set."""
+
+
+class LambdaServiceError(LambdakitError):
+    """The Lambda API answered with an error (the translated form of a botocore error)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        status: int | None = None,
+        reason: str | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.operation = operation
+
+    def __str__(self) -> str:
+        where = f" during {self.operation}" if self.operation else ""
+        code = f"{self.code}: " if self.code else ""
+        return f"{code}{self.message}{where}"
+
+
+class FunctionNotFound(LambdaServiceError):
+    """The function, version or alias does not exist."""
+
+
+class Throttled(LambdaServiceError):
+    """Lambda refused the call with 429 TooManyRequestsException."""
+
+
+class PayloadTooLarge(LambdaServiceError):
+    """The request payload was over Lambda's synchronous limit (413)."""
+
+
+class InvocationFailed(LambdakitError):
+    """A batch failed for good; carries everything needed to understand why."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function: str = "",
+        qualifier: str | None = None,
+        batch_index: int | None = None,
+        attempts: int = 0,
+        error_type: str | None = None,
+        log_tail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.function = function
+        self.qualifier = qualifier
+        self.batch_index = batch_index
+        self.attempts = attempts
+        self.error_type = error_type
+        self.log_tail = log_tail
+
+
+class ToleranceExceeded(LambdakitError):
+    """More records failed than the run's `tolerated_failure` allows; the run stopped."""
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        # The partial RunResult, so that nothing done so far is lost.
+        self.result = result
+
+
+class DeployError(LambdakitError):
+    """Packaging or deploying a function failed; the message names the step."""
+
+
+class LocalServiceError(LambdakitError):
+    """The embedded local Lambda service could not start or stopped unexpectedly."""
+
+
+_BY_CODE: dict[str, type[LambdaServiceError]] = {
+    "ResourceNotFoundException": FunctionNotFound,
+    "TooManyRequestsException": Throttled,
+    "RequestEntityTooLargeException": PayloadTooLarge,
+    "RequestTooLargeException": PayloadTooLarge,
+}
+
+
+def translate_client_error(exc: BaseException, *, operation: str | None = None) -> LambdakitError:
+    """Translate a botocore exception into lambdakit's tree (the only place that does)."""
+    # Imported here so that importing lambdakit.errors stays cheap.
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, NoRegionError):
+        return CredentialsError(
+            "No AWS region is configured: pass region=..., set AWS_REGION or "
+            "AWS_DEFAULT_REGION, or give the profile a region in ~/.aws/config."
+        )
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return CredentialsError(
+            "No AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "pass profile=..., or run `aws configure` / `aws sso login`. For the local "
+            "service, pass endpoint_url=... (any credentials are accepted there)."
+        )
+    if not isinstance(exc, ClientError):
+        return LambdakitError(f"{type(exc).__name__}: {exc}")
+
+    response = exc.response or {}
+    error = response.get("Error", {}) or {}
+    meta = response.get("ResponseMetadata", {}) or {}
+    headers = meta.get("HTTPHeaders", {}) or {}
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message") or response.get("message") or exc)
+    retry_after = headers.get("retry-after")
+    cls = _BY_CODE.get(code, LambdaServiceError)
+    return cls(
+        message,
+        code=code,
+        status=meta.get("HTTPStatusCode"),
+        reason=response.get("Reason") or error.get("Reason"),
+        retry_after=float(retry_after) if retry_after not in (None, "") else None,
+        request_id=meta.get("RequestId"),
+        operation=operation or getattr(exc, "operation_name", None),
+    )

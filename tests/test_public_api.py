@@ -1,0 +1,46 @@
+"""Pins lambdakit's public names, and checks that importing it has no side effects."""
+
+import subprocess
+import sys
+
+import lambdakit
+
+EXPECTED = [
+    "CredentialsError",
+    "DeployError",
+    "FunctionNotFound",
+    "InvalidInput",
+    "InvocationFailed",
+    "LambdaServiceError",
+    "LambdakitError",
+    "LocalServiceError",
+    "PayloadTooLarge",
+    "Throttled",
+    "ToleranceExceeded",
+    "__version__",
+]
+
+
+def test_all_is_pinned():
+    assert lambdakit.__all__ == sorted(EXPECTED)
+
+
+def test_every_public_name_resolves():
+    for name in lambdakit.__all__:
+        assert getattr(lambdakit, name) is not None, name
+
+
+def test_errors_share_one_root():
+    for name in lambdakit.__all__:
+        obj = getattr(lambdakit, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, lambdakit.LambdakitError), name
+
+
+def test_import_has_no_side_effects():
+    code = (
+        "import sys, lambdakit\n"
+        "heavy = [m for m in ('matplotlib', 'pandas', 'boto3', 'ipywidgets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
