@@ -1,0 +1,144 @@
+"""make_client's settings, name parsing, and discovery against `lambdakit local`."""
+
+from __future__ import annotations
+
+import pytest
+
+from lambdakit.connection import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_FUNCTION_TIMEOUT_S,
+    READ_TIMEOUT_MARGIN_S,
+    config_hash,
+    make_client,
+    split_function_name,
+)
+from lambdakit.errors import CredentialsError, InvalidInput
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch, tmp_path):
+    """An environment with no credentials or region anywhere, and no metadata service."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AWS_") and name != "AWS_CA_BUNDLE":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_client_is_sized_and_never_retries_on_its_own(no_aws_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9", concurrency=48)
+    config = client.meta.config
+    assert config.max_pool_connections >= 48
+    assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
+    assert config.connect_timeout == CONNECT_TIMEOUT_S
+    assert config.read_timeout == DEFAULT_FUNCTION_TIMEOUT_S + READ_TIMEOUT_MARGIN_S
+
+
+def test_read_timeout_outlasts_the_function_timeout(no_aws_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9", function_timeout_s=30)
+    assert client.meta.config.read_timeout == 30 + READ_TIMEOUT_MARGIN_S
+    explicit = make_client(endpoint_url="http://127.0.0.1:9", read_timeout=5)
+    assert explicit.meta.config.read_timeout == 5
+
+
+def test_short_read_timeout_is_warned_about(no_aws_env, caplog):
+    make_client(endpoint_url="http://127.0.0.1:9", read_timeout=10, function_timeout_s=60)
+    assert "may still be running" in caplog.text
+
+
+def test_local_endpoint_gets_dummy_credentials_and_a_region(no_aws_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9")
+    assert client.meta.region_name == "us-east-1"
+    assert client._request_signer._credentials.access_key == "lambdakit-local"
+
+
+def test_local_endpoint_keeps_real_credentials_when_present(no_aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    client = make_client(endpoint_url="http://127.0.0.1:9", region="eu-west-1")
+    assert client.meta.region_name == "eu-west-1"
+    assert client._request_signer._credentials.access_key == "AKIAEXAMPLE"
+
+
+def test_aws_without_credentials_says_what_to_set(no_aws_env):
+    with pytest.raises(CredentialsError, match="AWS_ACCESS_KEY_ID"):
+        make_client(region="eu-west-1")
+
+
+def test_aws_without_region_says_what_to_set(no_aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    with pytest.raises(CredentialsError, match="AWS_REGION"):
+        make_client()
+
+
+def test_given_client_is_returned_as_is(no_aws_env):
+    client = make_client(endpoint_url="http://127.0.0.1:9")
+    assert make_client(client=client) is client
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_concurrency_must_be_a_positive_int(bad):
+    with pytest.raises(InvalidInput, match="concurrency"):
+        make_client(endpoint_url="http://127.0.0.1:9", concurrency=bad)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("fn", ("fn", None)),
+        ("fn:prod", ("fn", "prod")),
+        ("fn:7", ("fn", "7")),
+        (
+            "arn:aws:lambda:eu-west-1:123456789012:function:fn",
+            (
+                "arn:aws:lambda:eu-west-1:123456789012:function:fn",
+                None,
+            ),
+        ),
+        (
+            "arn:aws:lambda:eu-west-1:123456789012:function:fn:$LATEST",
+            (
+                "arn:aws:lambda:eu-west-1:123456789012:function:fn",
+                "$LATEST",
+            ),
+        ),
+        ("123456789012:function:fn:live", ("123456789012:function:fn", "live")),
+    ],
+)
+def test_function_names_and_arns_are_split(given, expected):
+    assert split_function_name(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "  ", "a:b:c", "arn:aws:s3:::bucket", None, 5])
+def test_bad_function_names_are_refused(bad):
+    with pytest.raises(InvalidInput):
+        split_function_name(bad)
+
+
+def test_config_hash_tracks_behaviour_not_metadata():
+    base = {
+        "Handler": "app.handler",
+        "Runtime": "python3.11",
+        "MemorySize": 128,
+        "Timeout": 3,
+        "Environment": {"Variables": {"A": "1"}},
+        "LastModified": "2024-01-01",
+    }
+    same = {**base, "LastModified": "2025-01-01", "Description": "new words"}
+    assert config_hash(base) == config_hash(same)
+    for change in (
+        {"Handler": "app.other"},
+        {"MemorySize": 256},
+        {"Timeout": 4},
+        {"Environment": {"Variables": {"A": "2"}}},
+        {"Layers": [{"Arn": "arn:aws:lambda:eu-west-1:1:layer:x:1"}]},
+    ):
+        assert config_hash({**base, **change}) != config_hash(base), change
+    # No Environment key and an empty one mean the same thing.
+    assert config_hash({**base, "Environment": {}}) == config_hash(
+        {k: v for k, v in base.items() if k != "Environment"} | {"Environment": None}
+    )
