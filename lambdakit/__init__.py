@@ -13,17 +13,36 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it. tests/test_public_api.py pins this list.
 _EXPORTS: dict[str, str] = {
+    "AliasInfo": "lambdakit.connection",
     "CredentialsError": "lambdakit.errors",
     "DeployError": "lambdakit.errors",
+    "FunctionInfo": "lambdakit.connection",
     "FunctionNotFound": "lambdakit.errors",
     "InvalidInput": "lambdakit.errors",
     "InvocationFailed": "lambdakit.errors",
+    "Invoker": "lambdakit.invoke",
+    "LambdaInvoker": "lambdakit.invoke",
     "LambdaServiceError": "lambdakit.errors",
     "LambdakitError": "lambdakit.errors",
     "LocalServiceError": "lambdakit.errors",
+    "Outcome": "lambdakit.invoke",
     "PayloadTooLarge": "lambdakit.errors",
+    "Report": "lambdakit.invoke",
+    "Target": "lambdakit.connection",
     "Throttled": "lambdakit.errors",
     "ToleranceExceeded": "lambdakit.errors",
+    "VersionInfo": "lambdakit.connection",
+    "deploy": "lambdakit.deployment",
+    "list_aliases": "lambdakit.connection",
+    "list_functions": "lambdakit.connection",
+    "list_versions": "lambdakit.connection",
+    "make_client": "lambdakit.connection",
+    "package": "lambdakit.deployment",
+    "parse_report": "lambdakit.invoke",
+    "publish_version": "lambdakit.deployment",
+    "read_response": "lambdakit.invoke",
+    "resolve_target": "lambdakit.connection",
+    "set_alias": "lambdakit.deployment",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

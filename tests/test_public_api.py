@@ -6,18 +6,37 @@ import sys
 import lambdakit
 
 EXPECTED = [
+    "AliasInfo",
     "CredentialsError",
     "DeployError",
+    "FunctionInfo",
     "FunctionNotFound",
     "InvalidInput",
     "InvocationFailed",
+    "Invoker",
+    "LambdaInvoker",
     "LambdaServiceError",
     "LambdakitError",
     "LocalServiceError",
+    "Outcome",
     "PayloadTooLarge",
+    "Report",
+    "Target",
     "Throttled",
     "ToleranceExceeded",
+    "VersionInfo",
     "__version__",
+    "deploy",
+    "list_aliases",
+    "list_functions",
+    "list_versions",
+    "make_client",
+    "package",
+    "parse_report",
+    "publish_version",
+    "read_response",
+    "resolve_target",
+    "set_alias",
 ]
 
 

@@ -35,7 +35,7 @@ __all__ = [
     "validate_handler",
 ]
 
-log = logging.getLogger("lambdakit.deploy")
+log = logging.getLogger("lambdakit.deployment")
 
 # Well-formed for AWS's validation; the local service ignores roles. Pass a real role on AWS.
 PLACEHOLDER_ROLE = "arn:aws:iam::123456789012:role/lambdakit-execution-role"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdakit.deploy import package, set_alias, validate_handler
+from lambdakit.deployment import package, set_alias, validate_handler
 from lambdakit.errors import DeployError
 
 HANDLER = "def handler(event, context):\n    return event\n"
@@ -144,3 +144,13 @@ def test_custom_runtime_needs_an_executable_bootstrap(tmp_path):
 def test_alias_weights_are_checked_before_any_call(weights, message):
     with pytest.raises(DeployError, match=message):
         set_alias(client=None, name="fn", alias="live", version="1", weights=weights)
+
+
+def test_the_exported_deploy_is_the_function_even_after_the_module_is_imported():
+    import importlib
+
+    import lambdakit
+
+    importlib.import_module("lambdakit.deployment")
+    assert callable(lambdakit.deploy)
+    assert lambdakit.deploy.__name__ == "deploy"
