@@ -1,0 +1,329 @@
+"""One execution environment's runtime process: start, output capture, memory, exit, kill.
+
+The process gets the environment variables Lambda sets and writes stdout and stderr into one
+pipe that the event loop reads without blocking; one invocation at a time makes the output
+attributable. It stays in the server's process group, so that stopping the server's group
+stops it too; a kill also takes the processes it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+
+from lambdakit.local.logs import InvocationOutput, LogStream, stream_name
+from lambdakit.local.runtime import Outcome, RuntimeChannel
+
+if TYPE_CHECKING:
+    from lambdakit.local.environments import FunctionSpec
+
+__all__ = ["RuntimeProcess", "descendants_map", "runtime_environment"]
+
+# Test credentials, as Lambda injects its role's: handlers that call the local service sign
+# with them (the service accepts any signature).
+_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "ASIALAMBDAKITLOCAL00",
+    "AWS_SECRET_ACCESS_KEY": "lambdakit-local-secret-access-key",
+    "AWS_SESSION_TOKEN": "lambdakit-local-session-token",
+}
+
+
+def runtime_environment(
+    spec: FunctionSpec, *, runtime_api: str, endpoint_url: str, region: str, stream: str
+) -> dict[str, str]:
+    """The variables Lambda sets, over the function's own Environment (Lambda's win)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": "en_US.UTF-8",
+        **spec.environment,
+        **_CREDENTIALS,
+        "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+        "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.function_name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "_HANDLER": spec.handler,
+        "LAMBDA_TASK_ROOT": str(spec.code_dir),
+        "TZ": ":UTC",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_RUNTIME_API": runtime_api,
+        "AWS_ENDPOINT_URL_LAMBDA": endpoint_url,
+    }
+    # Never AWS_LAMBDA_MAX_CONCURRENCY: awslambdaric would switch to multi-concurrency mode.
+    env.pop("AWS_LAMBDA_MAX_CONCURRENCY", None)
+    if spec.runtime.startswith("python"):
+        env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{spec.runtime}"
+        # awslambdaric does not put the task root on sys.path itself.
+        env["PYTHONPATH"] = str(spec.code_dir)
+    return env
+
+
+def _command(spec: FunctionSpec) -> list[str]:
+    if spec.runtime.startswith("python"):
+        # The host interpreter: its site-packages stand in for the managed runtime's boto3.
+        return [sys.executable, "-m", "awslambdaric", spec.handler]
+    return [str(Path(spec.code_dir) / "bootstrap")]
+
+
+def descendants_map(pids: Iterable[int]) -> dict[int, list[int]]:
+    """For each pid, every process below it (one scan of the process table)."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    found: dict[int, list[int]] = {}
+    for pid in pids:
+        below: list[int] = []
+        todo = list(children.get(pid, ()))
+        while todo:
+            child = todo.pop()
+            below.append(child)
+            todo.extend(children.get(child, ()))
+        found[pid] = below
+    return found
+
+
+def _peak_rss_of(pid: int) -> int:
+    """The kernel's high-water mark of a process's RSS (Linux), 0 where unknown."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            data = status.read()
+        start = data.index(b"VmHWM:") + 6
+        return int(data[start : data.index(b"kB", start)]) * 1024
+    except (OSError, ValueError):
+        return 0
+
+
+class RuntimeProcess:
+    """One execution environment: a runtime process, its Runtime API channel and log stream."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        env_id: str,
+        *,
+        state_dir: Path,
+        runtime_api: str,
+        endpoint_url: str,
+        region: str,
+        on_gone: Callable[[RuntimeProcess], None],
+    ) -> None:
+        self.spec = spec
+        self.env_id = env_id
+        self.key = (spec.function_name, spec.version)
+        self.channel = RuntimeChannel()
+        self.channel.on_first_poll = self._init_done
+        self.stream = LogStream(state_dir, spec.function_name, stream_name(spec.version, env_id))
+        self.started_at = time.monotonic()
+        self.last_used = self.started_at
+        self.busy = False
+        self.retired = False  # its function changed or was deleted: never reuse it
+        self.pid: int | None = None
+        self._environ = runtime_environment(
+            spec,
+            runtime_api=runtime_api,
+            endpoint_url=endpoint_url,
+            region=region,
+            stream=self.stream.name,
+        )
+        self._on_gone = on_gone
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._ps: psutil.Process | None = None
+        self._children: dict[int, psutil.Process] = {}
+        self._children_rss = 0
+        self._peak = 0
+        self._out_fd: int | None = None
+        self._exit_fd: int | None = None
+        self._exit_status: int | None = None
+        self._killed = False
+        self._init_output: InvocationOutput | None = InvocationOutput()
+        self._sink: InvocationOutput | None = self._init_output
+        self._pending: InvocationOutput | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Started, not killed, not exited."""
+        return not self._killed and self._exit_status is None
+
+    def idle_stale(self, spec: FunctionSpec) -> bool:
+        """Idle, and of another revision than `spec`: never to be reused."""
+        return not self.busy and self.spec.revision != spec.revision
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the runtime process; a failure to start becomes Runtime.InvalidEntrypoint."""
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        command = _command(self.spec)
+        try:
+            self._popen = subprocess.Popen(
+                command,
+                cwd=self.spec.code_dir,
+                env=self._environ,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            os.close(write_fd)
+            reason = (exc.strerror or str(exc)).lower()
+            message = f"fork/exec {command[0]}: {reason}"
+            self._killed = True
+            self.channel.fail_init(Outcome("entrypoint", message.encode()))
+            self._on_gone(self)
+            return
+        os.close(write_fd)
+        self.pid = self._popen.pid
+        os.set_blocking(read_fd, False)
+        self._out_fd = read_fd
+        loop.add_reader(read_fd, self._drain)
+        with contextlib.suppress(psutil.Error):
+            self._ps = psutil.Process(self.pid)
+        try:
+            self._exit_fd = os.pidfd_open(self.pid)
+            loop.add_reader(self._exit_fd, self._reap)
+        except (AttributeError, OSError):
+            # No pidfd (old kernel or not Linux): a thread waits for the exit instead.
+            popen = self._popen
+            threading.Thread(
+                target=lambda: (popen.wait(), loop.call_soon_threadsafe(self._reap)),
+                daemon=True,
+            ).start()
+
+    def kill(self) -> None:
+        """Kill the process and all it started; the environment is never used again."""
+        if not self._killed:
+            self._killed = True
+            if self.pid is not None and self._exit_status is None:
+                self._kill_tree()
+            self.channel.close(Outcome("closed", exit_status=-signal.SIGKILL))
+            self._on_gone(self)
+
+    def _reap(self) -> None:
+        popen = self._popen
+        if popen is None or popen.poll() is None:
+            return
+        self._exit_status = popen.returncode
+        loop = asyncio.get_running_loop()
+        if self._exit_fd is not None:
+            loop.remove_reader(self._exit_fd)
+            os.close(self._exit_fd)
+            self._exit_fd = None
+        self._drain()
+        self.channel.close(Outcome("exit", exit_status=popen.returncode))
+        if not self._killed:
+            self._killed = True
+            self._on_gone(self)
+        # Children it left behind (seen by the memory watch) must not outlive it.
+        for proc in self._children.values():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+    def _kill_tree(self) -> None:
+        processes = list(self._children.values())
+        if self._ps is not None:
+            with contextlib.suppress(psutil.Error):
+                processes = [*self._ps.children(recursive=True), *processes, self._ps]
+        for proc in processes:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if self._ps is None and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Read everything the pipe holds right now (never blocks)."""
+        fd = self._out_fd
+        while fd is not None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                asyncio.get_running_loop().remove_reader(fd)
+                os.close(fd)
+                self._out_fd = fd = None
+                return
+            if self._sink is not None:
+                self._sink.append(data)
+            else:
+                # Between invocations (background threads): the stream gets it, no invocation.
+                self.stream.write(data.decode("utf-8", "replace").splitlines())
+
+    def _init_done(self) -> None:
+        """The first GET /next: init output goes to the stream, before START."""
+        self._drain()
+        if self._init_output is not None:
+            self.stream.write(self._init_output.lines())
+        self._init_output = None
+        self._sink = self._pending
+        self._pending = None
+
+    def begin(self) -> None:
+        """An invocation starts: its output is captured from now on."""
+        self.busy = True
+        self._drain()
+        if self._init_output is not None:
+            self._pending = InvocationOutput()  # init is still running: switch on first poll
+        else:
+            self._sink = InvocationOutput()
+
+    def end(self) -> list[str]:
+        """The invocation ended: its captured output, as lines (init output when init failed)."""
+        self._drain()
+        if self._init_output is not None:
+            # Init never finished, so its output belongs to this failed invocation.
+            outputs = [self._init_output, self._pending]
+        else:
+            outputs = [self._sink]
+        self._init_output = self._pending = self._sink = None
+        self.busy = False
+        return [line for output in outputs if output is not None for line in output.lines()]
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def sample_rss(self, children: Iterable[int] = ()) -> int:
+        """The environment's RSS now (process and children), also raising its recorded peak."""
+        rss = 0
+        if self._ps is not None:
+            with contextlib.suppress(psutil.Error):
+                rss = self._ps.memory_info().rss
+        known = self._children
+        for pid in children:
+            if pid not in known:
+                with contextlib.suppress(psutil.Error):
+                    known[pid] = psutil.Process(pid)
+        children_rss = 0
+        for pid, proc in list(known.items()):
+            try:
+                children_rss += proc.memory_info().rss
+            except psutil.Error:
+                del known[pid]
+        self._children_rss = children_rss
+        self._peak = max(self._peak, rss + children_rss)
+        return rss + children_rss
+
+    def peak_rss(self) -> int:
+        """The environment's peak RSS so far, in bytes."""
+        self.sample_rss()
+        if self.pid is not None:
+            self._peak = max(self._peak, _peak_rss_of(self.pid) + self._children_rss)
+        return self._peak
