@@ -1,0 +1,220 @@
+"""The example functions in notebooks/functions: their logic, and deployed to `lambdakit local`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+FUNCTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "functions"
+
+
+def load(folder: str, module: str = "app") -> ModuleType:
+    """Import a handler module from its folder without touching sys.path."""
+    path = FUNCTIONS / folder / f"{module}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{folder}_{module}", path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = loaded  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def batch_processor() -> ModuleType:
+    return load("batch_processor")
+
+
+@pytest.fixture(scope="module")
+def slow_flaky() -> ModuleType:
+    return load("slow_flaky")
+
+
+@pytest.fixture(scope="module")
+def enrich_orders() -> ModuleType:
+    return load("enrich_orders")
+
+
+@pytest.fixture(scope="module")
+def dataset() -> ModuleType:
+    return load("enrich_orders", "dataset")
+
+
+# -- batch_processor ------------------------------------------------------------------------
+
+
+def test_batch_processor_gives_one_output_per_record(batch_processor):
+    event = {
+        "Items": [{"id": 1, "value": 2}, {"id": "b", "value": 0.5, "tags": [" X", "y", "x"]}],
+        "BatchInput": {"multiplier": 3},
+    }
+    assert batch_processor.handler(event, None) == [
+        {"id": 1, "value": 2, "score": 6.0, "tags": []},
+        {"id": "b", "value": 0.5, "score": 1.5, "tags": ["x", "y"]},
+    ]
+
+
+def test_batch_processor_reports_invalid_records_by_position(batch_processor, monkeypatch):
+    monkeypatch.delenv("ON_INVALID", raising=False)
+    monkeypatch.delenv("ID_FIELD", raising=False)
+    items = [{"id": 1, "value": 1}, {"id": 2, "value": "NaN?"}, "not a record", {"value": 4}]
+    reply = batch_processor.handler({"Items": items}, None)
+    assert [f["itemIdentifier"] for f in reply["batchItemFailures"]] == ["1", "2", "3"]
+    assert "value must be a finite number" in reply["batchItemFailures"][0]["errorMessage"]
+    assert reply["outputs"][0]["score"] == 1.0
+    assert reply["outputs"][1:] == [None, None, None]
+
+
+def test_batch_processor_reports_by_id_field(batch_processor, monkeypatch):
+    monkeypatch.setenv("ID_FIELD", "id")
+    reply = batch_processor.handler({"Items": [{"id": "k1", "value": None}]}, None)
+    assert reply["batchItemFailures"][0]["itemIdentifier"] == "k1"
+
+
+def test_batch_processor_status400_mode(batch_processor, monkeypatch):
+    monkeypatch.setenv("ON_INVALID", "status400")
+    reply = batch_processor.handler({"Items": [{"id": 1, "value": 1}, {"id": 2}]}, None)
+    assert reply["statusCode"] == 400
+    body = json.loads(reply["body"])
+    assert body["invalid"][0]["itemIdentifier"] == "1"
+    assert "record 2" in body["error"]
+
+
+def test_batch_processor_never_swallows_a_bad_request(batch_processor, monkeypatch):
+    with pytest.raises(ValueError, match="Items"):
+        batch_processor.handler({"records": []}, None)
+    monkeypatch.setenv("ON_INVALID", "ignore")
+    with pytest.raises(ValueError, match="ON_INVALID"):
+        batch_processor.handler({"Items": []}, None)
+
+
+# -- slow_flaky ------------------------------------------------------------------------------
+
+
+def test_slow_flaky_echoes_with_no_knobs(slow_flaky, monkeypatch):
+    for knob in (*slow_flaky._KNOBS, "SEED"):
+        monkeypatch.delenv(knob, raising=False)
+    assert slow_flaky.handler({"Items": [1, {"a": 2}]}, None) == [{"echo": 1}, {"echo": {"a": 2}}]
+
+
+def test_slow_flaky_seeded_item_failures_are_reproducible(slow_flaky, monkeypatch):
+    monkeypatch.setenv("SEED", "7")
+    monkeypatch.setenv("ITEM_FAIL_RATE", "0.3")
+    items = [{"n": n} for n in range(200)]
+    first = slow_flaky.handler({"Items": items}, None)
+    assert first == slow_flaky.handler({"Items": items}, None)
+    failed = {int(f["itemIdentifier"]) for f in first["batchItemFailures"]}
+    assert 30 < len(failed) < 90  # about 30% of 200
+    assert all((first["outputs"][i] is None) == (i in failed) for i in range(200))
+    # The fate of a record depends on its content, not on its position or batch.
+    alone = slow_flaky.handler({"Items": [items[min(failed)]]}, None)
+    assert alone["batchItemFailures"] == [
+        {"itemIdentifier": "0", "errorMessage": "simulated item failure"}
+    ]
+
+
+def test_slow_flaky_seeded_failures_and_throttles(slow_flaky, monkeypatch):
+    monkeypatch.setenv("SEED", "1")
+    monkeypatch.setenv("FAIL_RATE", "1")
+    with pytest.raises(RuntimeError, match="FAIL_RATE"):
+        slow_flaky.handler({"Items": [1]}, None)
+    monkeypatch.setenv("THROTTLE_RATE", "1")
+    reply = slow_flaky.handler({"Items": [1]}, None)
+    assert reply["statusCode"] == 503
+
+
+def test_slow_flaky_refuses_a_knob_that_is_not_a_number(slow_flaky, monkeypatch):
+    monkeypatch.setenv("SLEEP_MS", "fast")
+    with pytest.raises(ValueError, match="SLEEP_MS"):
+        slow_flaky.handler({"Items": []}, None)
+
+
+# -- enrich_orders and its dataset ------------------------------------------------------------
+
+
+def test_enrich_computes_totals_with_decimal_rounding(enrich_orders):
+    order = {
+        "order_id": "O-1",
+        "customer_id": "C-1",
+        "country": "DE",
+        "currency": "EUR",
+        "discount_pct": 10,
+        "lines": [
+            {"sku": "A", "qty": 3, "unit_price": 0.1},
+            {"sku": "B", "qty": 1, "unit_price": 19.99},
+        ],
+    }
+    out = enrich_orders.enrich(order)
+    # 0.30 + 19.99 = 20.29; 10% = 2.03 (2.029 half-up); VAT 19% of 18.26 = 3.47 (3.4694)
+    assert (out["subtotal"], out["discount"], out["tax"], out["total"]) == (
+        20.29,
+        2.03,
+        3.47,
+        21.73,
+    )
+    assert out["units"] == 4
+    assert out["total_usd"] == 23.47  # 21.73 * 1.08 = 23.4684
+
+
+def test_enrich_rounds_yen_to_whole_units(enrich_orders):
+    order = {
+        "order_id": "O-2",
+        "country": "JP",
+        "currency": "JPY",
+        "lines": [{"qty": 1, "unit_price": 1005}],
+    }
+    out = enrich_orders.enrich(order)
+    assert (out["tax"], out["total"]) == (101.0, 1106.0)  # 100.5 rounds half-up
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"currency": "XXX"}, "unknown currency"),
+        ({"country": "ZZ"}, "unknown country"),
+        ({"lines": []}, "at least one line"),
+        ({"lines": [{"qty": 0, "unit_price": 1}]}, "positive integer"),
+        ({"lines": [{"qty": 1, "unit_price": -1}]}, "negative"),
+        ({"lines": [{"qty": 1, "unit_price": "abc"}]}, "must be a number"),
+        ({"discount_pct": 100}, "discount_pct"),
+        ({"order_id": None}, "no order_id"),
+    ],
+)
+def test_enrich_names_the_problem(enrich_orders, change, message):
+    order = {
+        "order_id": "O-3",
+        "country": "US",
+        "currency": "USD",
+        "lines": [{"qty": 1, "unit_price": 5}],
+    }
+    with pytest.raises(enrich_orders.InvalidOrder, match=message):
+        enrich_orders.enrich({**order, **change})
+
+
+def test_dataset_is_deterministic_and_prefix_stable(dataset):
+    assert dataset.generate_orders(50, seed=3) == dataset.generate_orders(50, seed=3)
+    assert dataset.generate_orders(20, seed=3) == dataset.generate_orders(50, seed=3)[:20]
+    assert dataset.generate_orders(20, seed=3) != dataset.generate_orders(20, seed=4)
+
+
+def test_generated_orders_are_valid_and_breakages_are_caught(dataset, enrich_orders, monkeypatch):
+    monkeypatch.delenv("ID_FIELD", raising=False)
+    clean = dataset.generate_orders(300, seed=0)
+    assert isinstance(enrich_orders.handler({"Items": clean}, None), list)
+    broken = dataset.generate_orders(300, seed=0, invalid_fraction=0.1)
+    reply = enrich_orders.handler({"Items": broken}, None)
+    failed = {int(f["itemIdentifier"]) for f in reply["batchItemFailures"]}
+    assert 10 < len(failed) < 60
+    for i, (good, maybe_bad) in enumerate(zip(clean, broken, strict=True)):
+        # Valid orders do not depend on invalid_fraction; every broken one is reported.
+        assert (good == maybe_bad) == (i not in failed)
+
+
+def test_dataset_writes_jsonl(dataset, tmp_path):
+    path = dataset.write_jsonl(tmp_path / "orders.jsonl", 25, seed=1)
+    lines = path.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == dataset.generate_orders(25, seed=1)
