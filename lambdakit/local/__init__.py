@@ -1,0 +1,197 @@
+"""lambdakit local: an embedded AWS Lambda service speaking the real REST API.
+
+    with LocalLambda() as local:
+        client = local.client()          # a boto3 Lambda client bound to it
+        client.list_functions()
+
+The server runs in a subprocess (`python -m lambdakit local`), so a notebook kernel or a test
+session never shares its event loop or its signal handlers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from lambdakit.errors import LocalServiceError
+
+__all__ = ["LocalLambda"]
+
+_READY_PREFIX = "lambdakit local listening on "
+
+
+class LocalLambda:
+    """The local Lambda service in a subprocess, as a context manager.
+
+    state_dir=None uses a temporary folder removed on exit; give a folder to keep functions
+    across runs. port=0 picks a free port. `seed` makes alias routing and injected faults
+    reproducible. `event_retry_delays` are the waits before an Event's 2nd and 3rd attempts.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        region: str = "us-east-1",
+        account_concurrency: int = 1000,
+        idle_timeout_s: float = 300.0,
+        seed: int | None = None,
+        event_retry_delays: tuple[float, ...] = (1.0, 2.0),
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        self._given_state_dir = Path(state_dir) if state_dir is not None else None
+        self.port = port
+        self.host = host
+        self.region = region
+        self.account_concurrency = account_concurrency
+        self.idle_timeout_s = idle_timeout_s
+        self.seed = seed
+        self.event_retry_delays = tuple(event_retry_delays)
+        self.startup_timeout_s = startup_timeout_s
+        self.state_dir: Path | None = self._given_state_dir
+        self.endpoint_url: str | None = None
+        self._process: subprocess.Popen[str] | None = None
+        self._temp_dir: str | None = None
+        self._lines: list[str] = []
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        where = self.endpoint_url or "not started"
+        return f"LocalLambda({where}, {state}, state_dir={self.state_dir})"
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def server_log(self) -> Path:
+        """The server's own log (stderr), inside the state folder."""
+        if self.state_dir is None:
+            raise LocalServiceError("LocalLambda has not been started")
+        return self.state_dir / "server.log"
+
+    def start(self) -> LocalLambda:
+        """Start the server and wait for its ready line."""
+        if self.running:
+            return self
+        if self._given_state_dir is None:
+            self._temp_dir = tempfile.mkdtemp(prefix="lambdakit-local-")
+            self.state_dir = Path(self._temp_dir)
+        assert self.state_dir is not None
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable, "-m", "lambdakit", "local",
+            "--host", self.host, "--port", str(self.port), "--state-dir", str(self.state_dir),
+            "--region", self.region, "--account-concurrency", str(self.account_concurrency),
+            "--idle-timeout", str(self.idle_timeout_s),
+            "--event-retry-delays", ",".join(f"{d:g}" for d in self.event_retry_delays),
+        ]  # fmt: skip
+        if self.seed is not None:
+            command += ["--seed", str(self.seed)]
+        with open(self.server_log, "ab") as stderr:
+            self._process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
+                start_new_session=True,  # a Ctrl-C in the notebook must not hit the server
+            )  # fmt: skip
+        self.endpoint_url = self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> str:
+        assert self._process is not None and self._process.stdout is not None
+        found: list[str] = []
+        done = threading.Event()
+        stdout = self._process.stdout
+
+        def drain() -> None:
+            # Reads the ready line, then keeps the pipe empty so the server never blocks on it.
+            for line in stdout:
+                self._lines.append(line.rstrip("\n"))
+                if not found and line.startswith(_READY_PREFIX):
+                    found.append(line[len(_READY_PREFIX) :].split()[0])
+                    done.set()
+            done.set()
+
+        threading.Thread(target=drain, name="lambdakit-local-stdout", daemon=True).start()
+        done.wait(self.startup_timeout_s)
+        if found:
+            return found[0]
+        self.stop()
+        raise LocalServiceError(
+            f"lambdakit local did not become ready within {self.startup_timeout_s:g} s; "
+            f"its log:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.server_log.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and every environment it started."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                # Its environments share its session: take them down with it.
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def restart(self) -> LocalLambda:
+        """Stop and start again on the same state folder (and port, when one was given)."""
+        keep = self._temp_dir
+        self._temp_dir = None  # keep the temporary state across the restart
+        self.stop()
+        self._temp_dir = keep
+        if self._given_state_dir is None:
+            self._given_state_dir = self.state_dir
+        return self.start()
+
+    def client(self, **config: Any) -> Any:
+        """A boto3 Lambda client for this service: dummy credentials, no botocore retries.
+
+        Keyword arguments override botocore Config settings (read_timeout, max_pool_connections,
+        retries, ...).
+        """
+        import boto3
+        from botocore.config import Config
+
+        if self.endpoint_url is None:
+            raise LocalServiceError("LocalLambda has not been started")
+        settings: dict[str, Any] = {
+            "retries": {"total_max_attempts": 1, "mode": "standard"},
+            "read_timeout": 910,  # above Lambda's longest timeout: never re-invoke on a timeout
+            "connect_timeout": 5,
+            "max_pool_connections": 32,
+        }
+        settings.update(config)
+        return boto3.client(
+            "lambda",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id="lambdakit",
+            aws_secret_access_key="lambdakit",
+            config=Config(**settings),
+        )
+
+    def __enter__(self) -> LocalLambda:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,156 @@
+"""The queue behind asynchronous (`Event`) invokes: accepted at once, run later, retried twice.
+
+Each accepted event is written to `<state_dir>/events/<id>.json` and removed only once it has
+run (successfully, or failed its three attempts, or its function was deleted), so nothing is
+lost while the server runs, and events still queued at shutdown run after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["Event", "EventQueue", "EventResult"]
+
+log = logging.getLogger("lambdakit.local.events")
+
+
+class EventResult:
+    """What running an event once gave (string constants)."""
+
+    OK = "ok"
+    ERROR = "error"  # a function error: retried, at most twice (three attempts in all)
+    THROTTLED = "throttled"  # no capacity now: retried without using up an attempt
+    GONE = "gone"  # the function or version was deleted: nothing left to run
+
+
+@dataclass
+class Event:
+    """One accepted asynchronous invocation."""
+
+    event_id: str
+    function_name: str
+    version: str
+    invoked_arn: str
+    payload: bytes
+    client_context: str | None = None
+    attempts: int = 0  # attempts already made
+
+    def to_json(self) -> str:
+        """The on-disk form (payload base64)."""
+        out = asdict(self)
+        out["payload"] = base64.b64encode(self.payload).decode()
+        return json.dumps(out)
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        """Inverse of to_json."""
+        data = json.loads(text)
+        data["payload"] = base64.b64decode(data["payload"])
+        return cls(**data)
+
+
+class EventQueue:
+    """Runs events on a few worker tasks; `run` performs one attempt and says how it went."""
+
+    def __init__(
+        self,
+        run: Callable[[Event], Awaitable[str]],
+        *,
+        directory: Path,
+        workers: int = 16,
+        retry_delays: tuple[float, ...] = (1.0, 2.0),
+        throttle_delay_s: float = 0.5,
+    ) -> None:
+        self._run = run
+        self.directory = Path(directory)
+        self.workers = workers
+        self.retry_delays = tuple(retry_delays)
+        self.throttle_delay_s = throttle_delay_s
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def start(self) -> int:
+        """Start the workers and requeue events left on disk; returns how many were requeued."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        requeued = 0
+        for path in sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime):
+            try:
+                self._queue.put_nowait(Event.from_json(path.read_text()))
+                requeued += 1
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("unreadable queued event %s kept on disk: %s", path, exc)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._worker()) for _ in range(self.workers)]
+        return requeued
+
+    def put(self, event: Event) -> None:
+        """Accept an event: persisted first, then queued."""
+        path = self.directory / f"{event.event_id}.json"
+        tmp = self.directory / f".{event.event_id}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(event.to_json())
+        os.replace(tmp, path)
+        self._queue.put_nowait(event)
+
+    def pending(self) -> int:
+        """Events accepted and not finished (queued, waiting for a retry, or running)."""
+        return len(list(self.directory.glob("*.json")))
+
+    async def close(self) -> None:
+        """Stop the workers; unfinished events stay on disk for the next start."""
+        for timer in self._timers:
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def _later(self, delay_s: float, event: Event) -> None:
+        loop = asyncio.get_running_loop()
+
+        def requeue() -> None:
+            self._timers.discard(timer)
+            self._queue.put_nowait(event)
+
+        timer = loop.call_later(delay_s, requeue)
+        self._timers.add(timer)
+
+    def _done(self, event: Event) -> None:
+        (self.directory / f"{event.event_id}.json").unlink(missing_ok=True)
+
+    async def _worker(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                outcome = await self._run(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event %s of %s failed to run", event.event_id, event.function_name)
+                outcome = EventResult.ERROR
+            if outcome == EventResult.THROTTLED:
+                self._later(self.throttle_delay_s, event)
+                continue
+            if outcome == EventResult.ERROR:
+                event.attempts += 1
+                if event.attempts <= len(self.retry_delays):
+                    self._later(self.retry_delays[event.attempts - 1], event)
+                    continue
+                log.warning(
+                    "event %s of %s failed %d times; discarded as AWS does without a "
+                    "destination or DLQ",
+                    event.event_id,
+                    event.function_name,
+                    event.attempts,
+                )
+            elif outcome == EventResult.GONE:
+                log.warning("event %s dropped: %s was deleted", event.event_id, event.invoked_arn)
+            self._done(event)

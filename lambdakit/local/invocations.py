@@ -1,0 +1,230 @@
+"""Invoke: `POST /2015-03-31/functions/{FunctionName}/invocations`, as AWS answers it.
+
+Resolves the qualifier (version, alias with weighted routing, $LATEST), applies injected
+faults, and runs the payload in an execution environment: synchronously (200), queued
+(`Event`, 202) or not at all (`DryRun`, 204). `X-Amz-Executed-Version` is always set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import uuid
+
+import orjson
+from aiohttp import web
+
+from lambdakit.local.api import SERVICE, Service
+from lambdakit.local.checks import ApiError, bad_content, invalid, not_found
+from lambdakit.local.environments import CapacityExceeded, FunctionSpec, InvokeResult
+from lambdakit.local.events import Event, EventResult
+from lambdakit.local.protocol import parse_function_name
+from lambdakit.local.state import LATEST
+
+__all__ = ["add_invoke_routes", "invoke", "run_event"]
+
+log = logging.getLogger("lambdakit.local.invocations")
+
+MAX_SYNC_PAYLOAD = 6_291_456
+MAX_EVENT_PAYLOAD = 1_048_576
+MAX_CLIENT_CONTEXT = 3_583
+LOG_TAIL_BYTES = 4_096
+_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+def _route(service: Service, name: str, qualifier: str | None) -> tuple[str, str]:
+    """(executed version, invoked ARN); an alias picks a version by its routing weights."""
+    store = service.store
+    invoked_arn = store.arn(name, qualifier)
+    if qualifier in (None, LATEST):
+        store.record(name)
+        return LATEST, invoked_arn
+    if qualifier.isdigit():
+        store.config(name, qualifier)
+        return qualifier, invoked_arn
+    try:
+        routes = store.alias_routes(name, qualifier)
+    except ApiError as exc:
+        raise not_found(f"Function not found: {invoked_arn}") from exc
+    if len(routes) == 1:
+        return routes[0][0], invoked_arn
+    draw, total = service.rng.random(), 0.0
+    for version, weight in routes[1:]:
+        total += weight
+        if draw < total:
+            return version, invoked_arn
+    return routes[0][0], invoked_arn
+
+
+def _spec(service: Service, name: str, version: str) -> FunctionSpec:
+    """The environment description of one function version, as it runs now."""
+    store = service.store
+    cfg = store.live_config(name, version)
+    if cfg["State"] != "Active":
+        raise ApiError(
+            409,
+            "ResourceConflictException",
+            "The operation cannot be performed at this time. "
+            f"The function is currently in the following state: {cfg['State']}",
+        )
+    return FunctionSpec(
+        function_name=name,
+        version=version,
+        function_arn=store.arn(name),
+        code_dir=store.code_dir(cfg),
+        handler=cfg.get("Handler", ""),
+        runtime=cfg["Runtime"],
+        timeout_s=float(cfg["Timeout"]),
+        memory_mb=int(cfg["MemorySize"]),
+        environment=dict(cfg["Environment"]["Variables"]),
+        revision=cfg["RevisionId"],
+        reserved_concurrency=store.concurrency(name),
+    )
+
+
+def _throttle(reason: str, message: str = "Rate Exceeded.") -> ApiError:
+    return ApiError(429, "TooManyRequestsException", message, reason=reason, retry_after=1)
+
+
+def _injected_error(request_id: str) -> InvokeResult:
+    body = {
+        "errorMessage": f"RequestId: {request_id} Error: fault injected by lambdakit local",
+        "errorType": "Lambdakit.InjectedFault",
+    }
+    return InvokeResult(
+        payload=json.dumps(body).encode(), function_error="Unhandled",
+        log=f"lambdakit local: injected error for RequestId: {request_id}\n",
+        request_id=request_id, init_duration_ms=None,
+    )  # fmt: skip
+
+
+def _headers(request: web.Request) -> tuple[str, bool, str | None]:
+    invocation_type = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    if invocation_type not in _TYPES:
+        raise invalid(
+            f"Invalid InvocationType {invocation_type!r}: use one of {', '.join(_TYPES)}."
+        )
+    log_type = request.headers.get("X-Amz-Log-Type", "None")
+    if log_type not in ("None", "Tail"):
+        raise invalid(f"Invalid LogType {log_type!r}: use None or Tail.")
+    context = request.headers.get("X-Amz-Client-Context")
+    if context is not None:
+        if len(context) > MAX_CLIENT_CONTEXT:
+            raise invalid(f"Client context must be at most {MAX_CLIENT_CONTEXT} bytes.")
+        try:
+            json.loads(base64.b64decode(context, validate=True))
+        except (binascii.Error, ValueError):
+            raise invalid("Client context must be a base64-encoded JSON object.") from None
+    return invocation_type, log_type == "Tail", context
+
+
+async def _payload(request: web.Request, limit: int, operation: str) -> bytes:
+    too_large = ApiError(
+        413,
+        "RequestEntityTooLargeException",
+        f"Request must be smaller than {limit} bytes for the {operation} operation",
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    payload = await request.read()
+    if len(payload) > limit:
+        raise too_large
+    if not payload.strip():
+        return b"{}"  # Lambda hands an empty payload to the handler as {}
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise bad_content(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+        ) from None
+    return payload
+
+
+async def invoke(request: web.Request) -> web.StreamResponse:
+    """The Invoke operation."""
+    service = request.app[SERVICE]
+    name, qualifier = parse_function_name(
+        request.match_info["name"], request.query.get("Qualifier")
+    )
+    invocation_type, tail, context = _headers(request)
+    version, invoked_arn = _route(service, name, qualifier)
+    spec = _spec(service, name, version)
+    headers = {"X-Amz-Executed-Version": version}
+    if invocation_type == "DryRun":
+        return web.Response(status=204, headers=headers)
+    if invocation_type == "Event":
+        payload = await _payload(request, MAX_EVENT_PAYLOAD, "InvokeAsync")
+        event_id = request["request_id"]
+        service.events.put(Event(event_id, name, version, invoked_arn, payload, context))
+        return web.Response(status=202, headers=headers)
+    payload = await _payload(request, MAX_SYNC_PAYLOAD, "Invoke")
+    request_id = request["request_id"]
+    result = await _run(service, spec, payload, request_id, invoked_arn, context, wait=False)
+    headers["Content-Type"] = "application/json"
+    if result.function_error:
+        headers["X-Amz-Function-Error"] = result.function_error
+    if tail:
+        tail_bytes = result.log.encode()[-LOG_TAIL_BYTES:]
+        headers["X-Amz-Log-Result"] = base64.b64encode(tail_bytes).decode()
+    return web.Response(status=200, body=result.payload, headers=headers)
+
+
+async def _run(
+    service: Service,
+    spec: FunctionSpec,
+    payload: bytes,
+    request_id: str,
+    invoked_arn: str,
+    context: str | None,
+    *,
+    wait: bool,
+) -> InvokeResult:
+    """One attempt: injected faults first, then the environment; 429 raised as ApiError."""
+    decision = service.faults.decide(spec.function_name)
+    if decision is not None:
+        if decision.latency_s:
+            await asyncio.sleep(decision.latency_s)
+        if decision.throttle:
+            raise _throttle("ConcurrentInvocationLimitExceeded", "Rate Exceeded. (injected fault)")
+        if decision.error:
+            return _injected_error(request_id)
+    if spec.reserved_concurrency == 0:
+        raise _throttle("ReservedFunctionConcurrentInvocationLimitExceeded")
+    try:
+        return await service.environments.invoke(
+            spec, payload, request_id=request_id, invoked_arn=invoked_arn,
+            client_context=context, wait_for_capacity=wait,
+        )  # fmt: skip
+    except CapacityExceeded as exc:
+        raise _throttle(exc.reason) from None
+
+
+async def run_event(service: Service, event: Event) -> str:
+    """Run one attempt of a queued event; the EventQueue retries according to the result."""
+    try:
+        spec = _spec(service, event.function_name, event.version)
+    except ApiError as exc:
+        return EventResult.GONE if exc.status == 404 else EventResult.THROTTLED
+    request_id = event.event_id if event.attempts == 0 else str(uuid.uuid4())
+    try:
+        result = await _run(
+            service, spec, event.payload, request_id, event.invoked_arn,
+            event.client_context, wait=True,
+        )  # fmt: skip
+    except ApiError as exc:
+        if exc.status == 429:
+            return EventResult.THROTTLED
+        raise
+    if result.function_error:
+        log.info("event %s of %s: function error %s", event.event_id, spec.function_name,
+                 result.payload[:200])  # fmt: skip
+        return EventResult.ERROR
+    return EventResult.OK
+
+
+def add_invoke_routes(app: web.Application) -> None:
+    """Mount Invoke."""
+    app.router.add_post("/2015-03-31/functions/{name}/invocations", invoke)

@@ -1,0 +1,165 @@
+"""Process entry of `lambdakit local`: builds the app, binds, reports readiness, stops on signals.
+
+One aiohttp app and one port serve the Lambda REST API, the Runtime API of every execution
+environment (under /env/<id>/...) and the fault management endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+__all__ = ["ServerConfig", "build_app", "default_state_dir", "is_loopback", "serve"]
+
+log = logging.getLogger("lambdakit.local.server")
+
+# Room for a 50 MB zip in base64 inside CreateFunction's JSON; the handlers enforce the
+# per-operation limits (6 MB Invoke, 1 MB Event) themselves, with AWS's error codes.
+_CLIENT_MAX_SIZE = 72 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to run the local service. `port=0` picks a free port."""
+
+    host: str = "127.0.0.1"
+    port: int = 9001
+    state_dir: Path | None = None  # None: default_state_dir()
+    region: str = "us-east-1"
+    account_concurrency: int = 1000
+    idle_timeout_s: float = 300.0
+    seed: int | None = None  # seeds alias routing and fault injection, for reproducible tests
+    event_retry_delays: tuple[float, ...] = (1.0, 2.0)  # AWS waits 1 then 2 minutes
+    event_workers: int = 16
+
+    def __post_init__(self) -> None:
+        if self.state_dir is not None and not isinstance(self.state_dir, Path):
+            object.__setattr__(self, "state_dir", Path(self.state_dir))
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.account_concurrency < 1:
+            raise ValueError(f"account_concurrency must be >= 1, got {self.account_concurrency}")
+
+
+def default_state_dir() -> Path:
+    """Where `lambdakit local` keeps functions and logs unless --state-dir is given."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("lambdakit")) / "local"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.Application:
+    """The aiohttp app with every route mounted; its cleanup stops environments and events."""
+    from lambdakit.local.api import SERVICE, Service, add_management_routes
+    from lambdakit.local.environments import EnvironmentManager
+    from lambdakit.local.events import EventQueue
+    from lambdakit.local.faults import FaultInjector, add_fault_routes
+    from lambdakit.local.invocations import add_invoke_routes, run_event
+    from lambdakit.local.protocol import error_middleware
+    from lambdakit.local.state import Store
+
+    state_dir = config.state_dir or default_state_dir()
+    store = Store(state_dir, region=config.region, account_concurrency=config.account_concurrency)
+    unfinished = store.load()
+    environments = EnvironmentManager(
+        runtime_api=runtime_api,
+        state_dir=state_dir,
+        account_concurrency=config.account_concurrency,
+        idle_timeout_s=config.idle_timeout_s,
+        endpoint_url=endpoint_url,
+        region=config.region,
+    )
+    service = Service(
+        store=store,
+        environments=environments,
+        faults=FaultInjector(config.seed),
+        rng=random.Random(config.seed),
+    )
+    service.events = EventQueue(
+        lambda event: run_event(service, event),
+        directory=state_dir / "events",
+        workers=config.event_workers,
+        retry_delays=config.event_retry_delays,
+    )
+    app = web.Application(middlewares=[error_middleware], client_max_size=_CLIENT_MAX_SIZE)
+    app[SERVICE] = service
+    add_management_routes(app)
+    add_invoke_routes(app)
+    add_fault_routes(app, service.faults, store.record)
+    environments.register(app)
+
+    async def on_startup(app: web.Application) -> None:
+        # Code whose unpack was cut short by a stop is unpacked again before it serves.
+        for name in unfinished:
+            cfg = store.record(name)["latest"]
+            service.spawn(service.finish_update(name, cfg["_CodeHex"]))
+        requeued = service.events.start()
+        if requeued:
+            log.info("requeued %d Event invocations left from the last run", requeued)
+
+    async def on_cleanup(app: web.Application) -> None:
+        await service.events.close()
+        for task in list(service.tasks):
+            task.cancel()
+        await asyncio.gather(*service.tasks, return_exceptions=True)
+        await environments.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
+    """Run until SIGINT/SIGTERM; on_ready gets the endpoint URL once requests are accepted."""
+    if not is_loopback(config.host):
+        log.warning(
+            "lambdakit local is listening on %s, not loopback: anyone who can reach this host "
+            "can run code through it (it checks no credentials).",
+            config.host,
+        )
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    port = sock.getsockname()[1]
+    # Environments run on this machine: reach the server over loopback unless bound elsewhere.
+    wildcard = config.host in ("0.0.0.0", "::")
+    local_host = "127.0.0.1" if wildcard or is_loopback(config.host) else config.host
+    shown_host = f"[{local_host}]" if ":" in local_host else local_host
+    endpoint_url = f"http://{shown_host}:{port}"
+    app = build_app(config, f"{shown_host}:{port}", endpoint_url)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=2.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await site.start()
+        on_ready(endpoint_url)
+        await stop.wait()
+        log.info("stopping: closing environments and the event queue")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()

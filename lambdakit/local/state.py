@@ -1,0 +1,418 @@
+"""Persistent state of the local Lambda service: functions, versions, aliases, concurrency.
+
+Everything lives under one state directory and survives a restart:
+
+    functions/<name>.json   one record per function ($LATEST, versions, aliases, concurrency)
+    code/<sha256 hex>.zip   every uploaded zip, content-addressed and never modified
+    code/<sha256 hex>/      its unpacked tree, shared read-only by every version using it
+
+Errors are raised as `ApiError`, already carrying the AWS error code and HTTP status.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lambdakit.local.checks import (
+    alias_version,
+    check_alias_name,
+    check_revision,
+    conflict,
+    invalid,
+    not_found,
+    routing_weights,
+    validate_config,
+)
+from lambdakit.local.codezip import CodeInfo, code_dir, remove_code
+
+__all__ = ["ACCOUNT_ID", "LATEST", "Store"]
+
+log = logging.getLogger("lambdakit.local.state")
+
+ACCOUNT_ID = "123456789012"
+LATEST = "$LATEST"
+
+
+def _now() -> str:
+    """Timestamp in the format Lambda uses for LastModified."""
+    stamp = dt.datetime.now(dt.timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}+0000"
+
+
+class Store:
+    """All functions of one local service, mirrored to disk on every change."""
+
+    def __init__(
+        self, state_dir: Path, *, region: str = "us-east-1", account_concurrency: int = 1000
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.region = region
+        self.account_concurrency = account_concurrency
+        self.code_root = self.state_dir / "code"
+        self._functions_dir = self.state_dir / "functions"
+        self._functions: dict[str, dict[str, Any]] = {}
+        # Code being uploaded but not yet referenced by a record; garbage collection skips it.
+        self.pinned: set[str] = set()
+
+    # ---- persistence -------------------------------------------------------------------
+    def load(self) -> list[str]:
+        """Read every function record; returns the names whose last update was unfinished."""
+        self._functions_dir.mkdir(parents=True, exist_ok=True)
+        self.code_root.mkdir(parents=True, exist_ok=True)
+        unfinished = []
+        for path in sorted(self._functions_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                log.error("ignoring unreadable function record %s: %s", path, exc)
+                continue
+            name = record["latest"]["FunctionName"]
+            self._functions[name] = record
+            if record["latest"]["LastUpdateStatus"] == "InProgress":
+                unfinished.append(name)
+        return unfinished
+
+    def _save(self, name: str) -> None:
+        path = self._functions_dir / f"{name}.json"
+        tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex}")
+        tmp.write_text(json.dumps(self._functions[name], indent=1, sort_keys=True))
+        os.replace(tmp, path)  # atomic: a crash never leaves half a record
+
+    def collect_garbage(self) -> None:
+        """Delete code no function, version or upload in progress refers to."""
+        used = set(self.pinned)
+        for record in self._functions.values():
+            for cfg in [record["latest"], record["live"], *record["versions"].values()]:
+                used.add(cfg["_CodeHex"])
+        for path in self.code_root.glob("*.zip"):
+            if path.stem not in used:
+                remove_code(self.code_root, path.stem)
+
+    # ---- names and lookups -------------------------------------------------------------
+    def arn(self, name: str, qualifier: str | None = None) -> str:
+        """The function ARN, qualified when a qualifier is given."""
+        base = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
+        return f"{base}:{qualifier}" if qualifier else base
+
+    def names(self) -> list[str]:
+        """Every function name, sorted."""
+        return sorted(self._functions)
+
+    def record(self, name: str) -> dict[str, Any]:
+        """The raw record of a function; ResourceNotFoundException when missing."""
+        record = self._functions.get(name)
+        if record is None:
+            raise not_found(f"Function not found: {self.arn(name)}")
+        return record
+
+    def config(self, name: str, qualifier: str | None = None) -> dict[str, Any]:
+        """The configuration of $LATEST, a version or an alias's primary version."""
+        record = self.record(name)
+        if qualifier in (None, LATEST):
+            return record["latest"]
+        if qualifier.isdigit():
+            cfg = record["versions"].get(qualifier)
+            if cfg is None:
+                raise not_found(f"Function not found: {self.arn(name, qualifier)}")
+            return cfg
+        alias = self.alias(name, qualifier)
+        return self.config(name, alias["FunctionVersion"])
+
+    def live_config(self, name: str, version: str) -> dict[str, Any]:
+        """The configuration invocations run: for $LATEST, the last one whose update finished."""
+        record = self.record(name)
+        return record["live"] if version == LATEST else self.config(name, version)
+
+    def code_dir(self, cfg: dict[str, Any]) -> Path:
+        """The unpacked code of one configuration."""
+        return code_dir(self.code_root, cfg["_CodeHex"])
+
+    def concurrency(self, name: str) -> int | None:
+        """Reserved concurrency of a function, None when it shares the account pool."""
+        return self.record(name)["concurrency"]
+
+    # ---- functions ---------------------------------------------------------------------
+    def create_function(self, body: dict[str, Any], code: CodeInfo) -> dict[str, Any]:
+        """Record a new function in State Pending; `finish_update` makes it Active."""
+        name = body["FunctionName"]
+        if name in self._functions:
+            raise conflict(f"Function already exist: {name}")
+        settings = validate_config(body, creating=True)
+        cfg: dict[str, Any] = {
+            "FunctionName": name, "FunctionArn": self.arn(name), "Role": body["Role"],
+            "Description": "", "Timeout": 3, "MemorySize": 128, "Environment": {"Variables": {}},
+            "Version": LATEST, "PackageType": "Zip", "Architectures": ["x86_64"],
+            "TracingConfig": {"Mode": "PassThrough"}, "EphemeralStorage": {"Size": 512},
+            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "LoggingConfig": {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{name}"},
+            "State": "Pending", "StateReason": "The function is being created.",
+            "StateReasonCode": "Creating", "LastUpdateStatus": "InProgress",
+        }  # fmt: skip
+        cfg.update(settings)
+        self._set_code(cfg, code)
+        self._functions[name] = {
+            "latest": cfg,
+            "live": copy.deepcopy(cfg),
+            "versions": {},
+            "aliases": {},
+            "concurrency": None,
+            "next_version": 1,
+            "tags": dict(body.get("Tags") or {}),
+        }
+        self.pinned.discard(code.sha_hex)
+        published = self._publish(name, body.get("Description")) if body.get("Publish") else None
+        self._save(name)
+        return published or cfg
+
+    def _set_code(self, cfg: dict[str, Any], code: CodeInfo) -> None:
+        cfg.update(CodeSha256=code.sha256, CodeSize=code.size, _CodeHex=code.sha_hex)
+        cfg.update(LastModified=_now(), RevisionId=str(uuid.uuid4()))
+
+    def check_updatable(self, name: str, revision_id: str | None) -> dict[str, Any]:
+        """The record of a function that may be updated now (409 while busy, 412 on revision)."""
+        record = self.record(name)
+        latest = record["latest"]
+        if latest["State"] == "Pending":
+            raise conflict(
+                "The operation cannot be performed at this time. "
+                "The function is currently in the following state: Pending"
+            )
+        if latest["LastUpdateStatus"] == "InProgress":
+            raise conflict(
+                "The operation cannot be performed at this time. "
+                f"An update is in progress for resource: {self.arn(name)}"
+            )
+        check_revision(latest, revision_id)
+        return record
+
+    def update_code(
+        self, name: str, code: CodeInfo, revision_id: str | None = None, *, publish: bool = False
+    ) -> dict[str, Any]:
+        """Point $LATEST at new code; LastUpdateStatus is InProgress until it is unpacked."""
+        record = self.check_updatable(name, revision_id)
+        latest = record["latest"]
+        self._set_code(latest, code)
+        _mark_updating(latest)
+        self.pinned.discard(code.sha_hex)
+        published = self._publish(name, None) if publish else None
+        self._save(name)
+        return published or latest
+
+    def update_config(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Change Handler, Timeout, MemorySize, Environment, ... of $LATEST."""
+        record = self.check_updatable(name, body.get("RevisionId"))
+        settings = validate_config(body, creating=False, runtime=record["latest"]["Runtime"])
+        latest = record["latest"]
+        latest.update(settings)
+        latest.update(LastModified=_now(), RevisionId=str(uuid.uuid4()))
+        _mark_updating(latest)
+        self._save(name)
+        return latest
+
+    def finish_update(self, name: str, error: str | None = None) -> None:
+        """Make a created or updated $LATEST Active/Successful (or Failed), and serve it."""
+        record = self._functions.get(name)
+        if record is None:  # deleted while its code was being unpacked
+            return
+        waiting = [record["latest"]]
+        # Versions published together with the code (Publish=True) wait for the same unpack.
+        waiting += [v for v in record["versions"].values() if v["LastUpdateStatus"] == "InProgress"]
+        for cfg in waiting:
+            for key in _REASONS:
+                cfg.pop(key, None)
+            if error is None:
+                cfg.update(State="Active", LastUpdateStatus="Successful")
+            elif cfg["State"] == "Pending":
+                cfg.update(State="Failed", LastUpdateStatus="Failed", StateReason=error)
+                cfg["StateReasonCode"] = "InvalidZipFileException"
+            else:
+                cfg.update(LastUpdateStatus="Failed", LastUpdateStatusReason=error)
+                cfg["LastUpdateStatusReasonCode"] = "InvalidZipFileException"
+        if error is None:
+            record["live"] = copy.deepcopy(record["latest"])
+        self._save(name)
+        self.collect_garbage()
+
+    def delete_function(self, name: str, qualifier: str | None = None) -> None:
+        """Delete a function with all its versions and aliases, or one published version."""
+        record = self.record(name)
+        if qualifier in (None, ""):
+            del self._functions[name]
+            (self._functions_dir / f"{name}.json").unlink(missing_ok=True)
+            self.collect_garbage()
+            return
+        if qualifier == LATEST:
+            raise invalid("$LATEST version cannot be deleted without deleting the function.")
+        if not qualifier.isdigit():
+            raise invalid(
+                "Deletion of aliases is not supported through DeleteFunction: use DeleteAlias."
+            )
+        self.config(name, qualifier)  # 404 when missing
+        users = [
+            a["Name"]
+            for a in record["aliases"].values()
+            if qualifier in (a["FunctionVersion"], *_extra_versions(a))
+        ]
+        if users:
+            raise conflict(
+                f"Unable to delete version because the following aliases reference it: {users}"
+            )
+        del record["versions"][qualifier]
+        self._save(name)
+        self.collect_garbage()
+
+    # ---- versions ----------------------------------------------------------------------
+    def publish_version(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Publish $LATEST as an immutable numbered copy (or return the identical last one)."""
+        record = self.check_updatable(name, body.get("RevisionId"))
+        latest = record["latest"]
+        sha = body.get("CodeSha256")
+        if sha is not None and sha != latest["CodeSha256"]:
+            raise invalid(
+                f"CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST "
+                f"({latest['CodeSha256']}). Please try again with the CodeSHA256 in $LATEST."
+            )
+        cfg = self._publish(name, body.get("Description"))
+        self._save(name)
+        return cfg
+
+    def _publish(self, name: str, description: Any) -> dict[str, Any]:
+        record = self.record(name)
+        latest, versions = record["latest"], record["versions"]
+        if versions:
+            last = versions[str(max(int(v) for v in versions))]
+            if _same_function(last, latest):
+                return last  # AWS publishes nothing when neither code nor config changed
+        number = str(record["next_version"])
+        record["next_version"] += 1
+        cfg = copy.deepcopy(latest)
+        cfg.update(Version=number, FunctionArn=self.arn(name, number), LastModified=_now())
+        cfg["RevisionId"] = str(uuid.uuid4())
+        if description is not None:
+            cfg["Description"] = str(description)
+        versions[number] = cfg
+        return cfg
+
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        """$LATEST (with a qualified ARN, as AWS lists it) followed by every version in order."""
+        record = self.record(name)
+        latest = dict(record["latest"], FunctionArn=self.arn(name, LATEST))
+        return [latest, *(record["versions"][v] for v in sorted(record["versions"], key=int))]
+
+    # ---- aliases -----------------------------------------------------------------------
+    def alias(self, name: str, alias_name: str) -> dict[str, Any]:
+        """One alias; ResourceNotFoundException when missing."""
+        found = self.record(name)["aliases"].get(alias_name)
+        if found is None:
+            raise not_found(f"Alias not found: {self.arn(name, alias_name)}")
+        return found
+
+    def aliases(self, name: str, function_version: str | None = None) -> list[dict[str, Any]]:
+        """Every alias of a function, sorted by name, optionally only those using a version."""
+        found = sorted(self.record(name)["aliases"].values(), key=lambda a: a["Name"])
+        if function_version:
+            found = [a for a in found if a["FunctionVersion"] == function_version]
+        return found
+
+    def put_alias(
+        self, name: str, alias_name: str, body: dict[str, Any], *, create: bool
+    ) -> dict[str, Any]:
+        """Create or update an alias after checking its versions and routing weights."""
+        record = self.record(name)
+        if create:
+            check_alias_name(alias_name)
+            if alias_name in record["aliases"]:
+                raise conflict(f"Alias already exists: {self.arn(name, alias_name)}")
+            arn = self.arn(name, alias_name)
+            current: dict[str, Any] = {"Name": alias_name, "AliasArn": arn, "Description": ""}
+        else:
+            current = copy.deepcopy(self.alias(name, alias_name))
+            check_revision(current, body.get("RevisionId"))
+        if "FunctionVersion" in body or create:
+            current["FunctionVersion"] = alias_version(body.get("FunctionVersion"))
+        if "Description" in body:
+            current["Description"] = str(body["Description"])
+        if "RoutingConfig" in body:
+            current["RoutingConfig"] = {
+                "AdditionalVersionWeights": routing_weights(body["RoutingConfig"])
+            }
+        self.config(name, current["FunctionVersion"])  # 404 for a missing version
+        weights = current.get("RoutingConfig", {}).get("AdditionalVersionWeights", {})
+        for extra in weights:
+            self.config(name, extra)
+            if extra == current["FunctionVersion"]:
+                raise invalid(
+                    "The additional version must differ from the alias's FunctionVersion."
+                )
+        if weights and current["FunctionVersion"] == LATEST:
+            raise invalid("$LATEST is not supported for an alias pointing to more than 1 version")
+        current["RevisionId"] = str(uuid.uuid4())
+        record["aliases"][alias_name] = current
+        self._save(name)
+        return current
+
+    def delete_alias(self, name: str, alias_name: str) -> None:
+        """Delete an alias (404 when missing)."""
+        self.alias(name, alias_name)
+        del self.record(name)["aliases"][alias_name]
+        self._save(name)
+
+    def alias_routes(self, name: str, alias_name: str) -> list[tuple[str, float]]:
+        """(version, weight) pairs an alias splits its traffic over; weights sum to 1."""
+        found = self.alias(name, alias_name)
+        extra = found.get("RoutingConfig", {}).get("AdditionalVersionWeights", {})
+        routes = [(v, float(w)) for v, w in extra.items()]
+        return [(found["FunctionVersion"], 1.0 - sum(w for _, w in routes)), *routes]
+
+    # ---- concurrency -------------------------------------------------------------------
+    def put_concurrency(self, name: str, value: Any) -> int:
+        """Reserve concurrency for a function, leaving the account's unreserved minimum."""
+        record = self.record(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise invalid(f"ReservedConcurrentExecutions must be an integer >= 0, got {value!r}.")
+        minimum = min(100, self.account_concurrency // 10)
+        others = sum(r["concurrency"] or 0 for n, r in self._functions.items() if n != name)
+        if self.account_concurrency - others - value < minimum:
+            raise invalid(
+                f"Specified ReservedConcurrentExecutions for function decreases account's "
+                f"UnreservedConcurrentExecution below its minimum value of [{minimum}]."
+            )
+        record["concurrency"] = value
+        self._save(name)
+        return value
+
+    def delete_concurrency(self, name: str) -> None:
+        """Return a function to the shared account pool."""
+        self.record(name)["concurrency"] = None
+        self._save(name)
+
+
+_REASONS = (
+    "StateReason",
+    "StateReasonCode",
+    "LastUpdateStatusReason",
+    "LastUpdateStatusReasonCode",
+)
+
+
+def _mark_updating(cfg: dict[str, Any]) -> None:
+    cfg.update(
+        LastUpdateStatus="InProgress", LastUpdateStatusReason="The function is being updated."
+    )
+    cfg["LastUpdateStatusReasonCode"] = "Updating"
+
+
+def _same_function(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("CodeSha256", "Handler", "Runtime", "Timeout", "MemorySize", "Environment", "Role")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _extra_versions(alias: dict[str, Any]) -> list[str]:
+    return list(alias.get("RoutingConfig", {}).get("AdditionalVersionWeights", {}))
