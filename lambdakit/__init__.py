@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "LambdaInvoker": "lambdakit.invoke",
     "LambdaServiceError": "lambdakit.errors",
     "LambdakitError": "lambdakit.errors",
+    "LocalLambda": "lambdakit.local",
     "LocalServiceError": "lambdakit.errors",
     "Outcome": "lambdakit.invoke",
     "PayloadTooLarge": "lambdakit.errors",

@@ -17,6 +17,7 @@ EXPECTED = [
     "LambdaInvoker",
     "LambdaServiceError",
     "LambdakitError",
+    "LocalLambda",
     "LocalServiceError",
     "Outcome",
     "PayloadTooLarge",
