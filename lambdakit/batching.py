@@ -124,7 +124,9 @@ class BatchStream(Iterator[Batch]):
         self.rejected = 0
         self._hash = hashlib.sha256()
         self._on_reject = on_reject
-        self._iter = self._generate(source, batch_size, max_batch_bytes, envelope, validator)
+        # Opened here, not lazily, so that a bad path or source type is reported at once.
+        records = iter_records(source)
+        self._iter = self._generate(records, batch_size, max_batch_bytes, envelope, validator)
 
     def __next__(self) -> Batch:
         return next(self._iter)
@@ -143,7 +145,7 @@ class BatchStream(Iterator[Batch]):
 
     def _generate(
         self,
-        source: Any,
+        records: Iterator[Any],
         batch_size: int,
         max_batch_bytes: int,
         envelope: Envelope,
@@ -156,7 +158,7 @@ class BatchStream(Iterator[Batch]):
         parts: list[bytes] = []
         size = overhead - 1  # minus the comma the first item will not need
         pending: list[bytes] = []  # serialised records not yet hashed, in input order
-        for index, record in enumerate(iter_records(source)):
+        for index, record in enumerate(records):
             self.records += 1
             if isinstance(record, _BadLine):
                 self._reject(index, record.reason, record.text, pending)

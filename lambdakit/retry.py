@@ -113,8 +113,10 @@ class Retry:
         if isinstance(value, int):
             if value < 0:
                 raise InvalidInput(f"retry={value}: the number of attempts cannot be negative")
-            # retry=0 reads as "no retries"; retry=N as N attempts in total.
-            return cls(max_attempts=max(value, 1), on=() if value <= 1 else DEFAULT_RETRY_ON)
+            if value == 0:
+                return cls(max_attempts=1, on=())  # retry=0 reads as "no retries"
+            # retry=N: N attempts in total; throttles keep their own budget, as nothing ran.
+            return cls(max_attempts=value)
         if isinstance(value, Mapping):
             try:
                 return cls(**dict(value))

@@ -200,3 +200,8 @@ def test_split_and_sub_batch_keep_index_and_positions():
         split_batch(single)
     with pytest.raises(InvalidInput, match="not within"):
         sub_batch(batch, [7])
+
+
+def test_bad_path_is_reported_when_the_stream_is_made(tmp_path):
+    with pytest.raises(InvalidInput, match="does not exist"):
+        iter_batches(tmp_path / "nope.csv")

@@ -83,10 +83,13 @@ def test_shorthands():
     assert Retry.coerce(None) == Retry()
     assert Retry.coerce(True) == Retry()
     assert Retry.coerce(5).max_attempts == 5
-    for off in (False, 0, 1):
+    for off in (False, 0):
         policy = Retry.coerce(off)
         assert policy.max_attempts == 1
         assert policy.next_delay(THROTTLE, 1) is None
+    single = Retry.coerce(1)
+    assert single.next_delay(FUNCTION_ERROR, 1) is None
+    assert single.next_delay(THROTTLE, 1) is not None  # a 429 ran nothing: still retried
     assert Retry.coerce({"max_attempts": 4, "on": ["throttle"]}).on == ("throttle",)
     same = Retry(max_attempts=2)
     assert Retry.coerce(same) is same

@@ -1,0 +1,471 @@
+"""The scheduler behind run()/start(): bounded in-flight invokes, retries, bisection, cache."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from lambdakit.batching import Batch, BatchStream, Envelope, split_batch, sub_batch
+from lambdakit.cache import Cache
+from lambdakit.invoke import PAYLOAD_TOO_LARGE, Invoker, Outcome
+from lambdakit.progress import RUNNING, EventStream, Progress, ProgressBar, ProgressEvent
+from lambdakit.record import RunRecord
+from lambdakit.retry import CLIENT_ERROR, OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("lambdakit.engine")
+
+_WAKE = object()  # put on the completion queue by cancel(), to end a blocking wait at once
+
+
+@dataclass
+class _BatchState:
+    """A batch from the source, until every piece of it has succeeded or failed for good."""
+
+    batch: Batch
+    attempts: int = 0
+    pending: int = 1  # pieces not yet finished (bisection and item retries add pieces)
+    ok: int = 0
+    failed: int = 0
+    outputs: list[Any] | None = None  # by position, kept only to fill the cache
+    versions: set[str] = field(default_factory=set)
+    start_s: float | None = None
+    end_s: float | None = None
+    latency_s: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Piece:
+    """Some items of a batch, sent together: the whole batch, a bisected half, or a retry."""
+
+    batch: Batch
+    state: _BatchState
+    positions: tuple[int, ...]  # position of each item in the source batch
+    failures: int = 0  # failed attempts so far (throttles excluded)
+    throttles: int = 0
+    due: float = 0.0
+
+
+@dataclass
+class _Done:
+    """What a worker thread hands back: the attempt's facts, or the exception it raised."""
+
+    piece: _Piece
+    attempt: int
+    slot: int
+    limit: int
+    epoch: int
+    started_at: float
+    start_s: float
+    end_s: float
+    ended_at: float
+    outcome: Outcome | None
+    error: BaseException | None = None
+
+
+class Engine:
+    """Runs one stream of batches through an Invoker; `run()` is called in its own thread."""
+
+    def __init__(
+        self,
+        *,
+        stream: BatchStream,
+        invoker: Invoker,
+        target: Any,
+        envelope: Envelope,
+        record: RunRecord,
+        concurrency: int,
+        retry: Retry,
+        cache: Cache | None,
+        run_id: str,
+        tolerated: Callable[[int, int], bool],
+        events: EventStream,
+        bar: ProgressBar,
+        records_total: int | None,
+        sleep: Callable[[float], None] | None,
+        clock: Callable[[], float],
+        grace_s: float,
+    ) -> None:
+        self.stream = stream
+        self.invoker = invoker
+        self.target = target
+        self.envelope = envelope
+        self.record = record
+        self.concurrency = concurrency
+        self.retry = retry
+        self.cache = cache
+        self.run_id = run_id
+        self.tolerated = tolerated
+        self.events = events
+        self.bar = bar
+        self.records_total = records_total
+        self.sleep = sleep
+        self.clock = clock
+        self.grace_s = grace_s
+        self.limit = AdaptiveLimit(concurrency)
+        self.stop_reason: str | None = None  # "cancelled" or "tolerance"
+        self._cancel = threading.Event()
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._delayed: list[tuple[float, int, _Piece]] = []
+        self._seq = itertools.count()
+        self._free_slots = list(range(concurrency))
+        self._in_flight = 0
+        self._active: dict[int, _BatchState] = {}
+        self._t0 = clock()
+        self._progress = Progress(records_total=records_total, in_flight_limit=concurrency)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop submitting; in-flight work gets the grace period (callable from any thread)."""
+        self._cancel.set()
+        self._done.put(_WAKE)
+
+    @property
+    def progress(self) -> Progress:
+        """The latest counters."""
+        return self._progress
+
+    def _now(self) -> float:
+        return self.clock() - self._t0
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Drive the stream to the end (or a stop), then wait out the grace for in-flight work."""
+        self._emit("start")
+        source: Iterator[Batch] | None = iter(self.stream)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="lambdakit-invoke") as pool:
+            try:
+                while not self._stopping():
+                    source = self._submit_ready(pool, source)
+                    if source is None and not self._in_flight and not self._delayed:
+                        break
+                    self._wait_for_work()
+            finally:
+                self._drain_in_flight()
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _stopping(self) -> bool:
+        if self._cancel.is_set() and self.stop_reason is None:
+            self.stop_reason = "cancelled"
+        return self.stop_reason is not None
+
+    def _room(self) -> bool:
+        return self._in_flight < self.limit.limit
+
+    def _submit_ready(self, pool: ThreadPoolExecutor, source: Iterator[Batch] | None) -> Any:
+        now = self.clock()
+        while self._room() and self._delayed and self._delayed[0][0] <= now:
+            self._submit(pool, heapq.heappop(self._delayed)[2])
+        # New batches only while retries waiting plus work in flight stay bounded: that is
+        # what keeps memory flat however long the source is.
+        while source is not None and self._room() and not self._stopping():
+            if self._in_flight + len(self._delayed) >= 2 * self.concurrency:
+                break
+            batch = next(source, None)
+            if batch is None:
+                self._update(records_read=self.stream.records)
+                return None
+            self._start_batch(pool, batch)
+        return source
+
+    def _start_batch(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
+        self._update(
+            records_read=self.stream.records,
+            batches_read=self._progress.batches_read + 1,
+            rejected_records=self.stream.rejected,
+        )
+        if self.cache is not None:
+            entry = self.cache.lookup(self.target, batch.body)
+            if entry is not None and len(entry.outputs) == len(batch.items):
+                self.record.outputs.put(batch.record_indices, entry.outputs)
+                self.record.add_cached_batch(batch, entry)
+                self._finish_counts(batch, ok=len(batch), cached=True, failed=False)
+                self._emit("batch", batch=batch.index, records=len(batch), outcome="cached")
+                return
+        state = _BatchState(batch)
+        if self.cache is not None:
+            state.outputs = [None] * len(batch.items)
+        self._active[batch.index] = state
+        self._submit(pool, _Piece(batch, state, tuple(range(len(batch.items)))))
+
+    def _submit(self, pool: ThreadPoolExecutor, piece: _Piece) -> None:
+        piece.state.attempts += 1
+        slot = heapq.heappop(self._free_slots)
+        self._in_flight += 1
+        limit, epoch = self.limit.limit, self.limit.epoch
+        pool.submit(self._attempt, piece, piece.state.attempts, slot, limit, epoch)
+        self._update(in_flight=self._in_flight)
+
+    def _attempt(self, piece: _Piece, attempt: int, slot: int, limit: int, epoch: int) -> None:
+        """Worker thread: one invocation; whatever happens is handed back, never lost."""
+        started_at, start_s = time.time(), self._now()
+        outcome: Outcome | None = None
+        error: BaseException | None = None
+        try:
+            outcome = self.invoker.invoke(piece.batch)
+        except BaseException as exc:  # handed to the scheduler, which ends the run with it
+            error = exc
+        end_s = self._now()
+        self._done.put(
+            _Done(piece, attempt, slot, limit, epoch, started_at, start_s, end_s, time.time(),
+                  outcome, error)
+        )  # fmt: skip
+
+    def _wait_for_work(self) -> None:
+        due = self._delayed[0][0] if self._delayed else None
+        if not self._in_flight:
+            if due is None:
+                return
+            delay = max(0.0, due - self.clock())
+            if self.sleep is not None:
+                self.sleep(delay)
+                return
+            timeout: float | None = delay
+        else:
+            timeout = max(0.0, due - self.clock()) if due is not None and self._room() else None
+        try:
+            item = self._done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._handle(item)
+        while True:  # take every completion already waiting before submitting again
+            try:
+                self._handle(self._done.get_nowait())
+            except queue.Empty:
+                return
+
+    def _drain_in_flight(self) -> None:
+        deadline = time.monotonic() + self.grace_s
+        while self._in_flight:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item = self._done.get(timeout=remaining)
+            except queue.Empty:
+                break
+            try:
+                self._handle(item)
+            except BaseException:  # the run is already ending with the first error
+                log.exception("error while finishing in-flight work")
+        if self._in_flight:
+            log.warning("%d invocations still running after the grace period", self._in_flight)
+        for _, _, piece in self._delayed:
+            piece.state.pending -= 1
+        self._delayed.clear()
+        for state in list(self._active.values()):
+            self.record.add_batch(state, status="cancelled")
+        self._active.clear()
+
+    # -- completions -----------------------------------------------------------------------
+
+    def _handle(self, item: Any) -> None:
+        if item is _WAKE:
+            return
+        done: _Done = item
+        self._in_flight -= 1
+        heapq.heappush(self._free_slots, done.slot)
+        if done.error is not None:
+            raise done.error
+        piece, outcome = done.piece, done.outcome
+        assert outcome is not None
+        state = piece.state
+        self.record.add_attempt(piece.batch, done, outcome)
+        state.latency_s = done.end_s - done.start_s
+        state.start_s = done.start_s if state.start_s is None else state.start_s
+        state.end_s = done.end_s
+        throttled = outcome.outcome == THROTTLE
+        if throttled:
+            self.limit.on_throttle(done.epoch)
+        elif outcome.outcome == OK:
+            self.limit.on_success()
+        self._update(
+            invocations=self._progress.invocations + 1,
+            retries=self._progress.retries + (done.attempt > 1),
+            throttles=self._progress.throttles + throttled,
+            in_flight=self._in_flight,
+            in_flight_limit=self.limit.limit,
+        )
+        failed = self._settle(piece, done, outcome)
+        self._emit(
+            "attempt",
+            batch=piece.batch.index,
+            attempt=done.attempt,
+            records=len(piece.batch),
+            outcome=outcome.outcome,
+            latency_s=done.end_s - done.start_s,
+            error_type=outcome.error_type,
+            error_message=outcome.error_message,
+            log_tail=outcome.log_tail if outcome.outcome != OK else None,
+        )
+        if failed and not self.tolerated(self._progress.failed_records, self.stream.records):
+            self.stop_reason = "tolerance"
+        if state.pending == 0:
+            self._finish_batch(state)
+
+    def _settle(self, piece: _Piece, done: _Done, outcome: Outcome) -> bool:
+        """Store what succeeded, schedule what may be retried; True if records failed for good."""
+        state = piece.state
+        n = len(piece.batch)
+        if outcome.outcome == OK or (outcome.outcome == REPORTED_FAILURE and outcome.failed_items):
+            bad = sorted(set(outcome.failed_items)) if outcome.outcome != OK else []
+            good = [p for p in range(n) if p not in set(bad)]
+            outputs = outcome.outputs or [None] * n
+            if good:
+                self._deliver(piece, good, outputs, outcome, done)
+            if not bad:
+                state.pending -= 1
+                return False
+            piece.failures += 1
+            delay = self._delay(piece, outcome)
+            if delay is not None:
+                self._requeue(piece, sub_batch(piece.batch, bad, self.envelope), bad, delay)
+                return False
+            return self._fail(piece, bad, outcome)
+        if outcome.outcome == CLIENT_ERROR and outcome.error_type == PAYLOAD_TOO_LARGE and n > 1:
+            # Lambda refused the size, not the content: bisect and send both halves now.
+            if self._stopping():
+                return self._abandon(piece, outcome)
+            left, right = split_batch(piece.batch, self.envelope)
+            state.pending += 1
+            self._requeue(piece, left, range(len(left)), 0.0)
+            self._requeue(piece, right, range(len(left), n), 0.0)
+            return False
+        if outcome.outcome == THROTTLE:
+            piece.throttles += 1
+        else:
+            piece.failures += 1
+        delay = self._delay(piece, outcome)
+        if delay is not None:
+            self._requeue(piece, piece.batch, range(n), delay)
+            return False
+        return self._fail(piece, list(range(n)), outcome)
+
+    def _delay(self, piece: _Piece, outcome: Outcome) -> float | None:
+        count = piece.throttles if outcome.outcome == THROTTLE else piece.failures
+        return self.retry.next_delay(outcome.outcome, count, outcome.retry_after_s)
+
+    def _requeue(self, piece: _Piece, batch: Batch, positions: Any, delay: float) -> None:
+        if self._stopping():
+            # Worth retrying, but the run is stopping: the items are left undone, not failed.
+            self._abandon(piece, None)
+            return
+        kept = tuple(piece.positions[p] for p in positions)
+        again = _Piece(batch, piece.state, kept, piece.failures, piece.throttles)
+        again.due = self.clock() + delay
+        heapq.heappush(self._delayed, (again.due, next(self._seq), again))
+
+    def _abandon(self, piece: _Piece, outcome: Outcome | None) -> bool:
+        piece.state.pending -= 1
+        return False
+
+    def _deliver(
+        self, piece: _Piece, good: list[int], outputs: list[Any], outcome: Outcome, done: _Done
+    ) -> None:
+        state = piece.state
+        indices = [piece.batch.record_indices[p] for p in good]
+        values = [outputs[p] for p in good]
+        self.record.outputs.put(indices, values)
+        state.ok += len(good)
+        if outcome.executed_version:
+            state.versions.add(outcome.executed_version)
+        if state.outputs is not None:
+            for p, value in zip(good, values, strict=True):
+                state.outputs[piece.positions[p]] = value
+        state.metrics = self.record.metrics_of(done, outcome)
+        self._update(ok_records=self._progress.ok_records + len(good))
+
+    def _fail(self, piece: _Piece, bad: list[int], outcome: Outcome) -> bool:
+        state = piece.state
+        for p in bad:
+            self.record.add_failure(piece.batch, p, outcome)
+        state.failed += len(bad)
+        state.pending -= 1
+        state.error_type, state.error_message = outcome.error_type, outcome.error_message
+        self._update(failed_records=self._progress.failed_records + len(bad))
+        return True
+
+    def _finish_batch(self, state: _BatchState) -> None:
+        del self._active[state.batch.index]
+        incomplete = state.ok + state.failed < len(state.batch)
+        if incomplete:
+            status = "cancelled"
+        elif state.failed == 0:
+            status = "ok"
+        else:
+            status = "failed" if state.ok == 0 else "partial"
+        self.record.add_batch(state, status=status)
+        if status == "ok":
+            self._store_in_cache(state)
+        self._finish_counts(state.batch, ok=state.ok, cached=False, failed=status != "ok")
+        self._emit("batch", batch=state.batch.index, records=len(state.batch), outcome=status)
+
+    def _store_in_cache(self, state: _BatchState) -> None:
+        if self.cache is None or state.outputs is None:
+            return
+        if len(state.versions) > 1:
+            # Pieces of one batch ran on different versions of a weighted alias: no single
+            # version produced these outputs, so there is nothing honest to key them by.
+            log.info("batch %d ran on versions %s; not cached", state.batch.index, state.versions)
+            return
+        version = next(iter(state.versions), None)
+        self.cache.store(
+            self.target,
+            version,
+            state.batch.body,
+            state.outputs,
+            run_id=self.run_id,
+            metrics=state.metrics,
+        )
+
+    # -- progress --------------------------------------------------------------------------
+
+    def _finish_counts(self, batch: Batch, *, ok: int, cached: bool, failed: bool) -> None:
+        p = self._progress
+        self._update(
+            batches_done=p.batches_done + 1,
+            cached_batches=p.cached_batches + cached,
+            failed_batches=p.failed_batches + failed,
+            cached_records=p.cached_records + (ok if cached else 0),
+            ok_records=p.ok_records + (ok if cached else 0),
+        )
+
+    def _update(self, **changes: Any) -> None:
+        p = self._progress
+        values = {**p.__dict__, **changes}
+        values["rejected_records"] = max(values["rejected_records"], self.stream.rejected)
+        values["records_done"] = (
+            values["ok_records"] + values["failed_records"] + values["rejected_records"]
+        )
+        values["elapsed_s"] = self._now()
+        values["state"] = RUNNING if self.stop_reason is None else "cancelling"
+        self._progress = Progress(**values)
+
+    def finish(self, state: str) -> None:
+        """Publish the final counters and close the event stream."""
+        self._update(records_read=self.stream.records, in_flight=self._in_flight)
+        self._progress = Progress(**{**self._progress.__dict__, "state": state})
+        self.bar.update(self._progress)
+        self.bar.close()
+        self._emit("end")
+        self.events.close()
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        event = ProgressEvent(kind=kind, t_s=self._now(), progress=self._progress, **fields)
+        self.events.put(event)
+        if kind == "batch":
+            self.bar.update(self._progress)

@@ -1,0 +1,168 @@
+"""Progress of a run: counter snapshots, events for dashboards, and the tqdm.auto bar."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CANCELLED",
+    "CANCELLING",
+    "FAILED",
+    "FINISHED",
+    "RUNNING",
+    "EventStream",
+    "Progress",
+    "ProgressBar",
+    "ProgressEvent",
+]
+
+RUNNING = "running"
+CANCELLING = "cancelling"
+FINISHED = "finished"
+CANCELLED = "cancelled"
+FAILED = "failed"
+_ENDED = (FINISHED, CANCELLED, FAILED)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a run's counters (records_total is None when the source length is unknown)."""
+
+    state: str = RUNNING
+    records_total: int | None = None
+    records_read: int = 0
+    records_done: int = 0  # ok + failed + rejected + cached
+    ok_records: int = 0
+    failed_records: int = 0
+    rejected_records: int = 0
+    cached_records: int = 0
+    batches_read: int = 0
+    batches_done: int = 0
+    failed_batches: int = 0
+    cached_batches: int = 0
+    invocations: int = 0
+    retries: int = 0
+    throttles: int = 0
+    in_flight: int = 0
+    in_flight_limit: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def ended(self) -> bool:
+        """Whether the run is over (finished, cancelled or failed)."""
+        return self.state in _ENDED
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Something that happened in a run: its start, an attempt, a finished batch, its end."""
+
+    kind: str  # "start" | "attempt" | "batch" | "end"
+    t_s: float
+    progress: Progress
+    batch: int | None = None
+    attempt: int | None = None
+    records: int = 0
+    outcome: str | None = None  # attempt outcome class, or the batch status for "batch"
+    latency_s: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    log_tail: str | None = None
+
+
+class EventStream:
+    """A bounded, thread-safe feed of ProgressEvents; iterating blocks until the run ends.
+
+    Only the newest `maxlen` events are kept, so a run nobody watches costs bounded memory;
+    counters in each event are cumulative, so a consumer that falls behind loses no totals.
+    """
+
+    def __init__(self, maxlen: int = 10_000) -> None:
+        self._events: collections.deque[ProgressEvent] = collections.deque(maxlen=maxlen)
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, event: ProgressEvent) -> None:
+        """Append an event (dropping the oldest when full) and wake readers."""
+        with self._cond:
+            if len(self._events) == self._events.maxlen:
+                self.dropped += 1
+            self._events.append(event)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Mark the stream finished: iteration ends once the remaining events are read."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the run has ended (events may remain to be read)."""
+        with self._cond:
+            return self._closed
+
+    def get(self, timeout: float | None = None) -> ProgressEvent | None:
+        """The next event, waiting up to `timeout`; None on timeout or after the last event."""
+        with self._cond:
+            if not self._events and not self._closed:
+                self._cond.wait(timeout)
+            return self._events.popleft() if self._events else None
+
+    def drain(self) -> list[ProgressEvent]:
+        """Every event waiting now, without blocking."""
+        with self._cond:
+            events = list(self._events)
+            self._events.clear()
+            return events
+
+    def __iter__(self) -> Iterator[ProgressEvent]:
+        while True:
+            with self._cond:
+                while not self._events and not self._closed:
+                    self._cond.wait()
+                if not self._events:
+                    return
+                event = self._events.popleft()
+            yield event
+
+
+class ProgressBar:
+    """A tqdm.auto bar over records (notebook widget in a kernel, text elsewhere); or nothing.
+
+    tqdm's own `TQDM_DISABLE=1` is honoured, since tqdm reads it.
+    """
+
+    def __init__(self, enabled: bool, total: int | None, description: str) -> None:
+        self._bar: Any = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="rec", desc=description, dynamic_ncols=True)
+        self._shown = 0
+
+    def update(self, progress: Progress) -> None:
+        """Move the bar to `progress.records_done` and show the failure counts."""
+        if self._bar is None:
+            return
+        step = progress.records_done - self._shown
+        if step > 0:
+            self._shown = progress.records_done
+            self._bar.set_postfix(
+                failed=progress.failed_records,
+                cached=progress.cached_records,
+                retries=progress.retries,
+                refresh=False,
+            )
+            self._bar.update(step)
+
+    def close(self) -> None:
+        """Finish the bar (leaves it displayed)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

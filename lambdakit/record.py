@@ -1,0 +1,197 @@
+"""The record a run keeps as it goes (attempts, batches, failures, rejections) -> RunResult."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import TYPE_CHECKING, Any
+
+from lambdakit.outputs import OutputStore
+from lambdakit.retry import OK, THROTTLE
+from lambdakit.validation import Rejection
+
+if TYPE_CHECKING:
+    from lambdakit.batching import Batch
+    from lambdakit.cache import CacheEntry
+    from lambdakit.invoke import Outcome
+    from lambdakit.results import RunResult
+
+__all__ = ["ATTEMPT_FIELDS", "BATCH_FIELDS", "RunRecord"]
+
+# The column order of docs/architecture.md; rows are kept as tuples to stay compact.
+ATTEMPT_FIELDS: tuple[str, ...] = (
+    *("batch", "attempt", "records", "payload_bytes", "started_at", "ended_at"),
+    *("start_s", "end_s", "latency_s", "outcome", "error_type", "error_message"),
+    *("http_status", "throttled", "retry_after_s", "executed_version", "request_id"),
+    *("failed_items", "duration_ms", "billed_duration_ms", "memory_size_mb"),
+    *("max_memory_used_mb", "init_duration_ms", "cold_start", "slot", "in_flight_limit"),
+    "log_tail",
+)
+BATCH_FIELDS: tuple[str, ...] = (
+    *("batch", "first_record", "records", "payload_bytes", "status", "attempts"),
+    *("executed_version", "ok_records", "failed_records", "start_s", "end_s", "latency_s"),
+    *("error_type", "error_message", "cached"),
+)
+_METRIC_FIELDS = ("duration_ms", "billed_duration_ms", "max_memory_used_mb", "init_duration_ms")
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+class RunRecord:
+    """Accumulates one run's facts; only the scheduler thread writes (rejections aside)."""
+
+    def __init__(self, outputs: OutputStore) -> None:
+        self.outputs = outputs
+        self.attempts: list[tuple[Any, ...]] = []
+        self.batches: list[tuple[Any, ...]] = []
+        self.failures: list[tuple[Any, ...]] = []
+        self.rejections: list[tuple[Any, ...]] = []
+        self.executed_versions: set[str] = set()
+        self._lock = threading.Lock()
+
+    def on_reject(self, rejection: Rejection) -> None:
+        """Keep a rejected record (index, reason, input): counted, never sent."""
+        with self._lock:
+            self.rejections.append((rejection.index, rejection.reason, rejection.input))
+
+    def add_attempt(self, batch: Batch, done: Any, outcome: Outcome) -> None:
+        """One row per invocation, with the REPORT figures when the log tail had them."""
+        report = outcome.report
+        failed_items = tuple(batch.record_indices[p] for p in outcome.failed_items)
+        if outcome.executed_version:
+            self.executed_versions.add(outcome.executed_version)
+        self.attempts.append(
+            (
+                batch.index,
+                done.attempt,
+                len(batch.items),
+                len(batch.body),
+                done.started_at,
+                done.ended_at,
+                done.start_s,
+                done.end_s,
+                done.end_s - done.start_s,
+                outcome.outcome,
+                outcome.error_type,
+                outcome.error_message,
+                _nan(outcome.http_status),
+                outcome.outcome == THROTTLE,
+                _nan(outcome.retry_after_s),
+                outcome.executed_version,
+                outcome.request_id,
+                failed_items,
+                _nan(report.duration_ms if report else None),
+                _nan(report.billed_duration_ms if report else None),
+                _nan(report.memory_size_mb if report else None),
+                _nan(report.max_memory_used_mb if report else None),
+                _nan(report.init_duration_ms if report else None),
+                bool(report is not None and report.init_duration_ms is not None),
+                float(done.slot),
+                float(done.limit),
+                # Successful attempts' logs are not kept: at 4 KB each they would dominate
+                # memory on long runs, and their figures are already in the columns above.
+                outcome.log_tail if outcome.outcome != OK else None,
+            )
+        )
+
+    @staticmethod
+    def metrics_of(done: Any, outcome: Outcome) -> dict[str, Any]:
+        """The figures of a successful attempt, stored beside its cached outputs."""
+        report = outcome.report
+        metrics: dict[str, Any] = {
+            "latency_s": done.end_s - done.start_s,
+            "executed_version": outcome.executed_version,
+            "request_id": outcome.request_id,
+        }
+        for name in _METRIC_FIELDS:
+            metrics[name] = getattr(report, name) if report is not None else None
+        return metrics
+
+    def add_failure(self, batch: Batch, position: int, outcome: Outcome) -> None:
+        """A record that failed for good, with its input so it can be rerun."""
+        self.failures.append(
+            (
+                batch.record_indices[position],
+                batch.index,
+                outcome.error_type or outcome.outcome,
+                outcome.error_message,
+                outcome.log_tail,
+                batch.items[position],
+            )
+        )
+
+    def add_batch(self, state: Any, *, status: str) -> None:
+        """The final row of a batch that was invoked (or cancelled before it could finish)."""
+        batch = state.batch
+        versions = sorted(state.versions)
+        self.batches.append(
+            (
+                batch.index,
+                batch.record_indices[0],
+                len(batch.items),
+                len(batch.body),
+                status,
+                state.attempts,
+                ",".join(versions) if versions else None,
+                state.ok,
+                state.failed,
+                _nan(state.start_s),
+                _nan(state.end_s),
+                _nan(state.latency_s),
+                state.error_type if status != "ok" else None,
+                state.error_message if status != "ok" else None,
+                False,
+            )
+        )
+
+    def add_cached_batch(self, batch: Batch, entry: CacheEntry) -> None:
+        """The row of a batch served from the cache: no attempts, the version that made it."""
+        self.executed_versions.add(entry.executed_version)
+        self.batches.append(
+            (
+                batch.index,
+                batch.record_indices[0],
+                len(batch.items),
+                len(batch.body),
+                "cached",
+                0,
+                entry.executed_version,
+                len(batch.items),
+                0,
+                math.nan,
+                math.nan,
+                _nan(entry.metrics.get("latency_s")),
+                None,
+                None,
+                True,
+            )
+        )
+
+    def build(self, *, records: int, meta: dict[str, Any]) -> RunResult:
+        """The RunResult of everything recorded so far."""
+        import pandas as pd
+
+        from lambdakit.results import FAILURE_COLUMNS, REJECTION_COLUMNS, RunResult
+
+        attempts = pd.DataFrame.from_records(self.attempts, columns=list(ATTEMPT_FIELDS))
+        for column in ("started_at", "ended_at"):
+            attempts[column] = pd.to_datetime(attempts[column], unit="s", utc=True)
+        attempts = attempts.astype({"throttled": bool, "cold_start": bool})
+        batches = pd.DataFrame.from_records(self.batches, columns=list(BATCH_FIELDS))
+        batches = batches.sort_values("batch", kind="stable").reset_index(drop=True)
+        batches = batches.astype({"cached": bool})
+        failures = pd.DataFrame.from_records(self.failures, columns=list(FAILURE_COLUMNS))
+        failures = failures.sort_values("record", kind="stable").reset_index(drop=True)
+        with self._lock:
+            rejections = pd.DataFrame.from_records(self.rejections, columns=list(REJECTION_COLUMNS))
+        return RunResult(
+            attempts=attempts,
+            batches=batches,
+            failures=failures,
+            rejections=rejections,
+            outputs=self.outputs,
+            records=records,
+            meta=meta,
+        )

@@ -1,0 +1,370 @@
+"""run() and start(): push records through a Lambda function in batches, concurrently."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from lambdakit.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches, source_length
+from lambdakit.cache import DEFAULT, Cache
+from lambdakit.errors import InvalidInput, ToleranceExceeded
+from lambdakit.progress import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    EventStream,
+    Progress,
+    ProgressBar,
+)
+from lambdakit.retry import Retry
+from lambdakit.validation import Validator
+
+if TYPE_CHECKING:
+    from lambdakit.engine import Engine
+    from lambdakit.results import RunResult
+
+__all__ = ["RunHandle", "run", "start"]
+
+log = logging.getLogger("lambdakit.runner")
+
+DEFAULT_GRACE_S = 10.0
+DEFAULT_RETRY = Retry()  # frozen, so one shared default is safe
+
+
+class RunHandle:
+    """A run going on in the background: watch `.events` / `.progress`, `.cancel()`, `.wait()`."""
+
+    def __init__(self, engine: Engine, finish: Callable[[str], RunResult], run_id: str) -> None:
+        self.run_id = run_id
+        self._engine = engine
+        self._finish = finish
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"lambdakit-run-{run_id[:8]}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _main(self) -> None:
+        state = FINISHED
+        try:
+            self._engine.run()
+        except BaseException as exc:  # kept for wait(): an error in the run is never lost
+            self._error = exc
+            state = FAILED
+        if state == FINISHED and self._engine.stop_reason == "cancelled":
+            state = CANCELLED
+        try:
+            self._result = self._finish(state)
+        except BaseException as exc:
+            self._error = self._error or exc
+        finally:
+            self._engine.finish(state if self._error is None else FAILED)
+        if self._error is None and self._engine.stop_reason == "tolerance":
+            self._error = ToleranceExceeded(
+                f"{self._engine.progress.failed_records} records failed, more than "
+                f"tolerated_failure allows; the run stopped (partial result in .result)",
+                result=self._result,
+            )
+
+    @property
+    def events(self) -> EventStream:
+        """The run's ProgressEvents (iterate to follow them until the run ends)."""
+        return self._engine.events
+
+    @property
+    def progress(self) -> Progress:
+        """The latest counters."""
+        return self._engine.progress
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended and its result (or error) is ready."""
+        return not self._thread.is_alive()
+
+    @property
+    def result(self) -> RunResult | None:
+        """The RunResult once the run has ended (partial if it was cancelled or failed)."""
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop submitting batches; in-flight ones get a short grace, then a partial result."""
+        self._engine.cancel()
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        """Block until the run ends and return its RunResult (raises what ended the run)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"run {self.run_id} is still going after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def __repr__(self) -> str:
+        p = self.progress
+        total = p.records_total if p.records_total is not None else "?"
+        return f"<RunHandle {self.run_id[:8]} {p.state}: {p.records_done}/{total} records>"
+
+
+def _tolerance(tolerated_failure: Any, records_total: int | None) -> Callable[[int, int], bool]:
+    """A check (failed, read) -> still within tolerance, from a count or a fraction."""
+    if tolerated_failure is None:
+        return lambda failed, read: True
+    if isinstance(tolerated_failure, bool) or not isinstance(tolerated_failure, (int, float)):
+        raise InvalidInput(
+            f"tolerated_failure must be a count or a fraction, got {tolerated_failure!r}"
+        )
+    if isinstance(tolerated_failure, int):
+        if tolerated_failure < 0:
+            raise InvalidInput(f"tolerated_failure must be >= 0, got {tolerated_failure}")
+        return lambda failed, read: failed <= tolerated_failure
+    if not 0.0 <= tolerated_failure <= 1.0:
+        raise InvalidInput(
+            f"tolerated_failure as a fraction must be within [0, 1], got {tolerated_failure}"
+        )
+    # A fraction of every record when the total is known, else of the records read so far.
+    if records_total is not None:
+        allowed = tolerated_failure * records_total
+        return lambda failed, read: failed <= allowed
+    return lambda failed, read: failed <= tolerated_failure * read
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _code_sha256(target: Any) -> str | None:
+    for token in target.cache_tokens.values():
+        if token.startswith("$LATEST@"):
+            return token.split("@", 1)[1].split(":", 1)[0]
+    return None
+
+
+def start(
+    function: str | None = None,
+    records: Any = None,
+    *,
+    qualifier: str | None = None,
+    batch_size: int = 100,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    concurrency: int = 16,
+    timeout: float | None = None,
+    retry: Retry | Mapping[str, Any] | int | bool | None = DEFAULT_RETRY,
+    cache: Any = DEFAULT,
+    validate: Any = None,
+    payload: Callable[[list[Any]], Any] | None = None,
+    batch_input: dict[str, Any] | None = None,
+    id_field: str | None = None,
+    tolerated_failure: int | float | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    client: Any = None,
+    progress: bool = True,
+    invoker: Any = None,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    grace_s: float = DEFAULT_GRACE_S,
+    output_dir: str | None = None,
+) -> RunHandle:
+    """Start a run in the background and return its RunHandle (arguments as for `run`).
+
+    The function is resolved first, so a missing function or alias raises FunctionNotFound
+    here, before any batch is read or sent.
+    """
+    from lambdakit.engine import Engine
+    from lambdakit.outputs import OutputStore
+    from lambdakit.record import RunRecord
+
+    concurrency = _positive_int("concurrency", concurrency)
+    retry_policy = Retry.coerce(retry)
+    cache_store = Cache.coerce(cache)
+    validator = Validator.coerce(validate)
+    if records is None:
+        raise InvalidInput("records is required: a DataFrame, an iterable or a file path")
+    if grace_s < 0:
+        raise InvalidInput(f"grace_s must be >= 0, got {grace_s!r}")
+    records_total = source_length(records)
+    tolerated = _tolerance(tolerated_failure, records_total)
+    envelope = Envelope(payload=payload, batch_input=batch_input)
+
+    if invoker is None:
+        invoker, target = _lambda_invoker(
+            function, qualifier, concurrency, timeout, id_field, endpoint_url, region, profile,
+            client,
+        )  # fmt: skip
+    else:
+        # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
+        target = getattr(invoker, "target", None)
+        if target is None:
+            raise InvalidInput("a custom invoker must have a .target (connection.Target)")
+
+    run_id = uuid.uuid4().hex
+    record = RunRecord(OutputStore(output_dir))
+    stream = iter_batches(
+        records,
+        batch_size=_positive_int("batch_size", batch_size),
+        max_batch_bytes=max_batch_bytes,
+        payload=payload,
+        batch_input=batch_input,
+        validator=validator,
+        on_reject=record.on_reject,
+    )
+    engine = Engine(
+        stream=stream,
+        invoker=invoker,
+        target=target,
+        envelope=envelope,
+        record=record,
+        concurrency=concurrency,
+        retry=retry_policy,
+        cache=cache_store,
+        run_id=run_id,
+        tolerated=tolerated,
+        events=EventStream(),
+        bar=ProgressBar(bool(progress), records_total, target.function_name),
+        records_total=records_total,
+        sleep=sleep,
+        clock=clock,
+        grace_s=float(grace_s),
+    )
+    started_at = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.monotonic()
+    params = {
+        "batch_size": batch_size,
+        "max_batch_bytes": max_batch_bytes,
+        "concurrency": concurrency,
+        "timeout": timeout,
+        "retry": dataclasses.asdict(retry_policy),
+        "cache": str(cache_store.directory) if cache_store is not None else None,
+        "validate": repr(validate) if validate is not None else None,
+        "payload": getattr(payload, "__name__", repr(payload)) if payload else None,
+        "batch_input": batch_input,
+        "id_field": id_field,
+        "tolerated_failure": tolerated_failure,
+    }
+
+    def finish(state: str) -> RunResult:
+        from lambdakit import __version__
+
+        ended_at = _dt.datetime.now(_dt.timezone.utc)
+        meta = {
+            "run_id": run_id,
+            "function": target.function_name,
+            "function_arn": target.function_arn,
+            "qualifier": target.qualifier,
+            "executed_versions": sorted(record.executed_versions),
+            "code_sha256": _code_sha256(target),
+            "params": params,
+            "dataset_fingerprint": stream.fingerprint,
+            "lambdakit_version": __version__,
+            "started_at": started_at.isoformat(),
+            "ended_at": ended_at.isoformat(),
+            "elapsed_s": time.monotonic() - t0,
+            "cancelled": state != FINISHED or engine.stop_reason is not None,
+            "stop_reason": engine.stop_reason,
+        }
+        return record.build(records=stream.records, meta=meta)
+
+    return RunHandle(engine, finish, run_id)
+
+
+def _lambda_invoker(
+    function: str | None,
+    qualifier: str | None,
+    concurrency: int,
+    timeout: float | None,
+    id_field: str | None,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+    client: Any,
+) -> tuple[Any, Any]:
+    from lambdakit.connection import make_client, resolve_target
+    from lambdakit.invoke import LambdaInvoker
+
+    if function is None:
+        raise InvalidInput("function is required: a Lambda function name or ARN")
+    where = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
+    lookup = make_client(**where, concurrency=concurrency, read_timeout=timeout, client=client)
+    target = resolve_target(lookup, function, qualifier)
+    if client is None and timeout is None:
+        # Now that the function's timeout is known, the read timeout can just outlast it.
+        lookup = make_client(**where, concurrency=concurrency, function_timeout_s=target.timeout_s)
+    return LambdaInvoker(lookup, target, id_field=id_field), target
+
+
+def run(
+    function: str | None = None,
+    records: Any = None,
+    *,
+    qualifier: str | None = None,
+    batch_size: int = 100,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    concurrency: int = 16,
+    timeout: float | None = None,
+    retry: Retry | Mapping[str, Any] | int | bool | None = DEFAULT_RETRY,
+    cache: Any = DEFAULT,
+    validate: Any = None,
+    payload: Callable[[list[Any]], Any] | None = None,
+    batch_input: dict[str, Any] | None = None,
+    id_field: str | None = None,
+    tolerated_failure: int | float | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    client: Any = None,
+    progress: bool = True,
+    **engine_options: Any,
+) -> RunResult:
+    """Push `records` through `function` in batches and return the complete RunResult.
+
+    `records`: a DataFrame, an iterable of JSON-able values, or a .jsonl/.csv/.parquet path
+    (streamed). `retry`: a Retry, an int (attempts), False, or a dict. `cache`: DEFAULT, a
+    folder, a Cache, or False. `validate`: a JSON Schema or a callable that raises.
+    `tolerated_failure`: a count or a fraction of records that may fail before the run stops
+    with ToleranceExceeded. A KeyboardInterrupt (Jupyter's stop button) stops submitting,
+    lets in-flight batches finish for a short grace and returns the partial result; its
+    completed batches are cached, so a rerun invokes only what is missing. Further keywords
+    (invoker, sleep, clock, grace_s, output_dir) go to `start`.
+
+    >>> result = lambdakit.run("my-fn", df, batch_size=50)  # doctest: +SKIP
+    >>> result.summary()["failed_records"]  # doctest: +SKIP
+    0
+    """
+    handle = start(
+        function,
+        records,
+        qualifier=qualifier,
+        batch_size=batch_size,
+        max_batch_bytes=max_batch_bytes,
+        concurrency=concurrency,
+        timeout=timeout,
+        retry=retry,
+        cache=cache,
+        validate=validate,
+        payload=payload,
+        batch_input=batch_input,
+        id_field=id_field,
+        tolerated_failure=tolerated_failure,
+        endpoint_url=endpoint_url,
+        region=region,
+        profile=profile,
+        client=client,
+        progress=progress,
+        **engine_options,
+    )
+    try:
+        return handle.wait()
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping run %s after in-flight batches", handle.run_id)
+        handle.cancel()
+        return handle.wait()

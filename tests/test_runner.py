@@ -1,0 +1,362 @@
+"""The runner's scheduling, driven by a fake Invoker (no Lambda involved, no real sleeping).
+
+Integration tests with real boto3 against `lambdakit local` are in test_runner_local.py.
+"""
+
+import threading
+
+import orjson
+import pytest
+
+from lambdakit.connection import Target
+from lambdakit.errors import InvalidInput, ToleranceExceeded
+from lambdakit.invoke import PAYLOAD_TOO_LARGE, Outcome
+from lambdakit.progress import ProgressEvent
+from lambdakit.retry import CLIENT_ERROR, FUNCTION_ERROR, OK, REPORTED_FAILURE, THROTTLE, Retry
+from lambdakit.runner import run, start
+
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:fake"
+
+
+def make_target(versions=None, tokens=None):
+    versions = versions or {"$LATEST": 1.0}
+    return Target(
+        function_name="fake",
+        function_arn=ARN,
+        qualifier=None,
+        versions=versions,
+        cache_tokens=tokens or {v: f"{v}@code1:cfg" for v in versions},
+        timeout_s=3,
+        memory_mb=128,
+    )
+
+
+class FakeClock:
+    """A clock that moves only when the runner sleeps."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds):
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+
+class FakeInvoker:
+    """Squares items; `behave(items, call_number_for_these_items)` may return another Outcome."""
+
+    def __init__(self, behave=None, target=None):
+        self.target = target or make_target()
+        self.behave = behave
+        self.calls = []
+        self._lock = threading.Lock()
+
+    def invoke(self, batch):
+        items = orjson.loads(batch.body)["Items"]
+        with self._lock:
+            self.calls.append(items)
+            seen = sum(1 for c in self.calls if c == items)
+        if self.behave is not None:
+            outcome = self.behave(items, seen)
+            if outcome is not None:
+                return outcome
+        return Outcome(
+            OK, http_status=200, executed_version="$LATEST", outputs=[i * i for i in items]
+        )
+
+
+def go(records, invoker, clock=None, **kwargs):
+    clock = clock or FakeClock()
+    kwargs.setdefault("cache", False)
+    return run(
+        None, records, invoker=invoker, progress=False, sleep=clock.sleep, clock=clock, **kwargs
+    )
+
+
+def test_outputs_in_input_order_and_summary():
+    invoker = FakeInvoker()
+    result = go(range(103), invoker, batch_size=10, concurrency=4)
+    assert list(result.outputs()) == [i * i for i in range(103)]
+    s = result.summary()
+    assert (s["records"], s["batches"], s["ok_batches"], s["invocations"]) == (103, 11, 11, 11)
+    assert s["retries"] == 0 and s["failed_records"] == 0
+    assert sorted(result.batches["batch"]) == list(range(11))
+    assert set(result.attempts["outcome"]) == {OK}
+    assert result.meta["dataset_fingerprint"] and result.meta["function"] == "fake"
+
+
+def test_transient_failures_are_retried_with_backoff_and_counted():
+    def flaky(items, seen):
+        if items[0] in (0, 20) and seen <= 2:
+            return Outcome(FUNCTION_ERROR, error_type="Boom", error_message="transient")
+        return None
+
+    clock = FakeClock()
+    result = go(range(30), FakeInvoker(flaky), clock, batch_size=10, retry=Retry(jitter="none"))
+    assert list(result.outputs()) == [i * i for i in range(30)]
+    s = result.summary()
+    assert s["invocations"] == 7 and s["retries"] == 4 and s["failed_records"] == 0
+    assert sorted(clock.sleeps) == [] or all(d in (1.0, 2.0) for d in clock.sleeps)
+    attempts = result.attempts.sort_values(["batch", "attempt"])
+    assert list(attempts[attempts.batch == 0]["outcome"]) == [FUNCTION_ERROR, FUNCTION_ERROR, OK]
+
+
+def test_permanent_failures_reported_while_rest_succeed():
+    def broken(items, seen):
+        if 5 in items:
+            return Outcome(FUNCTION_ERROR, error_type="ValueError", error_message="bad five")
+        return None
+
+    result = go(range(20), FakeInvoker(broken), batch_size=5, retry=2)
+    outputs = list(result.outputs())
+    assert outputs[:5] == [i * i for i in range(5)] and outputs[5:10] == [None] * 5
+    assert outputs[10:] == [i * i for i in range(10, 20)]
+    s = result.summary()
+    assert s["failed_records"] == 5 and s["failed_batches"] == 1 and s["invocations"] == 5
+    errors = result.errors()
+    assert list(errors["record"]) == [5, 6, 7, 8, 9]
+    assert set(errors["error_type"]) == {"ValueError"}
+    assert list(result.failures["input"]) == [5, 6, 7, 8, 9]
+
+
+def test_client_errors_are_not_retried():
+    def refused(items, seen):
+        return Outcome(CLIENT_ERROR, http_status=400, error_type="InvalidRequestContentException")
+
+    result = go(range(3), FakeInvoker(refused), batch_size=3)
+    assert result.summary()["invocations"] == 1 and result.summary()["failed_records"] == 3
+
+
+def test_partial_batch_failure_retries_only_failed_items():
+    def partial(items, seen):
+        if items == [0, 1, 2, 3]:
+            return Outcome(
+                REPORTED_FAILURE,
+                outputs=[0, 1, None, None],
+                failed_items=(2, 3),
+                error_type="BatchItemFailures",
+            )
+        return None
+
+    invoker = FakeInvoker(partial)
+    result = go(range(4), invoker, batch_size=4)
+    assert invoker.calls == [[0, 1, 2, 3], [2, 3]]
+    assert list(result.outputs()) == [0, 1, 4, 9]
+    assert result.batches.iloc[0]["status"] == "ok"
+    first = result.attempts.sort_values("attempt").iloc[0]
+    assert tuple(first["failed_items"]) == (2, 3)
+
+
+def test_oversized_batch_is_bisected():
+    def too_big(items, seen):
+        if len(items) > 2:
+            return Outcome(CLIENT_ERROR, http_status=413, error_type=PAYLOAD_TOO_LARGE)
+        return None
+
+    invoker = FakeInvoker(too_big)
+    result = go(range(8), invoker, batch_size=8)
+    assert list(result.outputs()) == [i * i for i in range(8)]
+    assert sorted(c for c in invoker.calls if len(c) <= 2) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    row = result.batches.iloc[0]
+    assert row["status"] == "ok" and row["attempts"] == 7 and row["ok_records"] == 8
+
+
+def test_single_oversized_record_fails_instead_of_looping():
+    def too_big(items, seen):
+        return Outcome(CLIENT_ERROR, http_status=413, error_type=PAYLOAD_TOO_LARGE)
+
+    result = go([1], FakeInvoker(too_big))
+    assert result.summary()["failed_records"] == 1 and result.summary()["invocations"] == 1
+
+
+def test_throttles_shrink_the_limit_and_do_not_use_up_attempts():
+    lock = threading.Lock()
+    throttled_once = set()
+
+    def throttle_first(items, seen):
+        with lock:
+            if items[0] not in throttled_once:
+                throttled_once.add(items[0])
+                return Outcome(THROTTLE, http_status=429, retry_after_s=0.5)
+        return None
+
+    clock = FakeClock()
+    result = go(range(40), FakeInvoker(throttle_first), clock, batch_size=1, concurrency=8, retry=1)
+    # retry=1 allows one attempt, yet every throttled record still completes.
+    assert list(result.outputs()) == [i * i for i in range(40)]
+    s = result.summary()
+    assert s["throttles"] == 40 and s["failed_records"] == 0
+    # Retry-After is honoured: each retry starts at least 0.5 s after its throttle.
+    by_batch = result.attempts.sort_values(["batch", "attempt"]).groupby("batch")
+    for _, rows in by_batch:
+        assert rows["start_s"].iloc[1] - rows["end_s"].iloc[0] >= 0.5
+    assert clock.sleeps  # waiting went through the injected sleep
+    assert result.attempts["in_flight_limit"].min() < 8
+
+
+def test_throttle_budget_exhausted_fails():
+    def always(items, seen):
+        return Outcome(THROTTLE, http_status=429)
+
+    result = go([1], FakeInvoker(always), retry=Retry(max_throttle_retries=3))
+    assert result.summary()["invocations"] == 4 and result.summary()["failed_records"] == 1
+
+
+def test_tolerated_failure_stops_with_partial_result():
+    def broken(items, seen):
+        return Outcome(FUNCTION_ERROR, error_type="Boom") if items[0] >= 20 else None
+
+    with pytest.raises(ToleranceExceeded) as info:
+        go(
+            range(200),
+            FakeInvoker(broken),
+            batch_size=10,
+            concurrency=1,
+            retry=1,
+            tolerated_failure=15,
+        )
+    partial = info.value.result
+    assert partial.summary()["failed_records"] == 20
+    assert partial.summary()["ok_batches"] == 2
+    assert partial.meta["stop_reason"] == "tolerance"
+    # A fraction of the known total works the same way.
+    with pytest.raises(ToleranceExceeded):
+        go(
+            range(200),
+            FakeInvoker(broken),
+            batch_size=10,
+            concurrency=1,
+            retry=1,
+            tolerated_failure=0.05,
+        )
+    ok = go(range(30), FakeInvoker(broken), batch_size=10, retry=1, tolerated_failure=0.5)
+    assert ok.summary()["failed_records"] == 10
+
+
+def test_worker_exception_is_never_lost():
+    def explode(items, seen):
+        raise RuntimeError("invoker bug")
+
+    handle = start(None, range(5), invoker=FakeInvoker(explode), progress=False, cache=False)
+    with pytest.raises(RuntimeError, match="invoker bug"):
+        handle.wait(timeout=30)
+    assert handle.done and handle.result is not None
+    assert handle.progress.state == "failed"
+
+
+def test_cancel_returns_partial_result_and_stops_submitting():
+    gate = threading.Event()
+    started = threading.Event()
+
+    def slow(items, seen):
+        if items[0] == 3:
+            started.set()
+            gate.wait(10)
+        return None
+
+    invoker = FakeInvoker(slow)
+    handle = start(
+        None, range(100), invoker=invoker, batch_size=1, concurrency=1, progress=False, cache=False
+    )
+    assert started.wait(10)
+    handle.cancel()
+    gate.set()
+    result = handle.wait(timeout=30)
+    assert result.meta["cancelled"] is True
+    assert len(invoker.calls) == 4  # the in-flight one finished in the grace; no new ones
+    assert list(result.outputs())[:4] == [0, 1, 4, 9]
+    assert result.summary()["ok_batches"] == 4
+    assert handle.progress.state == "cancelled"
+
+
+def test_cache_rerun_invokes_nothing_and_interrupted_run_resumes(tmp_path):
+    cache_dir = tmp_path / "cache"
+    gate = threading.Event()
+    started = threading.Event()
+
+    def stall_at_6(items, seen):
+        if items[0] == 6 and not gate.is_set():
+            started.set()
+            gate.wait(10)
+            return Outcome(FUNCTION_ERROR, error_type="Interrupted")
+        return None
+
+    first = FakeInvoker(stall_at_6)
+    handle = start(
+        None,
+        range(10),
+        invoker=first,
+        batch_size=2,
+        concurrency=1,
+        cache=cache_dir,
+        progress=False,
+    )
+    assert started.wait(10)
+    handle.cancel()
+    gate.set()
+    partial = handle.wait(timeout=30)
+    assert partial.summary()["ok_batches"] == 3
+
+    second = FakeInvoker()
+    result = go(range(10), second, batch_size=2, cache=cache_dir)
+    assert list(result.outputs()) == [i * i for i in range(10)]
+    assert result.summary()["cached_batches"] == 3
+    # Only the batches the interrupted run had not completed are invoked.
+    assert sorted(second.calls) == [[6, 7], [8, 9]]
+
+    third = FakeInvoker()
+    again = go(range(10), third, batch_size=2, cache=cache_dir)
+    assert third.calls == [] and again.summary()["cached_batches"] == 5
+    assert list(again.outputs()) == [i * i for i in range(10)]
+
+
+def test_cache_misses_when_latest_code_changes(tmp_path):
+    go(range(4), FakeInvoker(), cache=tmp_path)
+    changed = FakeInvoker(target=make_target(tokens={"$LATEST": "$LATEST@code2:cfg"}))
+    go(range(4), changed, cache=tmp_path)
+    assert len(changed.calls) == 1
+
+
+def test_rejections_are_counted_and_never_sent():
+    invoker = FakeInvoker()
+    result = go([1, -1, 2], invoker, validate=lambda r: None if r > 0 else 1 / 0)
+    assert invoker.calls == [[1, 2]]
+    assert result.summary()["rejected_records"] == 1 and result.summary()["records"] == 3
+    assert list(result.outputs()) == [1, None, 4]
+    assert list(result.rejections["record"]) == [1]
+
+
+def test_progress_events_describe_the_run():
+    handle = start(None, range(6), invoker=FakeInvoker(), batch_size=2, progress=False, cache=False)
+    events = list(handle.events)
+    handle.wait(timeout=30)
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert kinds.count("attempt") == 3 and kinds.count("batch") == 3
+    final = events[-1].progress
+    assert (final.state, final.records_done, final.ok_records, final.batches_done) == (
+        "finished",
+        6,
+        6,
+        3,
+    )
+    assert handle.progress == final and "finished" in repr(handle)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(InvalidInput, match="concurrency"):
+        go([1], FakeInvoker(), concurrency=0)
+    with pytest.raises(InvalidInput, match="tolerated_failure"):
+        go([1], FakeInvoker(), tolerated_failure=1.5)
+    with pytest.raises(InvalidInput, match="records is required"):
+        go(None, FakeInvoker())
+    with pytest.raises(InvalidInput, match="does not exist"):
+        go("/nonexistent/file.jsonl", FakeInvoker())
