@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
+import orjson
 import pytest
 
-from lambdakit.invoke import Report, parse_report, read_response
+from lambdakit.batching import Batch
+from lambdakit.connection import Target, make_client, resolve_target
+from lambdakit.invoke import (
+    PAYLOAD_TOO_LARGE,
+    Invoker,
+    LambdaInvoker,
+    Report,
+    parse_report,
+    read_response,
+)
 from lambdakit.retry import (
     CLIENT_ERROR,
+    CONNECTION_ERROR,
     FUNCTION_ERROR,
     OK,
     REPORTED_FAILURE,
+    SERVICE_ERROR,
+    THROTTLE,
     TIMEOUT,
 )
 
@@ -184,3 +199,209 @@ def test_status_code_that_is_not_a_number_is_plain_output():
         None,
         None,
     )
+
+
+# -- LambdaInvoker with real boto3 against `lambdakit local` -------------------------------------
+
+PER_RECORD = (
+    "def handler(event, context):\n    return [{'double': x * 2} for x in event['Items']]\n"
+)
+
+
+def batch_of(items, index=0):
+    body = orjson.dumps({"Items": items})
+    return Batch(index=index, record_indices=tuple(range(len(items))), items=items, body=body)
+
+
+def invoker_for(client, name, **kwargs):
+    return LambdaInvoker(client, resolve_target(client, name), **kwargs)
+
+
+def test_invoker_returns_per_record_outputs_and_the_report(lambda_client, make_function):
+    invoker = invoker_for(lambda_client, make_function(PER_RECORD))
+    assert isinstance(invoker, Invoker)
+    cold = invoker.invoke(batch_of([1, 2, 3]))
+    assert (cold.outcome, cold.http_status, cold.outputs) == (
+        OK,
+        200,
+        [{"double": 2}, {"double": 4}, {"double": 6}],
+    )
+    assert cold.executed_version == "$LATEST"
+    assert cold.request_id and cold.request_id in cold.log_tail
+    assert cold.report.cold_start and cold.report.memory_size_mb == 128
+    warm = invoker.invoke(batch_of([5]))
+    assert warm.outputs == [{"double": 10}]
+    assert warm.report.duration_ms is not None and not warm.report.cold_start
+
+
+def test_invoker_reports_a_function_error_with_its_log(lambda_client, make_function):
+    source = (
+        "def handler(event, context):\n"
+        "    print('about to fail')\n"
+        "    raise ValueError('bad row 7')\n"
+    )
+    outcome = invoker_for(lambda_client, make_function(source)).invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.error_type, outcome.error_message) == (
+        FUNCTION_ERROR,
+        "ValueError",
+        "bad row 7",
+    )
+    assert outcome.outputs is None
+    assert "about to fail" in outcome.log_tail
+
+
+def test_invoker_reports_a_function_timeout(lambda_client, make_function):
+    source = "import time\ndef handler(event, context):\n    time.sleep(30)\n"
+    outcome = invoker_for(lambda_client, make_function(source, Timeout=1)).invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.error_type) == (TIMEOUT, "Sandbox.Timedout")
+    assert "1.00 seconds" in outcome.error_message
+
+
+def test_invoker_maps_item_failures_by_id_field(lambda_client, make_function):
+    source = (
+        "def handler(event, context):\n"
+        "    bad = [{'itemIdentifier': r['key']} for r in event['Items'] if r['v'] < 0]\n"
+        "    return {'batchItemFailures': bad}\n"
+    )
+    invoker = invoker_for(lambda_client, make_function(source), id_field="key")
+    items = [{"key": "a", "v": 1}, {"key": "b", "v": -1}, {"key": "c", "v": -2}]
+    outcome = invoker.invoke(batch_of(items))
+    assert (outcome.outcome, outcome.failed_items) == (REPORTED_FAILURE, (1, 2))
+
+
+def test_invoker_uses_the_alias_and_records_the_executed_version(lambda_client, make_function):
+    name = make_function(PER_RECORD)
+    version = lambda_client.publish_version(FunctionName=name)["Version"]
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    outcome = invoker_for(lambda_client, f"{name}:live").invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.executed_version) == (OK, version)
+    pinned = LambdaInvoker(
+        lambda_client, resolve_target(lambda_client, name, "live"), qualifier="$LATEST"
+    )
+    assert pinned.invoke(batch_of([1])).executed_version == "$LATEST"
+
+
+def test_invoker_reports_throttles(lambda_client, make_function):
+    name = make_function(PER_RECORD)
+    invoker = invoker_for(lambda_client, name)
+    lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    outcome = invoker.invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.http_status) == (THROTTLE, 429)
+    assert outcome.error_type == "TooManyRequestsException"
+    assert outcome.outputs is None
+
+
+def test_invoker_flags_an_oversized_payload_for_bisection(lambda_client, make_function):
+    invoker = invoker_for(lambda_client, make_function(PER_RECORD))
+    outcome = invoker.invoke(batch_of(["x" * 1_000_000] * 7))
+    assert (outcome.outcome, outcome.http_status) == (CLIENT_ERROR, 413)
+    assert outcome.error_type == PAYLOAD_TOO_LARGE
+
+
+def test_invoker_reports_bad_requests_and_missing_functions(lambda_client, make_function):
+    name = make_function(PER_RECORD)
+    invoker = invoker_for(lambda_client, name)
+    not_json = Batch(index=0, record_indices=(0,), items=[1], body=b"{not json")
+    outcome = invoker.invoke(not_json)
+    assert (outcome.outcome, outcome.http_status, outcome.error_type) == (
+        CLIENT_ERROR,
+        400,
+        "InvalidRequestContentException",
+    )
+    lambda_client.delete_function(FunctionName=name)
+    gone = invoker.invoke(batch_of([1]))
+    assert (gone.outcome, gone.http_status, gone.error_type) == (
+        CLIENT_ERROR,
+        404,
+        "ResourceNotFoundException",
+    )
+    assert name in gone.error_message
+
+
+def test_invoker_reports_a_client_read_timeout(local_lambda, lambda_client, make_function):
+    source = "import time\ndef handler(event, context):\n    time.sleep(3)\n    return 1\n"
+    name = make_function(source, Timeout=10)
+    impatient = make_client(endpoint_url=local_lambda.endpoint_url, read_timeout=0.5)
+    outcome = invoker_for(impatient, name).invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.error_type) == (TIMEOUT, "ReadTimeoutError")
+    assert outcome.http_status is None
+
+
+def test_invoker_reports_a_refused_connection():
+    client = make_client(endpoint_url="http://127.0.0.1:9", read_timeout=5)
+    target = Target(
+        "fn",
+        "arn:aws:lambda:us-east-1:123456789012:function:fn",
+        None,
+        {"$LATEST": 1.0},
+        {},
+        3,
+        128,
+    )
+    outcome = LambdaInvoker(client, target).invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.error_type) == (CONNECTION_ERROR, "EndpointConnectionError")
+
+
+@pytest.fixture
+def canned_endpoint():
+    """An HTTP endpoint answering every request with one canned Lambda API error reply."""
+    replies = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, headers, body = replies[0]
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield replies, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected", "retry_after"),
+    [
+        (500, "ServiceException", SERVICE_ERROR, None),
+        (503, "EC2ThrottledException", SERVICE_ERROR, None),
+        (429, "TooManyRequestsException", THROTTLE, 2.5),
+        (413, "RequestTooLargeException", CLIENT_ERROR, None),
+    ],
+)
+def test_invoker_classifies_error_replies(canned_endpoint, status, code, expected, retry_after):
+    replies, url = canned_endpoint
+    headers = {"x-amzn-ErrorType": code, "Content-Type": "application/json"}
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    body = json.dumps(
+        {"Type": "Service", "Message": "canned", "Reason": "ConcurrentInvocationLimitExceeded"}
+    )
+    replies.append((status, headers, body.encode()))
+    client = make_client(endpoint_url=url, read_timeout=5)
+    target = Target(
+        "fn",
+        "arn:aws:lambda:us-east-1:123456789012:function:fn",
+        None,
+        {"$LATEST": 1.0},
+        {},
+        3,
+        128,
+    )
+    outcome = LambdaInvoker(client, target).invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.http_status, outcome.retry_after_s) == (
+        expected,
+        status,
+        retry_after,
+    )
+    assert outcome.error_type == (PAYLOAD_TOO_LARGE if status == 413 else code)
+    assert "canned" in outcome.error_message
