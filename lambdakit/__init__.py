@@ -14,7 +14,9 @@ __version__ = "0.1.0"
 # Public name -> module that defines it. tests/test_public_api.py pins this list.
 _EXPORTS: dict[str, str] = {
     "AliasInfo": "lambdakit.connection",
+    "Cache": "lambdakit.cache",
     "CredentialsError": "lambdakit.errors",
+    "DEFAULT": "lambdakit.cache",
     "DeployError": "lambdakit.errors",
     "FunctionInfo": "lambdakit.connection",
     "FunctionNotFound": "lambdakit.errors",
@@ -28,7 +30,11 @@ _EXPORTS: dict[str, str] = {
     "LocalServiceError": "lambdakit.errors",
     "Outcome": "lambdakit.invoke",
     "PayloadTooLarge": "lambdakit.errors",
+    "Progress": "lambdakit.progress",
+    "ProgressEvent": "lambdakit.progress",
     "Report": "lambdakit.invoke",
+    "Retry": "lambdakit.retry",
+    "RunHandle": "lambdakit.runner",
     "Target": "lambdakit.connection",
     "Throttled": "lambdakit.errors",
     "ToleranceExceeded": "lambdakit.errors",
@@ -43,7 +49,9 @@ _EXPORTS: dict[str, str] = {
     "publish_version": "lambdakit.deployment",
     "read_response": "lambdakit.invoke",
     "resolve_target": "lambdakit.connection",
+    "run": "lambdakit.runner",
     "set_alias": "lambdakit.deployment",
+    "start": "lambdakit.runner",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

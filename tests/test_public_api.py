@@ -7,7 +7,9 @@ import lambdakit
 
 EXPECTED = [
     "AliasInfo",
+    "Cache",
     "CredentialsError",
+    "DEFAULT",
     "DeployError",
     "FunctionInfo",
     "FunctionNotFound",
@@ -21,7 +23,11 @@ EXPECTED = [
     "LocalServiceError",
     "Outcome",
     "PayloadTooLarge",
+    "Progress",
+    "ProgressEvent",
     "Report",
+    "Retry",
+    "RunHandle",
     "Target",
     "Throttled",
     "ToleranceExceeded",
@@ -37,7 +43,9 @@ EXPECTED = [
     "publish_version",
     "read_response",
     "resolve_target",
+    "run",
     "set_alias",
+    "start",
 ]
 
 
