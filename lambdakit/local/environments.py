@@ -25,7 +25,13 @@ from aiohttp import web
 from lambdakit.errors import LambdakitError
 from lambdakit.local.logs import format_end, format_report, format_start, read_logs
 from lambdakit.local.process import RuntimeProcess, descendants_map
-from lambdakit.local.runtime import Invocation, Outcome, RuntimeAPI, verdict
+from lambdakit.local.runtime import (
+    Invocation,
+    Outcome,
+    RuntimeAPI,
+    recover_init_error,
+    verdict,
+)
 
 __all__ = ["CapacityExceeded", "EnvironmentManager", "FunctionSpec", "InvokeResult"]
 
@@ -179,6 +185,10 @@ class EnvironmentManager:
         env.channel.dispatch(inv, delivery_timeout_s=self.init_timeout_s)
         outcome = await inv.done
         output = env.end()
+        if outcome.kind == "exit" and env.channel.init_done_at is None:
+            recovered = recover_init_error(output, outcome.at)
+            if recovered is not None:
+                outcome, output = recovered
         peak = env.peak_rss()
         if outcome.kind == "response" and peak > spec.memory_mb * MB:
             # The memory went over between two samples: Lambda would have killed it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 import uuid
@@ -24,6 +25,7 @@ __all__ = [
     "RuntimeAPI",
     "RuntimeChannel",
     "Verdict",
+    "recover_init_error",
     "verdict",
 ]
 
@@ -362,3 +364,36 @@ def _body_error_type(body: bytes) -> str | None:
         return None
     error_type = value.get("errorType") if isinstance(value, dict) else None
     return error_type if isinstance(error_type, str) and error_type else None
+
+
+_INIT_ERROR_LINE = re.compile(r"^\[ERROR\] (Runtime\.[A-Za-z]+): (.*)$")
+_PREFIX_FAILURE = "http.client.InvalidURL: nonnumeric port"
+
+
+def recover_init_error(lines: list[str], at: float) -> tuple[Outcome, list[str]] | None:
+    """The init error of an awslambdaric that exited before its first poll, read from its log.
+
+    awslambdaric 4.2.2 posts /init/error with http.client, which rejects the /env/<id> path
+    prefix, so the post never arrives; the runtime has printed ``[ERROR] <type>: <message>``
+    first. Returns the outcome and the log with the failed post's traceback replaced by a note.
+    """
+    for line in lines:
+        match = _INIT_ERROR_LINE.match(line)
+        if match:
+            break
+    else:
+        return None
+    error_type, message = match.groups()
+    body = {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": []}
+    kept = lines
+    if lines and lines[-1].startswith(_PREFIX_FAILURE):
+        # The failed post's traceback starts at the last "Traceback" before http/client.py.
+        first = next((i for i, text in enumerate(lines) if "http/client.py" in text), len(lines))
+        starts = [i for i in range(first) if lines[i] == "Traceback (most recent call last):"]
+        cut = starts[-1] if starts else len(lines) - 1
+        kept = [
+            *lines[:cut],
+            "[lambdakit] awslambdaric could not post this init error to the Runtime API "
+            "(its http.client rejects the /env/<id> prefix); it was read from the log above",
+        ]
+    return Outcome("init_error", json.dumps(body).encode(), error_type, at=at), kept
