@@ -235,7 +235,8 @@ class Store:
             else:
                 cfg.update(LastUpdateStatus="Failed", LastUpdateStatusReason=error)
                 cfg["LastUpdateStatusReasonCode"] = "InvalidZipFileException"
-        if error is None:
+        # A failed create also becomes what invokes see, so they are refused as Failed.
+        if error is None or record["live"]["State"] == "Pending":
             record["live"] = copy.deepcopy(record["latest"])
         self._save(name)
         self.collect_garbage()
