@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.test_local_api import ECHO, error_of, raw
+from tests.test_local_api import ARN_PREFIX, ECHO, error_of, raw
 
 SLEEPER = (
     "import time\ndef handler(event, context):\n    time.sleep(event['s'])\n    return 'slept'\n"
@@ -170,9 +170,7 @@ def test_missing_function_and_version(lambda_client, make_function):
         lambda_client.invoke(FunctionName="no-such-function-anywhere")
     code, status, message = error_of(exc_info)
     assert (code, status) == ("ResourceNotFoundException", 404)
-    assert message == (
-        "Function not found: arn:aws:lambda:us-east-1:123456789012:function:no-such-function-anywhere"
-    )
+    assert message == f"Function not found: {ARN_PREFIX}no-such-function-anywhere"
     name = make_function(ECHO)
     with pytest.raises(ClientError) as exc_info:
         lambda_client.invoke(FunctionName=name, Qualifier="5")
