@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
+import shutil
+import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from lambdakit.deployment import package, set_alias, validate_handler
+from lambdakit.connection import list_aliases, list_functions
+from lambdakit.deployment import deploy, package, publish_version, set_alias, validate_handler
 from lambdakit.errors import DeployError
 
 HANDLER = "def handler(event, context):\n    return event\n"
@@ -154,3 +159,128 @@ def test_the_exported_deploy_is_the_function_even_after_the_module_is_imported()
     importlib.import_module("lambdakit.deployment")
     assert callable(lambdakit.deploy)
     assert lambdakit.deploy.__name__ == "deploy"
+
+
+# -- against `lambdakit local` ----------------------------------------------------------------
+
+ENV_HANDLER = (
+    "import os\n"
+    "def handler(event, context):\n"
+    "    return {'mode': os.environ.get('MODE'), 'version': context.function_version}\n"
+)
+
+
+@pytest.fixture
+def fresh_name(request, lambda_client):
+    """A unique function name, deleted after the test."""
+    names = []
+
+    def make(prefix: str = "deploy") -> str:
+        names.append(f"{prefix}-{uuid.uuid4().hex[:10]}")
+        return names[-1]
+
+    yield make
+    for name in names:
+        with contextlib.suppress(lambda_client.exceptions.ResourceNotFoundException):
+            lambda_client.delete_function(FunctionName=name)
+
+
+def call(client, name, qualifier=None):
+    kwargs = {"Qualifier": qualifier} if qualifier else {}
+    response = client.invoke(FunctionName=name, Payload=b"{}", **kwargs)
+    assert "FunctionError" not in response, response["Payload"].read()
+    return json.loads(response["Payload"].read())
+
+
+def test_deploy_creates_then_updates_only_what_changed(lambda_client, fresh_name, tmp_path):
+    name = fresh_name()
+    folder = write(tmp_path / "fn", {"app.py": ENV_HANDLER})
+    created = deploy(lambda_client, name, folder, environment={"MODE": "a"}, timeout_s=5)
+    assert (created["action"], created["version"], created["alias"]) == ("created", "$LATEST", None)
+    config = created["configuration"]
+    assert (config["State"], config["Timeout"], config["Handler"]) == ("Active", 5, "app.handler")
+    assert call(lambda_client, name)["mode"] == "a"
+
+    again = deploy(lambda_client, name, folder, environment={"MODE": "a"}, timeout_s=5)
+    assert again["action"] == "unchanged"
+    assert again["code_sha256"] == created["code_sha256"]
+
+    switched = deploy(lambda_client, name, folder, environment={"MODE": "b"}, timeout_s=5)
+    assert switched["action"] == "updated configuration"
+    assert call(lambda_client, name)["mode"] == "b"
+
+    (folder / "app.py").write_text(ENV_HANDLER + "# edited\n")
+    edited = deploy(lambda_client, name, folder, environment={"MODE": "b"}, timeout_s=5)
+    assert edited["action"] == "updated code"
+    assert edited["code_sha256"] != created["code_sha256"]
+    assert edited["configuration"]["LastUpdateStatus"] == "Successful"
+
+
+def test_deploy_publishes_and_moves_an_alias(lambda_client, fresh_name, tmp_path):
+    name = fresh_name()
+    folder = write(tmp_path / "fn", {"app.py": ENV_HANDLER})
+    first = deploy(lambda_client, name, folder, environment={"MODE": "v1"}, alias="live")
+    assert (first["version"], first["alias"]) == ("1", "live")
+    assert call(lambda_client, name, "live") == {"mode": "v1", "version": "1"}
+
+    second = deploy(lambda_client, name, folder, environment={"MODE": "v2"}, alias="live")
+    assert second["version"] == "2"
+    assert call(lambda_client, name, "live") == {"mode": "v2", "version": "2"}
+    assert call(lambda_client, name, "1")["mode"] == "v1"  # versions are immutable
+
+    alias = set_alias(lambda_client, name, "live", 1, weights={2: 0.2})
+    assert alias["FunctionVersion"] == "1"
+    assert alias["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.2}
+    assert [a.weights for a in list_aliases(lambda_client, name)] == [{"1": 0.8, "2": 0.2}]
+    cleared = set_alias(lambda_client, name, "live", "2")
+    assert cleared["FunctionVersion"] == "2"
+    assert not cleared.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+
+    assert publish_version(lambda_client, name, description="same code") in ("2", "3")
+
+
+def test_validation_fails_before_anything_is_uploaded(lambda_client, fresh_name, tmp_path):
+    name = fresh_name()
+    folder = write(tmp_path / "fn", {"main.py": ENV_HANDLER})
+    with pytest.raises(DeployError, match=r"needs app\.py"):
+        deploy(lambda_client, name, folder)
+    with pytest.raises(DeployError, match="unknown runtime"):
+        deploy(lambda_client, name, folder, handler="main.handler", runtime="cobol")
+    with pytest.raises(DeployError, match="memory_mb"):
+        deploy(lambda_client, name, folder, handler="main.handler", memory_mb=64)
+    with pytest.raises(DeployError, match="function name"):
+        deploy(lambda_client, "bad name!", folder, handler="main.handler")
+    with pytest.raises(DeployError, match="environment variable 'X'"):
+        deploy(lambda_client, name, folder, handler="main.handler", environment={"X": [1]})
+    assert name not in [f.name for f in list_functions(lambda_client)]
+
+
+def test_service_refusals_name_the_step(lambda_client, fresh_name, tmp_path):
+    name = fresh_name()
+    deploy(lambda_client, name, write(tmp_path / "fn", {"app.py": ENV_HANDLER}))
+    with pytest.raises(DeployError, match="setting alias 'live' failed"):
+        set_alias(lambda_client, name, "live", "99")
+
+
+def test_custom_runtime_deploys_and_runs(lambda_client, fresh_name, tmp_path):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is needed by the bash bootstrap")
+    bootstrap = (
+        "#!/bin/bash\n"
+        "set -euo pipefail\n"
+        'API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"\n'
+        "while true; do\n"
+        '  HEADERS="$(mktemp)"\n'
+        '  EVENT=$(curl -sS -D "$HEADERS" "$API/next")\n'
+        '  ID=$(grep -i Request-Id "$HEADERS" | tr -d "[:space:]" | cut -d: -f2)\n'
+        '  curl -sS -X POST "$API/$ID/response" -d "{\\"got\\": $EVENT}" > /dev/null\n'
+        "done\n"
+    )
+    folder = write(tmp_path / "fn", {"bootstrap": bootstrap})
+    (folder / "bootstrap").chmod(0o755)
+    name = fresh_name()
+    result = deploy(
+        lambda_client, name, folder, handler="function.handler", runtime="provided.al2023"
+    )
+    assert result["action"] == "created"
+    assert call(lambda_client, name) == {"got": {}}
