@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 ECHO = "def handler(event, context):\n    return {'event': event}\n"
+ARN_PREFIX = "arn:aws:lambda:us-east-1:123456789012:function:"
 RETURN_ONE = "def handler(event, context):\n    return 1\n"
 RETURN_TWO = "def handler(event, context):\n    return 2\n"
 
@@ -146,9 +147,7 @@ def test_delete_function_then_not_found(lambda_client, make_function):
             call(FunctionName=name)
         code, status, message = error_of(exc_info)
         assert (code, status) == ("ResourceNotFoundException", 404)
-        assert (
-            message == f"Function not found: arn:aws:lambda:us-east-1:123456789012:function:{name}"
-        )
+        assert message == f"Function not found: {ARN_PREFIX}{name}"
 
 
 def test_versions_are_immutable_copies(lambda_client, make_function, zip_code, wait_updated,
