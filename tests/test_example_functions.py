@@ -5,10 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import uuid
 from pathlib import Path
 from types import ModuleType
 
+import orjson
 import pytest
+
+from lambdakit.batching import Batch
+from lambdakit.connection import resolve_target
+from lambdakit.deployment import deploy
+from lambdakit.invoke import LambdaInvoker
+from lambdakit.retry import CLIENT_ERROR, FUNCTION_ERROR, OK, REPORTED_FAILURE, TIMEOUT
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "functions"
 
@@ -218,3 +226,126 @@ def test_dataset_writes_jsonl(dataset, tmp_path):
     path = dataset.write_jsonl(tmp_path / "orders.jsonl", 25, seed=1)
     lines = path.read_text().splitlines()
     assert [json.loads(line) for line in lines] == dataset.generate_orders(25, seed=1)
+
+
+# -- deployed with lambdakit.deploy to `lambdakit local`, invoked with real boto3 ---------------
+
+
+@pytest.fixture
+def deployed(lambda_client):
+    """deployed(folder, **deploy_kwargs) -> LambdaInvoker; the functions are deleted after."""
+    names = []
+
+    def make(folder: str, *, id_field: str | None = None, **kwargs) -> LambdaInvoker:
+        name = f"example-{folder.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        deploy(lambda_client, name, FUNCTIONS / folder, **kwargs)
+        return LambdaInvoker(lambda_client, resolve_target(lambda_client, name), id_field=id_field)
+
+    yield make
+    for name in names:
+        lambda_client.delete_function(FunctionName=name)
+
+
+def batch_of(items, batch_input=None):
+    request = (
+        {"Items": items} if batch_input is None else {"Items": items, "BatchInput": batch_input}
+    )
+    return Batch(
+        index=0, record_indices=tuple(range(len(items))), items=items, body=orjson.dumps(request)
+    )
+
+
+def test_batch_processor_deployed(deployed):
+    invoker = deployed("batch_processor")
+    good = invoker.invoke(
+        batch_of([{"id": 1, "value": 2}, {"id": 2, "value": 3}], {"multiplier": 2})
+    )
+    assert good.outcome == OK
+    assert [o["score"] for o in good.outputs] == [4.0, 6.0]
+
+    partial = invoker.invoke(batch_of([{"id": 1, "value": 2}, {"id": 2, "value": "x"}]))
+    assert (partial.outcome, partial.failed_items) == (REPORTED_FAILURE, (1,))
+    assert partial.outputs[0]["score"] == 2.0
+    assert "value must be a finite number" in partial.error_message
+    assert "invalid record at position 1" in partial.log_tail
+
+    broken = invoker.invoke(Batch(index=0, record_indices=(), items=[], body=b'{"records": []}'))
+    assert (broken.outcome, broken.error_type) == (FUNCTION_ERROR, "ValueError")
+
+
+def test_batch_processor_status400_and_id_field(deployed):
+    strict = deployed("batch_processor", environment={"ON_INVALID": "status400"})
+    refused = strict.invoke(batch_of([{"id": 1, "value": 1}, {"id": 2}]))
+    assert (refused.outcome, refused.error_type, refused.outputs) == (
+        CLIENT_ERROR,
+        "StatusCode400",
+        None,
+    )
+    by_id = deployed("batch_processor", environment={"ID_FIELD": "id"}, id_field="id")
+    outcome = by_id.invoke(
+        batch_of([{"id": "a", "value": 1}, {"id": "b"}, {"id": "c", "value": 2}])
+    )
+    assert (outcome.outcome, outcome.failed_items) == (REPORTED_FAILURE, (1,))
+
+
+def test_slow_flaky_deployed_is_reproducible(deployed, slow_flaky, monkeypatch):
+    knobs = {"SEED": 11, "ITEM_FAIL_RATE": 0.25, "SLEEP_MS": 5}
+    invoker = deployed("slow_flaky", environment=knobs)
+    items = [{"n": n} for n in range(40)]
+    first, second = invoker.invoke(batch_of(items)), invoker.invoke(batch_of(items))
+    assert first.outcome == REPORTED_FAILURE
+    assert first.failed_items == second.failed_items
+    # The deployed function decides exactly as the module does locally.
+    for key, value in knobs.items():
+        monkeypatch.setenv(key, str(value))
+    local = slow_flaky.handler({"Items": items}, None)
+    assert first.failed_items == tuple(int(f["itemIdentifier"]) for f in local["batchItemFailures"])
+    assert first.report.duration_ms >= 5
+
+
+def test_slow_flaky_deployed_failure_knobs(deployed):
+    failing = deployed("slow_flaky", environment={"FAIL_RATE": 1})
+    outcome = failing.invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.error_type) == (FUNCTION_ERROR, "RuntimeError")
+    throttled = deployed("slow_flaky", environment={"THROTTLE_RATE": 1})
+    assert throttled.invoke(batch_of([1])).outcome == REPORTED_FAILURE
+    hanging = deployed("slow_flaky", environment={"TIMEOUT_RATE": 1}, timeout_s=1)
+    outcome = hanging.invoke(batch_of([1]))
+    assert (outcome.outcome, outcome.error_type) == (TIMEOUT, "Sandbox.Timedout")
+
+
+def test_enrich_orders_deployed(deployed, dataset, enrich_orders):
+    orders = dataset.generate_orders(200, seed=5, invalid_fraction=0.05)
+    expected_failed = []
+    for position, order in enumerate(orders):
+        try:
+            enrich_orders.enrich(order)
+        except enrich_orders.InvalidOrder:
+            expected_failed.append(position)
+    assert len(expected_failed) > 3  # the dataset does contain broken orders
+
+    outcome = deployed("enrich_orders").invoke(batch_of(orders))
+    assert (outcome.outcome, outcome.failed_items) == (REPORTED_FAILURE, tuple(expected_failed))
+    for position, order in enumerate(orders):
+        if position not in expected_failed:
+            assert outcome.outputs[position] == enrich_orders.enrich(order)
+
+
+def test_enrich_orders_deployed_reporting_order_ids(deployed, dataset, enrich_orders):
+    orders = dataset.generate_orders(200, seed=5, invalid_fraction=0.05)
+    invoker = deployed("enrich_orders", environment={"ID_FIELD": "order_id"}, id_field="order_id")
+    with_ids = [order for order in orders if order["order_id"]]
+    outcome = invoker.invoke(batch_of(with_ids))
+    bad_ids = set()
+    for order in with_ids:
+        try:
+            enrich_orders.enrich(order)
+        except enrich_orders.InvalidOrder:
+            bad_ids.add(order["order_id"])
+    assert bad_ids
+    assert {with_ids[p]["order_id"] for p in outcome.failed_items} == bad_ids
+    # An order with no id cannot be named: the whole batch fails rather than pass it as done.
+    nameless = invoker.invoke(batch_of([*with_ids[:3], {**with_ids[3], "order_id": None}]))
+    assert (nameless.outcome, nameless.error_type) == (REPORTED_FAILURE, "InvalidItemIdentifier")
+    assert nameless.failed_items == (0, 1, 2, 3)
