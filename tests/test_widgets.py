@@ -1,0 +1,335 @@
+"""The notebook form, driven without a browser: Button.click() and value changes, real boto3
+against `lambdakit local`."""
+
+import json
+import time
+
+import pytest
+
+import lambdakit
+from lambdakit.errors import InvalidInput
+from lambdakit.progress import ProgressEvent
+
+ECHO = "def handler(event, context):\n    return [item['n'] * 2 for item in event['Items']]\n"
+
+# Items wait for a gate file before answering, so a test decides when the run may finish
+# without any timing assumption. `hold_from` items (by n) are gated; earlier ones are not.
+GATED = """
+import os, time
+
+def handler(event, context):
+    for item in event['Items']:
+        if item['n'] >= item['hold_from']:
+            while not os.path.exists(item['gate']):
+                time.sleep(0.01)
+    return [item['n'] for item in event['Items']]
+"""
+
+FAILING = """
+def handler(event, context):
+    for item in event['Items']:
+        if item['n'] % 4 == 3:
+            print('about to fail on', item['n'])
+            raise ValueError('bad record %d' % item['n'])
+    return [item['n'] for item in event['Items']]
+"""
+
+DEADLINE_S = 60.0
+
+
+def poll(condition, what):
+    """Wait for `condition()` to be true, failing after a generous deadline."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def endpoint(local_lambda):
+    return local_lambda.endpoint_url
+
+
+def test_import_exports_form():
+    assert lambdakit.form.__module__ == "lambdakit.widgets"
+    assert issubclass(lambdakit.Form, __import__("ipywidgets").VBox)
+
+
+def publish_two_versions(lambda_client, zip_code, wait_updated, name):
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.update_function_code(FunctionName=name, ZipFile=zip_code(ECHO + "# v2\n"))
+    wait_updated(name)
+    lambda_client.publish_version(FunctionName=name)
+
+
+def test_dropdowns_list_functions_aliases_and_versions(
+    endpoint, lambda_client, make_function, zip_code, wait_updated
+):
+    plain = make_function(ECHO)
+    aliased = make_function(ECHO)
+    publish_two_versions(lambda_client, zip_code, wait_updated, aliased)
+    lambda_client.create_alias(FunctionName=aliased, Name="live", FunctionVersion="1")
+
+    form = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function=aliased, cache=False)
+
+    assert {plain, aliased} <= set(form.function.options)
+    assert form.function.value == aliased
+    assert list(form.qualifier.options) == [
+        ("$LATEST", "$LATEST"),
+        ("live → 1", "live"),
+        ("version 1", "1"),
+        ("version 2", "2"),
+    ]
+    assert form.qualifier.value == "$LATEST"
+
+    form.qualifier.value = "live"
+    form.function.value = plain  # its qualifiers replace the others'
+    assert list(form.qualifier.options) == [("$LATEST", "$LATEST")]
+    assert form.qualifier.value == "$LATEST"
+
+    later = make_function(ECHO)
+    assert later not in form.function.options
+    form.refresh_button.click()
+    assert later in form.function.options
+    assert form.function.value == plain  # the choice survives a refresh
+    assert repr(form) == f"Form(function={plain!r}, qualifier='$LATEST', state='idle')"
+
+
+def test_weighted_alias_label(endpoint, lambda_client, make_function, zip_code, wait_updated):
+    name = make_function(ECHO)
+    publish_two_versions(lambda_client, zip_code, wait_updated, name)
+    lambda_client.create_alias(
+        FunctionName=name,
+        Name="canary",
+        FunctionVersion="1",
+        RoutingConfig={"AdditionalVersionWeights": {"2": 0.25}},
+    )
+    form = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function=name, qualifier="canary")
+    assert form.qualifier.value == "canary"
+    assert form.qualifier.label == "canary → 1 (75%), 2 (25%)"
+
+
+def test_run_click_returns_while_the_run_goes_on(endpoint, make_function, tmp_path):
+    name = make_function(GATED, Timeout=120)
+    gate = tmp_path / "gate"
+    records = [{"n": n, "hold_from": 0, "gate": str(gate)} for n in range(6)]
+    form = lambdakit.form(
+        records, endpoint_url=endpoint, function=name, batch_size=2, concurrency=2, cache=False
+    )
+
+    form.run_button.click()
+
+    # Every batch waits for the gate, so the click cannot have waited for the run.
+    assert form.state == "running"
+    assert form._handle is not None and not form._handle.done
+    assert form.run_button.disabled and form.batch_size.disabled and form.function.disabled
+    assert not form.cancel_button.disabled
+    assert form.dashboard.widget.layout.display == ""
+    gate.touch()
+    result = form.wait(timeout=DEADLINE_S)
+
+    assert result is form.result
+    assert list(result.outputs()) == list(range(6))
+    assert result.summary()["records"] == 6
+    assert form.state == "finished"
+    assert not form.run_button.disabled and not form.batch_size.disabled
+    assert form.cancel_button.disabled
+    # The end of the run shows the summary card, the dashboard figure and final counters.
+    assert form.summary.value == result._repr_html_()
+    assert bytes(form.figure.value).startswith(b"\x89PNG")
+    assert form.dashboard.records_bar.value == 6
+    assert form.dashboard.records_bar.bar_style == "success"
+    assert "<td>6</td>" in form.dashboard.counters.value
+    assert form.output.outputs == ()
+
+
+def test_cancel_stops_and_shows_the_partial_result(endpoint, make_function, tmp_path):
+    name = make_function(GATED, Timeout=120)
+    gate = tmp_path / "gate"
+    records = [{"n": n, "hold_from": 3, "gate": str(gate)} for n in range(20)]
+    form = lambdakit.form(
+        records, endpoint_url=endpoint, function=name, batch_size=1, concurrency=1, cache=False
+    )
+    form.run_button.click()
+    poll(lambda: form._handle.progress.batches_done >= 3, "three batches done")
+
+    form.cancel_button.click()
+    assert form.state == "cancelling" and form.cancel_button.disabled
+    gate.touch()  # lets the in-flight batch end within the grace period
+    result = form.wait(timeout=DEADLINE_S)
+
+    assert form.state == "cancelled"
+    assert result.meta["cancelled"]
+    ok = int((result.batches["status"] == "ok").sum())
+    assert 3 <= ok < 20
+    assert "cancelled" in set(result.batches["status"]) or len(result.batches) < 20
+    outputs = list(result.outputs())
+    assert outputs[:3] == [0, 1, 2] and outputs[-1] is None
+    assert form.summary.value == result._repr_html_()
+    assert form.dashboard.records_bar.bar_style == "warning"
+    assert not form.run_button.disabled
+
+
+def test_failures_appear_in_the_error_panel_and_live_figure(endpoint, make_function):
+    name = make_function(FAILING)
+    records = [{"n": n} for n in range(8)]
+    form = lambdakit.form(
+        records, endpoint_url=endpoint, function=name, batch_size=1, max_attempts=1, cache=False
+    )
+    form.run_button.click()
+    result = form.wait(timeout=DEADLINE_S)
+
+    assert result.summary()["failed_records"] == 2
+    panel = form.dashboard.errors.value
+    assert "Recent failed batches" in panel
+    assert panel.count("<tr>") == 1 + 2  # header + the two failed batches
+    assert "bad record 3" in panel and "bad record 7" in panel
+    assert "about to fail on 7" in panel  # the log tail
+    assert "<td>6</td><td>2</td>" in form.dashboard.counters.value  # ok 6, failed 2
+    live = form.dashboard.live
+    assert len(live.attempts) == len(result.attempts) == 8
+    assert sorted(a["batch"] for a in live.attempts) == list(range(8))
+    form.dashboard.show_figure(live)
+    assert bytes(form.dashboard.live_figure.value).startswith(b"\x89PNG")
+
+
+def test_live_run_keeps_failed_batches_with_their_log_tail():
+    from lambdakit.dashboard import LiveRun
+    from lambdakit.progress import Progress
+
+    live = LiveRun()
+    snapshot = Progress()
+    live.add(
+        ProgressEvent(
+            "attempt", 1.5, snapshot, batch=4, attempt=1, records=10, outcome="function_error",
+            latency_s=0.5, error_type="ValueError", error_message="boom", log_tail="trace",
+        )
+    )  # fmt: skip
+    live.add(
+        ProgressEvent(
+            "batch", 1.5, snapshot, batch=4, records=10, outcome="failed",
+            error_type="ValueError", error_message="boom",
+        )
+    )  # fmt: skip
+    assert live.attempts[0]["start_s"] == pytest.approx(1.0)
+    assert list(live.failed_batches) == [
+        {
+            "batch": 4,
+            "status": "failed",
+            "error_type": "ValueError",
+            "error_message": "boom",
+            "log_tail": "trace",
+        }
+    ]
+    for elapsed, done in ((0.0, 0), (1.0, 50), (2.0, 150)):
+        live.note_progress(Progress(records_done=done, elapsed_s=elapsed))
+    assert live.records_per_s() == pytest.approx(75.0)
+
+
+def test_invalid_inputs_are_refused_with_a_message(endpoint, make_function, tmp_path):
+    name = make_function(ECHO)
+    form = lambdakit.form(endpoint_url=endpoint, function=name)
+
+    form.run_button.click()
+    assert "Enter the path of the dataset" in form.message.value
+    assert form.state == "idle" and form._handle is None
+
+    form.path.value = str(tmp_path / "missing.jsonl")
+    assert "File not found" in form.preview.value
+    form.run_button.click()
+    assert "File not found" in form.message.value
+
+    (tmp_path / "data.txt").write_text("x")
+    form.path.value = str(tmp_path / "data.txt")
+    form.run_button.click()
+    assert "Unsupported file type" in form.message.value
+    assert form._handle is None
+    with pytest.raises(InvalidInput, match="No run was started"):
+        form.wait()
+
+    ghost = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function="no-such-function")
+    ghost.run_button.click()
+    assert "was not found at this endpoint" in ghost.message.value
+    assert ghost._handle is None
+
+    wrong = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function=name, qualifier="beta")
+    assert wrong.qualifier.label == "beta (not found)"
+    wrong.run_button.click()
+    assert "has no alias or version 'beta'" in wrong.message.value
+
+
+def test_bad_presets_raise_at_once(endpoint):
+    with pytest.raises(InvalidInput, match="batch_size must be between 1 and 100000"):
+        lambdakit.form([1], endpoint_url=endpoint, batch_size=0)
+    with pytest.raises(InvalidInput, match="concurrency must be a whole number"):
+        lambdakit.form([1], endpoint_url=endpoint, concurrency=2.5)
+    with pytest.raises(InvalidInput, match="does not accept colour"):
+        lambdakit.form([1], endpoint_url=endpoint, colour="red")
+
+
+def test_dataset_chooser_previews_the_first_rows(endpoint, make_function, tmp_path):
+    name = make_function(ECHO)
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"n": n, "tag": f"row-{n}"}) + "\n" for n in range(9)))
+    form = lambdakit.form(endpoint_url=endpoint, function=name, cache=False)
+
+    form.path.value = str(path)
+    assert "first 5 rows of data.jsonl" in form.preview.value
+    assert "row-4" in form.preview.value and "row-5" not in form.preview.value
+
+    form.run_button.click()
+    result = form.wait(timeout=DEADLINE_S)
+    assert list(result.outputs()) == [n * 2 for n in range(9)]
+
+    csv = tmp_path / "data.csv"
+    csv.write_text("n,tag\n" + "".join(f"{n},csv-{n}\n" for n in range(7)))
+    form.path.value = str(csv)
+    assert "csv-0" in form.preview.value and "csv-6" not in form.preview.value
+
+
+def test_callback_errors_are_shown_in_the_form(endpoint, lambda_client, make_function):
+    name = make_function(ECHO)
+    form = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function=name, cache=False)
+    lambda_client.delete_function(FunctionName=name)
+
+    form.run_button.click()  # listed a moment ago, gone now: start() refuses it
+
+    assert "FunctionNotFound" in form.output.outputs[-1]["text"]
+    assert form.output.outputs[-1]["name"] == "stderr"
+    assert "was not found" in form.message.value
+    assert form.state == "failed"
+    assert not form.run_button.disabled  # the form is usable again
+    with pytest.raises(lambdakit.FunctionNotFound):
+        form.wait()
+
+
+def test_an_unreachable_endpoint_is_reported_not_raised():
+    # Port 9 (discard) is closed here: ListFunctions fails inside the refresh callback.
+    form = lambdakit.form([{"n": 1}], endpoint_url="http://127.0.0.1:9")
+    assert form.function.options == ()
+    assert "refresh failed" in form.output.outputs[0]["text"]
+    assert "127.0.0.1:9" in form.message.value
+
+
+def test_errors_from_the_dashboard_thread_reach_the_form(endpoint, make_function, monkeypatch):
+    name = make_function(ECHO)
+    form = lambdakit.form([{"n": n} for n in range(3)], endpoint_url=endpoint, function=name)
+
+    def broken(progress, live):
+        raise RuntimeError("render broke")
+
+    monkeypatch.setattr(form.dashboard, "show", broken)
+    form.run_button.click()
+    result = form.wait(timeout=DEADLINE_S)
+
+    texts = [o["text"] for o in form.output.outputs]
+    assert any("RuntimeError: render broke" in t for t in texts)
+    # A broken refresh never loses the run: the result still arrives and is shown.
+    assert result.summary()["records"] == 3
+    assert form.state == "finished"
+
+
+def test_form_without_records_exposes_no_dataset_widgets_when_given_records(endpoint):
+    form = lambdakit.form([1, 2], endpoint_url=endpoint)
+    assert form.path is None and form.preview is None
