@@ -28,7 +28,7 @@ __all__ = [
 
 _ALIAS_RE = re.compile(r"^(?![0-9]+$)[a-zA-Z0-9_-]{1,128}$")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_ENV_KEY_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]+$")
+_ENV_KEY_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 _PYTHON_RE = re.compile(r"^python3\.\d+$")
 _PROVIDED = ("provided", "provided.al2", "provided.al2023")
 # Variables Lambda sets itself; AWS refuses them in a function's Environment.
@@ -180,7 +180,7 @@ def _environment(environment: dict[str, Any]) -> dict[str, str]:
     variables = optional(environment, "Variables", dict) or {}
     for key, value in variables.items():
         if not _ENV_KEY_RE.match(key):
-            raise invalid(f"Invalid environment variable name {key!r}: [a-zA-Z][a-zA-Z0-9_]+.")
+            raise invalid(f"Invalid environment variable name {key!r}: [a-zA-Z][a-zA-Z0-9_]*.")
         if not isinstance(value, str):
             raise bad_content(
                 f"Could not parse request body into json: environment variable {key} must be "
