@@ -332,17 +332,9 @@ def _cache_token(cfg: dict[str, Any]) -> str:
     return f"$LATEST@{cfg.get('CodeSha256', '')}:{config_hash(cfg)}"
 
 
-def _unqualified_arn(arn: str) -> str:
-    return ":".join(arn.split(":")[:7])
-
-
 def _get_configuration(client: Any, ref: str, qualifier: str | None) -> dict[str, Any]:
-    kwargs = (
-        {"FunctionName": ref}
-        if qualifier is None
-        else {"FunctionName": ref, "Qualifier": qualifier}
-    )
-    return call_api(client, "get_function_configuration", **kwargs)
+    extra = {"Qualifier": qualifier} if qualifier is not None else {}
+    return call_api(client, "get_function_configuration", FunctionName=ref, **extra)
 
 
 def _not_found(client: Any, ref: str, what: str, exc: FunctionNotFound) -> FunctionNotFound:
@@ -353,13 +345,8 @@ def _not_found(client: Any, ref: str, what: str, exc: FunctionNotFound) -> Funct
         message = f"Lambda function {ref!r} was not found (check its name and the region)"
     else:
         message = f"Lambda function {ref!r} has no {what}"
-    return FunctionNotFound(
-        message,
-        code=exc.code,
-        status=exc.status,
-        request_id=exc.request_id,
-        operation=exc.operation,
-    )
+    where = {"request_id": exc.request_id, "operation": exc.operation}
+    return FunctionNotFound(message, code=exc.code, status=exc.status, **where)
 
 
 def resolve_target(client: Any, function: str, qualifier: str | None = None) -> Target:
@@ -392,17 +379,13 @@ def resolve_target(client: Any, function: str, qualifier: str | None = None) -> 
         versions = _alias_weights(alias)
         configs = {v: _get_configuration(client, ref, v) for v in versions}
 
-    first = configs[_primary(versions)]
+    primary = configs[next(iter(versions))]  # the alias's own version comes first
     return Target(
-        function_name=first["FunctionName"],
-        function_arn=_unqualified_arn(first["FunctionArn"]),
+        function_name=primary["FunctionName"],
+        function_arn=":".join(primary["FunctionArn"].split(":")[:7]),  # without a qualifier
         qualifier=qualifier,
         versions=versions,
         cache_tokens={v: _cache_token(cfg) for v, cfg in configs.items()},
         timeout_s=max(int(cfg.get("Timeout", 3)) for cfg in configs.values()),
-        memory_mb=int(first.get("MemorySize", 128)),
+        memory_mb=int(primary.get("MemorySize", 128)),
     )
-
-
-def _primary(versions: dict[str, float]) -> str:
-    return max(versions, key=lambda v: versions[v])
