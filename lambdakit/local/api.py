@@ -202,6 +202,8 @@ async def delete_function(request: web.Request) -> web.Response:
     """DeleteFunction (204); with a version Qualifier, deletes only that version."""
     service, name, qualifier = _target(request)
     service.store.delete_function(name, qualifier)
+    if not qualifier:
+        service.faults.clear(name)  # a new function of the same name starts without faults
     if service.environments is not None:
         service.spawn(service.environments.retire(name, qualifier))
     return web.Response(status=204)

@@ -1,0 +1,113 @@
+"""Fault injection: seeded decisions, the management endpoint, and what clients see."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from lambdakit.local.faults import FaultInjector, FaultSettings
+from tests.test_local_api import ECHO, raw
+
+
+def outcomes(injector: FaultInjector, name: str, n: int) -> list[str]:
+    kinds = []
+    for _ in range(n):
+        decision = injector.decide(name)
+        assert decision is not None
+        kinds.append("throttle" if decision.throttle else "error" if decision.error else "ok")
+    return kinds
+
+
+def test_no_settings_means_no_faults():
+    assert FaultInjector(seed=1).decide("anything") is None
+
+
+def test_seeded_decisions_repeat_and_follow_the_rates():
+    settings = FaultSettings(throttle_rate=0.3, error_rate=0.2, seed=11)
+    first, second = FaultInjector(), FaultInjector()
+    first.set("fn", settings)
+    second.set("fn", settings)
+    kinds = outcomes(first, "fn", 2_000)
+    assert kinds == outcomes(second, "fn", 2_000)
+    # Throttle 0.3; error 0.2 of the rest (0.14 overall). sd is about 0.01 for both.
+    assert 0.25 < kinds.count("throttle") / 2_000 < 0.35
+    assert 0.10 < kinds.count("error") / 2_000 < 0.18
+    other = FaultInjector()
+    other.set("other-fn", settings)
+    assert outcomes(other, "other-fn", 200) != kinds[:200]
+
+
+def test_server_seed_applies_when_settings_have_none():
+    one, two = FaultInjector(seed=3), FaultInjector(seed=3)
+    for injector in (one, two):
+        injector.set("fn", FaultSettings(throttle_rate=0.5))
+    assert outcomes(one, "fn", 100) == outcomes(two, "fn", 100)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"throttle_rate": 1.5}, {"error_rate": -0.1}, {"latency_ms": -1}, {"seed": "x"},
+     {"throttle": 0.1}, {"error_rate": True}],
+)  # fmt: skip
+def test_bad_settings_are_refused(body):
+    with pytest.raises((ValueError, TypeError)):
+        FaultSettings.from_json(body)
+
+
+def test_endpoint_round_trip(local_lambda, make_function):
+    name = make_function(ECHO)
+    path = f"/_lambdakit/faults/{name}"
+    assert raw(local_lambda, "GET", path)[:3:2] == (200, {})
+    body = json.dumps({"throttle_rate": 0.25, "latency_ms": 5, "seed": 2}).encode()
+    status, _, settings = raw(local_lambda, "PUT", path, body)
+    assert status == 200
+    assert settings == {"throttle_rate": 0.25, "error_rate": 0.0, "latency_ms": 5, "seed": 2}
+    assert raw(local_lambda, "GET", path)[2] == settings
+    assert raw(local_lambda, "GET", "/_lambdakit/faults")[2]["Faults"][name] == settings
+    assert raw(local_lambda, "DELETE", path)[0] == 204
+    assert raw(local_lambda, "GET", path)[2] == {}
+
+
+def test_endpoint_errors(local_lambda, make_function):
+    name = make_function(ECHO)
+    status, headers, body = raw(local_lambda, "PUT", "/_lambdakit/faults/nobody", b"{}")
+    assert (status, headers["x-amzn-ErrorType"]) == (404, "ResourceNotFoundException")
+    for bad in (b"{oops", b"[1]", b'{"error_rate": 2}', b'{"rate": 1}'):
+        status, headers, body = raw(local_lambda, "PUT", f"/_lambdakit/faults/{name}", bad)
+        assert status == 400, bad
+        assert body["Message"], bad
+
+
+def test_clients_see_throttles_and_errors_in_the_seeded_order(
+    lambda_client, local_lambda, make_function
+):
+    name = make_function(ECHO)
+    settings = {"throttle_rate": 0.3, "error_rate": 0.3, "seed": 99}
+    raw(local_lambda, "PUT", f"/_lambdakit/faults/{name}", json.dumps(settings).encode())
+    expected_injector = FaultInjector()
+    expected_injector.set(name, FaultSettings(**settings))
+    expected = outcomes(expected_injector, name, 40)
+    seen = []
+    for _ in range(40):
+        try:
+            response = lambda_client.invoke(FunctionName=name, Payload=b'{"x": 1}')
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "TooManyRequestsException"
+            assert exc.response["Reason"] == "ConcurrentInvocationLimitExceeded"
+            assert exc.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"]
+            seen.append("throttle")
+            continue
+        assert response["StatusCode"] == 200
+        if response.get("FunctionError"):
+            assert response["FunctionError"] == "Unhandled"
+            assert json.loads(response["Payload"].read())["errorType"] == "Lambdakit.InjectedFault"
+            seen.append("error")
+        else:
+            assert json.loads(response["Payload"].read()) == {"event": {"x": 1}}
+            seen.append("ok")
+    assert seen == expected
+    assert {"throttle", "error", "ok"} <= set(seen)
+    raw(local_lambda, "DELETE", f"/_lambdakit/faults/{name}")
+    assert lambda_client.invoke(FunctionName=name)["StatusCode"] == 200
