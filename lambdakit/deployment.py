@@ -92,6 +92,9 @@ def package(folder: str | os.PathLike[str]) -> bytes:
 def _files(root: Path) -> Iterator[Path]:
     for current, dirs, files in os.walk(root):
         top = Path(current) == root
+        for linked in (d for d in dirs if (Path(current) / d).is_symlink()):
+            # os.walk does not follow them (a link cycle would never end): say so, not drop.
+            log.warning("not packaging %s: symlinked folders are skipped", Path(current) / linked)
         # Pruning in place stops os.walk from descending; sorting makes the order stable.
         dirs[:] = sorted(
             d
@@ -99,6 +102,7 @@ def _files(root: Path) -> Iterator[Path]:
             if d not in _SKIP_DIRS
             and not d.endswith(".egg-info")
             and not (top and d in _SKIP_TOP_DIRS)
+            and not (Path(current) / d).is_symlink()
         )
         for name in sorted(files):
             if name in _SKIP_FILES or name.endswith(_SKIP_SUFFIXES):
@@ -106,6 +110,8 @@ def _files(root: Path) -> Iterator[Path]:
             path = Path(current) / name
             if path.is_file():
                 yield path
+            else:
+                log.warning("not packaging %s: not a regular file (a broken link?)", path)
 
 
 def validate_handler(folder: str | os.PathLike[str], handler: str, runtime: str) -> None:

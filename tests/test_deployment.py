@@ -284,3 +284,13 @@ def test_custom_runtime_deploys_and_runs(lambda_client, fresh_name, tmp_path):
     )
     assert result["action"] == "created"
     assert call(lambda_client, name) == {"got": {}}
+
+
+def test_package_warns_about_what_it_cannot_follow(tmp_path, caplog):
+    folder = write(tmp_path / "fn", {"app.py": HANDLER})
+    write(tmp_path / "elsewhere", {"lib.py": "X = 1\n"})
+    (folder / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (folder / "dangling.py").symlink_to(tmp_path / "missing.py")
+    assert names(package(folder)) == ["app.py"]
+    assert "symlinked folders are skipped" in caplog.text
+    assert "dangling.py" in caplog.text
