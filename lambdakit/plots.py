@@ -142,7 +142,7 @@ def latency(data: Any, *, window: int | None = None, ax: Axes | None = None) -> 
     ax.set_xlabel("batch index")
     ax.set_ylabel("latency (s)")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     ax.set_title(f"{title} ({len(frame)} attempts, {len(failed)} failed)")
     return figure
 
@@ -283,7 +283,7 @@ def concurrency(data: Any, *, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("attempts in flight")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     ax.set_title(f"{title} (peak {int(steps['in_flight'].max())})")
     return figure
 

@@ -226,3 +226,63 @@ def test_a_table_missing_documented_columns_is_refused(run):
             records=run.records,
             meta=run.meta,
         )
+
+
+HANDLER = """
+def handler(event, context):
+    items = event["Items"]
+    if any(item.get("boom") for item in items):
+        raise ValueError("boom in batch")
+    return [{"y": item["x"] * 2} for item in items]
+"""
+
+
+def test_a_real_run_reads_back_exactly(lambda_client, make_function, tmp_path):
+    """The runner's tables, from real boto3 against lambdakit local, fit every reader."""
+    from matplotlib.colors import to_rgba
+
+    import lambdakit
+    from lambdakit import plots
+
+    name = make_function({"app.py": HANDLER})
+    records = [{"x": i, "boom": i == 17} for i in range(60)] + [{"x": -1}]
+
+    def check(record):
+        if record["x"] < 0:
+            raise ValueError("x must be >= 0")
+
+    result = lambdakit.run(
+        name,
+        records,
+        client=lambda_client,
+        batch_size=10,
+        concurrency=3,
+        cache=False,
+        validate=check,
+        retry={"max_attempts": 2, "base_delay": 0.01},
+        progress=False,
+    )
+    s = result.summary()
+    assert (s["records"], s["rejected_records"], s["failed_records"]) == (61, 1, 10)
+    assert s["invocations"] == len(result.attempts) == 7 and s["retries"] == 1
+    assert s["error_rate"] == pytest.approx(2 / 7)
+    outputs = list(result.outputs())
+    assert outputs[:3] == [{"y": 0}, {"y": 2}, {"y": 4}]
+    assert outputs[10:20] == [None] * 10 and outputs[60] is None
+    assert result.errors()["record"].tolist() == [*range(10, 20), 60]
+    assert result.failed_records().tolist() == [*records[10:20], records[60]]
+
+    loaded = RunResult.load(result.save(tmp_path / "run"))
+    for table in ("attempts", "batches", "failures", "rejections"):
+        pd.testing.assert_frame_equal(getattr(loaded, table), getattr(result, table))
+    assert loaded.meta == result.meta and list(loaded.outputs()) == outputs
+
+    timeline = plots.timeline(result)
+    (bars,) = timeline.axes[0].containers
+    assert len(bars.patches) == 7
+    colours = [to_rgba(p.get_facecolor()) for p in bars.patches]
+    assert colours.count(to_rgba(plots.OUTCOME_COLORS["function_error"])) == 2
+    assert colours.count(to_rgba(plots.OUTCOME_COLORS["ok"])) == 5
+    assert "2 failed" in timeline.axes[0].get_title()
+    folder = result.save_report(tmp_path / "report")
+    assert (folder / "dashboard.png").read_bytes()[:4] == b"\x89PNG"
