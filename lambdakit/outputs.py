@@ -117,14 +117,21 @@ class OutputStore:
         # cover disjoint ranges (the usual case) keep about one line in memory at a time.
         heap: list[tuple[int, int, int, list[int], list[Any]]] = []
         pending = 0
+        record = 0
         with open(self._dir / DATA_FILE, "rb") as fh:
-            for record in range(n_records):
+            while record < n_records:
                 while pending < len(chunks) and chunks[pending][1].first_record <= record:
                     seq, chunk = chunks[pending]
                     fh.seek(chunk.offset)
                     indices, values = orjson.loads(fh.read(chunk.length))
                     heapq.heappush(heap, (indices[0], seq, 0, indices, values))
                     pending += 1
+                if len(heap) == 1 and self._whole_run(heap[0], record, n_records, chunks, pending):
+                    # Fast path: a batch covering the next records alone, nothing overlapping.
+                    values = heapq.heappop(heap)[4]
+                    yield from values
+                    record += len(values)
+                    continue
                 value = None
                 # The later put wins when a record was stored twice (seq breaks the tie).
                 while heap and heap[0][0] <= record:
@@ -134,6 +141,25 @@ class OutputStore:
                     if pos + 1 < len(indices):
                         heapq.heappush(heap, (indices[pos + 1], seq, pos + 1, indices, values))
                 yield value
+                record += 1
+
+    @staticmethod
+    def _whole_run(
+        entry: tuple[int, int, int, list[int], list[Any]],
+        record: int,
+        n_records: int,
+        chunks: list[tuple[int, _Chunk]],
+        pending: int,
+    ) -> bool:
+        """Whether a freshly loaded line holds exactly records record.. with no overlap."""
+        _, _, pos, indices, _ = entry
+        last = record + len(indices) - 1
+        return (
+            pos == 0
+            and last < n_records
+            and (pending == len(chunks) or chunks[pending][1].first_record > last)
+            and indices == list(range(record, last + 1))
+        )
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Copy the outputs and their index into `directory` (created if needed)."""

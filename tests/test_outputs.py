@@ -102,3 +102,14 @@ def test_bad_puts_name_the_problem(tmp_path):
     with pytest.raises(InvalidInput, match="not a saved OutputStore"):
         OutputStore.open(tmp_path / "nothing")
     assert list(store.get_all(1)) == [None]
+
+
+def test_contiguous_batches_read_back_whole_or_cut_short():
+    store = OutputStore()
+    store.put(range(10, 20), list(range(10, 20)))
+    store.put(range(10), list(range(10)))
+    store.put([25, 21], [25, 21])
+    assert list(store.get_all(27)) == [*range(20), None, 21, None, None, None, 25, None]
+    assert list(store.get_all(5)) == [0, 1, 2, 3, 4]
+    store.put([15], ["retried"])  # overlaps a contiguous batch: the later value wins
+    assert list(store.get_all(20))[14:17] == [14, "retried", 16]
