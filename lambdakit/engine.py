@@ -18,12 +18,14 @@ from lambdakit.cache import Cache
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Invoker, Outcome
 from lambdakit.progress import RUNNING, EventStream, Progress, ProgressBar, ProgressEvent
 from lambdakit.record import RunRecord
-from lambdakit.retry import CLIENT_ERROR, OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
+from lambdakit.retry import OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
 
 __all__ = ["Engine"]
 
 log = logging.getLogger("lambdakit.engine")
 
+# A 413 on the request, or a response over Lambda's 6 MB: smaller batches get through.
+_TOO_LARGE = (PAYLOAD_TOO_LARGE, "Function.ResponseSizeTooLarge")
 _WAKE = object()  # put on the completion queue by cancel(), to end a blocking wait at once
 
 
@@ -336,8 +338,11 @@ class Engine:
                 self._requeue(piece, sub_batch(piece.batch, bad, self.envelope), bad, delay)
                 return False
             return self._fail(piece, bad, outcome)
-        if outcome.outcome == CLIENT_ERROR and outcome.error_type == PAYLOAD_TOO_LARGE and n > 1:
-            # Lambda refused the size, not the content: bisect and send both halves now.
+        if outcome.error_type in _TOO_LARGE:
+            # The request (413) or the response was too big, not wrong: bisect and send both
+            # halves now, without using up the retry budget. One record cannot shrink.
+            if n == 1:
+                return self._fail(piece, [0], outcome)
             if self._stopping():
                 return self._abandon(piece, outcome)
             left, right = split_batch(piece.batch, self.envelope)

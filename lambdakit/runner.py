@@ -46,11 +46,20 @@ class RunHandle:
         self._finish = finish
         self._result: RunResult | None = None
         self._error: BaseException | None = None
+        # Waiting on an Event, not Thread.join: a KeyboardInterrupt inside join() can leave the
+        # thread marked as stopped while it still runs (CPython bpo-45274).
+        self._ended = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"lambdakit-run-{run_id[:8]}")
         self._thread.daemon = True
         self._thread.start()
 
     def _main(self) -> None:
+        try:
+            self._drive()
+        finally:
+            self._ended.set()
+
+    def _drive(self) -> None:
         state = FINISHED
         try:
             self._engine.run()
@@ -85,7 +94,7 @@ class RunHandle:
     @property
     def done(self) -> bool:
         """Whether the run has ended and its result (or error) is ready."""
-        return not self._thread.is_alive()
+        return self._ended.is_set()
 
     @property
     def result(self) -> RunResult | None:
@@ -98,8 +107,12 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends and return its RunResult (raises what ended the run)."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        # Short slices, so that a KeyboardInterrupt reaches a waiting main thread promptly.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ended.wait(0.1):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        if not self._ended.is_set():
             raise TimeoutError(f"run {self.run_id} is still going after {timeout} s")
         if self._error is not None:
             raise self._error
