@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from lambdakit import metrics
 from lambdakit.cost import PriceTable, attempt_costs
 from lambdakit.errors import InvalidInput
+from lambdakit.results import ATTEMPT_COLUMNS
 from lambdakit.retry import OK, OUTCOMES
 
 __all__ = [
@@ -65,11 +66,17 @@ def to_png(figure: Figure, *, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def _attempts(data: Any) -> pd.DataFrame:
+_CORE_COLUMNS = ("batch", "attempt", "outcome", "start_s", "end_s", "latency_s")
+
+
+def _attempts(data: Any, *needed: str) -> pd.DataFrame:
     frame = getattr(data, "attempts", data)
     if not isinstance(frame, pd.DataFrame):
         raise InvalidInput(f"expected a RunResult or its attempts DataFrame, got {type(data)}")
-    missing = {"batch", "attempt", "outcome", "start_s", "end_s", "latency_s"} - set(frame)
+    if frame.empty:  # a live dashboard before the first attempt: any columns will do
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in ATTEMPT_COLUMNS.items()})
+    # Live dashboards pass partial frames: name exactly what this plot is missing.
+    missing = {*_CORE_COLUMNS, *needed} - set(frame)
     if missing:
         raise InvalidInput(f"the attempts DataFrame lacks the columns {sorted(missing)}")
     return frame
@@ -98,7 +105,7 @@ def throughput(data: Any, *, bin_s: float | None = None, ax: Axes | None = None)
     """Records/s (left axis) and invocations/s (right axis) per time bin of attempt ends."""
     figure, ax = _canvas(ax)
     title = "Throughput over time"
-    series = metrics.throughput(_attempts(data), bin_s=bin_s)
+    series = metrics.throughput(_attempts(data, "records", "failed_items"), bin_s=bin_s)
     if series.empty:
         return _empty(figure, ax, title)
     width = float(series["bin_end_s"].iloc[0] - series["bin_start_s"].iloc[0])
@@ -215,7 +222,7 @@ def timeline(data: Any, *, ax: Axes | None = None) -> Figure:
     """One bar per attempt on its concurrency slot, coloured by outcome, cold starts marked."""
     figure, ax = _canvas(ax, figsize=(10, 4))
     title = "Timeline by slot"
-    attempts = _attempts(data)
+    attempts = _attempts(data, "slot", "cold_start")
     if attempts.empty:
         return _empty(figure, ax, title)
     # Attempts without a slot still get drawn, on their own row below the slots.
@@ -264,7 +271,7 @@ def concurrency(data: Any, *, ax: Axes | None = None) -> Figure:
     """Attempts in flight over time, with the adaptive in-flight limit at each submit."""
     figure, ax = _canvas(ax)
     title = "Concurrency in flight"
-    attempts = _attempts(data)
+    attempts = _attempts(data, "in_flight_limit")
     steps = metrics.in_flight(attempts)
     if steps.empty:
         return _empty(figure, ax, title)
@@ -301,7 +308,7 @@ def cost(
     region (from its ARN) for x86_64.
     """
     figure, ax = _canvas(ax)
-    attempts = _attempts(data)
+    attempts = _attempts(data, "billed_duration_ms", "memory_size_mb", "http_status")
     table = PriceTable.coerce(prices, region=getattr(data, "region", None))
     title = f"Estimated cost per batch window ({table.region}, {table.architecture})"
     if attempts.empty:

@@ -9,6 +9,7 @@ import sys
 from collections import Counter, defaultdict
 
 import numpy as np
+import pandas as pd
 import pytest
 from factories import make_run, mixed_run
 from matplotlib.colors import to_rgba
@@ -260,6 +261,16 @@ def test_plots_draw_into_a_given_ax_and_return_its_figure(run):
     assert plots.timeline(run, ax=right) is figure
     assert plots.latency(run.attempts, ax=left) is figure
     assert len(right.containers) == 1 and left.get_lines()
+
+
+def test_a_live_dashboard_can_pass_bare_attempt_frames(run):
+    figure = plots.dashboard(run.attempts)
+    assert len(_line(figure, "records/s").get_ydata()) > 0
+    empty = plots.dashboard(pd.DataFrame())
+    texts = [t.get_text() for ax in empty.axes for t in ax.texts]
+    assert sum(t.startswith("no invocations to show") for t in texts) == 6
+    with pytest.raises(InvalidInput, match=r"lacks the columns \['cold_start', 'slot'\]"):
+        plots.timeline(run.attempts.drop(columns=["slot", "cold_start"]))
 
 
 def test_bad_input_is_named(run):
