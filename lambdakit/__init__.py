@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "Form": "lambdakit.widgets",
     "FunctionInfo": "lambdakit.connection",
     "FunctionNotFound": "lambdakit.errors",
+    "HttpInvoker": "lambdakit.http_invoke",
     "InvalidInput": "lambdakit.errors",
     "InvocationFailed": "lambdakit.errors",
     "Invoker": "lambdakit.invoke",

@@ -15,6 +15,7 @@ EXPECTED = [
     "Form",
     "FunctionInfo",
     "FunctionNotFound",
+    "HttpInvoker",
     "InvalidInput",
     "InvocationFailed",
     "Invoker",
