@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from lambdakit.local.server import ServerConfig, serve
+    from lambdakit.local.server import ServerConfig, default_state_dir, serve
 
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
@@ -111,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         # LocalLambda waits for exactly this line.
-        state = config.state_dir or "default"
+        state = config.state_dir or default_state_dir()
         print(f"lambdakit local listening on {url} (state: {state})", flush=True)
 
     try:

@@ -383,3 +383,53 @@ def test_signed_requests_are_accepted_and_answered_with_request_ids(lambda_clien
     listed = lambda_client.list_functions()
     assert listed["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert listed["ResponseMetadata"]["RequestId"]
+
+
+GARBAGE = [
+    b"", b"null", b"17", b'"text"', b"\xff\xfe\x00", b"{", b"[]",
+    b'{"FunctionName": [], "Name": {}, "FunctionVersion": 5, "Code": "zip"}',
+    b'{"Timeout": {}, "MemorySize": "big", "Environment": {"Variables": []}}',
+    b'{"RoutingConfig": {"AdditionalVersionWeights": {"x": "y"}}, "Description": 5}',
+    b'{"ReservedConcurrentExecutions": null, "Publish": "yes", "RevisionId": 3}',
+    b'{"ZipFile": "%%%", "Handler": "", "Runtime": 3, "Role": null}',
+]  # fmt: skip
+
+
+def test_garbage_bodies_never_cause_a_server_error(local_lambda, make_function):
+    name = make_function(ECHO)
+    routes = [
+        ("POST", "/2015-03-31/functions"),
+        ("PUT", f"/2015-03-31/functions/{name}/code"),
+        ("PUT", f"/2015-03-31/functions/{name}/configuration"),
+        ("POST", f"/2015-03-31/functions/{name}/versions"),
+        ("POST", f"/2015-03-31/functions/{name}/aliases"),
+        ("PUT", f"/2015-03-31/functions/{name}/aliases/live"),
+        ("PUT", f"/2017-10-31/functions/{name}/concurrency"),
+        ("POST", f"/2015-03-31/functions/{name}/invocations"),
+        ("PUT", f"/_lambdakit/faults/{name}"),
+    ]
+    for method, path in routes:
+        for body in GARBAGE:
+            status, headers, reply = raw(local_lambda, method, path, body)
+            assert status < 500, (method, path, body, reply)
+            if status >= 400:
+                assert headers["x-amzn-ErrorType"], (method, path, body)
+                assert reply["Message"], (method, path, body)
+
+
+def test_oversized_code_upload_is_refused_before_it_is_read(local_lambda):
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(local_lambda.endpoint_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    connection.putrequest("POST", "/2015-03-31/functions")
+    connection.putheader("Content-Length", str(80 * 1024 * 1024))
+    connection.putheader("Content-Type", "application/json")
+    connection.endheaders()
+    connection.send(b'{"FunctionName": "huge", "Code": {"ZipFile": "')
+    response = connection.getresponse()
+    assert response.status == 413
+    assert response.getheader("x-amzn-ErrorType") == "RequestEntityTooLargeException"
+    assert "69905067" in json.loads(response.read())["Message"]
+    connection.close()

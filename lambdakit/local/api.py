@@ -41,6 +41,8 @@ class Service:
     faults: FaultInjector
     rng: random.Random = field(default_factory=random.Random)
     events: Any = None  # events.EventQueue, set once the app is built
+    # (function, version) -> FunctionSpec, rebuilt whenever its revision or concurrency changes.
+    specs: dict[tuple[str, str], Any] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -204,6 +206,8 @@ async def delete_function(request: web.Request) -> web.Response:
     service.store.delete_function(name, qualifier)
     if not qualifier:
         service.faults.clear(name)  # a new function of the same name starts without faults
+    for key in [k for k in service.specs if k[0] == name]:
+        del service.specs[key]
     if service.environments is not None:
         service.spawn(service.environments.retire(name, qualifier))
     return web.Response(status=204)

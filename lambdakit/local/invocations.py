@@ -70,7 +70,15 @@ def _spec(service: Service, name: str, version: str) -> FunctionSpec:
             "The operation cannot be performed at this time. "
             f"The function is currently in the following state: {cfg['State']}",
         )
-    return FunctionSpec(
+    reserved = store.concurrency(name)
+    cached = service.specs.get((name, version))
+    if (
+        cached is not None
+        and cached.revision == cfg["RevisionId"]
+        and cached.reserved_concurrency == reserved
+    ):
+        return cached  # the hot path: building a spec costs more than the rest of routing
+    spec = FunctionSpec(
         function_name=name,
         version=version,
         function_arn=store.arn(name),
@@ -81,8 +89,10 @@ def _spec(service: Service, name: str, version: str) -> FunctionSpec:
         memory_mb=int(cfg["MemorySize"]),
         environment=dict(cfg["Environment"]["Variables"]),
         revision=cfg["RevisionId"],
-        reserved_concurrency=store.concurrency(name),
+        reserved_concurrency=reserved,
     )
+    service.specs[(name, version)] = spec
+    return spec
 
 
 def _throttle(reason: str, message: str = "Rate Exceeded.") -> ApiError:
