@@ -97,6 +97,10 @@ def _empty(figure: Figure, ax: Axes, title: str, note: str = EMPTY_NOTE) -> Figu
     return figure
 
 
+def _window_label(width: int) -> str:
+    return "batch index" if width == 1 else f"batch index (windows of {width} batches)"
+
+
 def _color(outcome: Any) -> str:
     return OUTCOME_COLORS.get(str(outcome), _UNKNOWN_COLOR)
 
@@ -209,7 +213,7 @@ def error_rate(data: Any, *, window: int | None = None, ax: Axes | None = None) 
         color="black",
         label="retries (share of invocations)",
     )
-    ax.set_xlabel(f"batch index (windows of {width:g} batches)")
+    ax.set_xlabel(_window_label(int(width)))
     ax.set_ylabel("share of invocations")
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
@@ -326,7 +330,7 @@ def cost(
         color="tab:cyan",
         label="USD per window",
     )
-    ax.set_xlabel(f"batch index (windows of {width} batches)")
+    ax.set_xlabel(_window_label(width))
     ax.set_ylabel("USD")
     total, gb_s, requests = costs["usd"].sum(), costs["gb_seconds"].sum(), costs["requests"].sum()
     ax.set_title(f"{title}\ntotal ${total:.6f} = {gb_s:.3f} GB-s + {int(requests)} requests")
