@@ -168,13 +168,15 @@ class Dashboard:
         self.counters.value = _counters_html(progress)
         self.rates.value = _rates_html(progress, live)
         self.errors.value = _errors_html(live.failed_batches)
-        if progress.ended:
-            style = {"finished": "success", "cancelled": "warning", "failed": "danger"}
-            self.records_bar.bar_style = style.get(progress.state, "info")
-            self.batches_bar.bar_style = self.records_bar.bar_style
-            if progress.state == "finished" and total is None:
-                self.records_bar.max = max(progress.records_done, 1)
-                self.records_bar.value = progress.records_done
+        if progress.ended and progress.state == "finished" and total is None:
+            self.records_bar.max = max(progress.records_done, 1)
+            self.records_bar.value = progress.records_done
+
+    def show_end(self, state: str) -> None:
+        """Colour the bars by how the run ended (finished, cancelled or failed)."""
+        style = {"finished": "success", "cancelled": "warning", "failed": "danger"}
+        for bar in (self.records_bar, self.batches_bar):
+            bar.bar_style = style.get(state, "info")
 
     def show_figure(self, live: LiveRun) -> None:
         """Render the live figure (throughput, latency, errors) to PNG in the Image widget."""

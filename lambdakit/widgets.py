@@ -274,7 +274,7 @@ class Form(widgets.VBox):
             if result is not None:
                 self.result = result
                 self.summary.value = result._repr_html_()
-                self.figure.value = to_png(result.plot())
+                self.figure.value = to_png(result.plot(), dpi=72)
                 self.figure.layout.display = ""
             if error is not None:
                 self.report_error(error, where="run")
@@ -315,6 +315,8 @@ class Form(widgets.VBox):
     def _set_state(self, state: str) -> None:
         self.state = state
         self.status.value = _status_html(state)
+        if state in (FINISHED, CANCELLED, FAILED):
+            self.dashboard.show_end(state)
 
     def _set_running(self, running: bool) -> None:
         for box in self._inputs:

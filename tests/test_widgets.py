@@ -144,12 +144,19 @@ def test_run_click_returns_while_the_run_goes_on(endpoint, make_function, tmp_pa
     assert form.output.outputs == ()
 
 
-def test_cancel_stops_and_shows_the_partial_result(endpoint, make_function, tmp_path):
+def test_cancel_stops_shows_the_partial_result_and_a_rerun_resumes(
+    endpoint, make_function, tmp_path
+):
     name = make_function(GATED, Timeout=120)
     gate = tmp_path / "gate"
     records = [{"n": n, "hold_from": 3, "gate": str(gate)} for n in range(20)]
     form = lambdakit.form(
-        records, endpoint_url=endpoint, function=name, batch_size=1, concurrency=1, cache=False
+        records,
+        endpoint_url=endpoint,
+        function=name,
+        batch_size=1,
+        concurrency=1,
+        cache=str(tmp_path / "cache"),
     )
     form.run_button.click()
     poll(lambda: form._handle.progress.batches_done >= 3, "three batches done")
@@ -157,17 +164,50 @@ def test_cancel_stops_and_shows_the_partial_result(endpoint, make_function, tmp_
     form.cancel_button.click()
     assert form.state == "cancelling" and form.cancel_button.disabled
     gate.touch()  # lets the in-flight batch end within the grace period
-    result = form.wait(timeout=DEADLINE_S)
+    partial = form.wait(timeout=DEADLINE_S)
 
     assert form.state == "cancelled"
-    assert result.meta["cancelled"]
-    ok = int((result.batches["status"] == "ok").sum())
-    assert 3 <= ok < 20
-    assert "cancelled" in set(result.batches["status"]) or len(result.batches) < 20
-    outputs = list(result.outputs())
+    assert partial.meta["cancelled"]
+    done = int((partial.batches["status"] == "ok").sum())
+    assert 3 <= done < 20
+    outputs = list(partial.outputs())
     assert outputs[:3] == [0, 1, 2] and outputs[-1] is None
-    assert form.summary.value == result._repr_html_()
+    assert form.summary.value == partial._repr_html_()
     assert form.dashboard.records_bar.bar_style == "warning"
+    assert not form.run_button.disabled
+
+    # Run again: the completed batches come from the cache, only the rest is invoked.
+    form.run_button.click()
+    full = form.wait(timeout=DEADLINE_S)
+    assert form.state == "finished"
+    assert full.summary()["cached_batches"] == done
+    assert full.summary()["invocations"] == 20 - done
+    assert list(full.outputs()) == list(range(20))
+
+
+def test_extra_keywords_reach_the_run_and_a_failed_run_is_shown(endpoint, make_function):
+    name = make_function(FAILING)
+    form = lambdakit.form(
+        [{"n": n} for n in range(40)],
+        endpoint_url=endpoint,
+        function=name,
+        batch_size=1,
+        concurrency=1,
+        max_attempts=1,
+        tolerated_failure=0,
+        cache=False,
+    )
+    assert form.run_kwargs()["tolerated_failure"] == 0
+    form.run_button.click()
+    with pytest.raises(lambdakit.ToleranceExceeded) as raised:
+        form.wait(timeout=DEADLINE_S)
+
+    assert form.state == "failed"
+    assert form.result is raised.value.result  # the partial result is kept and shown
+    assert form.summary.value == form.result._repr_html_()
+    assert "tolerated_failure" in form.message.value
+    assert "ToleranceExceeded" in form.output.outputs[-1]["text"]
+    assert form.dashboard.records_bar.bar_style == "danger"
     assert not form.run_button.disabled
 
 
@@ -333,3 +373,27 @@ def test_errors_from_the_dashboard_thread_reach_the_form(endpoint, make_function
 def test_form_without_records_exposes_no_dataset_widgets_when_given_records(endpoint):
     form = lambdakit.form([1, 2], endpoint_url=endpoint)
     assert form.path is None and form.preview is None
+
+
+def test_without_an_endpoint_the_form_talks_to_aws(monkeypatch, tmp_path):
+    # No credentials anywhere: the AWS path is taken and says what to set, in the form.
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+
+    form = lambdakit.form([{"n": 1}])
+
+    assert "No AWS credentials were found" in form.message.value
+    assert "CredentialsError" in form.output.outputs[0]["text"]
+    assert form.function.options == ()
