@@ -56,13 +56,17 @@ class TargetChooser:
         """List the functions again, keeping the current choice when it still exists."""
         from lambdakit.connection import list_functions
 
-        wanted = self._wanted_function or self.function.value
-        self._wanted_function = None
-        self._listed = {info.name: info for info in list_functions(self._client())}
-        names = list(self._listed)
-        if wanted is not None and wanted not in self._listed:
-            # Keep a preset that is not listed visible, so validation can name it.
-            names.append(wanted)
+        listed = {info.name: info for info in list_functions(self._client())}
+        preset, self._wanted_function = self._wanted_function, None
+        self._listed = listed
+        names = list(listed)
+        wanted = preset or self.function.value
+        if wanted is not None and wanted not in listed:
+            if preset is not None:
+                # Keep a preset that is not listed visible, so validation can name it.
+                names.append(wanted)
+            else:
+                wanted = None  # the chosen function is gone: fall back to the first one
         chosen = wanted if wanted is not None else (names[0] if names else None)
         # Setting options makes the Dropdown jump to its first entry; that transient value
         # must not list qualifiers (nor consume a preset one), so events are ignored meanwhile.
@@ -85,12 +89,13 @@ class TargetChooser:
         preset, self._wanted_qualifier = self._wanted_qualifier, None
         wanted = preset or self.qualifier.value or LATEST
         info = self._listed.get(function)
-        self.info.value = (
-            f"<small>{html.escape(str(info.runtime or 'custom'))}, {info.memory_mb} MB, "
-            f"timeout {info.timeout_s} s</small>"
-            if info is not None
-            else ""
-        )
+        if info is not None:
+            runtime = html.escape(str(info.runtime or "custom runtime"))
+            self.info.value = (
+                f"<small>{runtime}, {info.memory_mb} MB, timeout {info.timeout_s} s</small>"
+            )
+        else:
+            self.info.value = "" if self._listed else "<small>no functions found</small>"
         if info is None:
             # Nothing to list; a preset qualifier waits for a Refresh that finds the function.
             self._wanted_qualifier = preset
@@ -118,7 +123,10 @@ class TargetChooser:
         if function is None:
             return ["Choose a function (none is listed: deploy one, or check the endpoint)."]
         if function not in self._listed:
-            return [f"Function {function!r} was not found at this endpoint: press Refresh."]
+            return [
+                f"Function {function!r} was not found at this endpoint "
+                "(check its name and the region, or deploy it)."
+            ]
         if qualifier is None:
             return ["Choose a qualifier ($LATEST, an alias or a version)."]
         if self.qualifier.label.endswith(_NOT_FOUND):

@@ -122,7 +122,9 @@ class Form(widgets.VBox):
             box = getattr(self, name)
             # max first: a bounded widget's default max (100) is below some of ours.
             box.max, box.min, box.value = high, low, numbers[name]
-        self.cache = widgets.Checkbox(value=cache is not False, description="use the cache")
+        self.cache = widgets.Checkbox(
+            value=cache is not False and cache is not None, description="use the cache"
+        )
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.cancel_button = widgets.Button(
             description="Cancel", button_style="warning", icon="stop", disabled=True

@@ -95,6 +95,12 @@ def test_dropdowns_list_functions_aliases_and_versions(
     assert form.function.value == plain  # the choice survives a refresh
     assert repr(form) == f"Form(function={plain!r}, qualifier='$LATEST', state='idle')"
 
+    lambda_client.delete_function(FunctionName=plain)
+    form.refresh_button.click()
+    assert plain not in form.function.options
+    assert form.function.value == form.function.options[0]
+    assert form.validate() == []
+
 
 def test_weighted_alias_label(endpoint, lambda_client, make_function, zip_code, wait_updated):
     name = make_function(ECHO)
