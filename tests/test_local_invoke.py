@@ -280,3 +280,12 @@ def test_logs_reach_the_log_group_on_disk(lambda_client, make_function, local_la
         what="log group written",
     )
     assert any("stored line v" in e.message for e in events)
+
+
+def test_log_tail_starts_on_a_whole_character():
+    from lambdakit.local.invocations import log_tail
+
+    text = "é" * 3_000  # two bytes each: a 4096-byte cut may land mid-character
+    assert log_tail(text).decode() == "é" * 2_048
+    assert log_tail("x" + text, limit=4_095).decode() == "é" * 2_047
+    assert log_tail("short") == b"short"

@@ -24,7 +24,7 @@ from lambdakit.local.events import Event, EventResult
 from lambdakit.local.protocol import parse_function_name
 from lambdakit.local.state import LATEST
 
-__all__ = ["add_invoke_routes", "invoke", "run_event"]
+__all__ = ["add_invoke_routes", "invoke", "log_tail", "run_event"]
 
 log = logging.getLogger("lambdakit.local.invocations")
 
@@ -93,6 +93,15 @@ def _spec(service: Service, name: str, version: str) -> FunctionSpec:
     )
     service.specs[(name, version)] = spec
     return spec
+
+
+def log_tail(log_text: str, limit: int = LOG_TAIL_BYTES) -> bytes:
+    """The last `limit` bytes of a log, starting on a whole UTF-8 character."""
+    tail = log_text.encode()[-limit:]
+    start = 0
+    while start < len(tail) and start < 4 and tail[start] & 0xC0 == 0x80:
+        start += 1  # skip continuation bytes of a character cut in half
+    return tail[start:]
 
 
 def _throttle(reason: str, message: str = "Rate Exceeded.") -> ApiError:
@@ -177,8 +186,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if result.function_error:
         headers["X-Amz-Function-Error"] = result.function_error
     if tail:
-        tail_bytes = result.log.encode()[-LOG_TAIL_BYTES:]
-        headers["X-Amz-Log-Result"] = base64.b64encode(tail_bytes).decode()
+        headers["X-Amz-Log-Result"] = base64.b64encode(log_tail(result.log)).decode()
     return web.Response(status=200, body=result.payload, headers=headers)
 
 
