@@ -10,17 +10,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lambdakit.batching import Batch, BatchStream, Envelope, split_batch, sub_batch
 from lambdakit.cache import Cache
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Invoker, Outcome
-from lambdakit.progress import RUNNING, EventStream, Progress, ProgressBar, ProgressEvent
-from lambdakit.record import RunRecord
+from lambdakit.progress import CANCELLING, Progress, Tracker
+from lambdakit.record import BatchState, RunRecord
 from lambdakit.retry import OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "Plan"]
 
 log = logging.getLogger("lambdakit.engine")
 
@@ -30,30 +30,11 @@ _WAKE = object()  # put on the completion queue by cancel(), to end a blocking w
 
 
 @dataclass
-class _BatchState:
-    """A batch from the source, until every piece of it has succeeded or failed for good."""
-
-    batch: Batch
-    attempts: int = 0
-    pending: int = 1  # pieces not yet finished (bisection and item retries add pieces)
-    ok: int = 0
-    failed: int = 0
-    outputs: list[Any] | None = None  # by position, kept only to fill the cache
-    versions: set[str] = field(default_factory=set)
-    start_s: float | None = None
-    end_s: float | None = None
-    latency_s: float | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class _Piece:
     """Some items of a batch, sent together: the whole batch, a bisected half, or a retry."""
 
     batch: Batch
-    state: _BatchState
+    state: BatchState
     positions: tuple[int, ...]  # position of each item in the source batch
     failures: int = 0  # failed attempts so far (throttles excluded)
     throttles: int = 0
@@ -77,56 +58,44 @@ class _Done:
     error: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How a run goes: everything the Engine needs besides its source, invoker and record."""
+
+    target: Any  # connection.Target
+    envelope: Envelope
+    concurrency: int
+    retry: Retry
+    cache: Cache | None
+    run_id: str
+    tolerated: Callable[[int, int], bool]  # (failed records, records read) -> still fine
+    sleep: Callable[[float], None] | None  # None: an interruptible wait on the queue
+    clock: Callable[[], float]
+    grace_s: float
+
+
 class Engine:
     """Runs one stream of batches through an Invoker; `run()` is called in its own thread."""
 
     def __init__(
-        self,
-        *,
-        stream: BatchStream,
-        invoker: Invoker,
-        target: Any,
-        envelope: Envelope,
-        record: RunRecord,
-        concurrency: int,
-        retry: Retry,
-        cache: Cache | None,
-        run_id: str,
-        tolerated: Callable[[int, int], bool],
-        events: EventStream,
-        bar: ProgressBar,
-        records_total: int | None,
-        sleep: Callable[[float], None] | None,
-        clock: Callable[[], float],
-        grace_s: float,
+        self, stream: BatchStream, invoker: Invoker, record: RunRecord, tracker: Tracker, plan: Plan
     ) -> None:
         self.stream = stream
         self.invoker = invoker
-        self.target = target
-        self.envelope = envelope
         self.record = record
-        self.concurrency = concurrency
-        self.retry = retry
-        self.cache = cache
-        self.run_id = run_id
-        self.tolerated = tolerated
-        self.events = events
-        self.bar = bar
-        self.records_total = records_total
-        self.sleep = sleep
-        self.clock = clock
-        self.grace_s = grace_s
-        self.limit = AdaptiveLimit(concurrency)
+        self.tracker = tracker
+        self.plan = plan
+        self.target, self.envelope, self.cache = plan.target, plan.envelope, plan.cache
+        self.concurrency, self.clock = plan.concurrency, plan.clock
+        self.limit = AdaptiveLimit(plan.concurrency)
         self.stop_reason: str | None = None  # "cancelled" or "tolerance"
         self._cancel = threading.Event()
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._delayed: list[tuple[float, int, _Piece]] = []
         self._seq = itertools.count()
-        self._free_slots = list(range(concurrency))
+        self._free_slots = list(range(plan.concurrency))
         self._in_flight = 0
-        self._active: dict[int, _BatchState] = {}
-        self._t0 = clock()
-        self._progress = Progress(records_total=records_total, in_flight_limit=concurrency)
+        self._active: dict[int, BatchState] = {}
 
     # -- control ---------------------------------------------------------------------------
 
@@ -138,16 +107,13 @@ class Engine:
     @property
     def progress(self) -> Progress:
         """The latest counters."""
-        return self._progress
-
-    def _now(self) -> float:
-        return self.clock() - self._t0
+        return self.tracker.snapshot()
 
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> None:
         """Drive the stream to the end (or a stop), then wait out the grace for in-flight work."""
-        self._emit("start")
+        self.tracker.emit("start")
         source: Iterator[Batch] | None = iter(self.stream)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="lambdakit-invoke") as pool:
             try:
@@ -162,8 +128,13 @@ class Engine:
 
     def _stopping(self) -> bool:
         if self._cancel.is_set() and self.stop_reason is None:
-            self.stop_reason = "cancelled"
+            self._stop("cancelled")
         return self.stop_reason is not None
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.tracker.state = CANCELLING
+        self.tracker.set()
 
     def _room(self) -> bool:
         return self._in_flight < self.limit.limit
@@ -179,26 +150,24 @@ class Engine:
                 break
             batch = next(source, None)
             if batch is None:
-                self._update(records_read=self.stream.records)
+                self.tracker.set(records_read=self.stream.records)
                 return None
             self._start_batch(pool, batch)
         return source
 
     def _start_batch(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
-        self._update(
-            records_read=self.stream.records,
-            batches_read=self._progress.batches_read + 1,
-            rejected_records=self.stream.rejected,
-        )
+        self.tracker.set(records_read=self.stream.records, rejected_records=self.stream.rejected)
+        self.tracker.add(batches_read=1)
         if self.cache is not None:
             entry = self.cache.lookup(self.target, batch.body)
             if entry is not None and len(entry.outputs) == len(batch.items):
                 self.record.outputs.put(batch.record_indices, entry.outputs)
                 self.record.add_cached_batch(batch, entry)
-                self._finish_counts(batch, ok=len(batch), cached=True, failed=False)
-                self._emit("batch", batch=batch.index, records=len(batch), outcome="cached")
+                n = len(batch)
+                self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
+                self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
                 return
-        state = _BatchState(batch)
+        state = BatchState(batch)
         if self.cache is not None:
             state.outputs = [None] * len(batch.items)
         self._active[batch.index] = state
@@ -210,18 +179,18 @@ class Engine:
         self._in_flight += 1
         limit, epoch = self.limit.limit, self.limit.epoch
         pool.submit(self._attempt, piece, piece.state.attempts, slot, limit, epoch)
-        self._update(in_flight=self._in_flight)
+        self.tracker.set(in_flight=self._in_flight)
 
     def _attempt(self, piece: _Piece, attempt: int, slot: int, limit: int, epoch: int) -> None:
         """Worker thread: one invocation; whatever happens is handed back, never lost."""
-        started_at, start_s = time.time(), self._now()
+        started_at, start_s = time.time(), self.tracker.elapsed()
         outcome: Outcome | None = None
         error: BaseException | None = None
         try:
             outcome = self.invoker.invoke(piece.batch)
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
             error = exc
-        end_s = self._now()
+        end_s = self.tracker.elapsed()
         self._done.put(
             _Done(piece, attempt, slot, limit, epoch, started_at, start_s, end_s, time.time(),
                   outcome, error)
@@ -233,8 +202,8 @@ class Engine:
             if due is None:
                 return
             delay = max(0.0, due - self.clock())
-            if self.sleep is not None:
-                self.sleep(delay)
+            if self.plan.sleep is not None:
+                self.plan.sleep(delay)
                 return
             timeout: float | None = delay
         else:
@@ -251,7 +220,7 @@ class Engine:
                 return
 
     def _drain_in_flight(self) -> None:
-        deadline = time.monotonic() + self.grace_s
+        deadline = time.monotonic() + self.plan.grace_s
         while self._in_flight:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -287,23 +256,16 @@ class Engine:
         assert outcome is not None
         state = piece.state
         self.record.add_attempt(piece.batch, done, outcome)
-        state.latency_s = done.end_s - done.start_s
-        state.start_s = done.start_s if state.start_s is None else state.start_s
-        state.end_s = done.end_s
+        state.timed(done.start_s, done.end_s)
         throttled = outcome.outcome == THROTTLE
         if throttled:
             self.limit.on_throttle(done.epoch)
         elif outcome.outcome == OK:
             self.limit.on_success()
-        self._update(
-            invocations=self._progress.invocations + 1,
-            retries=self._progress.retries + (done.attempt > 1),
-            throttles=self._progress.throttles + throttled,
-            in_flight=self._in_flight,
-            in_flight_limit=self.limit.limit,
-        )
+        self.tracker.add(invocations=1, retries=done.attempt > 1, throttles=throttled)
+        self.tracker.set(in_flight=self._in_flight, in_flight_limit=self.limit.limit)
         failed = self._settle(piece, done, outcome)
-        self._emit(
+        self.tracker.emit(
             "attempt",
             batch=piece.batch.index,
             attempt=done.attempt,
@@ -314,8 +276,9 @@ class Engine:
             error_message=outcome.error_message,
             log_tail=outcome.log_tail if outcome.outcome != OK else None,
         )
-        if failed and not self.tolerated(self._progress.failed_records, self.stream.records):
-            self.stop_reason = "tolerance"
+        failed_records = self.tracker.counts["failed_records"]
+        if failed and not self.plan.tolerated(failed_records, self.stream.records):
+            self._stop("tolerance")
         if state.pending == 0:
             self._finish_batch(state)
 
@@ -344,7 +307,8 @@ class Engine:
             if n == 1:
                 return self._fail(piece, [0], outcome)
             if self._stopping():
-                return self._abandon(piece, outcome)
+                state.pending -= 1  # left undone, not failed: the run is stopping
+                return False
             left, right = split_batch(piece.batch, self.envelope)
             state.pending += 1
             self._requeue(piece, left, range(len(left)), 0.0)
@@ -362,21 +326,17 @@ class Engine:
 
     def _delay(self, piece: _Piece, outcome: Outcome) -> float | None:
         count = piece.throttles if outcome.outcome == THROTTLE else piece.failures
-        return self.retry.next_delay(outcome.outcome, count, outcome.retry_after_s)
+        return self.plan.retry.next_delay(outcome.outcome, count, outcome.retry_after_s)
 
     def _requeue(self, piece: _Piece, batch: Batch, positions: Any, delay: float) -> None:
         if self._stopping():
             # Worth retrying, but the run is stopping: the items are left undone, not failed.
-            self._abandon(piece, None)
+            piece.state.pending -= 1
             return
         kept = tuple(piece.positions[p] for p in positions)
         again = _Piece(batch, piece.state, kept, piece.failures, piece.throttles)
         again.due = self.clock() + delay
         heapq.heappush(self._delayed, (again.due, next(self._seq), again))
-
-    def _abandon(self, piece: _Piece, outcome: Outcome | None) -> bool:
-        piece.state.pending -= 1
-        return False
 
     def _deliver(
         self, piece: _Piece, good: list[int], outputs: list[Any], outcome: Outcome, done: _Done
@@ -392,7 +352,7 @@ class Engine:
             for p, value in zip(good, values, strict=True):
                 state.outputs[piece.positions[p]] = value
         state.metrics = self.record.metrics_of(done, outcome)
-        self._update(ok_records=self._progress.ok_records + len(good))
+        self.tracker.add(ok_records=len(good))
 
     def _fail(self, piece: _Piece, bad: list[int], outcome: Outcome) -> bool:
         state = piece.state
@@ -401,10 +361,10 @@ class Engine:
         state.failed += len(bad)
         state.pending -= 1
         state.error_type, state.error_message = outcome.error_type, outcome.error_message
-        self._update(failed_records=self._progress.failed_records + len(bad))
+        self.tracker.add(failed_records=len(bad))
         return True
 
-    def _finish_batch(self, state: _BatchState) -> None:
+    def _finish_batch(self, state: BatchState) -> None:
         del self._active[state.batch.index]
         incomplete = state.ok + state.failed < len(state.batch)
         if incomplete:
@@ -416,10 +376,12 @@ class Engine:
         self.record.add_batch(state, status=status)
         if status == "ok":
             self._store_in_cache(state)
-        self._finish_counts(state.batch, ok=state.ok, cached=False, failed=status != "ok")
-        self._emit("batch", batch=state.batch.index, records=len(state.batch), outcome=status)
+        self.tracker.add(batches_done=1, failed_batches=status in ("failed", "partial"))
+        self.tracker.emit(
+            "batch", batch=state.batch.index, records=len(state.batch), outcome=status
+        )
 
-    def _store_in_cache(self, state: _BatchState) -> None:
+    def _store_in_cache(self, state: BatchState) -> None:
         if self.cache is None or state.outputs is None:
             return
         if len(state.versions) > 1:
@@ -428,49 +390,11 @@ class Engine:
             log.info("batch %d ran on versions %s; not cached", state.batch.index, state.versions)
             return
         version = next(iter(state.versions), None)
-        self.cache.store(
-            self.target,
-            version,
-            state.batch.body,
-            state.outputs,
-            run_id=self.run_id,
-            metrics=state.metrics,
-        )
-
-    # -- progress --------------------------------------------------------------------------
-
-    def _finish_counts(self, batch: Batch, *, ok: int, cached: bool, failed: bool) -> None:
-        p = self._progress
-        self._update(
-            batches_done=p.batches_done + 1,
-            cached_batches=p.cached_batches + cached,
-            failed_batches=p.failed_batches + failed,
-            cached_records=p.cached_records + (ok if cached else 0),
-            ok_records=p.ok_records + (ok if cached else 0),
-        )
-
-    def _update(self, **changes: Any) -> None:
-        p = self._progress
-        values = {**p.__dict__, **changes}
-        values["rejected_records"] = max(values["rejected_records"], self.stream.rejected)
-        values["records_done"] = (
-            values["ok_records"] + values["failed_records"] + values["rejected_records"]
-        )
-        values["elapsed_s"] = self._now()
-        values["state"] = RUNNING if self.stop_reason is None else "cancelling"
-        self._progress = Progress(**values)
+        body, outputs = state.batch.body, state.outputs
+        run_id, metrics = self.plan.run_id, state.metrics
+        self.cache.store(self.target, version, body, outputs, run_id=run_id, metrics=metrics)
 
     def finish(self, state: str) -> None:
         """Publish the final counters and close the event stream."""
-        self._update(records_read=self.stream.records, in_flight=self._in_flight)
-        self._progress = Progress(**{**self._progress.__dict__, "state": state})
-        self.bar.update(self._progress)
-        self.bar.close()
-        self._emit("end")
-        self.events.close()
-
-    def _emit(self, kind: str, **fields: Any) -> None:
-        event = ProgressEvent(kind=kind, t_s=self._now(), progress=self._progress, **fields)
-        self.events.put(event)
-        if kind == "batch":
-            self.bar.update(self._progress)
+        self.tracker.set(records_read=self.stream.records, in_flight=self._in_flight)
+        self.tracker.finish(state)

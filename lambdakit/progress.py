@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ __all__ = [
     "Progress",
     "ProgressBar",
     "ProgressEvent",
+    "Tracker",
 ]
 
 RUNNING = "running"
@@ -26,6 +27,7 @@ FINISHED = "finished"
 CANCELLED = "cancelled"
 FAILED = "failed"
 _ENDED = (FINISHED, CANCELLED, FAILED)
+_NOT_COUNTS = ("state", "records_total", "records_done", "elapsed_s")
 
 
 @dataclass(frozen=True)
@@ -166,3 +168,76 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class Tracker:
+    """A run's live counters: cheap to bump, turned into a Progress only when looked at."""
+
+    def __init__(
+        self,
+        *,
+        records_total: int | None,
+        in_flight_limit: int,
+        clock: Callable[[], float],
+        events: EventStream,
+        bar: ProgressBar,
+    ) -> None:
+        self.counts: dict[str, int] = {
+            name: 0 for name in Progress.__dataclass_fields__ if name not in _NOT_COUNTS
+        }
+        self.counts["in_flight_limit"] = in_flight_limit
+        self.records_total = records_total
+        self.state = RUNNING
+        self.events = events
+        self.bar = bar
+        self._clock = clock
+        self._t0 = clock()
+        self._snapshot: Progress | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the run started, by the run's clock."""
+        return self._clock() - self._t0
+
+    def add(self, **deltas: int) -> None:
+        """Add to counters (booleans count as 0/1)."""
+        counts = self.counts
+        for name, delta in deltas.items():
+            counts[name] += int(delta)
+        self._snapshot = None
+
+    def set(self, **values: int) -> None:
+        """Overwrite counters (in_flight, records_read, ...)."""
+        self.counts.update(values)
+        self._snapshot = None
+
+    def snapshot(self) -> Progress:
+        """The counters as a frozen Progress (rebuilt only after a change)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            counts = dict(self.counts)
+            done = counts["ok_records"] + counts["failed_records"] + counts["rejected_records"]
+            snapshot = Progress(
+                state=self.state,
+                records_total=self.records_total,
+                records_done=done,
+                elapsed_s=self.elapsed(),
+                **counts,
+            )
+            self._snapshot = snapshot
+        return snapshot
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Publish an event with the current counters; finished batches move the bar."""
+        progress = self.snapshot()
+        self.events.put(ProgressEvent(kind, self.elapsed(), progress, **fields))
+        if kind == "batch":
+            self.bar.update(progress)
+
+    def finish(self, state: str) -> None:
+        """Final counters, the "end" event, and the stream closed."""
+        self.state = state
+        self._snapshot = None
+        self.bar.update(self.snapshot())
+        self.bar.close()
+        self.emit("end")
+        self.events.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lambdakit.outputs import OutputStore
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from lambdakit.invoke import Outcome
     from lambdakit.results import RunResult
 
-__all__ = ["ATTEMPT_FIELDS", "BATCH_FIELDS", "RunRecord"]
+__all__ = ["ATTEMPT_FIELDS", "BATCH_FIELDS", "BatchState", "RunRecord"]
 
 # The column order of docs/architecture.md; rows are kept as tuples to stay compact.
 ATTEMPT_FIELDS: tuple[str, ...] = (
@@ -37,6 +38,31 @@ _METRIC_FIELDS = ("duration_ms", "billed_duration_ms", "max_memory_used_mb", "in
 
 def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+@dataclass
+class BatchState:
+    """A batch from the source, until every piece of it has succeeded or failed for good."""
+
+    batch: Batch
+    attempts: int = 0
+    pending: int = 1  # pieces not yet finished (bisection and item retries add pieces)
+    ok: int = 0
+    failed: int = 0
+    outputs: list[Any] | None = None  # by position, kept only to fill the cache
+    versions: set[str] = field(default_factory=set)
+    start_s: float | None = None
+    end_s: float | None = None
+    latency_s: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def timed(self, start_s: float, end_s: float) -> None:
+        """Note an attempt's times: the batch spans its first start to its last end."""
+        self.start_s = start_s if self.start_s is None else min(self.start_s, start_s)
+        self.end_s = end_s if self.end_s is None else max(self.end_s, end_s)
+        self.latency_s = end_s - start_s
 
 
 class RunRecord:
@@ -122,7 +148,7 @@ class RunRecord:
             )
         )
 
-    def add_batch(self, state: Any, *, status: str) -> None:
+    def add_batch(self, state: BatchState, *, status: str) -> None:
         """The final row of a batch that was invoked (or cancelled before it could finish)."""
         batch = state.batch
         versions = sorted(state.versions)

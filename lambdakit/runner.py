@@ -21,6 +21,7 @@ from lambdakit.progress import (
     EventStream,
     Progress,
     ProgressBar,
+    Tracker,
 )
 from lambdakit.retry import Retry
 from lambdakit.validation import Validator
@@ -84,7 +85,7 @@ class RunHandle:
     @property
     def events(self) -> EventStream:
         """The run's ProgressEvents (iterate to follow them until the run ends)."""
-        return self._engine.events
+        return self._engine.tracker.events
 
     @property
     def progress(self) -> Progress:
@@ -193,7 +194,7 @@ def start(
     The function is resolved first, so a missing function or alias raises FunctionNotFound
     here, before any batch is read or sent.
     """
-    from lambdakit.engine import Engine
+    from lambdakit.engine import Engine, Plan
     from lambdakit.outputs import OutputStore
     from lambdakit.record import RunRecord
 
@@ -231,24 +232,26 @@ def start(
         validator=validator,
         on_reject=record.on_reject,
     )
-    engine = Engine(
-        stream=stream,
-        invoker=invoker,
+    tracker = Tracker(
+        records_total=records_total,
+        in_flight_limit=concurrency,
+        clock=clock,
+        events=EventStream(),
+        bar=ProgressBar(bool(progress), records_total, target.function_name),
+    )
+    plan = Plan(
         target=target,
         envelope=envelope,
-        record=record,
         concurrency=concurrency,
         retry=retry_policy,
         cache=cache_store,
         run_id=run_id,
         tolerated=tolerated,
-        events=EventStream(),
-        bar=ProgressBar(bool(progress), records_total, target.function_name),
-        records_total=records_total,
         sleep=sleep,
         clock=clock,
         grace_s=float(grace_s),
     )
+    engine = Engine(stream, invoker, record, tracker, plan)
     started_at = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.monotonic()
     params = {

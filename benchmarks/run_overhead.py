@@ -1,0 +1,209 @@
+"""Benchmark of lambdakit.run against `lambdakit local` (issue #3): overhead, streaming, throttling.
+
+Prints one JSON object with each figure beside its target; nothing is asserted.
+
+    python benchmarks/run_overhead.py [--records-a 3000] [--records-b 1000000] [--records-c 400]
+
+(a) lambdakit.run vs a plain boto3 ThreadPoolExecutor loop at the same concurrency,
+    batch_size=1, no-op function (both warm; lambdakit with cache=False and with its cache).
+(b) 1M records streamed from a JSONL file, batch_size 1000: records/s end to end and peak
+    RSS growth of this process during the run.
+(c) reserved concurrency 4, 50 ms of work per record, driven at concurrency 32: wall time
+    against the ideal (records x 50 ms / 4), failures, beside a naive thread pool's result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import lambdakit
+from lambdakit.local import LocalLambda
+
+NOOP = "def handler(event, context):\n    return None\n"
+ECHO = "def handler(event, context):\n    return [r['i'] for r in event['Items']]\n"
+WORK_50MS = "import time\n\ndef handler(event, context):\n    time.sleep(0.05)\n    return 1\n"
+TARGETS = {
+    "a_ratio_vs_boto3_pool": ">= 0.9",
+    "b_records_per_s": ">= 150000",
+    "b_peak_rss_growth_mb": "<= 200",
+    "c_wall_vs_ideal": "<= 1.5",
+    "c_failures": "== 0",
+}
+
+
+def _zip(source: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", source)
+    return buffer.getvalue()
+
+
+def _create(client: Any, name: str, source: str, **config: Any) -> str:
+    client.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role="arn:aws:iam::123456789012:role/bench",
+        Handler="app.handler",
+        Code={"ZipFile": _zip(source)},
+        **config,
+    )
+    client.get_waiter("function_active_v2").wait(FunctionName=name)
+    return name
+
+
+def _boto3_pool(client: Any, name: str, records: int, concurrency: int) -> dict[str, Any]:
+    """The reference: one Invoke per record from a plain thread pool, no retries."""
+    failures = 0
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        nonlocal failures
+        try:
+            response = client.invoke(FunctionName=name, Payload=json.dumps({"Items": [i]}))
+            response["Payload"].read()
+            failed = "FunctionError" in response
+        except Exception:  # a throttle or any error counts as a failed record
+            failed = True
+        if failed:
+            with lock:
+                failures += 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(call, range(records)))
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "records_per_s": records / wall, "failures": failures}
+
+
+def _lk_run(endpoint: str, name: str, records: Any, **options: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = lambdakit.run(name, records, endpoint_url=endpoint, progress=False, **options)
+    wall = time.perf_counter() - start
+    s = result.summary()
+    return {
+        "wall_s": wall,
+        "records_per_s": s["records"] / wall,
+        "failures": s["failed_records"],
+        "invocations": s["invocations"],
+        "throttles": s["throttles"],
+        "cached_batches": s["cached_batches"],
+    }
+
+
+def bench_a(local: LocalLambda, client: Any, records: int, concurrency: int) -> dict[str, Any]:
+    name = _create(client, "bench-noop", NOOP)
+    # Warm both paths: environments started, connections open.
+    _boto3_pool(client, name, concurrency * 4, concurrency)
+    baseline = _boto3_pool(client, name, records, concurrency)
+    items = [{"i": i} for i in range(records)]
+    plain = _lk_run(
+        local.endpoint_url, name, items, batch_size=1, concurrency=concurrency, cache=False
+    )
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cached = _lk_run(
+            local.endpoint_url, name, items, batch_size=1, concurrency=concurrency, cache=cache_dir
+        )
+    return {
+        "records": records,
+        "concurrency": concurrency,
+        "boto3_pool_records_per_s": round(baseline["records_per_s"], 1),
+        "lambdakit_records_per_s": round(plain["records_per_s"], 1),
+        "lambdakit_with_cache_records_per_s": round(cached["records_per_s"], 1),
+        "ratio_vs_boto3_pool": round(plain["records_per_s"] / baseline["records_per_s"], 3),
+        "ratio_with_cache": round(cached["records_per_s"] / baseline["records_per_s"], 3),
+        "target_ratio": TARGETS["a_ratio_vs_boto3_pool"],
+    }
+
+
+def bench_b(local: LocalLambda, client: Any, records: int) -> dict[str, Any]:
+    name = _create(client, "bench-echo", ECHO, MemorySize=1024)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "records.jsonl"
+        with path.open("w") as handle:
+            for i in range(records):
+                handle.write(f'{{"i": {i}, "name": "record-{i}", "value": {i * 0.5}}}\n')
+        process = psutil.Process()
+        baseline = process.memory_info().rss
+        peak = baseline
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.05):
+                peak = max(peak, process.memory_info().rss)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            figures = _lk_run(
+                local.endpoint_url, name, path, batch_size=1000, concurrency=8, cache=False
+            )
+        finally:
+            stop.set()
+            sampler.join()
+    return {
+        "records": records,
+        "wall_s": round(figures["wall_s"], 2),
+        "records_per_s": round(figures["records_per_s"]),
+        "target_records_per_s": TARGETS["b_records_per_s"],
+        "failures": figures["failures"],
+        "peak_rss_growth_mb": round((peak - baseline) / 2**20, 1),
+        "target_peak_rss_growth_mb": TARGETS["b_peak_rss_growth_mb"],
+    }
+
+
+def bench_c(local: LocalLambda, client: Any, records: int) -> dict[str, Any]:
+    name = _create(client, "bench-reserved", WORK_50MS)
+    client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=4)
+    ideal = records * 0.05 / 4
+    naive = _boto3_pool(client, name, records, 32)
+    lk = _lk_run(
+        local.endpoint_url, name, [{"i": i} for i in range(records)],
+        batch_size=1, concurrency=32, cache=False,
+    )  # fmt: skip
+    return {
+        "records": records,
+        "ideal_wall_s": ideal,
+        "lambdakit_wall_s": round(lk["wall_s"], 2),
+        "lambdakit_wall_vs_ideal": round(lk["wall_s"] / ideal, 3),
+        "target_wall_vs_ideal": TARGETS["c_wall_vs_ideal"],
+        "lambdakit_failures": lk["failures"],
+        "target_failures": TARGETS["c_failures"],
+        "lambdakit_throttles": lk["throttles"],
+        "naive_pool_wall_s": round(naive["wall_s"], 2),
+        "naive_pool_failures": naive["failures"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records-a", type=int, default=3000)
+    parser.add_argument("--concurrency-a", type=int, default=16)
+    parser.add_argument("--records-b", type=int, default=1_000_000)
+    parser.add_argument("--records-c", type=int, default=400)
+    args = parser.parse_args(argv)
+    report: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    with tempfile.TemporaryDirectory() as state, LocalLambda(state_dir=state) as local:
+        client = local.client(read_timeout=300, max_pool_connections=64)
+        report["a_overhead"] = bench_a(local, client, args.records_a, args.concurrency_a)
+        report["b_streaming"] = bench_b(local, client, args.records_b)
+        report["c_throttled"] = bench_c(local, client, args.records_c)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
