@@ -263,7 +263,11 @@ class RunResult:
         return save_report(self, directory)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save to a folder (Parquet tables, outputs, meta.json); `RunResult.load` reads it."""
+        """Save to a folder (Parquet tables, outputs, meta.json); `RunResult.load` reads it.
+
+        Everything round-trips exactly, except meta values that look like credentials,
+        which are redacted before they reach disk.
+        """
         from lambdakit.storage import save_result
 
         return save_result(self, path)
