@@ -197,7 +197,7 @@ def _step(name: str, what: str) -> Iterator[None]:
 
 
 def _wait(client: Any, waiter: str, **kwargs: Any) -> None:
-    from botocore.exceptions import BotoCoreError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         client.get_waiter(waiter).wait(WaiterConfig=_WAIT, **kwargs)
@@ -206,9 +206,14 @@ def _wait(client: Any, waiter: str, **kwargs: Any) -> None:
         try:
             cfg = client.get_function_configuration(**kwargs)
             reason = cfg.get("StateReason") or cfg.get("LastUpdateStatusReason")
-        except Exception:  # the original failure is what matters; this only adds detail
+        except (BotoCoreError, ClientError):  # the waiter's failure is the error; this is detail
             reason = None
         raise DeployError(f"{error}" + (f" (reason: {reason})" if reason else "")) from exc
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DeployError(f"{name} must be an integer from {low} to {high}, got {value!r}")
 
 
 def deploy(
@@ -236,10 +241,8 @@ def deploy(
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise DeployError(f"function name must be 1-64 letters, digits, '-' or '_', got {name!r}")
-    if not 128 <= int(memory_mb) <= 10240:
-        raise DeployError(f"memory_mb must be between 128 and 10240, got {memory_mb!r}")
-    if not 1 <= int(timeout_s) <= 900:
-        raise DeployError(f"timeout_s must be between 1 and 900 seconds, got {timeout_s!r}")
+    _check_int("memory_mb", memory_mb, 128, 10240)
+    _check_int("timeout_s", timeout_s, 1, 900)
     validate_handler(folder, handler, runtime)
     zip_bytes = package(folder)
     code_sha256 = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()

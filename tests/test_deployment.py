@@ -248,6 +248,8 @@ def test_validation_fails_before_anything_is_uploaded(lambda_client, fresh_name,
         deploy(lambda_client, name, folder, handler="main.handler", runtime="cobol")
     with pytest.raises(DeployError, match="memory_mb"):
         deploy(lambda_client, name, folder, handler="main.handler", memory_mb=64)
+    with pytest.raises(DeployError, match="timeout_s must be an integer"):
+        deploy(lambda_client, name, folder, handler="main.handler", timeout_s="30")
     with pytest.raises(DeployError, match="function name"):
         deploy(lambda_client, "bad name!", folder, handler="main.handler")
     with pytest.raises(DeployError, match="environment variable 'X'"):
