@@ -528,8 +528,15 @@ def test_close_ends_invocations_in_flight(tmp_path):
     harness = Harness(tmp_path / "state")
     spec = make_spec(tmp_path, "import time\ndef handler(e, c):\n    time.sleep(60)\n")
     slow = asyncio.run_coroutine_threadsafe(harness.ainvoke(spec), harness.loop)
-    wait_for(lambda: harness.manager.environments == 1, "the environment to start")
-    pid = next(iter(harness.manager._envs.values())).pid
+    pids: list[int] = []
+
+    def started() -> bool:
+        # Read from the test thread while the loop thread runs: copy, then look.
+        pids[:] = [env.pid for env in list(harness.manager._envs.values()) if env.pid]
+        return bool(pids)
+
+    wait_for(started, "the environment to start")
+    pid = pids[0]
     harness.close()
     result = slow.result(10)
     assert json.loads(result.payload)["errorType"] == "Runtime.ExitError"

@@ -37,11 +37,13 @@ __all__ = ["CapacityExceeded", "EnvironmentManager", "FunctionSpec", "InvokeResu
 
 log = logging.getLogger("lambdakit.local.environments")
 
-# How often busy environments' memory is sampled, and how often their child processes are
-# looked up (a scan of every process, so rarer).
+# How often busy environments' memory is checked (the kernel's peak RSS, so nothing between
+# two checks is missed), and how often their child processes are looked up (a scan of every
+# process, so rarer).
 MEMORY_POLL_S = 0.05
-CHILD_SCAN_EVERY = 10
+CHILD_SCAN_EVERY = 20
 MB = 1024 * 1024
+CLOSE_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,19 @@ def _client_context_json(value: str | None) -> str:
         return value
 
 
+def _raise_open_file_limit() -> None:
+    """Each environment holds a few descriptors (pipe, pidfd, /proc, log): allow thousands."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 class EnvironmentManager:
     """Starts, reuses, limits, watches and reaps execution environments."""
 
@@ -113,12 +128,14 @@ class EnvironmentManager:
         self.region = region
         # Lambda's init phase limit: a runtime that never polls /next fails after this.
         self.init_timeout_s = init_timeout_s
+        _raise_open_file_limit()
         self._envs: dict[str, RuntimeProcess] = {}
         self._idle: dict[tuple[str, str], list[RuntimeProcess]] = {}
         self._busy_by_function: Counter[str] = Counter()
         self._busy_total = 0
         self._capacity_waiters: list[asyncio.Future[None]] = []
         self._watcher: asyncio.Task[None] | None = None
+        self._drained: asyncio.Future[None] | None = None  # close() waits on it
         self._closed = False
 
     # -- wiring ---------------------------------------------------------------------------
@@ -217,8 +234,10 @@ class EnvironmentManager:
                 error_type=result.error_type,
             ),
         ]
-        env.stream.write(lines, at=time.time() - (time.monotonic() - dispatched_at))
-        env.stream.write(tail)
+        now = time.time()
+        env.stream.write_groups([(now - (time.monotonic() - dispatched_at), lines), (now, tail)])
+        if not env.alive:
+            env.stream.close()
         return InvokeResult(
             payload=result.payload,
             function_error=result.function_error,
@@ -275,6 +294,8 @@ class EnvironmentManager:
         for waiter in self._capacity_waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if self._busy_total == 0 and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     # -- environments ---------------------------------------------------------------------
 
@@ -313,6 +334,8 @@ class EnvironmentManager:
 
     def _forget(self, env: RuntimeProcess) -> None:
         self._envs.pop(env.env_id, None)
+        if not env.busy:
+            env.stream.close()  # a busy one still writes its invocation's log, then closes
         pool = self._idle.get(env.key)
         if pool is not None:
             with contextlib.suppress(ValueError):
@@ -341,23 +364,29 @@ class EnvironmentManager:
         for waiter in self._capacity_waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if self._busy_total:
+            # Let the invocations in flight write their answers and logs before we return.
+            self._drained = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drained), CLOSE_WAIT_S)
 
     # -- watching ---------------------------------------------------------------------------
 
     async def _watch(self) -> None:
         """Enforce MemorySize on busy environments; reap idle ones."""
         tick = 0
-        children: dict[int, list[int]] = {}
         while True:
             await asyncio.sleep(MEMORY_POLL_S)
             tick += 1
             try:
                 busy = [env for env in self._envs.values() if env.busy]
                 if busy and tick % CHILD_SCAN_EVERY == 0:
-                    children = descendants_map([env.pid for env in busy if env.pid])
+                    below = descendants_map([env.pid for env in busy if env.pid])
+                    for env in busy:
+                        env.track_children(below.get(env.pid or -1, ()))
                 for env in busy:
-                    rss = env.sample_rss(children.get(env.pid or -1, ()))
-                    if rss > env.spec.memory_mb * MB and env.channel.finish(Outcome("oom")):
+                    over = env.peak_rss() > env.spec.memory_mb * MB
+                    if over and env.channel.finish(Outcome("oom")):
                         env.kill()
                 if tick % 20 == 0:
                     self._reap()

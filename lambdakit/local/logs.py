@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -166,22 +167,44 @@ class LogStream:
         self.path = group / _file_name(name)
         self._max_bytes = max_stream_bytes
         _prune(group, keep=max_streams - 1)
-        self._size = self.path.stat().st_size if self.path.exists() else 0
+        self._fd: int | None = None
+        self._size = 0
+
+    def _open(self) -> int:
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            # Pruned while open: writing on would lose the lines.
+            self.close()
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._size = os.fstat(self._fd).st_size
+        return self._fd
 
     def write(self, lines: list[str], *, at: float | None = None) -> None:
         """Append lines, all stamped with `at` (epoch seconds, default now)."""
-        if not lines:
+        self.write_groups([(time.time() if at is None else at, lines)])
+
+    def write_groups(self, groups: list[tuple[float, list[str]]]) -> None:
+        """Append several groups of lines, each stamped with its own time, in one write."""
+        data = "".join(
+            f"{int(at * 1000)}\t{line}\n" for at, lines in groups for line in lines
+        ).encode("utf-8", "replace")
+        if not data:
             return
-        stamp = str(int((time.time() if at is None else at) * 1000))
-        data = "".join(f"{stamp}\t{line}\n" for line in lines).encode("utf-8", "replace")
+        fd = self._open()
         if self._size + len(data) > self._max_bytes and self._size:
+            self.close()
             with contextlib.suppress(FileNotFoundError):
                 self.path.replace(self.path.with_name(self.path.name + ".1"))
-            self._size = 0
-        # Opened per write: no descriptor per idle environment, and a pruned file comes back.
-        with open(self.path, "ab") as file:
-            file.write(data)
+            fd = self._open()
+        # One write per call, straight to the file: `lambdakit local logs` sees it at once.
+        os.write(fd, data)
         self._size += len(data)
+
+    def close(self) -> None:
+        """Close the file (a later write opens it again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _prune(group: Path, *, keep: int) -> None:

@@ -95,15 +95,30 @@ def descendants_map(pids: Iterable[int]) -> dict[int, list[int]]:
     return found
 
 
-def _peak_rss_of(pid: int) -> int:
-    """The kernel's high-water mark of a process's RSS (Linux), 0 where unknown."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            data = status.read()
-        start = data.index(b"VmHWM:") + 6
-        return int(data[start : data.index(b"kB", start)]) * 1024
-    except (OSError, ValueError):
-        return 0
+class _PeakReader:
+    """The kernel's high-water mark of a process's RSS (Linux's VmHWM); 0 where unknown."""
+
+    def __init__(self, pid: int) -> None:
+        try:
+            # Kept open: re-reading /proc/<pid>/status from offset 0 is cheaper than reopening.
+            self._fd: int | None = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def read(self) -> int:
+        if self._fd is None:
+            return 0
+        try:
+            data = os.pread(self._fd, 4096, 0)
+            start = data.index(b"VmHWM:") + 6
+            return int(data[start : data.index(b"kB", start)]) * 1024
+        except (OSError, ValueError):
+            return 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class RuntimeProcess:
@@ -141,8 +156,8 @@ class RuntimeProcess:
         self._on_gone = on_gone
         self._popen: subprocess.Popen[bytes] | None = None
         self._ps: psutil.Process | None = None
+        self._hwm: _PeakReader | None = None
         self._children: dict[int, psutil.Process] = {}
-        self._children_rss = 0
         self._peak = 0
         self._out_fd: int | None = None
         self._exit_fd: int | None = None
@@ -193,6 +208,7 @@ class RuntimeProcess:
         loop.add_reader(read_fd, self._drain)
         with contextlib.suppress(psutil.Error):
             self._ps = psutil.Process(self.pid)
+        self._hwm = _PeakReader(self.pid)
         try:
             self._exit_fd = os.pidfd_open(self.pid)
             loop.add_reader(self._exit_fd, self._reap)
@@ -218,6 +234,8 @@ class RuntimeProcess:
         if popen is None or popen.poll() is None:
             return
         self._exit_status = popen.returncode
+        if self._hwm is not None:
+            self._hwm.close()
         loop = asyncio.get_running_loop()
         if self._exit_fd is not None:
             loop.remove_reader(self._exit_fd)
@@ -300,30 +318,26 @@ class RuntimeProcess:
 
     # -- memory -----------------------------------------------------------------------------
 
-    def sample_rss(self, children: Iterable[int] = ()) -> int:
-        """The environment's RSS now (process and children), also raising its recorded peak."""
-        rss = 0
-        if self._ps is not None:
-            with contextlib.suppress(psutil.Error):
-                rss = self._ps.memory_info().rss
+    def track_children(self, pids: Iterable[int]) -> None:
+        """Remember the processes below this one (from a scan), for the memory watch."""
         known = self._children
-        for pid in children:
+        for pid in pids:
             if pid not in known:
                 with contextlib.suppress(psutil.Error):
                     known[pid] = psutil.Process(pid)
+
+    def peak_rss(self) -> int:
+        """The environment's peak RSS so far (its process's own peak exactly), in bytes."""
+        own = self._hwm.read() if self._hwm is not None else 0
+        if not own and self._ps is not None:
+            # No VmHWM (not Linux): the current RSS, sampled, stands in for the peak.
+            with contextlib.suppress(psutil.Error):
+                own = self._ps.memory_info().rss
         children_rss = 0
-        for pid, proc in list(known.items()):
+        for pid, proc in list(self._children.items()):
             try:
                 children_rss += proc.memory_info().rss
             except psutil.Error:
-                del known[pid]
-        self._children_rss = children_rss
-        self._peak = max(self._peak, rss + children_rss)
-        return rss + children_rss
-
-    def peak_rss(self) -> int:
-        """The environment's peak RSS so far, in bytes."""
-        self.sample_rss()
-        if self.pid is not None:
-            self._peak = max(self._peak, _peak_rss_of(self.pid) + self._children_rss)
+                del self._children[pid]
+        self._peak = max(self._peak, own + children_rss)
         return self._peak

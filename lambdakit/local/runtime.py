@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -68,8 +68,8 @@ class Invocation:
     def __post_init__(self) -> None:
         if not self.trace_id:
             self.trace_id = (
-                f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};"
-                f"Parent={uuid.uuid4().hex[:16]};Sampled=0"
+                f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};"
+                f"Parent={os.urandom(8).hex()};Sampled=0"
             )
 
 
