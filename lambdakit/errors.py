@@ -129,7 +129,13 @@ def translate_client_error(exc: BaseException, *, operation: str | None = None) 
         NoCredentialsError,
         NoRegionError,
         PartialCredentialsError,
+        ProfileNotFound,
     )
+
+    if isinstance(exc, ProfileNotFound):
+        return CredentialsError(
+            f"{exc}: check the name, or add it to ~/.aws/config (`aws configure --profile NAME`)."
+        )
 
     if isinstance(exc, NoRegionError):
         return CredentialsError(
