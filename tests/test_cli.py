@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from lambdakit.cli import main
 from tests.conftest import build_zip
 
+PID = "import os\ndef handler(event, context):\n    return os.getpid()\n"
 ECHO = "def handler(event, context):\n    print('cli saw', event)\n    return {'got': event}\n"
 
 
@@ -94,8 +96,23 @@ def test_lambdakit_local_starts_prints_its_url_and_stops_on_sigterm(tmp_path):
             aws_access_key_id="x", aws_secret_access_key="x",
         )  # fmt: skip
         assert client.list_functions()["Functions"] == []
+        client.create_function(
+            FunctionName="pid", Runtime="python3.11", Role="r", Handler="app.handler",
+            Code={"ZipFile": build_zip(PID)},
+        )  # fmt: skip
+        while client.get_function(FunctionName="pid")["Configuration"]["State"] != "Active":
+            time.sleep(0.02)
+        environment_pid = json.loads(client.invoke(FunctionName="pid")["Payload"].read())
+        assert psutil.pid_exists(environment_pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+        # Stopping the service stops the environments it started.
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(environment_pid) and psutil.Process(environment_pid).status() != (
+            psutil.STATUS_ZOMBIE
+        ):
+            assert time.monotonic() < deadline, "environment outlived the server"
+            time.sleep(0.02)
     finally:
         if process.poll() is None:
             process.kill()

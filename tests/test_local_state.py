@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lambdakit.errors import LocalServiceError
 from lambdakit.local import LocalLambda, codezip
 from lambdakit.local.checks import ApiError
 from lambdakit.local.codezip import check_zip, store_zip, unpack
@@ -211,3 +212,29 @@ def test_state_survives_a_restart(tmp_path):
         assert [v["Version"] for v in versions] == ["$LATEST", "1"]
         assert client.get_alias(FunctionName="kept", Name="live")["FunctionVersion"] == "1"
     assert marker.read_text() == "ran\nran\n"
+
+
+def test_local_lambda_lifecycle_and_temporary_state():
+    local = LocalLambda()
+    with pytest.raises(LocalServiceError):
+        local.client()
+    assert "not started" in repr(local)
+    with local:
+        assert local.running and local.endpoint_url.startswith("http://127.0.0.1:")
+        state_dir = local.state_dir
+        assert state_dir.is_dir() and (state_dir / "functions").is_dir()
+        assert local.client().list_functions()["Functions"] == []
+    assert not local.running
+    assert not state_dir.exists()  # a temporary state dir goes away with the service
+
+
+def test_local_lambda_reports_a_server_that_cannot_start(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalServiceError) as exc_info:
+            LocalLambda(state_dir=tmp_path, port=port).start()
+    assert "cannot listen" in str(exc_info.value)
