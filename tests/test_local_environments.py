@@ -1,22 +1,25 @@
-"""EnvironmentManager and the Runtime API, driven through a small aiohttp app in a thread.
+"""Execution environments and the Runtime API.
 
-Each test deploys its own function folder (unique name) into one shared manager, unless it
-needs other manager settings. Real awslambdaric processes and real bash/curl bootstraps run.
+Behaviours a user sees go through the real REST API with boto3 (the session's LocalLambda).
+Manager-level ones (capacity waiting, reaping, init timeouts, close) drive an
+EnvironmentManager through a small aiohttp app on a loop in a thread. Real awslambdaric
+processes and real bash/curl bootstraps run in both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
-import shutil
 import sys
 import textwrap
 import threading
 import time
 import uuid
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -269,142 +272,6 @@ def test_account_concurrency_limit(tmp_path):
         harness.close()
 
 
-def test_timeout_kills_the_environment_and_resets_globals(harness, root):
-    spec = make_spec(
-        root,
-        """
-        import time
-        COUNT = 0
-        def handler(event, context):
-            global COUNT
-            COUNT += 1
-            time.sleep(event)
-            return COUNT
-        """,
-        timeout_s=1.0,
-    )
-    result = harness.invoke(spec, 30)
-    assert result.function_error == "Unhandled"
-    assert json.loads(result.payload) == {
-        "errorType": "Sandbox.Timedout",
-        "errorMessage": f"RequestId: {result.request_id} Error: Task timed out after 1.00 seconds",
-    }
-    assert report_of(result)["status"] == "timeout"
-    assert f"{result.request_id} Task timed out after 1.00 seconds" in result.log
-    again = harness.invoke(spec, 0)
-    assert json.loads(again.payload) == 1  # a fresh environment
-    assert again.init_duration_ms is not None
-
-
-MEMORY_HOG = """
-import time
-KEEP = []
-def handler(event, context):
-    block = b"x" * (event["mb"] * 1024 * 1024)
-    if event["keep"]:
-        KEEP.append(block)
-        time.sleep(5)
-    return len(block)
-"""
-
-
-@pytest.mark.parametrize("keep", [True, False], ids=["held", "freed-before-return"])
-def test_going_over_memory_size_is_out_of_memory(harness, root, keep):
-    spec = make_spec(root, MEMORY_HOG, memory_mb=128)
-    result = harness.invoke(spec, {"mb": 300, "keep": keep})
-    assert result.function_error == "Unhandled"
-    assert json.loads(result.payload) == {
-        "errorType": "Runtime.OutOfMemory",
-        "errorMessage": f"RequestId: {result.request_id} Error: Runtime exited with error: "
-        "signal: killed",
-    }
-    report = report_of(result)
-    assert (report["status"], report["etype"]) == ("error", "Runtime.OutOfMemory")
-    assert int(report["used"]) > 128
-    ok = harness.invoke(spec, {"mb": 1, "keep": False})
-    assert json.loads(ok.payload) == 1024 * 1024
-    assert int(report_of(ok)["used"]) < 128
-
-
-def test_runtime_that_exits_mid_invocation(harness, root):
-    spec = make_spec(root, "import os\ndef handler(event, context):\n    os._exit(event)\n")
-    result = harness.invoke(spec, 7)
-    assert result.function_error == "Unhandled"
-    assert json.loads(result.payload) == {
-        "errorType": "Runtime.ExitError",
-        "errorMessage": f"RequestId: {result.request_id} Error: Runtime exited with error: "
-        "exit status 7",
-    }
-    assert report_of(result)["etype"] == "Runtime.ExitError"
-    assert harness.manager.environments == 0 or all(
-        env.spec.function_name != spec.function_name for env in harness.manager._envs.values()
-    )
-
-
-@pytest.mark.parametrize(
-    ("source", "handler", "error_type", "message"),
-    [
-        ("", "missing.handler", "Runtime.ImportModuleError", "Unable to import module 'missing'"),
-        (
-            "def other(e, c): pass\n",
-            "app.handler",
-            "Runtime.HandlerNotFound",
-            "Handler 'handler' missing on module 'app'",
-        ),
-        ("def handler(e, c)\n", "app.handler", "Runtime.UserCodeSyntaxError", "Syntax error"),
-    ],
-)
-def test_init_errors_are_answered_as_lambda_does(
-    harness, root, source, handler, error_type, message
-):
-    spec = make_spec(root, source, handler=handler)
-    for _ in range(2):  # every invoke retries the init, as Lambda does
-        result = harness.invoke(spec)
-        assert result.function_error == "Unhandled"
-        body = json.loads(result.payload)
-        assert body["errorType"] == error_type
-        assert message in body["errorMessage"]
-        report = report_of(result)
-        assert (report["status"], report["etype"]) == ("error", error_type)
-        assert result.init_duration_ms is not None
-
-
-def test_bash_bootstrap_custom_runtime_with_curl(harness, root):
-    spec = make_spec(root, runtime="provided.al2023", handler="function.handler")
-    write_bootstrap(
-        spec,
-        """
-        #!/bin/bash
-        set -euo pipefail
-        echo "bootstrap starting for $_HANDLER"
-        API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
-        while true; do
-          HEADERS="$(mktemp)"
-          EVENT=$(curl -sS -D "$HEADERS" "$API/invocation/next")
-          REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" \\
-            | tr -d '[:space:]' | cut -d: -f2)
-          echo "bash got $EVENT" >&2
-          if [ "$EVENT" = '"fail"' ]; then
-            curl -sS -o /dev/null -X POST "$API/invocation/$REQUEST_ID/error" \\
-              -H "Lambda-Runtime-Function-Error-Type: Bash.Failure" \\
-              -d '{"errorType": "Bash.Failure", "errorMessage": "asked to fail"}'
-          else
-            curl -sS -o /dev/null -X POST "$API/invocation/$REQUEST_ID/response" \\
-              -d "{\\"echo\\": $EVENT, \\"handler\\": \\"$_HANDLER\\"}"
-          fi
-        done
-        """,
-    )
-    result = harness.invoke(spec, {"n": 5})
-    assert result.function_error is None
-    assert json.loads(result.payload) == {"echo": {"n": 5}, "handler": "function.handler"}
-    assert 'bash got {"n": 5}' in result.log
-    failed = harness.invoke(spec, "fail")
-    assert failed.function_error == "Unhandled"
-    assert json.loads(failed.payload)["errorType"] == "Bash.Failure"
-    assert failed.init_duration_ms is None  # the same bash loop served both
-
-
 def test_runtime_api_next_sends_every_header(harness, root):
     spec = make_spec(root, runtime="provided.al2", handler="x", timeout_s=12.0)
     write_bootstrap(
@@ -456,57 +323,6 @@ def test_runtime_that_never_calls_next_fails_instead_of_hanging(tmp_path):
         harness.close()
 
 
-def test_powertools_logger_and_batch_processor_run_unmodified(harness, root):
-    spec = make_spec(
-        root,
-        """
-        import aws_lambda_powertools
-        from aws_lambda_powertools import Logger
-        from aws_lambda_powertools.utilities.batch import (
-            BatchProcessor, EventType, process_partial_response,
-        )
-
-        logger = Logger(service="orders")
-        processor = BatchProcessor(event_type=EventType.SQS)
-
-        def record_handler(record):
-            if record.body == "bad":
-                raise ValueError("bad record")
-            logger.info("processed", extra={"body": record.body})
-
-        @logger.inject_lambda_context
-        def handler(event, context):
-            result = process_partial_response(
-                event=event, record_handler=record_handler, processor=processor, context=context
-            )
-            result["powertools_file"] = aws_lambda_powertools.__file__
-            return result
-        """,
-    )
-    site_copy = Path(aws_lambda_powertools.__file__).parent
-    shutil.copytree(site_copy, spec.code_dir / "aws_lambda_powertools")
-
-    def record(message_id: str, body: str) -> dict[str, Any]:
-        return {
-            "messageId": message_id, "receiptHandle": "h", "body": body,
-            "attributes": {}, "messageAttributes": {}, "md5OfBody": "",
-            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:1:q",
-            "awsRegion": "us-east-1",
-        }  # fmt: skip
-
-    event = {"Records": [record("m1", "good"), record("m2", "bad"), record("m3", "fine")]}
-    result = harness.invoke(spec, event)
-    assert result.function_error is None, result.payload
-    body = json.loads(result.payload)
-    assert body["batchItemFailures"] == [{"itemIdentifier": "m2"}]
-    assert body["powertools_file"].startswith(str(spec.code_dir))  # the bundled copy ran
-    logged = [json.loads(line) for line in result.log.splitlines() if line.startswith("{")]
-    processed = [entry for entry in logged if entry.get("message") == "processed"]
-    assert [entry["body"] for entry in processed] == ["good", "fine"]
-    assert all(entry["function_request_id"] == result.request_id for entry in processed)
-    assert all(entry["function_name"] == spec.function_name for entry in processed)
-
-
 def test_idle_environments_are_reaped_and_retire_stops_them(tmp_path):
     harness = Harness(tmp_path / "state", idle_timeout_s=0.2)
     try:
@@ -543,60 +359,6 @@ def test_close_ends_invocations_in_flight(tmp_path):
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", "exit")
 
 
-def test_output_is_attributed_to_its_invocation(harness, root):
-    spec = make_spec(
-        root,
-        """
-        import sys, time
-        def handler(event, context):
-            for i in range(5):
-                print(f"out {event} {i}")
-                print(f"err {event} {i}", file=sys.stderr)
-                time.sleep(0.01)
-            return event
-        """,
-    )
-
-    async def both() -> list[InvokeResult]:
-        return await asyncio.gather(*(harness.ainvoke(spec, tag) for tag in ("A", "B", "C")))
-
-    for result in harness.run(both()):
-        tag = json.loads(result.payload)
-        body = result.log.splitlines()[1:-2]
-        assert body == [line for i in range(5) for line in (f"out {tag} {i}", f"err {tag} {i}")]
-    logged = harness.manager.read_logs(spec.function_name)
-    assert sum(1 for line in logged if " START RequestId: " in line) == 3
-    assert sum(1 for line in logged if "\tMax Memory Used: " in line) == 3
-
-
-def test_handler_printing_megabytes_is_bounded(harness, root):
-    spec = make_spec(
-        root,
-        """
-        import sys
-        def handler(event, context):
-            line = "y" * 1023 + "\\n"
-            for _ in range(event):
-                sys.stdout.write(line)
-            print("LAST LINE")
-            return "ok"
-        """,
-    )
-    result = harness.invoke(spec, 20 * 1024)  # 20 MB of output
-    assert json.loads(result.payload) == "ok"
-    assert len(result.log) < 200 * 1024
-    lines = result.log.splitlines()
-    assert any("bytes of this invocation's output were not kept" in line for line in lines)
-    assert lines[-3] == "LAST LINE"
-    report_of(result)
-    stream_bytes = sum(
-        path.stat().st_size
-        for path in (harness.manager.state_dir / "logs" / spec.function_name).iterdir()
-    )
-    assert stream_bytes < 400 * 1024
-    assert json.loads(harness.invoke(spec, 0).payload) == "ok"
-
-
 def test_python_environment_starts_with_a_clean_process(harness, root):
     spec = make_spec(root, "import os\ndef handler(e, c):\n    return os.getpid()\n")
     pid = json.loads(harness.invoke(spec).payload)
@@ -604,3 +366,273 @@ def test_python_environment_starts_with_a_clean_process(harness, root):
     assert proc.cmdline()[1:] == ["-m", "awslambdaric", "app.handler"]
     assert Path(proc.cmdline()[0]).resolve() == Path(sys.executable).resolve()
     assert os.getpgid(pid) == os.getpgid(0)  # stops with the server's process group
+
+
+# -- through the real REST API with boto3 (engineer A's LocalLambda and fixtures) -------------
+
+
+def invoke_tail(client: Any, name: str, event: Any = None) -> tuple[dict[str, Any], Any, str]:
+    """Invoke with LogType=Tail: (response, decoded payload, log tail)."""
+    response = client.invoke(
+        FunctionName=name, Payload=json.dumps(event if event is not None else {}), LogType="Tail"
+    )
+    payload = json.loads(response["Payload"].read() or b"null")
+    return response, payload, base64.b64decode(response["LogResult"]).decode()
+
+
+def tail_report(tail: str, request_id: str) -> re.Match[str]:
+    lines = tail.splitlines()
+    assert lines[-2] == f"END RequestId: {request_id}", lines[-3:]
+    match = REPORT_RE.match(lines[-1])
+    assert match and match["id"] == request_id, lines[-1]
+    return match
+
+
+COUNTER = """
+import time
+COUNT = 0
+
+def handler(event, context):
+    global COUNT
+    COUNT += 1
+    time.sleep(event.get("sleep", 0))
+    return COUNT
+"""
+
+
+def test_boto3_warm_reuse_cold_start_and_timeout(lambda_client, make_function):
+    name = make_function(COUNTER, Timeout=1)
+    first, count, tail = invoke_tail(lambda_client, name)
+    rid = first["ResponseMetadata"]["RequestId"]
+    assert count == 1 and "FunctionError" not in first
+    assert "\tInit Duration: " in tail_report(tail, rid).string
+    _, count, tail = invoke_tail(lambda_client, name)
+    assert count == 2
+    assert "Init Duration" not in tail
+    timed_out, body, tail = invoke_tail(lambda_client, name, {"sleep": 30})
+    rid = timed_out["ResponseMetadata"]["RequestId"]
+    assert timed_out["FunctionError"] == "Unhandled"
+    assert body == {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {rid} Error: Task timed out after 1.00 seconds",
+    }
+    assert tail_report(tail, rid)["status"] == "timeout"
+    _, count, tail = invoke_tail(lambda_client, name)
+    assert count == 1  # the environment was thrown away: module globals reset
+    assert "\tInit Duration: " in tail
+
+
+MEMORY_HOG = """
+import time
+KEEP = []
+
+def handler(event, context):
+    block = b"x" * (event["mb"] * 1024 * 1024)
+    if event["keep"]:
+        KEEP.append(block)
+        time.sleep(5)
+    return len(block)
+"""
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["held", "freed-before-return"])
+def test_boto3_going_over_memory_size_is_out_of_memory(lambda_client, make_function, keep):
+    name = make_function(MEMORY_HOG, MemorySize=128, Timeout=30)
+    response, body, tail = invoke_tail(lambda_client, name, {"mb": 300, "keep": keep})
+    rid = response["ResponseMetadata"]["RequestId"]
+    assert response["FunctionError"] == "Unhandled"
+    assert body == {
+        "errorType": "Runtime.OutOfMemory",
+        "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: signal: killed",
+    }
+    report = tail_report(tail, rid)
+    assert (report["status"], report["etype"]) == ("error", "Runtime.OutOfMemory")
+    assert int(report["used"]) > 128
+    ok, size, tail = invoke_tail(lambda_client, name, {"mb": 1, "keep": False})
+    assert size == 1024 * 1024
+    assert int(tail_report(tail, ok["ResponseMetadata"]["RequestId"])["used"]) < 128
+
+
+def test_boto3_runtime_that_exits(lambda_client, make_function):
+    name = make_function("import os\ndef handler(event, context):\n    os._exit(event)\n")
+    response, body, tail = invoke_tail(lambda_client, name, 7)
+    rid = response["ResponseMetadata"]["RequestId"]
+    assert response["FunctionError"] == "Unhandled"
+    assert body == {
+        "errorType": "Runtime.ExitError",
+        "errorMessage": f"RequestId: {rid} Error: Runtime exited with error: exit status 7",
+    }
+    assert tail_report(tail, rid)["etype"] == "Runtime.ExitError"
+
+
+@pytest.mark.parametrize(
+    ("source", "handler", "error_type", "message"),
+    [
+        ("x = 1\n", "missing.handler", "Runtime.ImportModuleError",
+         "Unable to import module 'missing': No module named 'missing'"),
+        ("def other(e, c): pass\n", "app.handler", "Runtime.HandlerNotFound",
+         "Handler 'handler' missing on module 'app'"),
+        ("def handler(e, c)\n", "app.handler", "Runtime.UserCodeSyntaxError",
+         "Syntax error in module 'app'"),
+    ],
+)  # fmt: skip
+def test_boto3_init_errors(lambda_client, make_function, source, handler, error_type, message):
+    name = make_function(source, handler=handler)
+    for _ in range(2):  # every invoke tries the init again, as Lambda does
+        response, body, tail = invoke_tail(lambda_client, name)
+        rid = response["ResponseMetadata"]["RequestId"]
+        assert response["StatusCode"] == 200
+        assert response["FunctionError"] == "Unhandled"
+        assert body["errorType"] == error_type
+        assert body["errorMessage"].startswith(message)
+        assert body["requestId"] == "" and body["stackTrace"] == []
+        report = tail_report(tail, rid)
+        assert (report["status"], report["etype"]) == ("error", error_type)
+
+
+BASH_BOOTSTRAP = r"""#!/bin/bash
+set -euo pipefail
+echo "bootstrap starting for $_HANDLER"
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT=$(curl -sS -D "$HEADERS" "$API/invocation/next")
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  echo "bash got $EVENT" >&2
+  if [ "$EVENT" = '"fail"' ]; then
+    curl -sS -o /dev/null -X POST "$API/invocation/$REQUEST_ID/error" \
+      -H "Lambda-Runtime-Function-Error-Type: Bash.Failure" \
+      -d '{"errorType": "Bash.Failure", "errorMessage": "asked to fail"}'
+  else
+    curl -sS -o /dev/null -X POST "$API/invocation/$REQUEST_ID/response" \
+      -d "{\"echo\": $EVENT, \"handler\": \"$_HANDLER\"}"
+  fi
+done
+"""
+
+
+def test_boto3_bash_bootstrap_custom_runtime_with_curl(lambda_client, make_function):
+    assert Path("/usr/bin/curl").exists()
+    name = make_function(BASH_BOOTSTRAP, handler="function.handler", runtime="provided.al2023")
+    response, body, tail = invoke_tail(lambda_client, name, {"n": 5})
+    assert "FunctionError" not in response
+    assert body == {"echo": {"n": 5}, "handler": "function.handler"}
+    assert 'bash got {"n": 5}' in tail
+    failed, body, tail = invoke_tail(lambda_client, name, "fail")
+    assert failed["FunctionError"] == "Unhandled"
+    assert body == {"errorType": "Bash.Failure", "errorMessage": "asked to fail"}
+    assert "Init Duration" not in tail  # the same bash loop served both
+    # A custom runtime's init error arrives through POST /runtime/init/error.
+    broken = make_function(
+        '#!/bin/bash\ncurl -sS -X POST -H "Lambda-Runtime-Function-Error-Type: Bash.Init" '
+        '"http://$AWS_LAMBDA_RUNTIME_API/2018-06-01/runtime/init/error" '
+        '-d \'{"errorType": "Bash.Init", "errorMessage": "no config"}\'\nexit 1\n',
+        runtime="provided.al2023",
+    )
+    response, body, tail = invoke_tail(lambda_client, broken)
+    assert response["FunctionError"] == "Unhandled"
+    assert body == {"errorType": "Bash.Init", "errorMessage": "no config"}
+
+
+POWERTOOLS_HANDLER = """
+import boto3
+import aws_lambda_powertools
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor, EventType, process_partial_response,
+)
+
+logger = Logger(service="orders")
+processor = BatchProcessor(event_type=EventType.SQS)
+lambda_client = boto3.client("lambda")  # reaches lambdakit local via AWS_ENDPOINT_URL_LAMBDA
+
+def record_handler(record):
+    if record.body == "bad":
+        raise ValueError("bad record")
+    logger.info("processed", extra={"body": record.body})
+
+@logger.inject_lambda_context
+def handler(event, context):
+    result = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    me = lambda_client.get_function(FunctionName=context.function_name)
+    result["my_handler"] = me["Configuration"]["Handler"]
+    result["powertools_file"] = aws_lambda_powertools.__file__
+    return result
+"""
+
+
+def _sqs_record(message_id: str, body: str) -> dict[str, Any]:
+    return {
+        "messageId": message_id, "receiptHandle": "h", "body": body, "attributes": {},
+        "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1",
+    }  # fmt: skip
+
+
+def test_boto3_powertools_logger_and_batch_processor_unmodified(lambda_client, make_function):
+    package = Path(aws_lambda_powertools.__file__).parent
+    files: dict[str, str | bytes] = {
+        f"aws_lambda_powertools/{path.relative_to(package)}": path.read_bytes()
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    files["app.py"] = POWERTOOLS_HANDLER
+    name = make_function(files, Timeout=30)
+    event = {"Records": [_sqs_record("m1", "good"), _sqs_record("m2", "bad"),
+                         _sqs_record("m3", "fine")]}  # fmt: skip
+    response, body, tail = invoke_tail(lambda_client, name, event)
+    rid = response["ResponseMetadata"]["RequestId"]
+    assert "FunctionError" not in response, body
+    assert body["batchItemFailures"] == [{"itemIdentifier": "m2"}]
+    assert body["my_handler"] == "app.handler"  # boto3 inside the handler reached the service
+    assert "/code/" in body["powertools_file"]  # the bundled copy, not the venv's
+    logged = [json.loads(line) for line in tail.splitlines() if line.startswith("{")]
+    processed = [entry for entry in logged if entry.get("message") == "processed"]
+    assert [entry["body"] for entry in processed] == ["good", "fine"]
+    assert {entry["function_request_id"] for entry in processed} == {rid}
+    assert {entry["function_name"] for entry in processed} == {name}
+
+
+def test_boto3_output_is_attributed_to_its_invocation(lambda_client, make_function):
+    name = make_function(
+        "import sys, time\n"
+        "def handler(event, context):\n"
+        "    for i in range(5):\n"
+        "        print(f'out {event} {i}')\n"
+        "        print(f'err {event} {i}', file=sys.stderr)\n"
+        "        time.sleep(0.01)\n"
+        "    return event\n"
+    )
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda tag: invoke_tail(lambda_client, name, tag), "ABCD"))
+    for response, tag, tail in results:
+        rid = response["ResponseMetadata"]["RequestId"]
+        lines = tail.splitlines()
+        start = lines.index(f"START RequestId: {rid} Version: $LATEST")
+        expected = [line for i in range(5) for line in (f"out {tag} {i}", f"err {tag} {i}")]
+        assert lines[start + 1 : -2] == expected
+        tail_report(tail, rid)
+
+
+def test_boto3_handler_printing_megabytes(lambda_client, make_function, local_lambda):
+    name = make_function(
+        "import sys\n"
+        "def handler(event, context):\n"
+        "    line = 'y' * 1023 + '\\n'\n"
+        "    for _ in range(event):\n"
+        "        sys.stdout.write(line)\n"
+        "    print('LAST LINE')\n"
+        "    return 'ok'\n",
+        Timeout=60,
+    )
+    response, body, tail = invoke_tail(lambda_client, name, 20 * 1024)  # 20 MB
+    rid = response["ResponseMetadata"]["RequestId"]
+    assert body == "ok"
+    assert tail.splitlines()[-3] == "LAST LINE"
+    tail_report(tail, rid)
+    group = Path(local_lambda.state_dir) / "logs" / name
+    stored = sum(path.stat().st_size for path in group.iterdir())
+    assert stored < 400 * 1024
+    assert invoke_tail(lambda_client, name, 0)[1] == "ok"  # the environment still serves
