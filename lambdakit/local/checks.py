@@ -20,6 +20,7 @@ __all__ = [
     "conflict",
     "invalid",
     "not_found",
+    "not_ready",
     "optional",
     "routing_weights",
     "validate_config",
@@ -89,6 +90,14 @@ def not_found(message: str) -> ApiError:
 def conflict(message: str) -> ApiError:
     """409 ResourceConflictException."""
     return ApiError(409, "ResourceConflictException", message)
+
+
+def not_ready(state: str) -> ApiError:
+    """409 for a function that is not Active (Pending, Failed, Inactive)."""
+    return conflict(
+        "The operation cannot be performed at this time. "
+        f"The function is currently in the following state: {state}"
+    )
 
 
 def optional(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

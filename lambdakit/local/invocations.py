@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from lambdakit.local.api import SERVICE, Service
-from lambdakit.local.checks import ApiError, bad_content, invalid, not_found
+from lambdakit.local.checks import ApiError, bad_content, invalid, not_found, not_ready
 from lambdakit.local.environments import CapacityExceeded, FunctionSpec, InvokeResult
 from lambdakit.local.events import Event, EventResult
 from lambdakit.local.protocol import parse_function_name
@@ -64,12 +64,7 @@ def _spec(service: Service, name: str, version: str) -> FunctionSpec:
     store = service.store
     cfg = store.live_config(name, version)
     if cfg["State"] != "Active":
-        raise ApiError(
-            409,
-            "ResourceConflictException",
-            "The operation cannot be performed at this time. "
-            f"The function is currently in the following state: {cfg['State']}",
-        )
+        raise not_ready(cfg["State"])
     reserved = store.concurrency(name)
     cached = service.specs.get((name, version))
     if (

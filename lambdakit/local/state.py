@@ -27,6 +27,7 @@ from lambdakit.local.checks import (
     conflict,
     invalid,
     not_found,
+    not_ready,
     routing_weights,
     validate_config,
 )
@@ -38,6 +39,7 @@ log = logging.getLogger("lambdakit.local.state")
 
 ACCOUNT_ID = "123456789012"
 LATEST = "$LATEST"
+_BUSY = "The operation cannot be performed at this time."
 
 
 def _now() -> str:
@@ -61,7 +63,6 @@ class Store:
         # Code being uploaded but not yet referenced by a record; garbage collection skips it.
         self.pinned: set[str] = set()
 
-    # ---- persistence -------------------------------------------------------------------
     def load(self) -> list[str]:
         """Read every function record; returns the names whose last update was unfinished."""
         self._functions_dir.mkdir(parents=True, exist_ok=True)
@@ -91,11 +92,12 @@ class Store:
         for record in self._functions.values():
             for cfg in [record["latest"], record["live"], *record["versions"].values()]:
                 used.add(cfg["_CodeHex"])
-        for path in self.code_root.glob("*.zip"):
-            if path.stem not in used:
-                remove_code(self.code_root, path.stem)
+        # Folders too: an unpack that finished after its function was deleted leaves one.
+        stored = {p.name.removesuffix(".zip") for p in self.code_root.iterdir()}
+        for sha_hex in stored - used:
+            if not sha_hex.startswith("."):  # uploads and unpacks in progress
+                remove_code(self.code_root, sha_hex)
 
-    # ---- names and lookups -------------------------------------------------------------
     def arn(self, name: str, qualifier: str | None = None) -> str:
         """The function ARN, qualified when a qualifier is given."""
         base = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
@@ -138,7 +140,6 @@ class Store:
         """Reserved concurrency of a function, None when it shares the account pool."""
         return self.record(name)["concurrency"]
 
-    # ---- functions ---------------------------------------------------------------------
     def create_function(self, body: dict[str, Any], code: CodeInfo) -> dict[str, Any]:
         """Record a new function in State Pending; `finish_update` makes it Active."""
         name = body["FunctionName"]
@@ -180,15 +181,9 @@ class Store:
         record = self.record(name)
         latest = record["latest"]
         if latest["State"] == "Pending":
-            raise conflict(
-                "The operation cannot be performed at this time. "
-                "The function is currently in the following state: Pending"
-            )
+            raise not_ready("Pending")
         if latest["LastUpdateStatus"] == "InProgress":
-            raise conflict(
-                "The operation cannot be performed at this time. "
-                f"An update is in progress for resource: {self.arn(name)}"
-            )
+            raise conflict(f"{_BUSY} An update is in progress for resource: {self.arn(name)}")
         check_revision(latest, revision_id)
         return record
 
@@ -252,24 +247,16 @@ class Store:
         if qualifier == LATEST:
             raise invalid("$LATEST version cannot be deleted without deleting the function.")
         if not qualifier.isdigit():
-            raise invalid(
-                "Deletion of aliases is not supported through DeleteFunction: use DeleteAlias."
-            )
+            raise invalid("DeleteFunction does not delete aliases: use DeleteAlias.")
         self.config(name, qualifier)  # 404 when missing
-        users = [
-            a["Name"]
-            for a in record["aliases"].values()
-            if qualifier in (a["FunctionVersion"], *_extra_versions(a))
-        ]
+        aliases = record["aliases"].values()
+        users = [a["Name"] for a in aliases if qualifier in _alias_versions(a)]
         if users:
-            raise conflict(
-                f"Unable to delete version because the following aliases reference it: {users}"
-            )
+            raise conflict(f"Unable to delete version: the aliases {users} use it.")
         del record["versions"][qualifier]
         self._save(name)
         self.collect_garbage()
 
-    # ---- versions ----------------------------------------------------------------------
     def publish_version(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Publish $LATEST as an immutable numbered copy (or return the identical last one)."""
         record = self.check_updatable(name, body.get("RevisionId"))
@@ -307,7 +294,6 @@ class Store:
         latest = dict(record["latest"], FunctionArn=self.arn(name, LATEST))
         return [latest, *(record["versions"][v] for v in sorted(record["versions"], key=int))]
 
-    # ---- aliases -----------------------------------------------------------------------
     def alias(self, name: str, alias_name: str) -> dict[str, Any]:
         """One alias; ResourceNotFoundException when missing."""
         found = self.record(name)["aliases"].get(alias_name)
@@ -349,9 +335,7 @@ class Store:
         for extra in weights:
             self.config(name, extra)
             if extra == current["FunctionVersion"]:
-                raise invalid(
-                    "The additional version must differ from the alias's FunctionVersion."
-                )
+                raise invalid("The additional version must differ from FunctionVersion.")
         if weights and current["FunctionVersion"] == LATEST:
             raise invalid("$LATEST is not supported for an alias pointing to more than 1 version")
         current["RevisionId"] = str(uuid.uuid4())
@@ -372,7 +356,6 @@ class Store:
         routes = [(v, float(w)) for v, w in extra.items()]
         return [(found["FunctionVersion"], 1.0 - sum(w for _, w in routes)), *routes]
 
-    # ---- concurrency -------------------------------------------------------------------
     def put_concurrency(self, name: str, value: Any) -> int:
         """Reserve concurrency for a function, leaving the account's unreserved minimum."""
         record = self.record(name)
@@ -415,5 +398,6 @@ def _same_function(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def _extra_versions(alias: dict[str, Any]) -> list[str]:
-    return list(alias.get("RoutingConfig", {}).get("AdditionalVersionWeights", {}))
+def _alias_versions(alias: dict[str, Any]) -> list[str]:
+    extra = alias.get("RoutingConfig", {}).get("AdditionalVersionWeights", {})
+    return [alias["FunctionVersion"], *extra]
