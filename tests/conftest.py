@@ -11,8 +11,9 @@ Fixtures:
   botocore retries off, read_timeout 120 s, 32 pooled connections.
 - `make_function(source, handler="app.handler", runtime="python3.11", **config) -> name`:
   zips inline source (a str is `app.py`, or `bootstrap` for provided.* runtimes; a dict maps
-  archive paths to str/bytes contents, `bootstrap` is made executable), creates a uniquely
-  named function, waits until it is Active, and deletes it after the test. `**config` goes to
+  archive paths to str/bytes contents, `bootstrap` is made executable; a Path is a folder
+  zipped whole with its permission bits, e.g. a handler plus bundled Powertools), creates a
+  uniquely named function, waits until it is Active, deletes it after the test. `**config` goes to
   CreateFunction as is (Timeout=, MemorySize=, Environment={"Variables": {...}}, Publish=...);
   `name_prefix=` changes the start of the generated name.
 - `zip_code(source, runtime="python3.11") -> bytes`: the same zip, for UpdateFunctionCode.
@@ -43,7 +44,7 @@ import pytest
 
 from lambdakit.local import LocalLambda
 
-Source = str | dict[str, str | bytes]
+Source = str | dict[str, str | bytes] | Path
 _DEADLINE_S = 60.0
 
 
@@ -51,6 +52,8 @@ def build_zip(source: Source, runtime: str = "python3.11") -> bytes:
     """A deployment package from inline source (see the module docstring)."""
     if isinstance(source, str):
         source = {"bootstrap" if runtime.startswith("provided") else "app.py": source}
+    if isinstance(source, Path):
+        return _zip_folder(source)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, content in sorted(source.items()):
@@ -60,6 +63,19 @@ def build_zip(source: Source, runtime: str = "python3.11") -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             data = content.encode() if isinstance(content, str) else content
             archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _zip_folder(folder: Path) -> bytes:
+    """Every file under folder, with its permission bits (bundled libraries, bootstrap...)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), (2024, 1, 1, 0, 0, 0))
+                info.external_attr = (path.stat().st_mode & 0o777) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, path.read_bytes())
     return buffer.getvalue()
 
 

@@ -238,3 +238,17 @@ def test_local_lambda_reports_a_server_that_cannot_start(tmp_path):
         with pytest.raises(LocalServiceError) as exc_info:
             LocalLambda(state_dir=tmp_path, port=port).start()
     assert "cannot listen" in str(exc_info.value)
+
+
+def test_build_zip_of_a_folder_keeps_modes(tmp_path):
+    folder = tmp_path / "pkg"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "app.py").write_text(ECHO)
+    (folder / "lib" / "helper.py").write_text("X = 1\n")
+    (folder / "bootstrap").write_text("#!/bin/sh\n")
+    (folder / "bootstrap").chmod(0o755)
+    info = check_zip(build_zip(folder))
+    store_zip(tmp_path / "code", build_zip(folder), info)
+    unpacked = unpack(tmp_path / "code", info.sha_hex)
+    assert (unpacked / "lib" / "helper.py").read_text() == "X = 1\n"
+    assert os.access(unpacked / "bootstrap", os.X_OK)
