@@ -20,6 +20,8 @@ from aiohttp import web
 
 from lambdakit.local.checks import ApiError, bad_content, invalid, optional, validate_config
 from lambdakit.local.codezip import CodeInfo, check_zip, store_zip, unpack
+from lambdakit.local.environments import EnvironmentManager
+from lambdakit.local.events import EventQueue
 from lambdakit.local.faults import FaultInjector
 from lambdakit.local.protocol import page, parse_function_name, public, read_json
 from lambdakit.local.state import LATEST, Store
@@ -37,10 +39,10 @@ class Service:
     """Everything the request handlers share: state, environments, faults, the event queue."""
 
     store: Store
-    environments: Any  # environments.EnvironmentManager (typed loosely: B's module)
+    environments: EnvironmentManager
     faults: FaultInjector
     rng: random.Random = field(default_factory=random.Random)
-    events: Any = None  # events.EventQueue, set once the app is built
+    events: EventQueue | None = None  # set once the app is built (it needs the service)
     # (function, version) -> FunctionSpec, rebuilt whenever its revision or concurrency changes.
     specs: dict[tuple[str, str], Any] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -63,7 +65,7 @@ class Service:
                 log.error("unpacking code of %s failed: %s", name, exc)
                 error = f"Could not unpack the uploaded zip: {exc}"
         self.store.finish_update(name, error)
-        if error is None and self.environments is not None:
+        if error is None:
             # Warm environments of the old revision are never reused; stop them now.
             await self.environments.retire(name, LATEST)
 
@@ -208,8 +210,7 @@ async def delete_function(request: web.Request) -> web.Response:
         service.faults.clear(name)  # a new function of the same name starts without faults
     for key in [k for k in service.specs if k[0] == name]:
         del service.specs[key]
-    if service.environments is not None:
-        service.spawn(service.environments.retire(name, qualifier))
+    service.spawn(service.environments.retire(name, qualifier))
     return web.Response(status=204)
 
 

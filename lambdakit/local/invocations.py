@@ -172,6 +172,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if invocation_type == "Event":
         payload = await _payload(request, MAX_EVENT_PAYLOAD, "InvokeAsync")
         event_id = request["request_id"]
+        assert service.events is not None  # set by server.build_app before serving
         service.events.put(Event(event_id, name, version, invoked_arn, payload, context))
         return web.Response(status=202, headers=headers)
     payload = await _payload(request, MAX_SYNC_PAYLOAD, "Invoke")
