@@ -636,3 +636,22 @@ def test_boto3_handler_printing_megabytes(lambda_client, make_function, local_la
     stored = sum(path.stat().st_size for path in group.iterdir())
     assert stored < 400 * 1024
     assert invoke_tail(lambda_client, name, 0)[1] == "ok"  # the environment still serves
+
+
+def test_boto3_handler_printing_without_end_times_out(lambda_client, make_function):
+    name = make_function(
+        "def handler(event, context):\n    while True:\n        print('spam' * 200)\n", Timeout=1
+    )
+    response, body, tail = invoke_tail(lambda_client, name)
+    assert body["errorType"] == "Sandbox.Timedout"
+    assert tail_report(tail, response["ResponseMetadata"]["RequestId"])["status"] == "timeout"
+    assert len(tail) <= 4096
+
+
+def test_boto3_response_over_6_mb_is_response_size_too_large(lambda_client, make_function):
+    name = make_function("def handler(event, context):\n    return 'x' * event\n")
+    response, body, _ = invoke_tail(lambda_client, name, 7 * 1024 * 1024)
+    assert response["FunctionError"] == "Unhandled"
+    assert body["errorType"] == "Function.ResponseSizeTooLarge"
+    assert "6291556 bytes" in body["errorMessage"]
+    assert invoke_tail(lambda_client, name, 3)[1] == "xxx"  # the environment is kept

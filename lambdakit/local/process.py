@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 __all__ = ["RuntimeProcess", "descendants_map", "runtime_environment"]
 
+# Pipe reads (64 KB each) per readiness callback, and per explicit drain at an invocation's
+# edges (which must take everything written before the runtime answered).
+READS_PER_WAKEUP = 16
+READS_PER_DRAIN = 64
+
 # Test credentials, as Lambda injects its role's: handlers that call the local service sign
 # with them (the service accepts any signature).
 _CREDENTIALS = {
@@ -205,7 +210,7 @@ class RuntimeProcess:
         self.pid = self._popen.pid
         os.set_blocking(read_fd, False)
         self._out_fd = read_fd
-        loop.add_reader(read_fd, self._drain)
+        loop.add_reader(read_fd, self._drain, READS_PER_WAKEUP)
         with contextlib.suppress(psutil.Error):
             self._ps = psutil.Process(self.pid)
         self._hwm = _PeakReader(self.pid)
@@ -265,10 +270,13 @@ class RuntimeProcess:
 
     # -- output -----------------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        """Read everything the pipe holds right now (never blocks)."""
+    def _drain(self, max_reads: int = READS_PER_DRAIN) -> None:
+        """Read what the pipe holds right now (never blocks; a bounded amount per call)."""
         fd = self._out_fd
-        while fd is not None:
+        # Bounded: a process that writes without pause must not keep the event loop here.
+        for _ in range(max_reads):
+            if fd is None:
+                return
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
