@@ -14,7 +14,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-__all__ = ["Dashboard", "LiveRun", "guarded", "show_error"]
+__all__ = ["Dashboard", "LiveRun", "RunLogCapture", "guarded", "show_error"]
 
 log = logging.getLogger("lambdakit.dashboard")
 
@@ -54,6 +54,35 @@ def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
             return None
 
     return wrapper
+
+
+class RunLogCapture(logging.Handler):
+    """While a run goes on, lambdakit's warnings go to the form's Output, not to a cell.
+
+    With no handler configured, Python prints a library's warnings to stderr, and ipykernel
+    sends a thread's stderr to whichever cell ran last.
+    """
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(level=logging.WARNING)
+        self._write = write
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record to the form."""
+        try:
+            self._write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+    def attach(self) -> RunLogCapture:
+        """Start capturing (from before the run starts)."""
+        logging.getLogger("lambdakit").addHandler(self)
+        return self
+
+    def detach(self) -> None:
+        """Stop capturing (once the run has ended and been shown)."""
+        logging.getLogger("lambdakit").removeHandler(self)
 
 
 class Dashboard:

@@ -13,7 +13,7 @@ import ipywidgets as widgets
 
 from lambdakit.cache import DEFAULT
 from lambdakit.choosers import LATEST, DatasetChooser, TargetChooser, problem_html
-from lambdakit.dashboard import Dashboard, guarded, show_error
+from lambdakit.dashboard import Dashboard, RunLogCapture, guarded, show_error
 from lambdakit.errors import InvalidInput, LambdakitError
 
 __all__ = ["BOUNDS", "Form", "form"]
@@ -89,6 +89,7 @@ class Form(widgets.VBox):
         self._finished.set()
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self._logs: RunLogCapture | None = None
         self.state = IDLE
         self.result: Any = None
         """The last RunResult (partial after a cancel); None until a run ends."""
@@ -186,6 +187,10 @@ class Form(widgets.VBox):
         text = str(exc) if isinstance(exc, LambdakitError) else f"{type(exc).__name__}: {exc}"
         self.message.value = f'<span style="{_ERROR_STYLE}">{html.escape(text, quote=False)}</span>'
 
+    def _write_stderr(self, text: str) -> None:
+        with self._lock:
+            self.output.append_stderr(text)
+
     def _discovery(self) -> Any:
         from lambdakit.connection import make_client
 
@@ -247,10 +252,12 @@ class Form(widgets.VBox):
         self._error = None
         self._started = True
         self._set_running(True)
+        self._logs = RunLogCapture(self._write_stderr).attach()
         try:
             handle = start(**kwargs)
         except BaseException as exc:
             # e.g. FunctionNotFound: the function went away since it was listed.
+            self._logs.detach()
             self._error = exc
             self._set_running(False)
             self._set_state(FAILED)
@@ -289,6 +296,8 @@ class Form(widgets.VBox):
             self.report_error(exc, where="end of run")
             self._set_state(FAILED)
         finally:
+            if self._logs is not None:
+                self._logs.detach()
             self._set_running(False)
             self._finished.set()
 

@@ -2,11 +2,13 @@
 against `lambdakit local`."""
 
 import json
+import logging
 import time
 
 import pytest
 
 import lambdakit
+from lambdakit.dashboard import RunLogCapture
 from lambdakit.errors import InvalidInput
 from lambdakit.progress import ProgressEvent
 
@@ -189,6 +191,34 @@ def test_cancel_stops_shows_the_partial_result_and_a_rerun_resumes(
     assert full.summary()["cached_batches"] == done
     assert full.summary()["invocations"] == 20 - done
     assert list(full.outputs()) == list(range(20))
+
+
+def test_library_warnings_during_a_run_go_to_the_form(endpoint, make_function, tmp_path):
+    name = make_function(GATED, Timeout=120)
+    gate = tmp_path / "gate"
+    records = [{"n": n, "hold_from": 0, "gate": str(gate)} for n in range(4)]
+    form = lambdakit.form(
+        records,
+        endpoint_url=endpoint,
+        function=name,
+        batch_size=1,
+        concurrency=1,
+        grace_s=0,  # cancelling leaves the gated invocation running: the runner warns
+        cache=False,
+    )
+    form.run_button.click()
+    poll(lambda: form._handle.progress.in_flight == 1, "one invocation in flight")
+    form.cancel_button.click()
+
+    def warned():
+        texts = [o["text"] for o in form.output.outputs if o["name"] == "stderr"]
+        return any("still running after the grace period" in t for t in texts)
+
+    poll(warned, "the runner's warning in the form")
+    gate.touch()  # the run then ends once the invocation returns
+    form.wait(timeout=DEADLINE_S)
+    # Captured only while the run goes on.
+    assert not any(isinstance(h, RunLogCapture) for h in logging.getLogger("lambdakit").handlers)
 
 
 def test_extra_keywords_reach_the_run_and_a_failed_run_is_shown(endpoint, make_function):
