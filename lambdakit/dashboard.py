@@ -289,11 +289,14 @@ class LiveRun:
         from lambdakit import plots
 
         frame = pd.DataFrame(list(self.attempts))
-        figure = plots.InlineFigure(figsize=(12, 3.2), layout="constrained")
+        figure = plots.InlineFigure(figsize=(15, 3.6), layout="constrained")
         axes = figure.subplots(1, 3)
         plots.throughput(frame, ax=axes[0])
         plots.latency(frame, ax=axes[1])
         plots.error_rate(frame, ax=axes[2])
+        for ax in axes:
+            # Three panels side by side: full-size titles would run into each other.
+            ax.title.set_fontsize("medium")
         return figure
 
 
