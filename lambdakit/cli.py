@@ -171,7 +171,10 @@ def _faults(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(text or "{}" if not args.clear else f"faults of {args.function} cleared")
+    if args.clear:
+        print(f"faults of {args.function} cleared")
+    else:
+        print(text or "{}")
     return 0
 
 

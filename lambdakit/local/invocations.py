@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import logging
-import uuid
 
 import orjson
 from aiohttp import web
@@ -222,10 +221,10 @@ async def run_event(service: Service, event: Event) -> str:
         spec = _spec(service, event.function_name, event.version)
     except ApiError as exc:
         return EventResult.GONE if exc.status == 404 else EventResult.THROTTLED
-    request_id = event.event_id if event.attempts == 0 else str(uuid.uuid4())
     try:
+        # Every attempt keeps the request id the Event invoke was answered with, as on AWS.
         result = await _run(
-            service, spec, event.payload, request_id, event.invoked_arn,
+            service, spec, event.payload, event.event_id, event.invoked_arn,
             event.client_context, wait=True,
         )  # fmt: skip
     except ApiError as exc:
