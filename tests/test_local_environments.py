@@ -219,6 +219,14 @@ def test_warm_environment_is_reused_and_cold_start_reports_init(harness, root):
     changed = harness.invoke(FunctionSpec(**{**spec.__dict__, "revision": "r2"}))
     assert json.loads(changed.payload)["count"] == 1
     assert changed.init_duration_ms is not None
+    stored = harness.manager.read_logs(spec.function_name)
+    starts = [line for line in stored if " START RequestId: " in line]
+    assert [line.split("RequestId: ")[1].split()[0] for line in starts] == [
+        first.request_id, second.request_id, changed.request_id,
+    ]  # fmt: skip
+    assert harness.manager.read_logs(spec.function_name, tail=1)[0].endswith(
+        report_of(changed).string
+    )
 
 
 def test_reserved_concurrency_caps_concurrent_invocations(harness, root):

@@ -9,8 +9,6 @@ away after a timeout, a crash, going over its memory, or ``idle_timeout_s`` of i
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import math
@@ -24,11 +22,13 @@ from aiohttp import web
 
 from lambdakit.errors import LambdakitError
 from lambdakit.local.logs import format_end, format_report, format_start, read_logs
-from lambdakit.local.process import RuntimeProcess, descendants_map
+from lambdakit.local.process import RuntimeProcess, descendants_map, raise_open_file_limit
 from lambdakit.local.runtime import (
     Invocation,
     Outcome,
     RuntimeAPI,
+    RuntimeChannel,
+    client_context_json,
     recover_init_error,
     verdict,
 )
@@ -83,29 +83,6 @@ class CapacityExceeded(LambdakitError):
         self.reason = reason
 
 
-def _client_context_json(value: str | None) -> str:
-    """X-Amz-Client-Context is base64 JSON; the runtime wants the JSON itself."""
-    if not value:
-        return ""
-    try:
-        return base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return value
-
-
-def _raise_open_file_limit() -> None:
-    """Each environment holds a few descriptors (pipe, pidfd, /proc, log): allow thousands."""
-    try:
-        import resource
-    except ImportError:  # not POSIX
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
 class EnvironmentManager:
     """Starts, reuses, limits, watches and reaps execution environments."""
 
@@ -128,7 +105,7 @@ class EnvironmentManager:
         self.region = region
         # Lambda's init phase limit: a runtime that never polls /next fails after this.
         self.init_timeout_s = init_timeout_s
-        _raise_open_file_limit()
+        raise_open_file_limit()
         self._envs: dict[str, RuntimeProcess] = {}
         self._idle: dict[tuple[str, str], list[RuntimeProcess]] = {}
         self._busy_by_function: Counter[str] = Counter()
@@ -150,7 +127,7 @@ class EnvironmentManager:
         # on_shutdown, not on_cleanup: pending /next long-polls must be answered first.
         app.on_shutdown.append(_close)
 
-    def _channel(self, env_id: str):  # type: ignore[no-untyped-def]
+    def _channel(self, env_id: str) -> RuntimeChannel | None:
         env = self._envs.get(env_id)
         return env.channel if env is not None else None
 
@@ -189,7 +166,7 @@ class EnvironmentManager:
                 payload=payload,
                 invoked_arn=invoked_arn,
                 timeout_s=spec.timeout_s,
-                client_context=_client_context_json(client_context),
+                client_context=client_context_json(client_context),
             )
             return await self._run(env, spec, invocation)
         finally:

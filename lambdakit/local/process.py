@@ -28,7 +28,7 @@ from lambdakit.local.runtime import Outcome, RuntimeChannel
 if TYPE_CHECKING:
     from lambdakit.local.environments import FunctionSpec
 
-__all__ = ["RuntimeProcess", "descendants_map", "runtime_environment"]
+__all__ = ["RuntimeProcess", "descendants_map", "raise_open_file_limit", "runtime_environment"]
 
 # Pipe reads (64 KB each) per readiness callback, and per explicit drain at an invocation's
 # edges (which must take everything written before the runtime answered).
@@ -74,6 +74,19 @@ def runtime_environment(
         # awslambdaric does not put the task root on sys.path itself.
         env["PYTHONPATH"] = str(spec.code_dir)
     return env
+
+
+def raise_open_file_limit() -> None:
+    """Each environment holds a few descriptors (pipe, pidfd, /proc, log): allow thousands."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _command(spec: FunctionSpec) -> list[str]:

@@ -8,6 +8,9 @@ watch settles the invocation's `Outcome`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
 import json
 import os
 import re
@@ -15,6 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from aiohttp import web
 
@@ -25,6 +29,7 @@ __all__ = [
     "RuntimeAPI",
     "RuntimeChannel",
     "Verdict",
+    "client_context_json",
     "recover_init_error",
     "verdict",
 ]
@@ -71,6 +76,13 @@ class Invocation:
                 f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()};"
                 f"Parent={os.urandom(8).hex()};Sampled=0"
             )
+
+
+def client_context_json(value: str | None) -> str:
+    """X-Amz-Client-Context is base64 JSON; the runtime wants the JSON itself."""
+    with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+        return base64.b64decode(value or "", validate=True).decode("utf-8")
+    return value or ""
 
 
 class RuntimeChannel:
@@ -184,6 +196,10 @@ async def _read_body(request: web.Request, limit: int) -> tuple[bytes, bool]:
     return b"".join(chunks), over
 
 
+def _accepted() -> web.Response:
+    return web.Response(status=202, body=b'{"status":"OK"}', content_type="application/json")
+
+
 class RuntimeAPI:
     """aiohttp handlers for /env/{env_id}/2018-06-01/runtime/...; `lookup` finds a channel."""
 
@@ -246,7 +262,7 @@ class RuntimeAPI:
         channel = self._in_flight(request)
         body, over = await _read_body(request, MAX_RESPONSE_BYTES)
         channel.finish(Outcome("too_large") if over else Outcome("response", body))
-        return web.Response(status=202, body=b'{"status":"OK"}', content_type="application/json")
+        return _accepted()
 
     async def error(self, request: web.Request) -> web.StreamResponse:
         """POST /runtime/invocation/{id}/error: the handler raised."""
@@ -254,7 +270,7 @@ class RuntimeAPI:
         body, _ = await _read_body(request, MAX_ERROR_BYTES)
         error_type = request.headers.get("Lambda-Runtime-Function-Error-Type")
         channel.finish(Outcome("error", body, error_type))
-        return web.Response(status=202, body=b'{"status":"OK"}', content_type="application/json")
+        return _accepted()
 
     async def init_error(self, request: web.Request) -> web.StreamResponse:
         """POST /runtime/init/error: the runtime could not load the handler."""
@@ -262,7 +278,7 @@ class RuntimeAPI:
         body, _ = await _read_body(request, MAX_ERROR_BYTES)
         error_type = request.headers.get("Lambda-Runtime-Function-Error-Type")
         channel.fail_init(Outcome("init_error", body, error_type or "Runtime.Unknown"))
-        return web.Response(status=202, body=b'{"status":"OK"}', content_type="application/json")
+        return _accepted()
 
 
 @dataclass(frozen=True)
@@ -277,14 +293,9 @@ class Verdict:
     keeps_environment: bool  # False: the environment is thrown away
 
 
-_SIGNAL_NAMES = {
-    signal.SIGKILL: "killed",
-    signal.SIGTERM: "terminated",
-    signal.SIGSEGV: "segmentation fault",
-    signal.SIGABRT: "aborted",
-    signal.SIGINT: "interrupt",
-    signal.SIGBUS: "bus error",
-}
+# Go's names, as Lambda's messages use them.
+_SIGNAL_NAMES = {signal.SIGKILL: "killed", signal.SIGTERM: "terminated",
+                 signal.SIGSEGV: "segmentation fault", signal.SIGABRT: "aborted"}  # fmt: skip
 
 
 def _exit_text(status: int | None) -> str:
@@ -293,22 +304,20 @@ def _exit_text(status: int | None) -> str:
         return "signal: killed"
     if status >= 0:
         return f"exit status {status}"
-    try:
+    with contextlib.suppress(ValueError):
         sig = signal.Signals(-status)
-    except ValueError:
-        return f"signal: {-status}"
-    return f"signal: {_SIGNAL_NAMES.get(sig, sig.name.lower().removeprefix('sig'))}"
+        return f"signal: {_SIGNAL_NAMES.get(sig, sig.name.lower().removeprefix('sig'))}"
+    return f"signal: {-status}"
 
 
 def _error_json(error_type: str, message: str) -> bytes:
     return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
 
 
-def _platform_failure(error_type: str, message: str, status: str = "error") -> Verdict:
-    return Verdict(
-        _error_json(error_type, message), "Unhandled", status, error_type,
-        (message, error_type) if status == "error" else (), False,
-    )  # fmt: skip
+def _platform_failure(error_type: str, message: str) -> Verdict:
+    # The environment is gone; Lambda logs the message and the type before END.
+    log = (message, error_type)
+    return Verdict(_error_json(error_type, message), "Unhandled", "error", error_type, log, False)
 
 
 def verdict(outcome: Outcome, invocation: Invocation, *, waited_s: float) -> Verdict:
@@ -323,27 +332,20 @@ def verdict(outcome: Outcome, invocation: Invocation, *, waited_s: float) -> Ver
         keeps = kind == "error"
         return Verdict(outcome.body, "Unhandled", "error", error_type, (), keeps)
     if kind == "too_large":
-        message = (
-            f"Response payload size exceeded maximum allowed payload size "
-            f"({MAX_RESPONSE_BYTES} bytes)."
-        )
-        verdict_ = _platform_failure("Function.ResponseSizeTooLarge", message)
-        return Verdict(verdict_.payload, "Unhandled", "error", verdict_.error_type, (), True)
+        too_large = "Function.ResponseSizeTooLarge"
+        limit = f"({MAX_RESPONSE_BYTES} bytes)."
+        message = f"Response payload size exceeded maximum allowed payload size {limit}"
+        return Verdict(_error_json(too_large, message), "Unhandled", "error", too_large, (), True)
     if kind in ("timeout", "init_timeout"):
         seconds = invocation.timeout_s if kind == "timeout" else waited_s
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        log = (f"{stamp}.{int(time.time() * 1000) % 1000:03d}Z {rid} "
-               f"Task timed out after {seconds:.2f} seconds",)  # fmt: skip
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")[:-6]
+        log = [f"{now}Z {rid} Task timed out after {seconds:.2f} seconds"]
         if kind == "init_timeout":
-            log = (
-                "[lambdakit] the runtime did not call GET /runtime/invocation/next "
-                f"within {seconds:.2f} seconds",
-                *log,
-            )
+            log.insert(0, f"[lambdakit] the runtime did not call GET /runtime/invocation/next "
+                          f"within {seconds:.2f} seconds")  # fmt: skip
         message = f"RequestId: {rid} Error: Task timed out after {seconds:.2f} seconds"
-        return Verdict(
-            _error_json("Sandbox.Timedout", message), "Unhandled", "timeout", None, log, False
-        )
+        timed_out = _error_json("Sandbox.Timedout", message)
+        return Verdict(timed_out, "Unhandled", "timeout", None, tuple(log), False)
     if kind == "oom":
         message = f"RequestId: {rid} Error: Runtime exited with error: signal: killed"
         return _platform_failure("Runtime.OutOfMemory", message)
@@ -377,11 +379,8 @@ def recover_init_error(lines: list[str], at: float) -> tuple[Outcome, list[str]]
     prefix, so the post never arrives; the runtime has printed ``[ERROR] <type>: <message>``
     first. Returns the outcome and the log with the failed post's traceback replaced by a note.
     """
-    for line in lines:
-        match = _INIT_ERROR_LINE.match(line)
-        if match:
-            break
-    else:
+    match = next(filter(None, map(_INIT_ERROR_LINE.match, lines)), None)
+    if match is None:
         return None
     error_type, message = match.groups()
     body = {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": []}
