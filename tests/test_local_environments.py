@@ -663,3 +663,23 @@ def test_boto3_response_over_6_mb_is_response_size_too_large(lambda_client, make
     assert body["errorType"] == "Function.ResponseSizeTooLarge"
     assert "6291556 bytes" in body["errorMessage"]
     assert invoke_tail(lambda_client, name, 3)[1] == "xxx"  # the environment is kept
+
+
+def test_a_cancelled_invocation_retires_its_environment(harness, root):
+    spec = make_spec(
+        root,
+        "import os, time\n"
+        "def handler(event, context):\n"
+        "    if event:\n"
+        "        open(event, 'w').close()\n"
+        "        time.sleep(60)\n"
+        "    return os.getpid()\n",
+    )
+    marker = root / "running"
+    pending = asyncio.run_coroutine_threadsafe(harness.ainvoke(spec, str(marker)), harness.loop)
+    wait_for(marker.exists, "the handler to start")
+    pending.cancel()
+    # The busy runtime is never handed a second invocation: a new environment answers.
+    result = harness.invoke(spec, "")
+    assert result.function_error is None
+    assert result.init_duration_ms is not None

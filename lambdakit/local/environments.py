@@ -177,7 +177,15 @@ class EnvironmentManager:
         dispatched_at = time.monotonic()
         env.begin()
         env.channel.dispatch(inv, delivery_timeout_s=self.init_timeout_s)
-        outcome = await inv.done
+        try:
+            outcome = await inv.done
+        except asyncio.CancelledError:
+            # The caller gave up (server stopping): the runtime may still be busy with it, so
+            # the environment can never be handed another invocation.
+            env.kill()
+            env.end()
+            env.channel.release()
+            raise
         output = env.end()
         if outcome.kind == "exit" and env.channel.init_done_at is None:
             recovered = recover_init_error(output, outcome.at)
