@@ -60,6 +60,7 @@ def add_local_command(subparsers: Any) -> None:
     local.add_argument("--seed", type=int, help="seed alias routing and injected faults")
     local.add_argument("--event-retry-delays", type=_delays, default=(1.0, 2.0), metavar="S,S")
     local.add_argument("--log-level", default="INFO", help="server log level (stderr)")
+    local.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     local.set_defaults(func=_serve)
     actions = local.add_subparsers(dest="local_command", metavar="{logs,faults}")
 
@@ -104,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, state_dir=args.state_dir, region=args.region,
             account_concurrency=args.account_concurrency, idle_timeout_s=args.idle_timeout,
             seed=args.seed, event_retry_delays=args.event_retry_delays,
+            parent_pid=args.exit_with_parent,
         )  # fmt: skip
     except ValueError as exc:
         print(f"lambdakit local: {exc}", file=sys.stderr)

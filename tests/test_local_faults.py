@@ -111,3 +111,19 @@ def test_clients_see_throttles_and_errors_in_the_seeded_order(
     assert {"throttle", "error", "ok"} <= set(seen)
     raw(local_lambda, "DELETE", f"/_lambdakit/faults/{name}")
     assert lambda_client.invoke(FunctionName=name)["StatusCode"] == 200
+
+
+def test_local_lambda_fault_helpers(local_lambda, lambda_client, make_function):
+    from lambdakit.errors import LocalServiceError
+
+    name = make_function(ECHO)
+    settings = local_lambda.set_faults(name, error_rate=1.0, seed=4)
+    assert settings == {"throttle_rate": 0.0, "error_rate": 1.0, "latency_ms": 0.0, "seed": 4}
+    assert local_lambda.faults(name) == settings
+    assert lambda_client.invoke(FunctionName=name)["FunctionError"] == "Unhandled"
+    local_lambda.clear_faults(name)
+    assert local_lambda.faults(name) == {}
+    assert "FunctionError" not in lambda_client.invoke(FunctionName=name)
+    with pytest.raises(LocalServiceError) as exc_info:
+        local_lambda.set_faults("nobody-at-all", throttle_rate=0.5)
+    assert "Function not found" in str(exc_info.value)

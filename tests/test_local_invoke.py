@@ -291,3 +291,15 @@ def test_log_tail_starts_on_a_whole_character():
     assert log_tail(text).decode() == "é" * 2_048
     assert log_tail("x" + text, limit=4_095).decode() == "é" * 2_047
     assert log_tail("short") == b"short"
+
+
+def test_local_lambda_logs_helper(lambda_client, make_function, local_lambda):
+    source = "def handler(event, context):\n    print('helper line')\n    return 1\n"
+    name = make_function(source)
+    lambda_client.invoke(FunctionName=name)
+    lines = wait_for(
+        lambda: (found := local_lambda.logs(name)) and found[-1].startswith("REPORT") and found,
+        what="log lines",
+    )
+    assert "helper line" in lines
+    assert local_lambda.logs(name, tail=1)[0].startswith("REPORT RequestId:")

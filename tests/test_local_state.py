@@ -252,3 +252,28 @@ def test_build_zip_of_a_folder_keeps_modes(tmp_path):
     unpacked = unpack(tmp_path / "code", info.sha_hex)
     assert (unpacked / "lib" / "helper.py").read_text() == "X = 1\n"
     assert os.access(unpacked / "bootstrap", os.X_OK)
+
+
+def test_server_exits_when_its_owner_dies_without_stopping_it(tmp_path):
+    import subprocess
+    import sys
+
+    import psutil
+
+    owner = subprocess.run(
+        [sys.executable, "-c",
+         "import os, sys\n"
+         "from lambdakit.local import LocalLambda\n"
+         f"local = LocalLambda(state_dir={str(tmp_path / 'state')!r}).start()\n"
+         "print(local._process.pid, flush=True)\n"
+         "os._exit(0)  # no stop(), no atexit: as if the kernel were killed\n"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    server_pid = int(owner.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(server_pid):
+        if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        assert time.monotonic() < deadline, "the server outlived its owner"
+        time.sleep(0.05)
+    assert "parent process" in (tmp_path / "state" / "server.log").read_text()

@@ -10,6 +10,8 @@ session never shares its event loop or its signal handlers.
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import shutil
 import signal
@@ -17,6 +19,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +103,16 @@ class LocalLambda:
         ]  # fmt: skip
         if self.seed is not None:
             command += ["--seed", str(self.seed)]
+        # The server has its own session (a notebook's Ctrl-C must not reach it), so it
+        # watches this process instead and exits if it dies without calling stop().
+        command += ["--exit-with-parent", str(os.getpid())]
         with open(self.server_log, "ab") as stderr:
             self._process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
                 start_new_session=True,  # a Ctrl-C in the notebook must not hit the server
             )  # fmt: skip
         self.endpoint_url = self._wait_ready()
+        atexit.register(self.stop)
         return self
 
     def _wait_ready(self) -> str:
@@ -141,6 +150,7 @@ class LocalLambda:
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and every environment it started."""
         process, self._process = self._process, None
+        atexit.unregister(self.stop)
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
@@ -189,6 +199,56 @@ class LocalLambda:
             aws_secret_access_key="lambdakit",
             config=Config(**settings),
         )
+
+    def set_faults(
+        self,
+        function_name: str,
+        *,
+        throttle_rate: float = 0.0,
+        error_rate: float = 0.0,
+        latency_ms: float = 0.0,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Inject faults into a function's invocations (replacing earlier settings).
+
+        Example: ``local.set_faults("fn", throttle_rate=0.3, seed=1)``; a seed makes the
+        sequence of throttles and errors reproducible.
+        """
+        settings = {"throttle_rate": throttle_rate, "error_rate": error_rate,
+                    "latency_ms": latency_ms, "seed": seed}  # fmt: skip
+        return self._faults_request("PUT", function_name, settings)
+
+    def faults(self, function_name: str) -> dict[str, Any]:
+        """A function's fault settings ({} when none)."""
+        return self._faults_request("GET", function_name)
+
+    def clear_faults(self, function_name: str) -> None:
+        """Remove a function's injected faults."""
+        self._faults_request("DELETE", function_name)
+
+    def _faults_request(
+        self, method: str, function_name: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if self.endpoint_url is None:
+            raise LocalServiceError("LocalLambda has not been started")
+        data = json.dumps(body).encode() if body is not None else None
+        url = f"{self.endpoint_url}/_lambdakit/faults/{urllib.parse.quote(function_name)}"
+        request = urllib.request.Request(url, data=data, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                text = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = json.loads(exc.read() or b"{}").get("Message", exc.reason)
+            raise LocalServiceError(f"faults of {function_name!r}: {detail}") from None
+        return json.loads(text) if text else {}
+
+    def logs(self, function_name: str, tail: int | None = None) -> list[str]:
+        """A function's stored log lines (the last `tail` when given), oldest first."""
+        from lambdakit.local.logs import read_logs
+
+        if self.state_dir is None:
+            raise LocalServiceError("LocalLambda has not been started")
+        return [event.message for event in read_logs(self.state_dir, function_name, tail=tail)]
 
     def __enter__(self) -> LocalLambda:
         return self.start()

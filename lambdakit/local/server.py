@@ -40,6 +40,7 @@ class ServerConfig:
     seed: int | None = None  # seeds alias routing and fault injection, for reproducible tests
     event_retry_delays: tuple[float, ...] = (1.0, 2.0)  # AWS waits 1 then 2 minutes
     event_workers: int = 16
+    parent_pid: int | None = None  # stop when this process is gone (LocalLambda's owner)
 
     def __post_init__(self) -> None:
         if self.state_dir is not None and not isinstance(self.state_dir, Path):
@@ -154,6 +155,9 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    watchdog = None
+    if config.parent_pid is not None:
+        watchdog = loop.create_task(_watch_parent(config.parent_pid, stop))
     try:
         await site.start()
         on_ready(endpoint_url)
@@ -162,4 +166,22 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if watchdog is not None:
+            watchdog.cancel()
         await runner.cleanup()
+
+
+async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
+    """Set stop once process pid has exited (checked every half second)."""
+    import psutil
+
+    while True:
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            log.warning("parent process %d is gone: stopping", pid)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
