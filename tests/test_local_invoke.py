@@ -303,3 +303,20 @@ def test_local_lambda_logs_helper(lambda_client, make_function, local_lambda):
     )
     assert "helper line" in lines
     assert local_lambda.logs(name, tail=1)[0].startswith("REPORT RequestId:")
+
+
+def test_one_functions_event_backlog_does_not_hold_up_another(
+    lambda_client, make_function, tmp_path
+):
+    slow = make_function(SLEEPER, Timeout=30)
+    lambda_client.put_function_concurrency(FunctionName=slow, ReservedConcurrentExecutions=1)
+    for _ in range(40):  # 120 s of work for its one environment, more than the queue's workers
+        lambda_client.invoke(FunctionName=slow, InvocationType="Event", Payload=b'{"s": 3}')
+    quick = make_function(APPENDER)
+    target = tmp_path / "quick.txt"
+    lambda_client.invoke(
+        FunctionName=quick, InvocationType="Event",
+        Payload=json.dumps({"path": str(target)}).encode(),
+    )  # fmt: skip
+    wait_for(target.exists, timeout_s=30, what="the other function's event")
+    lambda_client.delete_function(FunctionName=slow)  # its queued events are dropped

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import logging
 import os
@@ -58,7 +59,8 @@ class Event:
 
 
 class EventQueue:
-    """Runs events on a few worker tasks; `run` performs one attempt and says how it went."""
+    """Runs events, up to `workers` at a time per function, so one busy function's backlog
+    never holds up another's; `run` performs one attempt and says how it went."""
 
     def __init__(
         self,
@@ -74,51 +76,65 @@ class EventQueue:
         self.workers = workers
         self.retry_delays = tuple(retry_delays)
         self.throttle_delay_s = throttle_delay_s
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._queues: dict[str, collections.deque[Event]] = {}
+        self._draining: dict[str, int] = {}  # function -> drain tasks running
+        self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        self._closed = False
 
     def start(self) -> int:
-        """Start the workers and requeue events left on disk; returns how many were requeued."""
+        """Requeue events left on disk by the last run; returns how many there were."""
         self.directory.mkdir(parents=True, exist_ok=True)
         requeued = 0
         for path in sorted(self.directory.glob("*.json"), key=lambda p: p.stat().st_mtime):
             try:
-                self._queue.put_nowait(Event.from_json(path.read_text()))
+                self._enqueue(Event.from_json(path.read_text()))
                 requeued += 1
             except (OSError, ValueError, TypeError) as exc:
                 log.error("unreadable queued event %s kept on disk: %s", path, exc)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._worker()) for _ in range(self.workers)]
         return requeued
 
     def put(self, event: Event) -> None:
         """Accept an event: persisted first, then queued."""
-        path = self.directory / f"{event.event_id}.json"
-        tmp = self.directory / f".{event.event_id}.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(event.to_json())
-        os.replace(tmp, path)
-        self._queue.put_nowait(event)
+        self._persist(event)
+        self._enqueue(event)
 
     def pending(self) -> int:
         """Events accepted and not finished (queued, waiting for a retry, or running)."""
         return len(list(self.directory.glob("*.json")))
 
     async def close(self) -> None:
-        """Stop the workers; unfinished events stay on disk for the next start."""
+        """Stop running events; unfinished ones stay on disk for the next start."""
+        self._closed = True
         for timer in self._timers:
             timer.cancel()
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+
+    def _persist(self, event: Event) -> None:
+        path = self.directory / f"{event.event_id}.json"
+        tmp = self.directory / f".{event.event_id}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(event.to_json())
+        os.replace(tmp, path)
+
+    def _enqueue(self, event: Event) -> None:
+        if self._closed:
+            return  # it is on disk: the next start runs it
+        name = event.function_name
+        self._queues.setdefault(name, collections.deque()).append(event)
+        if self._draining.get(name, 0) < self.workers:
+            self._draining[name] = self._draining.get(name, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._drain(name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _later(self, delay_s: float, event: Event) -> None:
         loop = asyncio.get_running_loop()
 
         def requeue() -> None:
             self._timers.discard(timer)
-            self._queue.put_nowait(event)
+            self._enqueue(event)
 
         timer = loop.call_later(delay_s, requeue)
         self._timers.add(timer)
@@ -126,31 +142,42 @@ class EventQueue:
     def _done(self, event: Event) -> None:
         (self.directory / f"{event.event_id}.json").unlink(missing_ok=True)
 
-    async def _worker(self) -> None:
-        while True:
-            event = await self._queue.get()
-            try:
-                outcome = await self._run(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event %s of %s failed to run", event.event_id, event.function_name)
-                outcome = EventResult.ERROR
-            if outcome == EventResult.THROTTLED:
-                self._later(self.throttle_delay_s, event)
-                continue
-            if outcome == EventResult.ERROR:
-                event.attempts += 1
-                if event.attempts <= len(self.retry_delays):
-                    self._later(self.retry_delays[event.attempts - 1], event)
-                    continue
-                log.warning(
-                    "event %s of %s failed %d times; discarded as AWS does without a "
-                    "destination or DLQ",
-                    event.event_id,
-                    event.function_name,
-                    event.attempts,
-                )
-            elif outcome == EventResult.GONE:
-                log.warning("event %s dropped: %s was deleted", event.event_id, event.invoked_arn)
-            self._done(event)
+    async def _drain(self, name: str) -> None:
+        try:
+            queue = self._queues[name]
+            while queue:
+                await self._attempt(queue.popleft())
+        finally:
+            self._draining[name] -= 1
+            if not self._draining[name]:
+                del self._draining[name]
+                if not self._queues.get(name):
+                    self._queues.pop(name, None)
+
+    async def _attempt(self, event: Event) -> None:
+        try:
+            outcome = await self._run(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event %s of %s failed to run", event.event_id, event.function_name)
+            outcome = EventResult.ERROR
+        if outcome == EventResult.THROTTLED:
+            self._later(self.throttle_delay_s, event)
+            return
+        if outcome == EventResult.ERROR:
+            event.attempts += 1
+            if event.attempts <= len(self.retry_delays):
+                self._persist(event)  # a restart continues with the attempts left
+                self._later(self.retry_delays[event.attempts - 1], event)
+                return
+            log.warning(
+                "event %s of %s failed %d times; discarded as AWS does without a "
+                "destination or DLQ",
+                event.event_id,
+                event.function_name,
+                event.attempts,
+            )
+        elif outcome == EventResult.GONE:
+            log.warning("event %s dropped: %s was deleted", event.event_id, event.invoked_arn)
+        self._done(event)

@@ -39,7 +39,7 @@ class ServerConfig:
     idle_timeout_s: float = 300.0
     seed: int | None = None  # seeds alias routing and fault injection, for reproducible tests
     event_retry_delays: tuple[float, ...] = (1.0, 2.0)  # AWS waits 1 then 2 minutes
-    event_workers: int = 16
+    event_workers: int = 16  # Event invocations run at once, per function
     parent_pid: int | None = None  # stop when this process is gone (LocalLambda's owner)
 
     def __post_init__(self) -> None:
