@@ -433,3 +433,56 @@ def test_oversized_code_upload_is_refused_before_it_is_read(local_lambda):
     assert response.getheader("x-amzn-ErrorType") == "RequestEntityTooLargeException"
     assert "69905067" in json.loads(response.read())["Message"]
     connection.close()
+
+
+def test_publish_flags_dry_run_and_all_versions_listing(lambda_client, zip_code, wait_updated,
+                                                        make_function):  # fmt: skip
+    name = make_function(RETURN_ONE, Publish=True)
+    versions = lambda_client.list_versions_by_function(FunctionName=name)["Versions"]
+    assert [v["Version"] for v in versions] == ["$LATEST", "1"]
+    checked = lambda_client.update_function_code(
+        FunctionName=name, ZipFile=zip_code(RETURN_TWO), DryRun=True
+    )
+    assert checked["CodeSha256"] != versions[1]["CodeSha256"]
+    assert (
+        lambda_client.get_function(FunctionName=name)["Configuration"]["CodeSha256"]
+        == (versions[1]["CodeSha256"])
+    )  # a dry run changes nothing
+    published = lambda_client.update_function_code(
+        FunctionName=name, ZipFile=zip_code(RETURN_TWO), Publish=True
+    )
+    assert published["Version"] == "2"
+    wait_updated(name)
+    every = [
+        f["FunctionArn"]
+        for page in lambda_client.get_paginator("list_functions").paginate(FunctionVersion="ALL")
+        for f in page["Functions"]
+        if f["FunctionName"] == name
+    ]
+    assert every == [
+        f"{ARN_PREFIX}{name}:$LATEST",
+        f"{ARN_PREFIX}{name}:1",
+        f"{ARN_PREFIX}{name}:2",
+    ]
+
+
+def test_stale_revision_ids_are_refused(lambda_client, make_function):
+    name = make_function(ECHO)
+    lambda_client.publish_version(FunctionName=name)
+    alias = lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    for call in (
+        lambda: lambda_client.update_alias(
+            FunctionName=name, Name="live", Description="x", RevisionId="stale"
+        ),
+        lambda: lambda_client.update_function_configuration(
+            FunctionName=name, Timeout=5, RevisionId="stale"
+        ),
+        lambda: lambda_client.publish_version(FunctionName=name, RevisionId="stale"),
+    ):
+        with pytest.raises(ClientError) as exc_info:
+            call()
+        assert error_of(exc_info)[:2] == ("PreconditionFailedException", 412)
+    updated = lambda_client.update_alias(
+        FunctionName=name, Name="live", Description="x", RevisionId=alias["RevisionId"]
+    )
+    assert updated["Description"] == "x" and updated["RevisionId"] != alias["RevisionId"]
