@@ -194,7 +194,7 @@ def preview_html(path: Path, rows: int = PREVIEW_ROWS) -> str:
     else:
         frame = pd.read_json(path, lines=True, nrows=rows)
     caption = f"first {len(frame)} rows of {html.escape(path.name)}"
-    return f"<small>{caption}</small>" + frame.to_html(max_rows=rows, border=0)
+    return f"<small>{caption}</small>" + frame.to_html(max_rows=rows, border=0, index=False)
 
 
 def path_problem(path: str) -> str | None:

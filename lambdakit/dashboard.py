@@ -25,6 +25,9 @@ FIGURE_EVERY_S = 2.0
 RATE_WINDOW_S = 5.0
 RECENT_ERRORS = 8
 _LOG_TAIL_CHARS = 1_500
+# JupyterLab's default table style leaves cells unpadded and misaligned.
+_CELL = ' style="padding:2px 10px;text-align:right"'
+_TEXT_CELL = ' style="padding:2px 10px;text-align:left;vertical-align:top"'
 
 ReportError = Callable[..., None]
 OnEnd = Callable[[Any, "BaseException | None"], None]
@@ -197,15 +200,18 @@ class Dashboard:
         self.counters.value = _counters_html(progress)
         self.rates.value = _rates_html(progress, live)
         self.errors.value = _errors_html(live.failed_batches)
-        if progress.ended and progress.state == "finished" and total is None:
-            self.records_bar.max = max(progress.records_done, 1)
-            self.records_bar.value = progress.records_done
+        if progress.ended and total is None:
+            # The source is exhausted (or the run stopped): what was read is the total.
+            self.records_text.value = f"{progress.records_done:,} of {progress.records_read:,}"
+            self.batches_text.value = f"{progress.batches_done:,} of {progress.batches_read:,}"
 
     def show_end(self, state: str) -> None:
         """Colour the bars by how the run ended (finished, cancelled or failed)."""
         style = {"finished": "success", "cancelled": "warning", "failed": "danger"}
         for bar in (self.records_bar, self.batches_bar):
             bar.bar_style = style.get(state, "info")
+        # The form now shows the full dashboard figure, which includes these panels.
+        self.live_figure.layout.display = "none"
 
     def show_figure(self, live: LiveRun) -> None:
         """Render the live figure (throughput, latency, errors) to PNG in the Image widget."""
@@ -224,7 +230,7 @@ class LiveRun:
     def __init__(self) -> None:
         self.attempts: deque[dict[str, Any]] = deque(maxlen=self.MAX_ATTEMPTS)
         self.failed_batches: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
-        self._log_tails: dict[int, str] = {}
+        self._last_failure: dict[int, dict[str, Any]] = {}
         self._done_at: deque[tuple[float, int]] = deque()
 
     def add_all(self, events: list[Any]) -> None:
@@ -248,18 +254,23 @@ class LiveRun:
                     "latency_s": event.latency_s,
                 }
             )
-            if event.log_tail and event.batch is not None:
-                self._log_tails[event.batch] = event.log_tail
+            if event.outcome != "ok" and event.batch is not None:
+                # Batch events carry no error details: keep the last failed attempt's.
+                self._last_failure[event.batch] = {
+                    "error_type": event.error_type,
+                    "error_message": event.error_message,
+                    "log_tail": event.log_tail,
+                }
         elif event.kind == "batch" and event.batch is not None:
-            tail = self._log_tails.pop(event.batch, None)
+            failure = self._last_failure.pop(event.batch, {})
             if event.outcome in ("failed", "partial"):
                 self.failed_batches.append(
                     {
                         "batch": event.batch,
                         "status": event.outcome,
-                        "error_type": event.error_type,
-                        "error_message": event.error_message,
-                        "log_tail": event.log_tail or tail,
+                        "error_type": event.error_type or failure.get("error_type"),
+                        "error_message": event.error_message or failure.get("error_message"),
+                        "log_tail": event.log_tail or failure.get("log_tail"),
                     }
                 )
 
@@ -316,8 +327,8 @@ def _counters_html(progress: Any) -> str:
         ("cached", progress.cached_records, "records"),
         ("rejected", progress.rejected_records, "records"),
     ]
-    head = "".join(f"<th title='{unit}'>{name}</th>" for name, _, unit in cells)
-    body = "".join(f"<td>{value:,}</td>" for _, value, _ in cells)
+    head = "".join(f"<th{_CELL} title='{unit}'>{name}</th>" for name, _, unit in cells)
+    body = "".join(f"<td{_CELL}>{value:,}</td>" for _, value, _ in cells)
     return f"<table><tr>{head}</tr><tr>{body}</tr></table>"
 
 
@@ -347,16 +358,18 @@ def _errors_html(failed: deque[dict[str, Any]]) -> str:
         return ""
     rows = []
     for item in reversed(failed):
-        tail = html.escape((item["log_tail"] or "")[-_LOG_TAIL_CHARS:])
+        tail = html.escape((item["log_tail"] or "")[-_LOG_TAIL_CHARS:], quote=False)
         log_html = (
             f"<details><summary>log tail</summary><pre>{tail}</pre></details>" if tail else ""
         )
-        rows.append(
-            "<tr>"
-            f"<td>{item['batch']}</td><td>{html.escape(str(item['status']))}</td>"
-            f"<td>{html.escape(str(item['error_type'] or ''))}</td>"
-            f"<td>{html.escape(str(item['error_message'] or ''))}{log_html}</td>"
-            "</tr>"
+        cells = (
+            str(item["batch"]),
+            html.escape(str(item["status"]), quote=False),
+            html.escape(str(item["error_type"] or ""), quote=False),
+            html.escape(str(item["error_message"] or ""), quote=False) + log_html,
         )
-    head = "<tr><th>batch</th><th>status</th><th>error type</th><th>message</th></tr>"
-    return f"<b>Recent failed batches</b><table>{head}{''.join(rows)}</table>"
+        rows.append("<tr>" + "".join(f"<td{_TEXT_CELL}>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th{_TEXT_CELL}>{h}</th>" for h in ("batch", "status", "error type", "message")
+    )
+    return f"<b>Recent failed batches</b><table><tr>{head}</tr>{''.join(rows)}</table>"
