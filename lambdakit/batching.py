@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import decimal
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from lambdakit.errors import InvalidInput
+from lambdakit.sources import BadLine, iter_records
 from lambdakit.validation import Rejection, Validator
 
 __all__ = [
@@ -23,10 +23,9 @@ __all__ = [
     "Batch",
     "BatchStream",
     "Envelope",
+    "ReadAhead",
     "dumps",
     "iter_batches",
-    "iter_records",
-    "source_length",
     "split_batch",
     "sub_batch",
 ]
@@ -35,8 +34,6 @@ log = logging.getLogger("lambdakit.batching")
 
 DEFAULT_MAX_BATCH_BYTES = 5_000_000
 LAMBDA_PAYLOAD_LIMIT = 6_291_456  # synchronous Invoke request limit (413 above it)
-_FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-_CHUNK_ROWS = 10_000  # rows converted at once from DataFrames, CSV chunks and Parquet batches
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -122,7 +119,7 @@ class BatchStream(Iterator[Batch]):
     ) -> None:
         self.records = 0  # records read so far, rejected ones included
         self.rejected = 0
-        self._hash = hashlib.sha256()
+        self._sha = hashlib.sha256()
         self._on_reject = on_reject
         # Opened here, not lazily, so that a bad path or source type is reported at once.
         records = iter_records(source)
@@ -134,14 +131,25 @@ class BatchStream(Iterator[Batch]):
     @property
     def fingerprint(self) -> str:
         """sha256 over the serialised records read so far (complete once exhausted)."""
-        return self._hash.hexdigest()
+        return self._sha.hexdigest()
 
-    def _reject(self, index: int, reason: str, record: Any, pending: list[bytes]) -> None:
+    def _reject(self, index: int, reason: str, record: Any) -> None:
         self.rejected += 1
-        pending.append(b"!" + reason.encode())
         if self._on_reject is None:
             raise InvalidInput(f"record {index} was rejected: {reason}")
         self._on_reject(Rejection(index=index, reason=reason, input=record))
+
+    def _hash(self, parts: list[bytes], start: int, extra: bytes | None = None) -> int:
+        """Hash parts[start:] (then `extra`); returns how many parts are now hashed.
+
+        The fingerprint is the stream of every record's serialised bytes, each followed by a
+        newline, in input order: hashed a batch at a time, and around each rejected record.
+        """
+        if start < len(parts):
+            self._sha.update(b"\n".join(parts[start:] if start else parts) + b"\n")
+        if extra is not None:
+            self._sha.update(extra + b"\n")
+        return len(parts)
 
     def _generate(
         self,
@@ -151,54 +159,54 @@ class BatchStream(Iterator[Batch]):
         envelope: Envelope,
         validator: Validator | None,
     ) -> Iterator[Batch]:
+        # The hot loop of a run: locals, and no per-record attribute writes, on purpose.
+        serialise, default, options = orjson.dumps, _default, _OPTIONS
+        check = validator.check if validator is not None else None
         overhead = envelope.overhead
-        batch_index = 0
+        batch_index = hashed = 0
         indices: list[int] = []
         items: list[Any] = []
         parts: list[bytes] = []
         size = overhead - 1  # minus the comma the first item will not need
-        pending: list[bytes] = []  # serialised records not yet hashed, in input order
+        index = -1
         for index, record in enumerate(records):
-            self.records += 1
-            if isinstance(record, _BadLine):
-                self._reject(index, record.reason, record.text, pending)
+            if type(record) is BadLine:
+                hashed = self._hash(parts, hashed, record.text.encode())
+                self._reject(index, record.reason, record.text)
                 continue
             try:
-                part = dumps(record)
+                part = serialise(record, default=default, option=options)
             except (TypeError, orjson.JSONEncodeError) as exc:
-                self._reject(index, f"not JSON-serialisable: {exc}", record, pending)
+                hashed = self._hash(parts, hashed, f"\0{type(record).__name__}".encode())
+                self._reject(index, f"not JSON-serialisable: {exc}", record)
                 continue
-            pending.append(part)
-            if validator is not None:
-                reason = validator.check(record)
-                if reason is not None:
-                    self._reject(index, reason, record, pending)
-                    continue
-            if overhead + len(part) > max_batch_bytes:
+            n = len(part)
+            reason = check(record) if check is not None else None
+            if reason is None and overhead + n > max_batch_bytes:
                 reason = (
-                    f"record is {len(part):,} bytes serialised ({overhead + len(part):,} with "
-                    f"the request envelope), over max_batch_bytes={max_batch_bytes:,}"
+                    f"record is {n:,} bytes serialised ({overhead + n:,} with the request "
+                    f"envelope), over max_batch_bytes={max_batch_bytes:,}"
                 )
-                self._reject(index, reason, record, pending)
+            if reason is not None:
+                hashed = self._hash(parts, hashed, part)
+                self._reject(index, reason, record)
                 continue
-            if items and (len(items) >= batch_size or size + 1 + len(part) > max_batch_bytes):
-                self._flush_hash(pending)
+            # A first item always fits: the single-record check above guarantees it.
+            if len(items) >= batch_size or size + 1 + n > max_batch_bytes:
+                self.records = index + 1
+                self._hash(parts, hashed)
+                hashed = 0
                 yield from self._emit(batch_index, indices, items, parts, envelope, max_batch_bytes)
                 batch_index += 1
                 indices, items, parts, size = [], [], [], overhead - 1
             indices.append(index)
             items.append(record)
             parts.append(part)
-            size += 1 + len(part)
-        self._flush_hash(pending)
+            size += 1 + n
+        self.records = index + 1
+        self._hash(parts, hashed)
         if items:
             yield from self._emit(batch_index, indices, items, parts, envelope, max_batch_bytes)
-
-    def _flush_hash(self, pending: list[bytes]) -> None:
-        # One update per batch rather than per record: the joined stream is the same.
-        if pending:
-            self._hash.update(b"\n".join(pending) + b"\n")
-            pending.clear()
 
     def _emit(
         self,
@@ -233,100 +241,39 @@ class BatchStream(Iterator[Batch]):
         )
 
 
-class _BadLine:
-    """A JSONL line that is not JSON: becomes a rejection, never a silent skip."""
+class ReadAhead:
+    """The stream of batches, read a little ahead so that a freed slot never waits on batching."""
 
-    __slots__ = ("reason", "text")
+    def __init__(self, stream: BatchStream, ahead: int) -> None:
+        self._iter: Iterator[Batch] = iter(stream)
+        self._ready: collections.deque[Batch] = collections.deque()
+        self._ahead = ahead
+        self.exhausted = False  # nothing left to read (some may still be ready)
 
-    def __init__(self, text: str, reason: str) -> None:
-        self.text = text
-        self.reason = reason
+    @property
+    def empty(self) -> bool:
+        """No batch left, read or unread."""
+        return self.exhausted and not self._ready
 
+    def take(self) -> Batch | None:
+        """The next batch, or None at the end."""
+        if self._ready:
+            return self._ready.popleft()
+        return None if self.exhausted else self._read()
 
-def _file_kind(path: Path) -> str:
-    kind = _FILE_KINDS.get(path.suffix.lower())
-    if kind is None:
-        raise InvalidInput(
-            f"records path {str(path)!r} has an unsupported suffix; use one of "
-            f"{sorted(_FILE_KINDS)} or pass a DataFrame / iterable"
-        )
-    if not path.is_file():
-        raise InvalidInput(f"records path {str(path)!r} does not exist or is not a file")
-    return kind
+    def prefetch(self) -> bool:
+        """Read one batch ahead if there is room; False when there is nothing to do."""
+        if self.exhausted or len(self._ready) >= self._ahead:
+            return False
+        batch = self._read()
+        if batch is not None:
+            self._ready.append(batch)
+        return batch is not None
 
-
-def _is_dataframe(source: Any) -> bool:
-    return type(source).__name__ == "DataFrame" and type(source).__module__.startswith("pandas")
-
-
-def iter_records(source: Any) -> Iterator[Any]:
-    """Stream records from a DataFrame, an iterable, or a .jsonl/.csv/.parquet path."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        kind = _file_kind(path)
-        if kind == "jsonl":
-            return _jsonl_records(path)
-        if kind == "csv":
-            return _csv_records(path)
-        return _parquet_records(path)
-    if _is_dataframe(source):
-        return _dataframe_records(source)
-    if isinstance(source, (dict, bytes, bytearray)):
-        raise InvalidInput(
-            f"records must be a DataFrame, an iterable of records or a file path, not a "
-            f"{type(source).__name__} (wrap a single record in a list)"
-        )
-    if isinstance(source, Iterable):
-        return iter(source)
-    raise InvalidInput(f"records of type {type(source).__name__} cannot be read")
-
-
-def source_length(source: Any) -> int | None:
-    """Number of records when cheap to know (DataFrame, sized iterable, Parquet), else None."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.suffix.lower() == ".parquet" and path.is_file():
-            import pyarrow.parquet as pq
-
-            return int(pq.ParquetFile(path).metadata.num_rows)
-        return None
-    try:
-        return len(source)
-    except TypeError:
-        return None
-
-
-def _jsonl_records(path: Path) -> Iterator[Any]:
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue  # blank lines separate nothing in JSONL; they are not records
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                yield _BadLine(text, f"line {number} of {path.name} is not JSON: {exc}")
-
-
-def _csv_records(path: Path) -> Iterator[Any]:
-    import pandas as pd
-
-    with pd.read_csv(path, chunksize=_CHUNK_ROWS) as reader:
-        for chunk in reader:
-            yield from chunk.to_dict("records")
-
-
-def _parquet_records(path: Path) -> Iterator[Any]:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
-    for record_batch in parquet.iter_batches(batch_size=_CHUNK_ROWS):
-        yield from record_batch.to_pylist()
-
-
-def _dataframe_records(frame: Any) -> Iterator[Any]:
-    for start in range(0, len(frame), _CHUNK_ROWS):
-        yield from frame.iloc[start : start + _CHUNK_ROWS].to_dict("records")
+    def _read(self) -> Batch | None:
+        batch = next(self._iter, None)
+        self.exhausted = batch is None
+        return batch
 
 
 def iter_batches(

@@ -8,12 +8,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from lambdakit.batching import Batch, BatchStream, Envelope, split_batch, sub_batch
+from lambdakit.batching import Batch, BatchStream, Envelope, ReadAhead, split_batch, sub_batch
 from lambdakit.cache import Cache
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Invoker, Outcome
 from lambdakit.progress import CANCELLING, Progress, Tracker
@@ -96,6 +96,7 @@ class Engine:
         self._free_slots = list(range(plan.concurrency))
         self._in_flight = 0
         self._active: dict[int, BatchState] = {}
+        self._source = ReadAhead(stream, ahead=plan.concurrency)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -114,17 +115,17 @@ class Engine:
     def run(self) -> None:
         """Drive the stream to the end (or a stop), then wait out the grace for in-flight work."""
         self.tracker.emit("start")
-        source: Iterator[Batch] | None = iter(self.stream)
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="lambdakit-invoke") as pool:
-            try:
-                while not self._stopping():
-                    source = self._submit_ready(pool, source)
-                    if source is None and not self._in_flight and not self._delayed:
-                        break
-                    self._wait_for_work()
-            finally:
-                self._drain_in_flight()
-                pool.shutdown(wait=False, cancel_futures=True)
+        # Not a `with` block: its exit would join workers still busy after the grace period.
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lambdakit-invoke")
+        try:
+            while not self._stopping():
+                self._submit_ready(pool)
+                if self._source.empty and not self._in_flight and not self._delayed:
+                    break
+                self._wait_for_work()
+        finally:
+            self._drain_in_flight()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _stopping(self) -> bool:
         if self._cancel.is_set() and self.stop_reason is None:
@@ -133,27 +134,25 @@ class Engine:
 
     def _stop(self, reason: str) -> None:
         self.stop_reason = reason
-        self.tracker.state = CANCELLING
-        self.tracker.set()
+        self.tracker.set_state(CANCELLING)
 
     def _room(self) -> bool:
         return self._in_flight < self.limit.limit
 
-    def _submit_ready(self, pool: ThreadPoolExecutor, source: Iterator[Batch] | None) -> Any:
+    def _submit_ready(self, pool: ThreadPoolExecutor) -> None:
         now = self.clock()
         while self._room() and self._delayed and self._delayed[0][0] <= now:
             self._submit(pool, heapq.heappop(self._delayed)[2])
         # New batches only while retries waiting plus work in flight stay bounded: that is
         # what keeps memory flat however long the source is.
-        while source is not None and self._room() and not self._stopping():
+        while self._room() and not self._stopping():
             if self._in_flight + len(self._delayed) >= 2 * self.concurrency:
                 break
-            batch = next(source, None)
+            batch = self._source.take()
             if batch is None:
                 self.tracker.set(records_read=self.stream.records)
-                return None
+                return
             self._start_batch(pool, batch)
-        return source
 
     def _start_batch(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
         self.tracker.set(records_read=self.stream.records, rejected_records=self.stream.rejected)
@@ -208,6 +207,9 @@ class Engine:
             timeout: float | None = delay
         else:
             timeout = max(0.0, due - self.clock()) if due is not None and self._room() else None
+            # Workers are busy: batch ahead now, while nothing has come back yet.
+            while self._done.empty() and not self._stopping() and self._source.prefetch():
+                pass
         try:
             item = self._done.get(timeout=timeout)
         except queue.Empty:
@@ -288,7 +290,8 @@ class Engine:
         n = len(piece.batch)
         if outcome.outcome == OK or (outcome.outcome == REPORTED_FAILURE and outcome.failed_items):
             bad = sorted(set(outcome.failed_items)) if outcome.outcome != OK else []
-            good = [p for p in range(n) if p not in set(bad)]
+            failed_set = set(bad)
+            good = [p for p in range(n) if p not in failed_set] if bad else range(n)
             outputs = outcome.outputs or [None] * n
             if good:
                 self._deliver(piece, good, outputs, outcome, done)
@@ -339,11 +342,15 @@ class Engine:
         heapq.heappush(self._delayed, (again.due, next(self._seq), again))
 
     def _deliver(
-        self, piece: _Piece, good: list[int], outputs: list[Any], outcome: Outcome, done: _Done
+        self, piece: _Piece, good: Sequence[int], outputs: list[Any], outcome: Outcome, done: _Done
     ) -> None:
         state = piece.state
-        indices = [piece.batch.record_indices[p] for p in good]
-        values = [outputs[p] for p in good]
+        if len(good) == len(piece.batch):  # the common case, without per-record copies
+            indices: Sequence[int] = piece.batch.record_indices
+            values = outputs
+        else:
+            indices = [piece.batch.record_indices[p] for p in good]
+            values = [outputs[p] for p in good]
         self.record.outputs.put(indices, values)
         state.ok += len(good)
         if outcome.executed_version:

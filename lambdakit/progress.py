@@ -193,6 +193,9 @@ class Tracker:
         self._clock = clock
         self._t0 = clock()
         self._snapshot: Progress | None = None
+        # Readers (dashboards) run in other threads: without the lock one could cache a
+        # snapshot built just before a change, and show it forever once the run ends.
+        self._lock = threading.Lock()
 
     def elapsed(self) -> float:
         """Seconds since the run started, by the run's clock."""
@@ -200,31 +203,40 @@ class Tracker:
 
     def add(self, **deltas: int) -> None:
         """Add to counters (booleans count as 0/1)."""
-        counts = self.counts
-        for name, delta in deltas.items():
-            counts[name] += int(delta)
-        self._snapshot = None
+        with self._lock:
+            counts = self.counts
+            for name, delta in deltas.items():
+                counts[name] += int(delta)
+            self._snapshot = None
 
     def set(self, **values: int) -> None:
         """Overwrite counters (in_flight, records_read, ...)."""
-        self.counts.update(values)
-        self._snapshot = None
+        with self._lock:
+            self.counts.update(values)
+            self._snapshot = None
 
     def snapshot(self) -> Progress:
         """The counters as a frozen Progress (rebuilt only after a change)."""
-        snapshot = self._snapshot
-        if snapshot is None:
-            counts = dict(self.counts)
-            done = counts["ok_records"] + counts["failed_records"] + counts["rejected_records"]
-            snapshot = Progress(
-                state=self.state,
-                records_total=self.records_total,
-                records_done=done,
-                elapsed_s=self.elapsed(),
-                **counts,
-            )
-            self._snapshot = snapshot
-        return snapshot
+        with self._lock:
+            snapshot = self._snapshot
+            if snapshot is None:
+                counts = self.counts
+                done = counts["ok_records"] + counts["failed_records"] + counts["rejected_records"]
+                snapshot = Progress(
+                    state=self.state,
+                    records_total=self.records_total,
+                    records_done=done,
+                    elapsed_s=self.elapsed(),
+                    **counts,
+                )
+                self._snapshot = snapshot
+            return snapshot
+
+    def set_state(self, state: str) -> None:
+        """Change the run's state (running, cancelling, then how it ended)."""
+        with self._lock:
+            self.state = state
+            self._snapshot = None
 
     def emit(self, kind: str, **fields: Any) -> None:
         """Publish an event with the current counters; finished batches move the bar."""
@@ -235,8 +247,7 @@ class Tracker:
 
     def finish(self, state: str) -> None:
         """Final counters, the "end" event, and the stream closed."""
-        self.state = state
-        self._snapshot = None
+        self.set_state(state)
         self.bar.update(self.snapshot())
         self.bar.close()
         self.emit("end")

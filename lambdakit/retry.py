@@ -165,14 +165,14 @@ def next_delay(
 
 @dataclass
 class AdaptiveLimit:
-    """AIMD in-flight limit: halve on a throttle, +1 per window of successes, within [1, maximum].
+    """AIMD in-flight limit: x0.75 on a throttle, +1 per window of successes, in [1, maximum].
 
     Only a throttle of a request sent *after* the last decrease shrinks the limit again, so a
     burst of 429s from one overfull window counts once (as TCP reacts once per round trip).
     """
 
     maximum: int
-    decrease: float = 0.5
+    decrease: float = 0.75
     initial: int | None = None
     _value: float = field(init=False)
     _epoch: int = field(init=False, default=0)
@@ -186,11 +186,15 @@ class AdaptiveLimit:
         start = self.maximum if self.initial is None else self.initial
         self._value = float(min(max(start, 1), self.maximum))
 
+    def _rounded(self) -> int:
+        # Rounded, not truncated: after a throttle at 5, 0.75 x 5 = 3.75 keeps 4 in flight.
+        return max(1, int(self._value + 0.5))
+
     @property
     def limit(self) -> int:
         """The current number of invocations allowed in flight."""
         with self._lock:
-            return int(self._value)
+            return self._rounded()
 
     @property
     def epoch(self) -> int:
@@ -202,7 +206,7 @@ class AdaptiveLimit:
         """Grow by 1/limit (so +1 per full window of successes); returns the new limit."""
         with self._lock:
             self._value = min(float(self.maximum), self._value + 1.0 / max(self._value, 1.0))
-            return int(self._value)
+            return self._rounded()
 
     def on_throttle(self, sent_epoch: int | None = None) -> int:
         """Shrink multiplicatively unless the request predates the last shrink; returns limit."""
@@ -210,4 +214,4 @@ class AdaptiveLimit:
             if sent_epoch is None or sent_epoch >= self._epoch:
                 self._value = max(1.0, self._value * self.decrease)
                 self._epoch += 1
-            return int(self._value)
+            return self._rounded()

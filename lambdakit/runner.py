@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from lambdakit.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches, source_length
+from lambdakit.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches
 from lambdakit.cache import DEFAULT, Cache
 from lambdakit.errors import InvalidInput, ToleranceExceeded
 from lambdakit.progress import (
@@ -24,6 +24,7 @@ from lambdakit.progress import (
     Tracker,
 )
 from lambdakit.retry import Retry
+from lambdakit.sources import source_length
 from lambdakit.validation import Validator
 
 if TYPE_CHECKING:
@@ -73,14 +74,15 @@ class RunHandle:
             self._result = self._finish(state)
         except BaseException as exc:
             self._error = self._error or exc
-        finally:
-            self._engine.finish(state if self._error is None else FAILED)
+            state = FAILED
         if self._error is None and self._engine.stop_reason == "tolerance":
+            state = FAILED
             self._error = ToleranceExceeded(
                 f"{self._engine.progress.failed_records} records failed, more than "
                 f"tolerated_failure allows; the run stopped (partial result in .result)",
                 result=self._result,
             )
+        self._engine.finish(state)
 
     @property
     def events(self) -> EventStream:

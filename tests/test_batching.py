@@ -5,8 +5,6 @@ import math
 
 import orjson
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from lambdakit.batching import (
@@ -14,8 +12,6 @@ from lambdakit.batching import (
     Envelope,
     dumps,
     iter_batches,
-    iter_records,
-    source_length,
     split_batch,
     sub_batch,
 )
@@ -137,20 +133,6 @@ def test_jsonl_streamed_with_bad_lines_rejected(tmp_path):
     assert stream.records == 4
 
 
-def test_csv_and_parquet_sources(tmp_path):
-    df = pd.DataFrame({"id": range(25), "v": [float(i) / 2 for i in range(25)]})
-    csv = tmp_path / "d.csv"
-    df.to_csv(csv, index=False)
-    parquet = tmp_path / "d.parquet"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), parquet, row_group_size=7)
-    expected = df.to_dict("records")
-    assert list(iter_records(csv)) == expected
-    assert list(iter_records(str(parquet))) == expected
-    assert source_length(parquet) == 25
-    assert source_length(csv) is None
-    assert source_length(df) == 25
-
-
 def test_reading_is_lazy(tmp_path):
     path = tmp_path / "big.jsonl"
     path.write_text("".join(f'{{"i": {i}}}\n' for i in range(1000)))
@@ -167,23 +149,6 @@ def test_fingerprint_depends_on_data_not_on_batching():
     _, _, c = collect([*records[:-1], {"i": 999}], batch_size=7)
     assert a.fingerprint == b.fingerprint != c.fingerprint
     assert len(a.fingerprint) == 64
-
-
-def test_bad_sources_and_settings_are_named(tmp_path):
-    with pytest.raises(InvalidInput, match="unsupported suffix"):
-        iter_records(tmp_path / "x.xlsx")
-    with pytest.raises(InvalidInput, match="does not exist"):
-        iter_records(tmp_path / "missing.jsonl")
-    with pytest.raises(InvalidInput, match="not a dict"):
-        iter_records({"a": 1})
-    with pytest.raises(InvalidInput, match="cannot be read"):
-        iter_records(42)
-    with pytest.raises(InvalidInput, match="batch_size"):
-        iter_batches([1], batch_size=0)
-    with pytest.raises(InvalidInput, match="max_batch_bytes"):
-        iter_batches([1], max_batch_bytes=LAMBDA_PAYLOAD_LIMIT + 1)
-    with pytest.raises(InvalidInput, match="batch_input"):
-        Envelope(batch_input=[1])
 
 
 def test_split_and_sub_batch_keep_index_and_positions():
@@ -205,3 +170,12 @@ def test_split_and_sub_batch_keep_index_and_positions():
 def test_bad_path_is_reported_when_the_stream_is_made(tmp_path):
     with pytest.raises(InvalidInput, match="does not exist"):
         iter_batches(tmp_path / "nope.csv")
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(InvalidInput, match="batch_size"):
+        iter_batches([1], batch_size=0)
+    with pytest.raises(InvalidInput, match="max_batch_bytes"):
+        iter_batches([1], max_batch_bytes=LAMBDA_PAYLOAD_LIMIT + 1)
+    with pytest.raises(InvalidInput, match="batch_input"):
+        Envelope(batch_input=[1])

@@ -121,8 +121,10 @@ def test_bad_shorthand_type():
 def test_aimd_shrinks_on_throttle_and_grows_back_to_maximum():
     limit = AdaptiveLimit(maximum=16)
     assert limit.limit == 16
-    assert limit.on_throttle() == 8
-    assert limit.on_throttle() == 4
+    assert limit.on_throttle() == 12
+    assert limit.on_throttle() == 9
+    halving = AdaptiveLimit(maximum=16, decrease=0.5)
+    assert halving.on_throttle() == 8
     for _ in range(200):
         limit.on_success()
     assert limit.limit == 16
@@ -138,20 +140,27 @@ def test_aimd_never_below_one():
 def test_aimd_counts_one_burst_of_throttles_once():
     limit = AdaptiveLimit(maximum=32)
     sent_epoch = limit.epoch
-    assert limit.on_throttle(sent_epoch) == 16
+    assert limit.on_throttle(sent_epoch) == 24
     # Requests sent before that shrink come back throttled too: they must not shrink again.
-    assert limit.on_throttle(sent_epoch) == 16
-    assert limit.on_throttle(limit.epoch) == 8
+    assert limit.on_throttle(sent_epoch) == 24
+    assert limit.on_throttle(limit.epoch) == 18
 
 
 def test_aimd_additive_increase_is_one_per_window():
     limit = AdaptiveLimit(maximum=32, initial=4)
-    for _ in range(4):
-        limit.on_success()
-    assert limit.limit == 4  # growth is 1/limit per success, so just under one window
-    for _ in range(2):
+    limit.on_success()
+    assert limit.limit == 4  # growth is 1/limit per success
+    for _ in range(3):
         limit.on_success()
     assert limit.limit == 5
+    for _ in range(5):
+        limit.on_success()
+    assert limit.limit == 6
+
+
+def test_aimd_rounds_so_a_throttle_at_the_wall_keeps_it_busy():
+    limit = AdaptiveLimit(maximum=32, initial=5)
+    assert limit.on_throttle() == 4  # 3.75 rounds to 4: a reserved concurrency of 4 stays full
 
 
 def test_aimd_is_thread_safe():
