@@ -1,0 +1,704 @@
+"""Write the example notebooks from the cell sources below and execute them in place.
+
+    python notebooks/build_notebooks.py            # every notebook
+    python notebooks/build_notebooks.py 02 04      # the ones whose name starts so
+
+The notebooks are committed with their outputs, produced by this script against a fresh
+`lambdakit local` each (the notebooks start their own). Edit the cells here, not in the
+.ipynb files, then rerun the script. nbval markers: cells whose text output is stable carry
+`# NBVAL_CHECK_OUTPUT`; cells showing times, ids or figures carry `# NBVAL_IGNORE_OUTPUT`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+__all__ = ["NOTEBOOKS", "build", "main"]
+
+HERE = Path(__file__).resolve().parent
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {"name": "python", "pygments_lexer": "ipython3"}
+
+# Shared by every notebook: where to run, and a local service when none was given.
+CONNECT = """\
+local = None
+if target == "local" and not endpoint_url:
+    local = lambdakit.LocalLambda(seed=0).start()
+    atexit.register(local.stop)  # the service stops with this kernel at the latest
+    endpoint_url = local.endpoint_url
+elif target == "aws":
+    endpoint_url = None  # boto3's standard credential chain and region
+elif target != "local":
+    raise ValueError(f"target must be 'local' or 'aws', got {target!r}")
+client = lambdakit.make_client(endpoint_url=endpoint_url)
+# Deploying to AWS needs an execution role; the local service ignores roles.
+role = {"role": os.environ["LAMBDAKIT_ROLE_ARN"]} if target == "aws" else {}"""
+
+
+def md(text: str) -> nbformat.NotebookNode:
+    """A markdown cell."""
+    return nbformat.v4.new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, *tags: str) -> nbformat.NotebookNode:
+    """A code cell, optionally tagged (papermill's `parameters`)."""
+    cell = nbformat.v4.new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+QUICKSTART = [
+    md("""
+# lambdakit quickstart
+
+Push a small dataset through an AWS Lambda function from this notebook: deploy the example
+function, open the run form, and look at the summary card and the dashboard.
+
+By default everything runs on **`lambdakit local`**, an embedded service that speaks the real
+Lambda API (started below, in this kernel). Set `LAMBDAKIT_TARGET=aws` to use your AWS
+account instead (boto3's standard credentials, plus `LAMBDAKIT_ROLE_ARN` for deploying), or
+`LAMBDAKIT_ENDPOINT_URL` to use a `lambdakit local` that is already running (`make lab` does).
+"""),
+    code("""
+import atexit
+import os
+import tempfile
+
+import pandas as pd
+
+import lambdakit
+
+target = os.environ.get("LAMBDAKIT_TARGET", "local")  # "local" or "aws"
+endpoint_url = os.environ.get("LAMBDAKIT_ENDPOINT_URL")  # None: start a local service here
+"""),
+    code(CONNECT),
+    md("""
+## Deploy the example functions
+
+`batch_processor` validates each record and returns one output per record; invalid ones are
+reported through `batchItemFailures`. `slow_flaky` sleeps 250 ms per call: pick it in the form
+to try **Cancel**. `deploy` zips the folder, creates or updates the function and waits until
+it is ready; it only uploads what changed.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+processor = lambdakit.deploy(client, "batch-processor", "functions/batch_processor", **role)
+slow = lambdakit.deploy(
+    client, "slow-flaky", "functions/slow_flaky", environment={"SLEEP_MS": 250}, **role
+)
+for deployed in (processor, slow):
+    print(deployed["function_name"], deployed["version"])
+"""),
+    md("""
+## A dataset
+
+200 records; every 50th has a `value` that is not a number, so the function reports it as
+failed and lambdakit keeps it, with the reason, in `result.errors()`.
+"""),
+    code("""
+records = pd.DataFrame(
+    {
+        "id": [f"r{i:04d}" for i in range(200)],
+        "value": ["n/a" if i % 50 == 7 else i * 0.5 for i in range(200)],
+        "tags": [["Demo", f"group-{i % 3}"] for i in range(200)],
+    }
+)
+# A fresh cache folder, so that the notebook behaves the same on every run. The default
+# cache lives in your user cache folder and makes a rerun of the same job instant.
+cache_dir = tempfile.mkdtemp(prefix="lambdakit-quickstart-cache-")
+records.head()
+"""),
+    md("""
+## The form
+
+Choose the function (and alias or version), the batch size, concurrency, timeout and
+attempts, then click **Run**: the progress bar, counters, a live figure and any errors update
+while it runs, and the summary card and dashboard appear at the end (`form.result` holds the
+RunResult).
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+form = lambdakit.form(
+    records,
+    endpoint_url=endpoint_url,
+    function="batch-processor",
+    batch_size=20,
+    concurrency=4,
+    cache=cache_dir,
+)
+form
+"""),
+    md("""
+## The same job without the form
+
+This is what runs headless (nbval, papermill, scripts). The text form of a `RunResult` has no
+times or ids; the rich display is a summary card.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+result = lambdakit.run(
+    "batch-processor",
+    records,
+    batch_size=20,
+    concurrency=4,
+    endpoint_url=endpoint_url,
+    cache=cache_dir,
+    progress=False,
+)
+print(result)
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+result
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+result.plot()
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+result.errors()[["record", "batch", "error_type", "error_message"]]
+"""),
+    md("""
+## Run it again: the cache
+
+Successful batches are cached under the function's ARN, the version that actually ran and a
+hash of the payload, so the rerun only invokes the batches that had failures (failures are
+never cached).
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+again = lambdakit.run(
+    "batch-processor",
+    records,
+    batch_size=20,
+    concurrency=4,
+    endpoint_url=endpoint_url,
+    cache=cache_dir,
+    progress=False,
+)
+summary = again.summary()
+print(f"{summary['cached_batches']} of {summary['batches']} batches from the cache")
+print(f"{summary['failed_records']} records failed again; outputs kept for the rest")
+"""),
+]
+
+BATCH_RUN = [
+    md("""
+# A reproducible batch run (papermill)
+
+Run this notebook headless with parameters, for example:
+
+```bash
+papermill notebooks/02_batch_run.ipynb out.ipynb --cwd notebooks \\
+    -p batch_size 50 -p concurrency 4 -p output_dir /tmp/run1
+```
+
+It enriches generated orders (`functions/enrich_orders`, a deterministic dataset: the same
+`n_records` and `seed` always give the same orders) and writes to `output_dir`:
+`manifest.json` (function, versions, code hash, dataset fingerprint and every parameter of
+this notebook), the per-batch and per-attempt tables (CSV and Parquet), the per-record
+outputs, and the plots as PNG files. It ends by checking that no record was lost.
+"""),
+    code(
+        """
+# Where to run: local starts lambdakit local unless endpoint_url or
+# $LAMBDAKIT_ENDPOINT_URL names a running one; aws uses the standard credential chain.
+target = "local"
+endpoint_url = None
+# The function, deployed from function_dir first when the target is local.
+function_name = "enrich-orders"
+function_dir = "functions/enrich_orders"
+qualifier = None  # an alias or a version, None means $LATEST
+batch_size = 25
+concurrency = 4
+timeout = None  # client read timeout per invocation in seconds, None means automatic
+max_attempts = 3
+# The data: n_records generated orders, or a .jsonl/.csv/.parquet file in dataset.
+n_records = 300
+invalid_fraction = 0.01  # share of generated orders that are broken on purpose
+seed = 0
+dataset = None
+cache_dir = None  # None means a fresh temporary cache, so the run is reproducible
+output_dir = None  # None means a fresh temporary folder
+""",
+        "parameters",
+    ),
+    code("""
+import atexit
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import lambdakit
+from lambdakit.report import scrub
+
+parameters = {
+    "target": target,
+    "endpoint_url": endpoint_url,
+    "function_name": function_name,
+    "function_dir": function_dir,
+    "qualifier": qualifier,
+    "batch_size": batch_size,
+    "concurrency": concurrency,
+    "timeout": timeout,
+    "max_attempts": max_attempts,
+    "n_records": n_records,
+    "invalid_fraction": invalid_fraction,
+    "seed": seed,
+    "dataset": dataset,
+    "cache_dir": cache_dir,
+    "output_dir": output_dir,
+}
+endpoint_url = endpoint_url or os.environ.get("LAMBDAKIT_ENDPOINT_URL")
+cache_dir = cache_dir or tempfile.mkdtemp(prefix="lambdakit-cache-")
+output_dir = Path(output_dir or tempfile.mkdtemp(prefix="lambdakit-run-"))
+output_dir.mkdir(parents=True, exist_ok=True)
+"""),
+    code(CONNECT),
+    code("""
+# NBVAL_CHECK_OUTPUT
+if target == "local":
+    deployed = lambdakit.deploy(client, function_name, function_dir, **role)
+    print("deployed", deployed["function_name"], deployed["version"])
+
+if dataset:
+    records = dataset  # streamed from the file, never loaded whole
+    n_input = None
+else:
+    sys.path.insert(0, function_dir)
+    from dataset import generate_orders
+
+    records = generate_orders(n_records, seed=seed, invalid_fraction=invalid_fraction)
+    n_input = len(records)
+    print(n_input, "orders, first:", records[0]["order_id"], records[0]["country"])
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+result = lambdakit.run(
+    function_name,
+    records,
+    qualifier=qualifier,
+    batch_size=batch_size,
+    concurrency=concurrency,
+    timeout=timeout,
+    retry={"max_attempts": max_attempts, "base_delay": 0.2},
+    cache=cache_dir,
+    id_field=None,
+    endpoint_url=endpoint_url,
+    progress=False,
+)
+print(result)
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+result
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+result.plot()
+"""),
+    md("""
+## The report folder
+
+`save_report` writes the PNGs, the tables and `manifest.json`; this notebook adds its own
+parameters to the manifest (credentials are scrubbed) and the per-record outputs as JSON lines.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+result.save_report(output_dir)
+manifest_path = output_dir / "manifest.json"
+manifest = json.loads(manifest_path.read_text())
+manifest["notebook"] = {"name": "02_batch_run.ipynb", "parameters": scrub(parameters)}
+manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\\n")
+with open(output_dir / "outputs.jsonl", "w") as out:
+    for index, output in enumerate(result.outputs()):
+        out.write(json.dumps({"record": index, "output": output}) + "\\n")
+for path in sorted(output_dir.iterdir()):
+    print(path)
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+result.errors()[["record", "batch", "error_message"]]
+"""),
+    md("## No record was lost"),
+    code("""
+# NBVAL_CHECK_OUTPUT
+summary = result.summary()
+outputs = list(result.outputs())
+errors = result.errors()
+failed = set(errors["record"])
+if n_input is not None:
+    assert summary["records"] == n_input, (summary["records"], n_input)
+assert len(outputs) == summary["records"]
+ok = int(result.batches["ok_records"].sum())
+assert ok + summary["failed_records"] + summary["rejected_records"] == summary["records"]
+without_output = {i for i, output in enumerate(outputs) if output is None}
+assert without_output == failed, sorted(without_output ^ failed)
+print(f"every record accounted for: {ok} ok, {len(failed)} failed with a reason")
+"""),
+    code("""
+if local is not None:
+    local.stop()
+"""),
+]
+
+COMPARE = [
+    md("""
+# Versions, aliases and a canary
+
+Publish two versions of `enrich_orders` that behave differently, point aliases at them, send
+a share of traffic to the new one through a weighted alias, run the same orders against
+each, and compare latency, errors and outputs. The last part shows that the cache is keyed
+by the version that actually ran, not by the alias name.
+
+v2 is v1 with an updated EUR exchange rate, and it accepts order lines with quantity 0
+(v1 rejects the whole order).
+"""),
+    code("""
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+import lambdakit
+
+target = os.environ.get("LAMBDAKIT_TARGET", "local")
+endpoint_url = os.environ.get("LAMBDAKIT_ENDPOINT_URL")
+name = "enrich-orders-versions"
+"""),
+    code(CONNECT),
+    code("""
+# NBVAL_CHECK_OUTPUT
+v1 = lambdakit.deploy(client, name, "functions/enrich_orders", publish=True, **role)["version"]
+
+# v2: the same code with two changes, made on a copy of the folder.
+v2_dir = Path(tempfile.mkdtemp(prefix="enrich-v2-")) / "enrich_orders"
+shutil.copytree("functions/enrich_orders", v2_dir)
+app = (v2_dir / "app.py").read_text()
+changed = app.replace('"EUR": Decimal("1.08")', '"EUR": Decimal("1.10")').replace(
+    "or qty <= 0:", "or qty < 0:"
+)
+assert changed.count("1.10") == 1 and "qty < 0" in changed, "app.py changed: update this cell"
+(v2_dir / "app.py").write_text(changed)
+v2 = lambdakit.deploy(client, name, v2_dir, publish=True, **role)["version"]
+
+lambdakit.set_alias(client, name, "live", v1)
+lambdakit.set_alias(client, name, "beta", v2)
+lambdakit.set_alias(client, name, "canary", v1, weights={v2: 0.3})  # 30% of calls go to v2
+print("v1 =", v1, " v2 =", v2)
+for alias in lambdakit.list_aliases(client, name):
+    print(alias.name, "->", alias.weights)
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+sys.path.insert(0, "functions/enrich_orders")
+from dataset import generate_orders
+
+orders = generate_orders(240, seed=7, invalid_fraction=0.05)
+cache_dir = tempfile.mkdtemp(prefix="lambdakit-compare-cache-")
+settings = dict(batch_size=20, concurrency=4, endpoint_url=endpoint_url, progress=False)
+settings["retry"] = {"max_attempts": 2, "base_delay": 0.1}
+
+live = lambdakit.run(name, orders, qualifier="live", cache=cache_dir, **settings)
+beta = lambdakit.run(name, orders, qualifier="beta", cache=cache_dir, **settings)
+print(live)
+print(beta)
+"""),
+    md("""
+## Latency, errors and throughput side by side
+
+`lambdakit.compare` gives one row per run and overlaid figures.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+comparison = lambdakit.compare(live, beta, labels=["live (v1)", "beta (v2)"])
+comparison.summary
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+comparison.latency
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+comparison.throughput
+"""),
+    md("## Outputs: what changed between v1 and v2"),
+    code("""
+# NBVAL_CHECK_OUTPUT
+def table(result):
+    rows = [o if o is not None else {} for o in result.outputs()]
+    return pd.DataFrame(rows, index=pd.RangeIndex(len(rows), name="record"))
+
+
+a, b = table(live), table(beta)
+both = a["total_usd"].notna() & b["total_usd"].notna()
+differs = both & (a["total_usd"] != b["total_usd"])
+only_v1 = sorted(set(live.errors()["record"]) - set(beta.errors()["record"]))
+print("orders failed on v1 only:", only_v1)
+print("outputs that differ:", int(differs.sum()), "all in", sorted(set(a.loc[differs, "currency"])))
+totals = pd.DataFrame({"currency": a["currency"], "v1": a["total_usd"], "v2": b["total_usd"]})
+totals[differs].head()
+"""),
+    md("""
+## The canary
+
+Through the weighted alias each invocation lands on v1 or v2; the attempts table records
+which version ran (`executed_version`), and the cache stores every batch under that version.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+canary_settings = {**settings, "batch_size": 10}  # more calls, so both versions get some
+canary = lambdakit.run(name, orders, qualifier="canary", cache=False, **canary_settings)
+canary.attempts.groupby("executed_version").agg(
+    invocations=("batch", "size"), latency_p50_s=("latency_s", "median")
+)
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+print("executed versions:", canary.meta["executed_versions"])
+"""),
+    md("""
+## The cache is keyed by version
+
+Run `live` again: every successful batch comes from the cache. Then move `live` to v2 and
+run it once more: nothing from v1 is reused, but the batches `beta` already computed on v2
+are, because the key is the function, the version that ran and the payload.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+def live_run():
+    return lambdakit.run(name, orders, qualifier="live", cache=cache_dir, **settings)
+
+
+def cache_line(label, result):
+    s = result.summary()
+    cached = result.batches.loc[result.batches["status"] == "cached", "executed_version"]
+    print(f"{label}: {s['cached_batches']} of {s['batches']} batches from the cache, "
+          f"computed by version {sorted(set(cached))}; {s['invocations']} invocations")
+
+
+cache_line("live -> v1, again", live_run())
+lambdakit.set_alias(client, name, "live", v2)
+cache_line("live -> v2", live_run())
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+lambdakit.Cache(cache_dir).entries(name).groupby("executed_version").size()
+"""),
+    code("""
+if local is not None:
+    local.stop()
+"""),
+]
+
+FAILURES = [
+    md("""
+# Failure modes
+
+What lambdakit does when things go wrong, one case at a time, with the `slow_flaky` function
+and its knobs (environment variables): Lambda throttling (429) from reserved concurrency,
+timeouts, function errors, partial batch failures, and an interrupted run that resumes from
+the cache. Every failed attempt stays in `result.attempts`, and the plots show them.
+
+With `SEED` set, slow_flaky's failures depend only on the record content, so the same
+records fail on every attempt and every run: the counts below are reproducible.
+"""),
+    code("""
+import atexit
+import os
+import tempfile
+import time
+
+import lambdakit
+from lambdakit import plots
+
+target = os.environ.get("LAMBDAKIT_TARGET", "local")
+endpoint_url = os.environ.get("LAMBDAKIT_ENDPOINT_URL")
+records = [{"id": i, "value": i * 1.5} for i in range(120)]
+"""),
+    code(CONNECT),
+    code('''
+def flaky(name, timeout_s=10, **knobs):
+    """Deploy slow_flaky as `name` with the given knobs; returns the name."""
+    environment = {"SEED": 1, **knobs}
+    lambdakit.deploy(
+        client, name, "functions/slow_flaky", environment=environment, timeout_s=timeout_s, **role
+    )
+    return name
+
+
+def go(name, data=records, **options):
+    """Run `data` through `name` with a fresh cache unless one is given."""
+    options.setdefault("cache", tempfile.mkdtemp(prefix="lambdakit-failures-"))
+    options.setdefault("retry", {"max_attempts": 3, "base_delay": 0.1})
+    return lambdakit.run(
+        name, data, endpoint_url=endpoint_url, progress=False, **{"batch_size": 10, **options}
+    )
+'''),
+    md("""
+## Throttling
+
+The function may run at most 2 copies at once (reserved concurrency), and we ask for 8.
+Lambda answers the extra calls with 429 TooManyRequests; lambdakit retries them without
+counting them against `max_attempts` and halves its in-flight limit on each throttle
+(additive increase, multiplicative decrease), so the run still completes.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+busy = flaky("failures-throttled", SLEEP_MS=150)
+client.put_function_concurrency(FunctionName=busy, ReservedConcurrentExecutions=2)
+throttled = go(busy, concurrency=8)
+s = throttled.summary()
+print(throttled)
+print("throttled at least once:", s["throttles"] > 0, "| failed records:", s["failed_records"])
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+plots.concurrency(throttled)
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+plots.timeline(throttled)
+"""),
+    md("""
+## Timeouts
+
+A 1-second function timeout, and a quarter of the batches sleep past it: Lambda answers
+`Sandbox.Timedout` and throws the environment away. Those batches time out on every attempt,
+so they end as failed, with the error and the log tail kept for each record.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+slow = flaky("failures-timeouts", timeout_s=1, TIMEOUT_RATE=0.25)
+timeouts = go(slow, data=records[:60], retry={"max_attempts": 2, "base_delay": 0.1})
+print(timeouts)
+print(timeouts.attempts["error_type"].value_counts().to_dict())
+"""),
+    md("""
+## Function errors
+
+A third of the batches raise. The function error (`Unhandled`) is retried up to
+`max_attempts`; with a seeded function the same batches fail again, so their records end up
+in `result.errors()` with the exception.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+broken = flaky("failures-errors", FAIL_RATE=0.3)
+errors = go(broken)
+print(errors)
+print(errors.errors()[["error_type", "error_message"]].drop_duplicates().to_string(index=False))
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+plots.error_rate(errors)
+"""),
+    md("""
+## Partial batch failures
+
+The function reports single records through `batchItemFailures`. Only those records are
+sent again (see the retry attempts' `records`), and the rest of each batch keeps its output.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+partial = go(flaky("failures-partial", ITEM_FAIL_RATE=0.05))
+print(partial)
+print(partial.attempts.groupby("attempt")["records"].sum().to_dict())
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+partial.plot()
+"""),
+    md("""
+## Interrupt, then resume
+
+Start a slow run in the background, cancel it part way (what the form's Cancel button and
+Jupyter's stop button do), and run the same job again with the same cache: the batches that
+finished are served from the cache and only the rest is invoked.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+sleepy = flaky("failures-interrupt", SLEEP_MS=200)
+resume_cache = tempfile.mkdtemp(prefix="lambdakit-resume-")
+options = dict(batch_size=4, concurrency=2, cache=resume_cache, endpoint_url=endpoint_url)
+handle = lambdakit.start(sleepy, records, progress=False, **options)
+deadline = time.monotonic() + 120
+while handle.progress.batches_done < 5 and not handle.done:
+    assert time.monotonic() < deadline, "the run made no progress"
+    time.sleep(0.05)
+handle.cancel()
+interrupted = handle.wait(timeout=120)
+print(interrupted)
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+resumed = lambdakit.run(sleepy, records, progress=False, **options)
+done_before = int((interrupted.batches["status"] == "ok").sum())
+s = resumed.summary()
+assert interrupted.meta["cancelled"] and done_before >= 5
+assert s["cached_batches"] == done_before, (s["cached_batches"], done_before)
+assert s["invocations"] == s["batches"] - done_before
+assert s["failed_records"] == 0 and len(list(resumed.outputs())) == len(records)
+print(f"{s['records']} records, {s['failed_records']} failed, in {s['batches']} batches")
+print("the batches finished before the interrupt came from the cache, the rest ran now")
+"""),
+    code("""
+if local is not None:
+    local.stop()
+"""),
+]
+
+NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_batch_run.ipynb": BATCH_RUN,
+    "03_compare_aliases.ipynb": COMPARE,
+    "04_failure_modes.ipynb": FAILURES,
+}
+
+
+def build(name: str, *, execute: bool = True, timeout_s: int = 600) -> Path:
+    """Write notebook `name` from its cells and (by default) execute it in place."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.from_dict(dict(cell)) for cell in NOTEBOOKS[name]]
+    for number, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{number:02d}"  # stable ids: a rebuild only changes what changed
+    notebook.metadata["kernelspec"] = KERNELSPEC
+    notebook.metadata["language_info"] = LANGUAGE_INFO
+    path = HERE / name
+    if execute:
+        runner = NotebookClient(
+            notebook,
+            timeout=timeout_s,
+            kernel_name="python3",
+            record_timing=False,
+            resources={"metadata": {"path": str(HERE)}},
+        )
+        runner.execute()
+        notebook.metadata["language_info"] = LANGUAGE_INFO  # no interpreter version noise
+    nbformat.validate(notebook)
+    nbformat.write(notebook, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the notebooks whose names start with one of the given prefixes (all if none)."""
+    prefixes = (argv if argv is not None else sys.argv[1:]) or [""]
+    for name in NOTEBOOKS:
+        if any(name.startswith(prefix) for prefix in prefixes):
+            print("building", build(name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
