@@ -176,7 +176,7 @@ class Dashboard:
                     self.show_figure(live)
                     # A slow render must not steal the run's CPU: back off in proportion.
                     spent = time.monotonic() - started
-                    next_figure = time.monotonic() + max(FIGURE_EVERY_S, 5 * spent)
+                    next_figure = time.monotonic() + max(FIGURE_EVERY_S, 2 * spent)
             except Exception as exc:
                 # Report each distinct failure once; a broken refresh must not flood the form.
                 key = f"{type(exc).__name__}: {exc}"
