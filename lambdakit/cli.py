@@ -4,6 +4,8 @@
     lambdakit local logs FUNCTION [--tail N] [--state-dir DIR]
     lambdakit local faults FUNCTION [--throttle-rate R] [--error-rate R] [--latency-ms MS]
                                     [--seed N] [--clear] [--endpoint-url URL]
+    lambdakit run FUNCTION INPUT [...]     lambdakit demo [...]     lambdakit lab [...]
+                                    (see lambdakit/commands.py)
 
 Each command is an `add_<name>_command(subparsers)` function that sets `func` on its parser;
 a new command is one more such function listed in COMMANDS.
@@ -21,6 +23,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from lambdakit.commands import add_demo_command, add_lab_command, add_run_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -81,7 +85,12 @@ def add_local_command(subparsers: Any) -> None:
     faults.set_defaults(func=_faults)
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_local_command]
+COMMANDS: list[Callable[[Any], None]] = [
+    add_local_command,
+    add_run_command,
+    add_demo_command,
+    add_lab_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
