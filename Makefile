@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo lab bench clean
+.PHONY: install test lint format demo lab notebooks bench clean
 
 install: $(STAMP)
 
@@ -23,11 +23,23 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+
 test: install lint
 	$(PY) -m pytest
+	$(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/
 
 demo: install
 	$(PY) -m lambdakit demo
+
+# lambdakit local on LAB_PORT, and JupyterLab on notebooks/ with LAMBDAKIT_ENDPOINT_URL set.
+LAB_PORT ?= 9001
+lab: install
+	$(PY) -m lambdakit lab --port $(LAB_PORT)
+
+# Rebuild the example notebooks (and their committed outputs) against lambdakit local.
+notebooks: install
+	$(PY) notebooks/build_notebooks.py
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done

@@ -5,7 +5,7 @@
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
                   [--no-progress]
     lambdakit demo [--runs-dir runs] [--n-records N] [--batch-size N] [--concurrency N]
-    lambdakit lab [--port 9001] [--state-dir .lambdakit-local] [-- JUPYTER LAB ARGS]
+    lambdakit lab [--port 9001] [--state-dir runs/lab-local-state] [-- JUPYTER LAB ARGS]
 
 `run` exits 0 when every record succeeded, 1 when some failed or were rejected (the report
 says which), 2 on bad input or when the run could not start, 130 when interrupted (the
@@ -212,7 +212,7 @@ def add_lab_command(subparsers: Any) -> None:
         "after -- go to jupyter lab.",
     )
     lab.add_argument("--port", type=int, default=9001, help="port of lambdakit local")
-    lab.add_argument("--state-dir", type=Path, default=Path(".lambdakit-local"))
+    lab.add_argument("--state-dir", type=Path, default=Path("runs/lab-local-state"))
     lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="arguments for jupyter lab")
     lab.set_defaults(func=_lab)
 

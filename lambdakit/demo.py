@@ -121,7 +121,7 @@ def run_demo(
 def run_lab(
     *,
     port: int = 9001,
-    state_dir: str | os.PathLike[str] = ".lambdakit-local",
+    state_dir: str | os.PathLike[str] = "runs/lab-local-state",
     lab_args: tuple[str, ...] = (),
 ) -> int:
     """Start lambdakit local on `port`, then JupyterLab on notebooks/ pointed at it.
