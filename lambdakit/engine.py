@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdakit.batching import Batch, BatchStream, Envelope, ReadAhead, split_batch, sub_batch
-from lambdakit.cache import Cache
+from lambdakit.cache import Cache, CacheWriter
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Invoker, Outcome
-from lambdakit.progress import CANCELLING, Progress, Tracker
+from lambdakit.progress import CANCELLING, Tracker
 from lambdakit.record import BatchState, RunRecord
 from lambdakit.retry import OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
 
@@ -97,24 +97,19 @@ class Engine:
         self._in_flight = 0
         self._active: dict[int, BatchState] = {}
         self._source = ReadAhead(stream, ahead=plan.concurrency)
-
-    # -- control ---------------------------------------------------------------------------
+        self._writer: CacheWriter | None = None  # started by run()
 
     def cancel(self) -> None:
         """Stop submitting; in-flight work gets the grace period (callable from any thread)."""
         self._cancel.set()
         self._done.put(_WAKE)
 
-    @property
-    def progress(self) -> Progress:
-        """The latest counters."""
-        return self.tracker.snapshot()
-
     # -- main loop -------------------------------------------------------------------------
 
     def run(self) -> None:
         """Drive the stream to the end (or a stop), then wait out the grace for in-flight work."""
         self.tracker.emit("start")
+        self._writer = self.cache.writer() if self.cache is not None else None
         # Not a `with` block: its exit would join workers still busy after the grace period.
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lambdakit-invoke")
         try:
@@ -126,6 +121,8 @@ class Engine:
         finally:
             self._drain_in_flight()
             pool.shutdown(wait=False, cancel_futures=True)
+            if self._writer is not None:
+                self._writer.close()  # completed batches are on disk before the result exists
 
     def _stopping(self) -> bool:
         if self._cancel.is_set() and self.stop_reason is None:
@@ -224,11 +221,8 @@ class Engine:
     def _drain_in_flight(self) -> None:
         deadline = time.monotonic() + self.plan.grace_s
         while self._in_flight:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             try:
-                item = self._done.get(timeout=remaining)
+                item = self._done.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             try:
@@ -237,9 +231,7 @@ class Engine:
                 log.exception("error while finishing in-flight work")
         if self._in_flight:
             log.warning("%d invocations still running after the grace period", self._in_flight)
-        for _, _, piece in self._delayed:
-            piece.state.pending -= 1
-        self._delayed.clear()
+        self._delayed.clear()  # their batches are still active: recorded as cancelled below
         for state in list(self._active.values()):
             self.record.add_batch(state, status="cancelled")
         self._active.clear()
@@ -389,7 +381,7 @@ class Engine:
         )
 
     def _store_in_cache(self, state: BatchState) -> None:
-        if self.cache is None or state.outputs is None:
+        if self._writer is None or state.outputs is None:
             return
         if len(state.versions) > 1:
             # Pieces of one batch ran on different versions of a weighted alias: no single
@@ -399,7 +391,7 @@ class Engine:
         version = next(iter(state.versions), None)
         body, outputs = state.batch.body, state.outputs
         run_id, metrics = self.plan.run_id, state.metrics
-        self.cache.store(self.target, version, body, outputs, run_id=run_id, metrics=metrics)
+        self._writer.put(self.target, version, body, outputs, run_id=run_id, metrics=metrics)
 
     def finish(self, state: str) -> None:
         """Publish the final counters and close the event stream."""

@@ -78,7 +78,7 @@ class RunHandle:
         if self._error is None and self._engine.stop_reason == "tolerance":
             state = FAILED
             self._error = ToleranceExceeded(
-                f"{self._engine.progress.failed_records} records failed, more than "
+                f"{self._engine.tracker.snapshot().failed_records} records failed, more than "
                 f"tolerated_failure allows; the run stopped (partial result in .result)",
                 result=self._result,
             )
@@ -92,7 +92,7 @@ class RunHandle:
     @property
     def progress(self) -> Progress:
         """The latest counters."""
-        return self._engine.progress
+        return self._engine.tracker.snapshot()
 
     @property
     def done(self) -> bool:

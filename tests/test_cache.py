@@ -123,3 +123,18 @@ def test_importing_creates_nothing(tmp_path):
     code = "import lambdakit.cache as c; c.Cache(); c.default_cache_dir()"
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
     assert not (tmp_path / "xdg").exists()
+
+
+def test_writer_stores_in_the_background_and_reports_errors(tmp_path):
+    cache = Cache(tmp_path)
+    writer = cache.writer()
+    for i in range(50):
+        writer.put(Routed(ARN), "$LATEST", b"body%d" % i, [i], run_id="r1")
+    writer.close()
+    assert writer.stored == 50 and len(cache.entries(run_id="r1")) == 50
+    assert cache.lookup(Routed(ARN), b"body7").outputs == [7]
+
+    broken = cache.writer()
+    broken.put(Routed(ARN), "$LATEST", b"x", [lambda: 1], run_id="r2")  # cannot be pickled
+    with pytest.raises(Exception, match="pickle"):
+        broken.close()
