@@ -11,7 +11,16 @@ import ipywidgets as widgets
 
 from lambdakit.dashboard import guarded
 
-__all__ = ["LATEST", "DatasetChooser", "TargetChooser", "preview_html"]
+__all__ = [
+    "LATEST",
+    "PREVIEW_ROWS",
+    "SUFFIXES",
+    "DatasetChooser",
+    "TargetChooser",
+    "path_problem",
+    "preview_html",
+    "problem_html",
+]
 
 LATEST = "$LATEST"
 SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
@@ -32,8 +41,14 @@ class TargetChooser:
         function: str | None = None,
         qualifier: str | None = None,
     ) -> None:
+        from lambdakit.connection import split_function_name
+
         self._client = client
         self.report_error = report_error
+        if function is not None:
+            # "name:alias" and ARNs are accepted as lambdakit.run accepts them.
+            function, embedded = split_function_name(function)
+            qualifier = qualifier or embedded
         self._wanted_function = function
         self._wanted_qualifier = qualifier
         self._listed: dict[str, Any] = {}
@@ -60,7 +75,7 @@ class TargetChooser:
         preset, self._wanted_function = self._wanted_function, None
         self._listed = listed
         names = list(listed)
-        wanted = preset or self.function.value
+        wanted = _listed_name(listed, preset) if preset else self.function.value
         if wanted is not None and wanted not in listed:
             if preset is not None:
                 # Keep a preset that is not listed visible, so validation can name it.
@@ -213,6 +228,14 @@ def problem_html(problems: list[str]) -> str:
     """Problems as a red HTML list."""
     items = "".join(f"<li>{html.escape(p, quote=False)}</li>" for p in problems)
     return f'<ul style="{_ERROR_STYLE};margin:0">{items}</ul>'
+
+
+def _listed_name(listed: dict[str, Any], ref: str) -> str:
+    """The listed function a name, ARN or partial ARN refers to (else `ref` itself)."""
+    for name, info in listed.items():
+        if ref in (name, info.arn) or info.arn.endswith(f":{ref}"):
+            return name
+    return ref
 
 
 def _alias_label(alias: Any) -> str:

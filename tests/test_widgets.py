@@ -126,6 +126,13 @@ def test_weighted_alias_label(endpoint, lambda_client, make_function, zip_code, 
     assert form.qualifier.value == "canary"
     assert form.qualifier.label == "canary → 1 (75%), 2 (25%)"
 
+    # "name:qualifier" and ARNs select the listed function, as lambdakit.run accepts them.
+    arn = lambda_client.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+    for ref in (f"{name}:canary", f"{arn}:canary"):
+        form = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function=ref)
+        assert (form.function.value, form.qualifier.value) == (name, "canary")
+        assert form.validate() == []
+
 
 def test_run_click_returns_while_the_run_goes_on(endpoint, make_function, tmp_path):
     name = make_function(GATED, Timeout=120)
