@@ -100,8 +100,12 @@ async def _store_code(service: Service, data: bytes) -> CodeInfo:
     """Check, then store and pin a zip; nothing is written when the check refuses it."""
     loop = asyncio.get_running_loop()
     info = await loop.run_in_executor(None, check_zip, data)
-    service.store.pinned.add(info.sha_hex)
-    await loop.run_in_executor(None, store_zip, service.store.code_root, data, info)
+    service.store.pin(info.sha_hex)  # the caller unpins once a record refers to it
+    try:
+        await loop.run_in_executor(None, store_zip, service.store.code_root, data, info)
+    except BaseException:
+        service.store.unpin(info.sha_hex)
+        raise
     return info
 
 
@@ -120,7 +124,7 @@ async def create_function(request: web.Request) -> web.Response:
     try:
         cfg = service.store.create_function(body, info)
     finally:
-        service.store.pinned.discard(info.sha_hex)
+        service.store.unpin(info.sha_hex)
     service.spawn(service.finish_update(name, info.sha_hex))
     return web.json_response(public(cfg), status=201)
 
@@ -187,7 +191,7 @@ async def update_code(request: web.Request) -> web.Response:
     try:
         cfg = service.store.update_code(name, info, body.get("RevisionId"), publish=publish)
     finally:
-        service.store.pinned.discard(info.sha_hex)
+        service.store.unpin(info.sha_hex)
     service.spawn(service.finish_update(name, info.sha_hex))
     return web.json_response(public(cfg))
 

@@ -11,6 +11,7 @@ Errors are raised as `ApiError`, already carrying the AWS error code and HTTP st
 
 from __future__ import annotations
 
+import collections
 import copy
 import datetime as dt
 import json
@@ -60,8 +61,8 @@ class Store:
         self.code_root = self.state_dir / "code"
         self._functions_dir = self.state_dir / "functions"
         self._functions: dict[str, dict[str, Any]] = {}
-        # Code being uploaded but not yet referenced by a record; garbage collection skips it.
-        self.pinned: set[str] = set()
+        # Uploads in progress (digest -> how many): garbage collection keeps their code.
+        self.pinned: collections.Counter[str] = collections.Counter()
 
     def load(self) -> list[str]:
         """Read every function record; returns the names whose last update was unfinished."""
@@ -85,6 +86,16 @@ class Store:
         tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex}")
         tmp.write_text(json.dumps(self._functions[name], indent=1, sort_keys=True))
         os.replace(tmp, path)  # atomic: a crash never leaves half a record
+
+    def pin(self, sha_hex: str) -> None:
+        """Keep an upload's code from garbage collection until it is unpinned."""
+        self.pinned[sha_hex] += 1
+
+    def unpin(self, sha_hex: str) -> None:
+        """Undo one pin (once a record refers to the code, or the upload failed)."""
+        self.pinned[sha_hex] -= 1
+        if self.pinned[sha_hex] <= 0:
+            del self.pinned[sha_hex]
 
     def collect_garbage(self) -> None:
         """Delete code no function, version or upload in progress refers to."""
@@ -167,7 +178,6 @@ class Store:
             "next_version": 1,
             "tags": dict(body.get("Tags") or {}),
         }
-        self.pinned.discard(code.sha_hex)
         published = self._publish(name, body.get("Description")) if body.get("Publish") else None
         self._save(name)
         return published or cfg
@@ -195,7 +205,6 @@ class Store:
         latest = record["latest"]
         self._set_code(latest, code)
         _mark_updating(latest)
-        self.pinned.discard(code.sha_hex)
         published = self._publish(name, None) if publish else None
         self._save(name)
         return published or latest
