@@ -16,6 +16,7 @@ __all__ = [
     "alias_version",
     "bad_content",
     "check_alias_name",
+    "check_reservation",
     "check_revision",
     "conflict",
     "invalid",
@@ -252,6 +253,20 @@ def routing_weights(routing: Any) -> dict[str, float]:
             )
         out[str(version)] = float(weight)
     return out
+
+
+def check_reservation(value: Any, account_concurrency: int, reserved_by_others: int) -> int:
+    """A ReservedConcurrentExecutions that leaves the account's unreserved minimum free."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid(f"ReservedConcurrentExecutions must be an integer >= 0, got {value!r}.")
+    # AWS keeps 100 unreserved; a small local account keeps a tenth of itself.
+    minimum = min(100, account_concurrency // 10)
+    if account_concurrency - reserved_by_others - value < minimum:
+        raise invalid(
+            f"Specified ReservedConcurrentExecutions for function decreases account's "
+            f"UnreservedConcurrentExecution below its minimum value of [{minimum}]."
+        )
+    return value
 
 
 def check_alias_name(name: Any) -> str:

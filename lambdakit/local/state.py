@@ -24,6 +24,7 @@ from typing import Any
 from lambdakit.local.checks import (
     alias_version,
     check_alias_name,
+    check_reservation,
     check_revision,
     conflict,
     invalid,
@@ -45,8 +46,8 @@ _BUSY = "The operation cannot be performed at this time."
 
 def _now() -> str:
     """Timestamp in the format Lambda uses for LastModified."""
-    stamp = dt.datetime.now(dt.timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}+0000"
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "+0000")
 
 
 class Store:
@@ -272,10 +273,7 @@ class Store:
         latest = record["latest"]
         sha = body.get("CodeSha256")
         if sha is not None and sha != latest["CodeSha256"]:
-            raise invalid(
-                f"CodeSHA256 ({sha}) is different from current CodeSHA256 in $LATEST "
-                f"({latest['CodeSha256']}). Please try again with the CodeSHA256 in $LATEST."
-            )
+            raise invalid(f"CodeSHA256 ({sha}) differs from $LATEST's ({latest['CodeSha256']}).")
         cfg = self._publish(name, body.get("Description"))
         self._save(name)
         return cfg
@@ -368,16 +366,8 @@ class Store:
     def put_concurrency(self, name: str, value: Any) -> int:
         """Reserve concurrency for a function, leaving the account's unreserved minimum."""
         record = self.record(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise invalid(f"ReservedConcurrentExecutions must be an integer >= 0, got {value!r}.")
-        minimum = min(100, self.account_concurrency // 10)
         others = sum(r["concurrency"] or 0 for n, r in self._functions.items() if n != name)
-        if self.account_concurrency - others - value < minimum:
-            raise invalid(
-                f"Specified ReservedConcurrentExecutions for function decreases account's "
-                f"UnreservedConcurrentExecution below its minimum value of [{minimum}]."
-            )
-        record["concurrency"] = value
+        record["concurrency"] = check_reservation(value, self.account_concurrency, others)
         self._save(name)
         return value
 
@@ -408,5 +398,7 @@ def _same_function(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _alias_versions(alias: dict[str, Any]) -> list[str]:
-    extra = alias.get("RoutingConfig", {}).get("AdditionalVersionWeights", {})
-    return [alias["FunctionVersion"], *extra]
+    return [
+        alias["FunctionVersion"],
+        *alias.get("RoutingConfig", {}).get("AdditionalVersionWeights", {}),
+    ]
