@@ -112,6 +112,13 @@ class Dashboard:
             ],
             layout=widgets.Layout(display="none"),
         )
+        # Stable CSS classes (lambdakit-<part>) for users' styles and the browser test.
+        self.widget.add_class("lambdakit-dashboard")
+        parts = (
+            "records_bar records_text batches_bar batches_text counters rates live_figure errors"
+        )
+        for name in parts.split():
+            getattr(self, name).add_class("lambdakit-" + name.replace("_", "-"))
         self._thread: threading.Thread | None = None
         self.live = LiveRun()
         """What the last run's events said (attempts, failed batches), kept for inspection."""

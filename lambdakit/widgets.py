@@ -150,6 +150,11 @@ class Form(widgets.VBox):
                 self.output,
             ]
         )
+        # Stable CSS classes (lambdakit-<part>) for users' styles and the browser test.
+        self.add_class("lambdakit-form")
+        parts = "function qualifier refresh_button cache run_button cancel_button status message"
+        for name in [*parts.split(), *BOUNDS, "summary", "figure", "output"]:
+            getattr(self, name).add_class("lambdakit-" + name.replace("_", "-"))
         self._inputs = [
             *self.targets.inputs,
             *(getattr(self, name) for name in BOUNDS),
