@@ -70,6 +70,56 @@ def test_aws_cli_covers_the_function_lifecycle(aws_cli, tmp_path):
         assert deleted.returncode == 0, deleted.stderr
 
 
+def test_aws_cli_covers_updates_aliases_concurrency_and_errors(
+    aws_cli, make_function, wait_updated, tmp_path
+):
+    name = make_function(ECHO)
+
+    def run(*args: str) -> dict:
+        done = aws_cli("lambda", *args)
+        assert done.returncode == 0, (args, done.stderr)
+        return json.loads(done.stdout) if done.stdout.strip() else {}
+
+    def fails(*args: str) -> str:
+        done = aws_cli("lambda", *args)
+        assert done.returncode != 0, args
+        return done.stderr
+
+    package = tmp_path / "v2.zip"
+    package.write_bytes(build_zip(ECHO.replace("'got'", "'v2'")))
+    assert run("update-function-code", "--function-name", name, "--zip-file",
+               f"fileb://{package}")["LastUpdateStatus"] == "InProgress"  # fmt: skip
+    wait_updated(name)
+    run("update-function-configuration", "--function-name", name, "--memory-size", "256",
+        "--environment", "Variables={STAGE=test}")  # fmt: skip
+    wait_updated(name)
+    config = run("get-function-configuration", "--function-name", name)
+    assert (config["MemorySize"], config["Environment"]) == (256, {"Variables": {"STAGE": "test"}})
+    versions = run("list-versions-by-function", "--function-name", name)["Versions"]
+    assert [v["Version"] for v in versions] == ["$LATEST"]
+    run("create-alias", "--function-name", name, "--name", "live", "--function-version", "$LATEST")
+    run("update-alias", "--function-name", name, "--name", "live", "--description", "blue")
+    assert run("get-alias", "--function-name", name, "--name", "live")["Description"] == "blue"
+    run("delete-alias", "--function-name", name, "--name", "live")
+
+    out = str(tmp_path / "out.json")
+    event = run("invoke", "--function-name", name, "--invocation-type", "Event", out)
+    assert event["StatusCode"] == 202
+    dry = run("invoke", "--function-name", name, "--invocation-type", "DryRun", out)
+    assert dry["StatusCode"] == 204
+    assert "InvalidRequestContentException" in fails(
+        "invoke", "--function-name", name, "--payload", "not json", out
+    )
+    run("put-function-concurrency", "--function-name", name,
+        "--reserved-concurrent-executions", "0")  # fmt: skip
+    assert run("get-function-concurrency", "--function-name", name) == {
+        "ReservedConcurrentExecutions": 0
+    }
+    assert "TooManyRequestsException" in fails("invoke", "--function-name", name, out)
+    run("delete-function-concurrency", "--function-name", name)
+    assert run("get-function-concurrency", "--function-name", name) == {}
+
+
 def test_aws_cli_reports_service_errors(aws_cli):
     missing = aws_cli("lambda", "get-function", "--function-name", "aws-cli-missing")
     assert missing.returncode != 0
