@@ -367,6 +367,10 @@ def test_malformed_requests_get_aws_errors(local_lambda, make_function):
         ("GET", "/2015-03-31/functions?MaxItems=zero", None, 400, "InvalidParameterValueException"),
         ("GET", "/2015-03-31/functions?Marker=nope", None, 400, "InvalidParameterValueException"),
         ("GET", "/2015-03-31/functions/bad%20name", None, 400, "InvalidParameterValueException"),
+        ("GET", f"/2015-03-31/functions/{name}?Qualifier=bad!", None, 400,
+         "InvalidParameterValueException"),
+        ("POST", f"/2015-03-31/functions/{name}/invocations?Qualifier={'q' * 200}", b"{}", 400,
+         "InvalidParameterValueException"),
         ("POST", f"/2015-03-31/functions/{name}/aliases",
          b'{"Name": "123", "FunctionVersion": "$LATEST"}', 400, "InvalidParameterValueException"),
     ]  # fmt: skip

@@ -29,6 +29,7 @@ __all__ = [
 
 log = logging.getLogger("lambdakit.local.protocol")
 
+_QUALIFIER_RE = re.compile(r"^(\$LATEST|[a-zA-Z0-9_-]{1,128})$")
 _NAME_RE = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:)?(?:\d{12}:)?(?:function:)?"
     r"([a-zA-Z0-9_-]{1,64})(?::(\$LATEST|[a-zA-Z0-9_-]{1,128}))?$"
@@ -119,6 +120,11 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> tuple[str, st
     name, derived = match.group(1), match.group(2)
     if qualifier == "":
         qualifier = None
+    if qualifier is not None and not _QUALIFIER_RE.match(qualifier):
+        raise invalid(
+            f"Invalid Qualifier {qualifier[:140]!r}: $LATEST, a version number or an alias name "
+            "(1-128 of [a-zA-Z0-9-_])."
+        )
     if derived and qualifier and derived != qualifier:
         raise invalid(
             "The derived qualifier from the function name does not match the specified qualifier."
