@@ -133,6 +133,7 @@ def parse_function_name(raw: str, qualifier: str | None = None) -> tuple[str, st
 
 
 def public(cfg: dict[str, Any], **override: Any) -> dict[str, Any]:
+    """A stored configuration as the API shows it (with `override` applied)."""
     # Keys starting with "_" are the store's bookkeeping, never part of the API.
     return {k: v for k, v in cfg.items() if not k.startswith("_")} | override
 
