@@ -57,8 +57,8 @@ def form(
     concurrency, max_attempts); any other keyword (validate=, payload=, retry=, ...) is
     passed to `lambdakit.start` unchanged.
 
-    >>> f = lambdakit.form(df, endpoint_url="http://127.0.0.1:9001", function="echo")
-    >>> f  # displays itself; click Run (or f.run_button.click()), then f.wait()
+    >>> f = lambdakit.form(df, function="echo", endpoint_url=url)  # doctest: +SKIP
+    >>> f  # displays itself; click Run (or f.run_button.click()), then f.wait()  # doctest: +SKIP
     """
     return Form(records, endpoint_url=endpoint_url, client=client, cache=cache, **defaults)
 
