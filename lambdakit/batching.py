@@ -139,18 +139,6 @@ class BatchStream(Iterator[Batch]):
             raise InvalidInput(f"record {index} was rejected: {reason}")
         self._on_reject(Rejection(index=index, reason=reason, input=record))
 
-    def _hash(self, parts: list[bytes], start: int, extra: bytes | None = None) -> int:
-        """Hash parts[start:] (then `extra`); returns how many parts are now hashed.
-
-        The fingerprint is the stream of every record's serialised bytes, each followed by a
-        newline, in input order: hashed a batch at a time, and around each rejected record.
-        """
-        if start < len(parts):
-            self._sha.update(b"\n".join(parts[start:] if start else parts) + b"\n")
-        if extra is not None:
-            self._sha.update(extra + b"\n")
-        return len(parts)
-
     def _generate(
         self,
         records: Iterator[Any],
@@ -161,9 +149,13 @@ class BatchStream(Iterator[Batch]):
     ) -> Iterator[Batch]:
         # The hot loop of a run: locals, and no per-record attribute writes, on purpose.
         serialise, default, options = orjson.dumps, _default, _OPTIONS
+        # The fingerprint: every record's serialised bytes and a newline, in input order.
+        # Hashed record by record: hashlib releases the GIL for inputs over 2 KB, and getting
+        # it back from busy worker threads costs more than the hashing itself.
+        digest = self._sha.update
         check = validator.check if validator is not None else None
         overhead = envelope.overhead
-        batch_index = hashed = 0
+        batch_index = 0
         indices: list[int] = []
         items: list[Any] = []
         parts: list[bytes] = []
@@ -171,15 +163,17 @@ class BatchStream(Iterator[Batch]):
         index = -1
         for index, record in enumerate(records):
             if type(record) is BadLine:
-                hashed = self._hash(parts, hashed, record.text.encode())
+                digest(record.text.encode() + b"\n")
                 self._reject(index, record.reason, record.text)
                 continue
             try:
                 part = serialise(record, default=default, option=options)
             except (TypeError, orjson.JSONEncodeError) as exc:
-                hashed = self._hash(parts, hashed, f"\0{type(record).__name__}".encode())
+                digest(f"\0{type(record).__name__}\n".encode())
                 self._reject(index, f"not JSON-serialisable: {exc}", record)
                 continue
+            digest(part)
+            digest(b"\n")
             n = len(part)
             reason = check(record) if check is not None else None
             if reason is None and overhead + n > max_batch_bytes:
@@ -188,14 +182,11 @@ class BatchStream(Iterator[Batch]):
                     f"envelope), over max_batch_bytes={max_batch_bytes:,}"
                 )
             if reason is not None:
-                hashed = self._hash(parts, hashed, part)
                 self._reject(index, reason, record)
                 continue
             # A first item always fits: the single-record check above guarantees it.
             if len(items) >= batch_size or size + 1 + n > max_batch_bytes:
                 self.records = index + 1
-                self._hash(parts, hashed)
-                hashed = 0
                 yield from self._emit(batch_index, indices, items, parts, envelope, max_batch_bytes)
                 batch_index += 1
                 indices, items, parts, size = [], [], [], overhead - 1
@@ -204,7 +195,6 @@ class BatchStream(Iterator[Batch]):
             parts.append(part)
             size += 1 + n
         self.records = index + 1
-        self._hash(parts, hashed)
         if items:
             yield from self._emit(batch_index, indices, items, parts, envelope, max_batch_bytes)
 

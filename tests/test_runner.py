@@ -360,3 +360,12 @@ def test_bad_arguments_are_named():
         go(None, FakeInvoker())
     with pytest.raises(InvalidInput, match="does not exist"):
         go("/nonexistent/file.jsonl", FakeInvoker())
+
+
+def test_progress_bar_is_drawn_only_when_asked(capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    run(None, range(30), invoker=FakeInvoker(), batch_size=10, cache=False, progress=True)
+    drawn = capsys.readouterr().err
+    assert "30/30" in drawn and "rec" in drawn
+    run(None, range(30), invoker=FakeInvoker(), batch_size=10, cache=False, progress=False)
+    assert capsys.readouterr().err == ""

@@ -330,3 +330,47 @@ def test_missing_function_or_alias_raises_before_any_batch(go, counting):
     with pytest.raises(lambdakit.FunctionNotFound, match="alias 'nope'"):
         go(name, records(), qualifier="nope")
     assert consumed == []
+
+
+def test_weighted_alias_caches_under_the_version_that_ran(counting, go, lambda_client, tmp_path):
+    name, _ = counting(TAG="one")
+    v1 = lambda_client.publish_version(FunctionName=name)["Version"]
+    config = lambda_client.get_function_configuration(FunctionName=name)
+    variables = {**config["Environment"]["Variables"], "TAG": "two"}
+    lambda_client.update_function_configuration(
+        FunctionName=name, Environment={"Variables": variables}
+    )
+    deadline_poll(
+        lambda: (
+            lambda_client.get_function(FunctionName=name)["Configuration"]["LastUpdateStatus"]
+            == "Successful"
+        ),
+        what="configuration update",
+    )
+    v2 = lambda_client.publish_version(FunctionName=name)["Version"]
+    lambda_client.create_alias(
+        FunctionName=name,
+        Name="canary",
+        FunctionVersion=v1,
+        RoutingConfig={"AdditionalVersionWeights": {v2: 0.5}},
+    )
+    records = [{"i": i} for i in range(40)]
+    first = go(name, records, qualifier="canary", batch_size=2)
+    ran = dict(zip(first.batches["batch"], first.batches["executed_version"], strict=True))
+    assert set(ran.values()) == {v1, v2}  # both versions served batches
+    tags = {v1: "one", v2: "two"}
+    outputs = list(first.outputs())
+    for batch, version in ran.items():
+        assert outputs[2 * batch]["tag"] == tags[version]
+    entries = lambdakit.Cache(tmp_path / "cache").entries(function=name)
+    assert set(entries["executed_version"]) == {v1, v2}
+
+    # Both versions are still routed to: every batch is a hit, whichever version made it.
+    assert go(name, records, qualifier="canary", batch_size=2).summary()["invocations"] == 0
+    # Routed to v2 only: v1's results no longer stand, v2's still do.
+    lambda_client.update_alias(
+        FunctionName=name, Name="canary", FunctionVersion=v2, RoutingConfig={}
+    )
+    moved = go(name, records, qualifier="canary", batch_size=2)
+    assert moved.summary()["invocations"] == sum(1 for v in ran.values() if v == v1)
+    assert {o["tag"] for o in moved.outputs()} == {"two"}
