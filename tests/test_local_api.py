@@ -490,3 +490,16 @@ def test_stale_revision_ids_are_refused(lambda_client, make_function):
         FunctionName=name, Name="live", Description="x", RevisionId=alias["RevisionId"]
     )
     assert updated["Description"] == "x" and updated["RevisionId"] != alias["RevisionId"]
+
+
+def test_account_settings_report_concurrency_and_code(lambda_client, make_function):
+    name = make_function(ECHO)
+    before = lambda_client.get_account_settings()
+    limit, usage = before["AccountLimit"], before["AccountUsage"]
+    assert limit["ConcurrentExecutions"] == 1000
+    assert limit["CodeSizeZipped"] == 50 * 1024 * 1024
+    assert limit["CodeSizeUnzipped"] == 250 * 1024 * 1024
+    assert usage["FunctionCount"] >= 1 and usage["TotalCodeSize"] > 0
+    lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
+    after = lambda_client.get_account_settings()["AccountLimit"]
+    assert after["UnreservedConcurrentExecutions"] == limit["UnreservedConcurrentExecutions"] - 5

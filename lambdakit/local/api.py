@@ -19,7 +19,14 @@ from typing import Any
 from aiohttp import web
 
 from lambdakit.local.checks import ApiError, bad_content, invalid, optional, validate_config
-from lambdakit.local.codezip import CodeInfo, check_zip, store_zip, unpack
+from lambdakit.local.codezip import (
+    MAX_UNZIPPED_BYTES,
+    MAX_ZIPPED_BYTES,
+    CodeInfo,
+    check_zip,
+    store_zip,
+    unpack,
+)
 from lambdakit.local.environments import EnvironmentManager
 from lambdakit.local.events import EventQueue
 from lambdakit.local.faults import FaultInjector
@@ -297,6 +304,22 @@ async def delete_concurrency(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def get_account_settings(request: web.Request) -> web.Response:
+    """GetAccountSettings: the concurrency a client may plan for, and code storage use."""
+    store = request.app[SERVICE].store
+    reserved = sum(store.concurrency(name) or 0 for name in store.names())
+    stored = sum(p.stat().st_size for p in store.code_root.glob("*.zip"))
+    limit = {
+        "TotalCodeSize": 80 * 1024**3,
+        "CodeSizeUnzipped": MAX_UNZIPPED_BYTES,
+        "CodeSizeZipped": MAX_ZIPPED_BYTES,
+        "ConcurrentExecutions": store.account_concurrency,
+        "UnreservedConcurrentExecutions": store.account_concurrency - reserved,
+    }
+    usage = {"TotalCodeSize": stored, "FunctionCount": len(store.names())}
+    return web.json_response({"AccountLimit": limit, "AccountUsage": usage})
+
+
 def add_management_routes(app: web.Application) -> None:
     """Mount every management operation at its botocore path."""
     fn = "/2015-03-31/functions/{name}"
@@ -319,4 +342,6 @@ def add_management_routes(app: web.Application) -> None:
     app.router.add_put("/2017-10-31/functions/{name}/concurrency", put_concurrency)
     app.router.add_delete("/2017-10-31/functions/{name}/concurrency", delete_concurrency)
     app.router.add_get("/2019-09-30/functions/{name}/concurrency", get_concurrency)
+    app.router.add_get("/2016-08-19/account-settings", get_account_settings)
+    app.router.add_get("/2016-08-19/account-settings/", get_account_settings)
     app.router.add_get("/_lambdakit/code/{sha}.zip", get_code_zip)
