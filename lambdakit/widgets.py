@@ -167,6 +167,11 @@ class Form(widgets.VBox):
         self.targets.refresh()
 
     @property
+    def handle(self) -> Any:
+        """The RunHandle of the current or last run (None before the first run starts)."""
+        return self._handle
+
+    @property
     def path(self) -> widgets.Text | None:
         """The dataset path input (None when the form was given `records`)."""
         return self.dataset.path if self.dataset is not None else None
@@ -255,6 +260,7 @@ class Form(widgets.VBox):
         self.summary.value = ""
         self.figure.layout.display = "none"
         self._error = None
+        self._handle = None
         self._started = True
         self._set_running(True)
         self._logs = RunLogCapture(self._write_stderr).attach()

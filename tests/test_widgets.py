@@ -146,7 +146,7 @@ def test_run_click_returns_while_the_run_goes_on(endpoint, make_function, tmp_pa
 
     # Every batch waits for the gate, so the click cannot have waited for the run.
     assert form.state == "running"
-    assert form._handle is not None and not form._handle.done
+    assert form.handle is not None and not form.handle.done
     assert form.run_button.disabled and form.batch_size.disabled and form.function.disabled
     assert not form.cancel_button.disabled
     assert form.dashboard.widget.layout.display == ""
@@ -185,7 +185,7 @@ def test_cancel_stops_shows_the_partial_result_and_a_rerun_resumes(
         cache=str(tmp_path / "cache"),
     )
     form.run_button.click()
-    poll(lambda: form._handle.progress.batches_done >= 3, "three batches done")
+    poll(lambda: form.handle.progress.batches_done >= 3, "three batches done")
 
     form.cancel_button.click()
     assert form.state == "cancelling" and form.cancel_button.disabled
@@ -225,7 +225,7 @@ def test_library_warnings_during_a_run_go_to_the_form(endpoint, make_function, t
         cache=False,
     )
     form.run_button.click()
-    poll(lambda: form._handle.progress.in_flight == 1, "one invocation in flight")
+    poll(lambda: form.handle.progress.in_flight == 1, "one invocation in flight")
     form.cancel_button.click()
 
     def warned():
@@ -333,7 +333,7 @@ def test_invalid_inputs_are_refused_with_a_message(endpoint, make_function, tmp_
 
     form.run_button.click()
     assert "Enter the path of the dataset" in form.message.value
-    assert form.state == "idle" and form._handle is None
+    assert form.state == "idle" and form.handle is None
 
     form.path.value = str(tmp_path / "missing.jsonl")
     assert "File not found" in form.preview.value
@@ -344,14 +344,14 @@ def test_invalid_inputs_are_refused_with_a_message(endpoint, make_function, tmp_
     form.path.value = str(tmp_path / "data.txt")
     form.run_button.click()
     assert "Unsupported file type" in form.message.value
-    assert form._handle is None
+    assert form.handle is None
     with pytest.raises(InvalidInput, match="No run was started"):
         form.wait()
 
     ghost = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function="no-such-function")
     ghost.run_button.click()
     assert "was not found at this endpoint" in ghost.message.value
-    assert ghost._handle is None
+    assert ghost.handle is None
 
     wrong = lambdakit.form([{"n": 1}], endpoint_url=endpoint, function=name, qualifier="beta")
     assert wrong.qualifier.label == "beta (not found)"
