@@ -277,3 +277,14 @@ def test_server_exits_when_its_owner_dies_without_stopping_it(tmp_path):
         assert time.monotonic() < deadline, "the server outlived its owner"
         time.sleep(0.05)
     assert "parent process" in (tmp_path / "state" / "server.log").read_text()
+
+
+def test_unreadable_records_are_skipped_on_load(tmp_path, caplog):
+    store = new_store(tmp_path)
+    create(store, "good")
+    functions = tmp_path / "state" / "functions"
+    (functions / "broken.json").write_text("{not json")
+    (functions / "odd.json").write_text('{"latest": {}}')
+    again = new_store(tmp_path)
+    assert again.names() == ["good"]
+    assert "broken.json" in caplog.text and "odd.json" in caplog.text

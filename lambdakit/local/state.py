@@ -73,12 +73,15 @@ class Store:
         for path in sorted(self._functions_dir.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                log.error("ignoring unreadable function record %s: %s", path, exc)
+                name, status = (
+                    record["latest"]["FunctionName"],
+                    record["latest"]["LastUpdateStatus"],
+                )
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("ignoring unreadable function record %s: %r", path, exc)
                 continue
-            name = record["latest"]["FunctionName"]
             self._functions[name] = record
-            if record["latest"]["LastUpdateStatus"] == "InProgress":
+            if status == "InProgress":
                 unfinished.append(name)
         return unfinished
 
