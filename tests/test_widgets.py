@@ -457,3 +457,31 @@ def test_without_an_endpoint_the_form_talks_to_aws(monkeypatch, tmp_path):
     assert "No AWS credentials were found" in form.message.value
     assert "CredentialsError" in form.output.outputs[0]["text"]
     assert form.function.options == ()
+
+
+def test_dashboard_shows_a_source_of_unknown_length():
+    from lambdakit.dashboard import Dashboard, LiveRun
+    from lambdakit.progress import Progress
+
+    errors = []
+    board = Dashboard(report_error=lambda exc, where="": errors.append(exc))
+    live = LiveRun()
+    running = Progress(records_read=40, records_done=25, batches_read=4, batches_done=2)
+    board.show(running, live)
+    assert (board.records_bar.value, board.records_bar.max) == (25, 40)
+    assert board.records_text.value == "25 done, 40 read so far"
+    assert (board.batches_bar.value, board.batches_bar.max) == (2, 4)
+
+    ended = Progress(state="finished", records_read=90, records_done=90, batches_read=9,
+                     batches_done=9, elapsed_s=3.0)  # fmt: skip
+    board.show(ended, live)
+    assert board.records_text.value == "90 of 90"
+    assert (board.records_bar.value, board.records_bar.max) == (90, 90)
+    board.show_end("finished")
+    assert board.records_bar.bar_style == board.batches_bar.bar_style == "success"
+
+    known = Progress(records_total=200, records_read=120, records_done=50)
+    board.show(known, live)
+    assert board.records_text.value == "50 / 200 (25%)"
+    assert board.records_bar.max == 200
+    assert errors == []
