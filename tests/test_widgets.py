@@ -4,6 +4,7 @@ against `lambdakit local`."""
 import json
 import logging
 import re
+import socket
 import time
 
 import pytest
@@ -405,11 +406,15 @@ def test_callback_errors_are_shown_in_the_form(endpoint, lambda_client, make_fun
 
 
 def test_an_unreachable_endpoint_is_reported_not_raised():
-    # Port 9 (discard) is closed here: ListFunctions fails inside the refresh callback.
-    form = lambdakit.form([{"n": 1}], endpoint_url="http://127.0.0.1:9")
+    # A port that was just free: ListFunctions fails inside the refresh callback.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    form = lambdakit.form([{"n": 1}], endpoint_url=f"http://127.0.0.1:{port}")
     assert form.function.options == ()
     assert "refresh failed" in form.output.outputs[0]["text"]
-    assert "127.0.0.1:9" in form.message.value
+    assert f"127.0.0.1:{port}" in form.message.value
+    assert form.state == "idle"
 
 
 def test_errors_from_the_dashboard_thread_reach_the_form(endpoint, make_function, monkeypatch):
