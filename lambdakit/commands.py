@@ -18,6 +18,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,8 @@ def _lab(args: argparse.Namespace) -> int:
     from lambdakit.errors import LambdakitError
 
     extra = [a for a in args.lab_args if a != "--"]
+    # A SIGTERM becomes SystemExit, so that JupyterLab and the local service are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         return run_lab(port=args.port, state_dir=args.state_dir, lab_args=tuple(extra))
     except LambdakitError as exc:

@@ -137,7 +137,17 @@ def run_lab(
         env = dict(os.environ, **{ENDPOINT_ENV: local.endpoint_url})
         log.info("lambdakit local at %s; starting JupyterLab", local.endpoint_url)
         command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}"]
+        lab = subprocess.Popen([*command, *lab_args], env=env)
         try:
-            return subprocess.call([*command, *lab_args], env=env)
-        except KeyboardInterrupt:  # Lab handles Ctrl-C itself; just stop the service cleanly
+            return lab.wait()
+        except KeyboardInterrupt:  # Ctrl-C: Lab would ask to confirm; we are stopping anyway
             return 130
+        finally:
+            # Also reached on SystemExit (the CLI turns SIGTERM into one): never orphan Lab.
+            if lab.poll() is None:
+                lab.terminate()
+                try:
+                    lab.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    lab.kill()
+                    lab.wait()
