@@ -48,8 +48,7 @@ class RunHandle:
         self._finish = finish
         self._result: RunResult | None = None
         self._error: BaseException | None = None
-        # Waiting on an Event, not Thread.join: a KeyboardInterrupt inside join() can leave the
-        # thread marked as stopped while it still runs (CPython bpo-45274).
+        # Set when the result (or error) is ready; wait() polls it in short slices.
         self._ended = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"lambdakit-run-{run_id[:8]}")
         self._thread.daemon = True
@@ -110,7 +109,8 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends and return its RunResult (raises what ended the run)."""
-        # Short slices, so that a KeyboardInterrupt reaches a waiting main thread promptly.
+        # Short slices: a main thread blocked in one long wait did not see a KeyboardInterrupt
+        # (as Jupyter's stop button sends) until the whole run had finished.
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._ended.wait(0.1):
             if deadline is not None and time.monotonic() >= deadline:
@@ -211,7 +211,17 @@ def start(
     records_total = source_length(records)
     tolerated = _tolerance(tolerated_failure, records_total)
     envelope = Envelope(payload=payload, batch_input=batch_input)
-
+    record = RunRecord(OutputStore(output_dir))
+    # Made (and so checked) before the function is looked up; nothing is read yet.
+    stream = iter_batches(
+        records,
+        batch_size=_positive_int("batch_size", batch_size),
+        max_batch_bytes=max_batch_bytes,
+        payload=payload,
+        batch_input=batch_input,
+        validator=validator,
+        on_reject=record.on_reject,
+    )
     if invoker is None:
         invoker, target = _lambda_invoker(
             function, qualifier, concurrency, timeout, id_field, endpoint_url, region, profile,
@@ -222,18 +232,10 @@ def start(
         target = getattr(invoker, "target", None)
         if target is None:
             raise InvalidInput("a custom invoker must have a .target (connection.Target)")
+        if id_field is not None:
+            raise InvalidInput("id_field configures the Lambda invoker: give it to your invoker")
 
     run_id = uuid.uuid4().hex
-    record = RunRecord(OutputStore(output_dir))
-    stream = iter_batches(
-        records,
-        batch_size=_positive_int("batch_size", batch_size),
-        max_batch_bytes=max_batch_bytes,
-        payload=payload,
-        batch_input=batch_input,
-        validator=validator,
-        on_reject=record.on_reject,
-    )
     tracker = Tracker(
         records_total=records_total,
         in_flight_limit=concurrency,
