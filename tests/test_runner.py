@@ -4,6 +4,8 @@ Integration tests with real boto3 against `lambdakit local` are in test_runner_l
 """
 
 import threading
+import time
+from collections import Counter
 
 import orjson
 import pytest
@@ -12,7 +14,15 @@ from lambdakit.connection import Target
 from lambdakit.errors import InvalidInput, ToleranceExceeded
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Outcome
 from lambdakit.progress import ProgressEvent
-from lambdakit.retry import CLIENT_ERROR, FUNCTION_ERROR, OK, REPORTED_FAILURE, THROTTLE, Retry
+from lambdakit.retry import (
+    CLIENT_ERROR,
+    FUNCTION_ERROR,
+    OK,
+    REPORTED_FAILURE,
+    THROTTLE,
+    TIMEOUT,
+    Retry,
+)
 from lambdakit.runner import run, start
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:fake"
@@ -56,13 +66,15 @@ class FakeInvoker:
         self.target = target or make_target()
         self.behave = behave
         self.calls = []
+        self._seen = Counter()
         self._lock = threading.Lock()
 
     def invoke(self, batch):
         items = orjson.loads(batch.body)["Items"]
         with self._lock:
             self.calls.append(items)
-            seen = sum(1 for c in self.calls if c == items)
+            self._seen[batch.body] += 1
+            seen = self._seen[batch.body]
         if self.behave is not None:
             outcome = self.behave(items, seen)
             if outcome is not None:
@@ -369,3 +381,61 @@ def test_progress_bar_is_drawn_only_when_asked(capsys, monkeypatch):
     assert "30/30" in drawn and "rec" in drawn
     run(None, range(30), invoker=FakeInvoker(), batch_size=10, cache=False, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def poll(check, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_cancel_interrupts_a_long_retry_wait():
+    def fail(items, seen):
+        return Outcome(FUNCTION_ERROR, error_type="Boom")
+
+    slow_retry = Retry(max_attempts=5, base_delay=600.0, max_delay=600.0, jitter="none")
+    handle = start(
+        None, [1], invoker=FakeInvoker(fail), retry=slow_retry, progress=False, cache=False
+    )
+    poll(lambda: handle.progress.invocations >= 1)
+    handle.cancel()
+    result = handle.wait(timeout=30)  # far less than the 600 s retry delay
+    assert result.summary()["invocations"] == 1 and result.summary()["failed_records"] == 0
+    assert result.batches.iloc[0]["status"] == "cancelled"
+
+
+def test_reading_ahead_is_bounded_while_workers_are_busy():
+    gate = threading.Event()
+    read = []
+
+    def source():
+        for i in range(10_000):
+            read.append(i)
+            yield i
+
+    def blocked(items, seen):
+        gate.wait(10)
+
+    invoker = FakeInvoker(blocked)
+    handle = start(
+        None, source(), invoker=invoker, batch_size=1, concurrency=2, progress=False, cache=False
+    )
+    poll(lambda: len(invoker.calls) == 2)
+    poll(lambda: handle.progress.records_read >= 2)
+    # In flight (2) plus read-ahead (2) plus the one record that ends a batch: no more.
+    assert len(read) <= 5
+    gate.set()
+    result = handle.wait(timeout=60)
+    assert result.summary()["records"] == 10_000 and len(read) == 10_000
+
+
+def test_timeouts_are_counted_and_retried_only_when_the_policy_says_so():
+    def timed_out(items, seen):
+        return Outcome(TIMEOUT, error_type="ReadTimeoutError") if seen == 1 else None
+
+    retried = go([1], FakeInvoker(timed_out), retry=Retry(jitter="none"))
+    assert list(retried.attempts.sort_values("attempt")["outcome"]) == [TIMEOUT, OK]
+    kept = go([1], FakeInvoker(timed_out), retry=Retry(on=("throttle",)))
+    assert kept.summary()["invocations"] == 1 and kept.summary()["failed_records"] == 1
+    assert kept.errors().iloc[0]["error_type"] == "ReadTimeoutError"
