@@ -35,8 +35,8 @@ elif target == "aws":
 elif target != "local":
     raise ValueError(f"target must be 'local' or 'aws', got {target!r}")
 client = lambdakit.make_client(endpoint_url=endpoint_url)
-# Deploying to AWS needs an execution role; the local service ignores roles.
-role = {"role": os.environ["LAMBDAKIT_ROLE_ARN"]} if target == "aws" else {}"""
+# Deploying to AWS needs an execution role (LAMBDAKIT_ROLE_ARN); the local service ignores it.
+role = {"role": os.environ["LAMBDAKIT_ROLE_ARN"]} if "LAMBDAKIT_ROLE_ARN" in os.environ else {}"""
 
 
 def md(text: str) -> nbformat.NotebookNode:
