@@ -265,7 +265,7 @@ def start(
         "timeout": timeout,
         "retry": dataclasses.asdict(retry_policy),
         "cache": str(cache_store.directory) if cache_store is not None else None,
-        "validate": repr(validate) if validate is not None else None,
+        "validate": repr(validator) if validator is not None else None,
         "payload": getattr(payload, "__name__", repr(payload)) if payload else None,
         "batch_input": batch_input,
         "id_field": id_field,

@@ -54,6 +54,12 @@ class Validator:
             return validate
         return cls(validate)
 
+    def __repr__(self) -> str:
+        if isinstance(self.rule, Mapping):
+            keys = ", ".join(sorted(str(k) for k in self.rule)[:5])
+            return f"Validator(schema with {keys})"
+        return f"Validator({getattr(self.rule, '__qualname__', repr(self.rule))})"
+
     def check(self, record: Any) -> str | None:
         """None when the record is acceptable, else a one-line reason."""
         return self._check(record)

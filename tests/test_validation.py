@@ -57,3 +57,12 @@ def test_coerce_and_bad_rule():
 def test_rejection_keeps_index_reason_and_input():
     r = Rejection(index=3, reason="bad", input={"x": 1})
     assert (r.index, r.reason, r.input) == (3, "bad", {"x": 1})
+
+
+def test_repr_names_the_rule():
+    assert repr(Validator(SCHEMA)) == "Validator(schema with properties, required, type)"
+
+    def positive(record):
+        return record > 0
+
+    assert repr(Validator(positive)) == ("Validator(test_repr_names_the_rule.<locals>.positive)")
