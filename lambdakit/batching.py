@@ -119,6 +119,7 @@ class BatchStream(Iterator[Batch]):
     ) -> None:
         self.records = 0  # records read so far, rejected ones included
         self.rejected = 0
+        self.batches = 0  # batches emitted so far; the next one's index
         self._sha = hashlib.sha256()
         self._on_reject = on_reject
         # Opened here, not lazily, so that a bad path or source type is reported at once.
@@ -155,7 +156,6 @@ class BatchStream(Iterator[Batch]):
         digest = self._sha.update
         check = validator.check if validator is not None else None
         overhead = envelope.overhead
-        batch_index = 0
         indices: list[int] = []
         items: list[Any] = []
         parts: list[bytes] = []
@@ -187,8 +187,7 @@ class BatchStream(Iterator[Batch]):
             # A first item always fits: the single-record check above guarantees it.
             if len(items) >= batch_size or size + 1 + n > max_batch_bytes:
                 self.records = index + 1
-                yield from self._emit(batch_index, indices, items, parts, envelope, max_batch_bytes)
-                batch_index += 1
+                yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
                 indices, items, parts, size = [], [], [], overhead - 1
             indices.append(index)
             items.append(record)
@@ -196,11 +195,10 @@ class BatchStream(Iterator[Batch]):
             size += 1 + n
         self.records = index + 1
         if items:
-            yield from self._emit(batch_index, indices, items, parts, envelope, max_batch_bytes)
+            yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
 
     def _emit(
         self,
-        batch_index: int,
         indices: list[int],
         items: list[Any],
         parts: list[bytes],
@@ -209,7 +207,9 @@ class BatchStream(Iterator[Batch]):
     ) -> Iterator[Batch]:
         body = envelope.body(items, parts)
         if len(body) <= max_batch_bytes:
-            yield Batch(batch_index, tuple(indices), items, body)
+            # Numbered as emitted: the halves of an over-large body are batches of their own.
+            yield Batch(self.batches, tuple(indices), items, body)
+            self.batches += 1
             return
         # Only a payload= callable can make the body bigger than the sum of its parts.
         if len(items) == 1:
@@ -223,12 +223,8 @@ class BatchStream(Iterator[Batch]):
             self._on_reject(Rejection(index=indices[0], reason=reason, input=items[0]))
             return
         mid = len(items) // 2
-        yield from self._emit(
-            batch_index, indices[:mid], items[:mid], parts[:mid], envelope, max_batch_bytes
-        )
-        yield from self._emit(
-            batch_index, indices[mid:], items[mid:], parts[mid:], envelope, max_batch_bytes
-        )
+        yield from self._emit(indices[:mid], items[:mid], parts[:mid], envelope, max_batch_bytes)
+        yield from self._emit(indices[mid:], items[mid:], parts[mid:], envelope, max_batch_bytes)
 
 
 class ReadAhead:

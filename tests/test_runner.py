@@ -439,3 +439,15 @@ def test_timeouts_are_counted_and_retried_only_when_the_policy_says_so():
     kept = go([1], FakeInvoker(timed_out), retry=Retry(on=("throttle",)))
     assert kept.summary()["invocations"] == 1 and kept.summary()["failed_records"] == 1
     assert kept.errors().iloc[0]["error_type"] == "ReadTimeoutError"
+
+
+def test_payload_callable_shapes_requests_and_oversized_ones_are_split():
+    def padded(items):
+        return {"Items": items, "pad": "x" * (300 * len(items))}
+
+    invoker = FakeInvoker()
+    result = go(range(8), invoker, batch_size=8, max_batch_bytes=1000, payload=padded)
+    assert list(result.outputs()) == [i * i for i in range(8)]
+    assert len(result.batches) == len(invoker.calls) > 1
+    assert sorted(result.batches["batch"]) == list(range(len(result.batches)))
+    assert set(result.batches["status"]) == {"ok"}
