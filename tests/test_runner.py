@@ -451,3 +451,13 @@ def test_payload_callable_shapes_requests_and_oversized_ones_are_split():
     assert len(result.batches) == len(invoker.calls) > 1
     assert sorted(result.batches["batch"]) == list(range(len(result.batches)))
     assert set(result.batches["status"]) == {"ok"}
+
+
+def test_empty_and_all_rejected_sources_give_empty_results():
+    invoker = FakeInvoker()
+    empty = go([], invoker)
+    assert empty.summary()["records"] == 0 and empty.summary()["batches"] == 0
+    assert list(empty.outputs()) == []
+    rejected = go([-1, -2], invoker, validate=lambda r: r > 0)
+    assert invoker.calls == []
+    assert rejected.summary()["rejected_records"] == 2 and list(rejected.outputs()) == [None] * 2
