@@ -503,3 +503,22 @@ def test_account_settings_report_concurrency_and_code(lambda_client, make_functi
     lambda_client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
     after = lambda_client.get_account_settings()["AccountLimit"]
     assert after["UnreservedConcurrentExecutions"] == limit["UnreservedConcurrentExecutions"] - 5
+
+
+def test_tags(lambda_client, make_function):
+    name = make_function(ECHO, Tags={"team": "data"})
+    arn = f"{ARN_PREFIX}{name}"
+    assert lambda_client.list_tags(Resource=arn)["Tags"] == {"team": "data"}
+    lambda_client.tag_resource(Resource=arn, Tags={"stage": "test", "team": "ml"})
+    assert lambda_client.get_function(FunctionName=name)["Tags"] == {"team": "ml", "stage": "test"}
+    lambda_client.untag_resource(Resource=arn, TagKeys=["team"])
+    assert lambda_client.list_tags(Resource=arn)["Tags"] == {"stage": "test"}
+    for call, code in (
+        (lambda: lambda_client.list_tags(Resource=f"{arn}:1"), "InvalidParameterValueException"),
+        (lambda: lambda_client.list_tags(Resource=f"{arn}-gone"), "ResourceNotFoundException"),
+        (lambda: lambda_client.tag_resource(Resource=arn, Tags={"aws:x": "y"}),
+         "InvalidParameterValueException"),
+    ):  # fmt: skip
+        with pytest.raises(ClientError) as exc_info:
+            call()
+        assert error_of(exc_info)[0] == code

@@ -18,7 +18,14 @@ from typing import Any
 
 from aiohttp import web
 
-from lambdakit.local.checks import ApiError, bad_content, invalid, optional, validate_config
+from lambdakit.local.checks import (
+    ApiError,
+    bad_content,
+    check_tags,
+    invalid,
+    optional,
+    validate_config,
+)
 from lambdakit.local.codezip import (
     MAX_UNZIPPED_BYTES,
     MAX_ZIPPED_BYTES,
@@ -125,7 +132,7 @@ async def create_function(request: web.Request) -> web.Response:
     if name in service.store.names():
         raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
     optional(body, "Publish", bool)
-    optional(body, "Tags", dict)
+    check_tags(optional(body, "Tags", dict) or {})
     data = _zip_bytes(optional(body, "Code", dict) or {}, "ZipFile")
     info = await _store_code(service, data)
     try:
@@ -304,6 +311,41 @@ async def delete_concurrency(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _tagged(request: web.Request) -> tuple[Service, str]:
+    service = request.app[SERVICE]
+    name, qualifier = parse_function_name(request.match_info["arn"])
+    if qualifier:
+        raise invalid(
+            "Tags apply to a function, not to a version or alias: use its unqualified ARN."
+        )
+    service.store.record(name)  # 404 when missing
+    return service, name
+
+
+async def tag_resource(request: web.Request) -> web.Response:
+    """TagResource (204): add or overwrite tags."""
+    service, name = _tagged(request)
+    tags = check_tags((await read_json(request)).get("Tags", {}))
+    merged = service.store.record(name)["tags"] | tags
+    service.store.set_tags(name, check_tags(merged))
+    return web.Response(status=204)
+
+
+async def untag_resource(request: web.Request) -> web.Response:
+    """UntagResource (204): remove the tags named by ?tagKeys=."""
+    service, name = _tagged(request)
+    drop = set(request.query.getall("tagKeys", []))
+    tags = service.store.record(name)["tags"]
+    service.store.set_tags(name, {k: v for k, v in tags.items() if k not in drop})
+    return web.Response(status=204)
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    """ListTags."""
+    service, name = _tagged(request)
+    return web.json_response({"Tags": service.store.record(name)["tags"]})
+
+
 async def get_account_settings(request: web.Request) -> web.Response:
     """GetAccountSettings: the concurrency a client may plan for, and code storage use."""
     store = request.app[SERVICE].store
@@ -342,6 +384,9 @@ def add_management_routes(app: web.Application) -> None:
     app.router.add_put("/2017-10-31/functions/{name}/concurrency", put_concurrency)
     app.router.add_delete("/2017-10-31/functions/{name}/concurrency", delete_concurrency)
     app.router.add_get("/2019-09-30/functions/{name}/concurrency", get_concurrency)
+    app.router.add_post("/2017-03-31/tags/{arn}", tag_resource)
+    app.router.add_delete("/2017-03-31/tags/{arn}", untag_resource)
+    app.router.add_get("/2017-03-31/tags/{arn}", list_tags)
     app.router.add_get("/2016-08-19/account-settings", get_account_settings)
     app.router.add_get("/2016-08-19/account-settings/", get_account_settings)
     app.router.add_get("/_lambdakit/code/{sha}.zip", get_code_zip)

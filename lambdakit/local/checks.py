@@ -18,6 +18,7 @@ __all__ = [
     "check_alias_name",
     "check_reservation",
     "check_revision",
+    "check_tags",
     "conflict",
     "invalid",
     "not_found",
@@ -267,6 +268,23 @@ def check_reservation(value: Any, account_concurrency: int, reserved_by_others: 
             f"UnreservedConcurrentExecution below its minimum value of [{minimum}]."
         )
     return value
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    """Tags as AWS accepts them: at most 50, keys 1-128 and values 0-256 characters."""
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise bad_content(
+            "Could not parse request body into json: Tags must map strings to strings."
+        )
+    if len(tags) > 50:
+        raise invalid(f"A function has at most 50 tags, got {len(tags)}.")
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 128 or key.lower().startswith("aws:") or len(value) > 256:
+            raise invalid(f"Invalid tag {key!r}: keys 1-128 characters not starting with aws:, "
+                          "values at most 256.")  # fmt: skip
+    return tags
 
 
 def check_alias_name(name: Any) -> str:

@@ -25,7 +25,7 @@ __all__ = [
     "CodeInfo",
     "check_zip",
     "code_dir",
-    "remove_code",
+    "remove_unused_code",
     "store_zip",
     "unpack",
 ]
@@ -132,7 +132,11 @@ def unpack(code_root: Path, sha_hex: str) -> Path:
     return target
 
 
-def remove_code(code_root: Path, sha_hex: str) -> None:
-    """Delete a stored zip and its unpacked tree."""
-    (code_root / f"{sha_hex}.zip").unlink(missing_ok=True)
-    shutil.rmtree(code_dir(code_root, sha_hex), ignore_errors=True)
+def remove_unused_code(code_root: Path, used: set[str]) -> None:
+    """Delete every stored zip and unpacked tree whose digest is not in `used`."""
+    # Folders too: an unpack that finished after its function was deleted leaves one.
+    stored = {path.name.removesuffix(".zip") for path in code_root.iterdir()}
+    for sha_hex in stored - used:
+        if not sha_hex.startswith("."):  # uploads and unpacks in progress
+            (code_root / f"{sha_hex}.zip").unlink(missing_ok=True)
+            shutil.rmtree(code_dir(code_root, sha_hex), ignore_errors=True)

@@ -33,7 +33,7 @@ from lambdakit.local.checks import (
     routing_weights,
     validate_config,
 )
-from lambdakit.local.codezip import CodeInfo, code_dir, remove_code
+from lambdakit.local.codezip import CodeInfo, code_dir, remove_unused_code
 
 __all__ = ["ACCOUNT_ID", "LATEST", "Store"]
 
@@ -107,11 +107,7 @@ class Store:
         for record in self._functions.values():
             for cfg in [record["latest"], record["live"], *record["versions"].values()]:
                 used.add(cfg["_CodeHex"])
-        # Folders too: an unpack that finished after its function was deleted leaves one.
-        stored = {p.name.removesuffix(".zip") for p in self.code_root.iterdir()}
-        for sha_hex in stored - used:
-            if not sha_hex.startswith("."):  # uploads and unpacks in progress
-                remove_code(self.code_root, sha_hex)
+        remove_unused_code(self.code_root, used)
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         """The function ARN, qualified when a qualifier is given."""
@@ -373,6 +369,11 @@ class Store:
         record["concurrency"] = check_reservation(value, self.account_concurrency, others)
         self._save(name)
         return value
+
+    def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Replace a function's tags."""
+        self.record(name)["tags"] = dict(tags)
+        self._save(name)
 
     def delete_concurrency(self, name: str) -> None:
         """Return a function to the shared account pool."""
