@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo lab notebooks bench clean
+.PHONY: install test e2e screenshots lint format demo lab notebooks bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,15 @@ NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 test: install lint
 	$(PY) -m pytest
 	$(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/
+
+# The browser test alone (JupyterLab in headless Chromium; make test runs it too).
+# Screenshots of its steps land in artifacts/e2e/.
+e2e: install
+	$(PY) -m pytest -p no:cacheprovider -m e2e tests/e2e
+
+# Re-make the README's docs/img/quickstart.png from the browser test's finished form.
+screenshots: install
+	LAMBDAKIT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -m e2e tests/e2e
 
 demo: install
 	$(PY) -m lambdakit demo
