@@ -237,6 +237,7 @@ def test_local_lambda_reports_a_server_that_cannot_start(tmp_path):
         port = taken.getsockname()[1]
         with pytest.raises(LocalServiceError) as exc_info:
             LocalLambda(state_dir=tmp_path, port=port).start()
+    assert "exited with status 1" in str(exc_info.value)
     assert "cannot listen" in str(exc_info.value)
 
 

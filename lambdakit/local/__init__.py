@@ -66,7 +66,6 @@ class LocalLambda:
         self.endpoint_url: str | None = None
         self._process: subprocess.Popen[str] | None = None
         self._temp_dir: str | None = None
-        self._lines: list[str] = []
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -124,7 +123,6 @@ class LocalLambda:
         def drain() -> None:
             # Reads the ready line, then keeps the pipe empty so the server never blocks on it.
             for line in stdout:
-                self._lines.append(line.rstrip("\n"))
                 if not found and line.startswith(_READY_PREFIX):
                     found.append(line[len(_READY_PREFIX) :].split()[0])
                     done.set()
@@ -134,11 +132,17 @@ class LocalLambda:
         done.wait(self.startup_timeout_s)
         if found:
             return found[0]
+        try:  # its output ended or the wait ran out: did it exit?
+            status: int | None = self._process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            status = None
         self.stop()
-        raise LocalServiceError(
-            f"lambdakit local did not become ready within {self.startup_timeout_s:g} s; "
-            f"its log:\n{self._log_tail()}"
+        what = (
+            f"exited with status {status}"
+            if status is not None
+            else f"did not become ready within {self.startup_timeout_s:g} s"
         )
+        raise LocalServiceError(f"lambdakit local {what}; its log:\n{self._log_tail()}")
 
     def _log_tail(self, lines: int = 30) -> str:
         try:
