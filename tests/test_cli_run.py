@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -133,3 +137,39 @@ def test_format_summary_aligns_and_spells_out_nan():
     assert lines[1].split() == ["latency_p50_s", "n/a"]
     assert lines[2].split() == ["error_rate", "0.125"]
     assert len({len(line) for line in lines}) == 1
+
+
+def test_an_interrupt_writes_the_partial_report_and_exits_130(local_lambda, tmp_path):
+    name = f"cli-run-slow-{uuid.uuid4().hex[:8]}"
+    client = local_lambda.client()
+    lambdakit.deploy(client, name, FUNCTIONS / "slow_flaky", environment={"SLEEP_MS": 300})
+    data = _jsonl(tmp_path / "in.jsonl", _records(40))
+    report = tmp_path / "report"
+    command = [
+        sys.executable, "-m", "lambdakit", "run", name, str(data), "--batch-size", "1",
+        "--concurrency", "2", "--no-cache", "--no-progress", "--report", str(report),
+        "--endpoint-url", local_lambda.endpoint_url,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # Interrupt once a few invocations have ended (their REPORT lines are logged).
+        while sum(line.startswith("REPORT") for line in local_lambda.logs(name)) < 3:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        client.delete_function(FunctionName=name)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["cancelled"] is True
+    done = manifest["summary"]["invocations"]
+    assert 3 <= done < 40
+    assert "cancelled before every batch ran" in out
+    outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
+    assert sum(o is not None for o in outputs) >= 3
