@@ -88,6 +88,7 @@ def quickstart(lab: LabServer, browser: Browser) -> Iterator[NotebookPage]:
     for stale in ARTIFACTS.glob("*.png"):
         stale.unlink()
     context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(60_000)  # clicks and fills on a busy machine
     try:
         notebook = NotebookPage(context.new_page(), ARTIFACTS)
         try:

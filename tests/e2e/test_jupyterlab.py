@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 RUN_S = 180.0
 WIDGET_S = 60.0
 RECORDS = 200  # the quickstart's dataset
+# Assertions that need no deadline of their own still get a generous one (Playwright: 5 s).
+expect.set_options(timeout=WIDGET_S * 1000)
 BATCH_SIZE = 5
 # A function slow enough that a run is still going when Cancel is clicked, deployed from an
 # extra cell (not saved to disk) with the notebook's own endpoint.
@@ -110,8 +112,12 @@ def test_run_from_the_form(quickstart: NotebookPage) -> None:
     expect(card).to_contain_text(re.compile(rf"{batches}\s*·\s*ok"))
     figure = part(notebook, "figure")
     expect(figure).to_be_visible(timeout=WIDGET_S * 1000)
-    loaded = figure.evaluate("img => img.complete && img.naturalWidth > 200")
-    assert loaded, "the dashboard figure did not load as an image"
+    # A decoded PNG, not a broken-image icon.
+    notebook.page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 200",
+        arg=figure.element_handle(),
+        timeout=WIDGET_S * 1000,
+    )
     expect(part(notebook, "run-button")).to_be_enabled()
     expect(part(notebook, "cancel-button")).to_be_disabled()
     assert_clean(notebook)
