@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from playwright.sync_api import Browser, Locator, Page, Playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 __all__ = [
     "ARTIFACTS",
@@ -101,11 +102,19 @@ class NotebookPage:
             }""",
             timeout=timeout_s * 1000,
         )
+        try:
+            self.page.wait_for_function(
+                """() => {
+                  const session = window.jupyterapp.shell.currentWidget.sessionContext;
+                  return session.isReady && !!(session.session && session.session.kernel);
+                }""",
+                timeout=timeout_s * 1000,
+            )
+        except PlaywrightTimeoutError:
+            # e.g. no usable kernelspec: JupyterLab asks for a kernel and waits for an answer.
+            self.fail_on_dialog()
+            raise
         self.fail_on_dialog()
-        # A notebook without a usable kernelspec would ask for a kernel here, and never be ready.
-        self.page.evaluate(
-            "async () => { await window.jupyterapp.shell.currentWidget.sessionContext.ready; }"
-        )
         self.page.evaluate("() => { window.jupyterapp.shell.collapseLeft(); }")
         self.wait_idle(timeout_s)
 
