@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdakit.batching import Batch, BatchStream, Envelope, ReadAhead, split_batch, sub_batch
-from lambdakit.cache import Cache, CacheWriter
+from lambdakit.cache import Cache, CacheEntry, CacheWriter
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Invoker, Outcome
 from lambdakit.progress import CANCELLING, Tracker
-from lambdakit.record import BatchState, RunRecord
+from lambdakit.record import Attempt, BatchState, RunRecord
 from lambdakit.retry import OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
 
 __all__ = ["Engine", "Plan"]
@@ -39,23 +39,7 @@ class _Piece:
     failures: int = 0  # failed attempts so far (throttles excluded)
     throttles: int = 0
     due: float = 0.0
-
-
-@dataclass
-class _Done:
-    """What a worker thread hands back: the attempt's facts, or the exception it raised."""
-
-    piece: _Piece
-    attempt: int
-    slot: int
-    limit: int
-    epoch: int
-    started_at: float
-    start_s: float
-    end_s: float
-    ended_at: float
-    outcome: Outcome | None
-    error: BaseException | None = None
+    lookup: bool = False  # a fresh batch: the worker first looks it up in the cache
 
 
 @dataclass(frozen=True)
@@ -154,42 +138,39 @@ class Engine:
     def _start_batch(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
         self.tracker.set(records_read=self.stream.records, rejected_records=self.stream.rejected)
         self.tracker.add(batches_read=1)
-        if self.cache is not None:
-            entry = self.cache.lookup(self.target, batch.body)
-            if entry is not None and len(entry.outputs) == len(batch.items):
-                self.record.outputs.put(batch.record_indices, entry.outputs)
-                self.record.add_cached_batch(batch, entry)
-                n = len(batch)
-                self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
-                self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
-                return
         state = BatchState(batch)
         if self.cache is not None:
             state.outputs = [None] * len(batch.items)
         self._active[batch.index] = state
-        self._submit(pool, _Piece(batch, state, tuple(range(len(batch.items)))))
+        positions = tuple(range(len(batch.items)))
+        self._submit(pool, _Piece(batch, state, positions, lookup=self.cache is not None))
 
     def _submit(self, pool: ThreadPoolExecutor, piece: _Piece) -> None:
-        piece.state.attempts += 1
         slot = heapq.heappop(self._free_slots)
         self._in_flight += 1
-        limit, epoch = self.limit.limit, self.limit.epoch
-        pool.submit(self._attempt, piece, piece.state.attempts, slot, limit, epoch)
+        pool.submit(self._attempt, piece, slot, self.limit.limit, self.limit.epoch)
         self.tracker.set(in_flight=self._in_flight)
 
-    def _attempt(self, piece: _Piece, attempt: int, slot: int, limit: int, epoch: int) -> None:
-        """Worker thread: one invocation; whatever happens is handed back, never lost."""
+    def _attempt(self, piece: _Piece, slot: int, limit: int, epoch: int) -> None:
+        """Worker thread: a cache lookup and/or one invocation; all is handed back, never lost."""
         started_at, start_s = time.time(), self.tracker.elapsed()
         outcome: Outcome | None = None
+        cached: CacheEntry | None = None
         error: BaseException | None = None
         try:
-            outcome = self.invoker.invoke(piece.batch)
+            # Looked up here, not on the scheduler thread: sqlite releases the GIL, and the
+            # scheduler would then wait for it behind every busy worker.
+            if piece.lookup and self.cache is not None:
+                cached = self.cache.lookup(self.target, piece.batch.body)
+                cached = cached if cached and len(cached.outputs) == len(piece.batch) else None
+            if cached is None:
+                outcome = self.invoker.invoke(piece.batch)
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
             error = exc
         end_s = self.tracker.elapsed()
         self._done.put(
-            _Done(piece, attempt, slot, limit, epoch, started_at, start_s, end_s, time.time(),
-                  outcome, error)
+            Attempt(piece, slot, limit, epoch, started_at, start_s, end_s, time.time(), outcome,
+                  error, cached)
         )  # fmt: skip
 
     def _wait_for_work(self) -> None:
@@ -241,14 +222,18 @@ class Engine:
     def _handle(self, item: Any) -> None:
         if item is _WAKE:
             return
-        done: _Done = item
+        done: Attempt = item
         self._in_flight -= 1
         heapq.heappush(self._free_slots, done.slot)
         if done.error is not None:
             raise done.error
-        piece, outcome = done.piece, done.outcome
+        piece, outcome, state = done.piece, done.outcome, done.piece.state
+        if done.cached is not None:
+            self._serve_cached(state.batch, done.cached)
+            return
         assert outcome is not None
-        state = piece.state
+        state.attempts += 1
+        done.attempt = state.attempts
         self.record.add_attempt(piece.batch, done, outcome)
         state.timed(done.start_s, done.end_s)
         throttled = outcome.outcome == THROTTLE
@@ -259,16 +244,9 @@ class Engine:
         self.tracker.add(invocations=1, retries=done.attempt > 1, throttles=throttled)
         self.tracker.set(in_flight=self._in_flight, in_flight_limit=self.limit.limit)
         failed = self._settle(piece, done, outcome)
-        self.tracker.emit(
-            "attempt",
-            batch=piece.batch.index,
-            attempt=done.attempt,
-            records=len(piece.batch),
-            outcome=outcome.outcome,
-            latency_s=done.end_s - done.start_s,
-            error_type=outcome.error_type,
-            error_message=outcome.error_message,
-            log_tail=outcome.log_tail if outcome.outcome != OK else None,
+        latency = done.end_s - done.start_s
+        self.tracker.emit_attempt(
+            piece.batch.index, done.attempt, len(piece.batch), outcome, latency
         )
         failed_records = self.tracker.counts["failed_records"]
         if failed and not self.plan.tolerated(failed_records, self.stream.records):
@@ -276,7 +254,16 @@ class Engine:
         if state.pending == 0:
             self._finish_batch(state)
 
-    def _settle(self, piece: _Piece, done: _Done, outcome: Outcome) -> bool:
+    def _serve_cached(self, batch: Batch, entry: CacheEntry) -> None:
+        del self._active[batch.index]
+        self.record.outputs.put(batch.record_indices, entry.outputs)
+        self.record.add_cached_batch(batch, entry)
+        n = len(batch)
+        self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
+        self.tracker.set(in_flight=self._in_flight)
+        self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
+
+    def _settle(self, piece: _Piece, done: Attempt, outcome: Outcome) -> bool:
         """Store what succeeded, schedule what may be retried; True if records failed for good."""
         state = piece.state
         n = len(piece.batch)
@@ -334,7 +321,12 @@ class Engine:
         heapq.heappush(self._delayed, (again.due, next(self._seq), again))
 
     def _deliver(
-        self, piece: _Piece, good: Sequence[int], outputs: list[Any], outcome: Outcome, done: _Done
+        self,
+        piece: _Piece,
+        good: Sequence[int],
+        outputs: list[Any],
+        outcome: Outcome,
+        done: Attempt,
     ) -> None:
         state = piece.state
         if len(good) == len(piece.batch):  # the common case, without per-record copies

@@ -245,6 +245,22 @@ class Tracker:
         if kind == "batch":
             self.bar.update(progress)
 
+    def emit_attempt(
+        self, batch: int, attempt: int, records: int, outcome: Any, latency_s: float
+    ) -> None:
+        """The event of one finished attempt (`outcome`: an invoke.Outcome)."""
+        self.emit(
+            "attempt",
+            batch=batch,
+            attempt=attempt,
+            records=records,
+            outcome=outcome.outcome,
+            latency_s=latency_s,
+            error_type=outcome.error_type,
+            error_message=outcome.error_message,
+            log_tail=outcome.log_tail if outcome.outcome != "ok" else None,
+        )
+
     def finish(self, state: str) -> None:
         """Final counters, the "end" event, and the stream closed."""
         self.set_state(state)

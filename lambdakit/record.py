@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from lambdakit.invoke import Outcome
     from lambdakit.results import RunResult
 
-__all__ = ["ATTEMPT_FIELDS", "BATCH_FIELDS", "BatchState", "RunRecord"]
+__all__ = ["ATTEMPT_FIELDS", "BATCH_FIELDS", "Attempt", "BatchState", "RunRecord"]
 
 # The column order of docs/architecture.md; rows are kept as tuples to stay compact.
 ATTEMPT_FIELDS: tuple[str, ...] = (
@@ -38,6 +38,24 @@ _METRIC_FIELDS = ("duration_ms", "billed_duration_ms", "max_memory_used_mb", "in
 
 def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+@dataclass
+class Attempt:
+    """What a worker thread hands back: the attempt's facts, a cache hit, or an exception."""
+
+    piece: Any  # the engine's piece of a batch that was sent
+    slot: int  # concurrency slot it ran in, for the timeline
+    limit: int  # the adaptive in-flight limit when it was sent
+    epoch: int  # the limit's epoch when it was sent (see retry.AdaptiveLimit)
+    started_at: float  # wall clock, epoch seconds
+    start_s: float  # run clock, seconds since the run started
+    end_s: float
+    ended_at: float
+    outcome: Outcome | None
+    error: BaseException | None = None
+    cached: CacheEntry | None = None  # a cache hit: nothing was invoked
+    attempt: int = 0  # numbered when handled, in the order attempts come back
 
 
 @dataclass
@@ -82,7 +100,7 @@ class RunRecord:
         with self._lock:
             self.rejections.append((rejection.index, rejection.reason, rejection.input))
 
-    def add_attempt(self, batch: Batch, done: Any, outcome: Outcome) -> None:
+    def add_attempt(self, batch: Batch, done: Attempt, outcome: Outcome) -> None:
         """One row per invocation, with the REPORT figures when the log tail had them."""
         report = outcome.report
         failed_items = tuple(batch.record_indices[p] for p in outcome.failed_items)
@@ -123,7 +141,7 @@ class RunRecord:
         )
 
     @staticmethod
-    def metrics_of(done: Any, outcome: Outcome) -> dict[str, Any]:
+    def metrics_of(done: Attempt, outcome: Outcome) -> dict[str, Any]:
         """The figures of a successful attempt, stored beside its cached outputs."""
         report = outcome.report
         metrics: dict[str, Any] = {
