@@ -67,6 +67,7 @@ def make_client(
     """
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise InvalidInput(f"concurrency must be a positive integer, got {concurrency!r}")
+    _check_where(endpoint_url, region, profile)
     if client is not None:
         _warn_if_pool_too_small(client, concurrency)
         return client
@@ -113,15 +114,24 @@ def make_client(
         raise translate_client_error(exc, operation="make_client") from exc
 
 
+def _check_where(endpoint_url: Any, region: Any, profile: Any) -> None:
+    """Refuse bad settings by name (botocore would fail deep inside, naming none)."""
+    for name, value in (("endpoint_url", endpoint_url), ("region", region), ("profile", profile)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise InvalidInput(f"{name} must be a non-empty string, got {value!r}")
+    if endpoint_url is not None and not endpoint_url.startswith(("http://", "https://")):
+        raise InvalidInput(f"endpoint_url must be an http(s) URL, got {endpoint_url!r}")
+
+
 def _read_timeout(read_timeout: float | None, function_timeout_s: float | None) -> float:
     """The client read timeout: explicit, or the function timeout plus a margin."""
-    if function_timeout_s is not None and function_timeout_s <= 0:
-        raise InvalidInput(f"function_timeout_s must be positive, got {function_timeout_s!r}")
+    for name, value in (("read_timeout", read_timeout), ("function_timeout_s", function_timeout_s)):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (number and value > 0):
+            raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")
     if read_timeout is None:
         base = function_timeout_s if function_timeout_s is not None else DEFAULT_FUNCTION_TIMEOUT_S
         return float(base) + READ_TIMEOUT_MARGIN_S
-    if read_timeout <= 0:
-        raise InvalidInput(f"read_timeout must be positive, got {read_timeout!r}")
     if function_timeout_s is not None and read_timeout <= function_timeout_s:
         log.warning(
             "read_timeout %.1fs is not longer than the function timeout %.1fs: a call that "

@@ -247,3 +247,22 @@ def test_unreachable_endpoint_is_a_lambdakit_error(no_aws_env):
     client = make_client(endpoint_url="http://127.0.0.1:9")
     with pytest.raises(LambdakitError, match="Could not connect"):
         list_functions(client)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"read_timeout": "5"}, "read_timeout"),
+        ({"read_timeout": True}, "read_timeout"),
+        ({"function_timeout_s": "30"}, "function_timeout_s"),
+        ({"endpoint_url": "not a url"}, "endpoint_url"),
+        ({"endpoint_url": 9001}, "endpoint_url"),
+        ({"region": 5}, "region"),
+        ({"profile": ["dev"]}, "profile"),
+    ],
+)
+def test_bad_client_settings_are_refused_by_name(no_aws_env, kwargs, named):
+    # These used to escape as raw TypeError/ValueError/AttributeError from inside botocore.
+    settings = {"endpoint_url": "http://127.0.0.1:9", **kwargs}
+    with pytest.raises(InvalidInput, match=named):
+        make_client(**settings)
