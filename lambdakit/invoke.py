@@ -103,9 +103,10 @@ def read_response(
     Returns (outcome, outputs, failed_items, error_type, error_message). Order, as in
     docs/architecture.md: a FunctionError fails the attempt; a dict with `statusCode` >= 400
     fails it (500s are retryable, 4xx are not) and otherwise its body is read on; a dict with
-    `batchItemFailures` fails those items (its `outputs` list, if as long as Items, gives the
-    others' outputs); a list as long as Items is one output per item; anything else is one
-    output shared by every item.
+    `batchItemFailures` fails those items (its optional `outputs` list gives the others'
+    outputs); a list as long as Items is one output per item; a list of another length fails
+    the attempt (a record was dropped or invented); anything else is one output shared by
+    every item.
     """
     result = _decode(payload_bytes)
     if function_error:
@@ -123,10 +124,24 @@ def read_response(
                 return outcome, None, (), error_type, message
             result = body
     if isinstance(result, dict) and "batchItemFailures" in result:
+        outputs = result.get("outputs")
+        if isinstance(outputs, list) and len(outputs) != n_items:
+            return _count_mismatch("an `outputs` list", len(outputs), n_items)
         return _read_item_failures(result, n_items, ids)
-    if isinstance(result, list) and len(result) == n_items:
+    if isinstance(result, list):
+        if len(result) != n_items:
+            return _count_mismatch("a list", len(result), n_items)
         return OK, list(result), (), None, None
     return OK, [result] * n_items, (), None, None
+
+
+def _count_mismatch(what: str, got: int, n_items: int) -> ResponseReading:
+    """A list of outputs that cannot be matched to the items: no record may take a wrong one."""
+    message = (
+        f"the function returned {what} of {got} outputs for {n_items} items; return one "
+        f"output per item, in order (or a dict for one output per batch)"
+    )
+    return FUNCTION_ERROR, None, (), "Lambdakit.OutputCountMismatch", message
 
 
 def _decode(raw: str | bytes) -> Any:
