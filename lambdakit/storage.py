@@ -116,6 +116,8 @@ def save_result(result: RunResult, path: str | os.PathLike[str]) -> Path:
     from lambdakit.report import scrub
 
     folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput(f"{folder} is a file; save a RunResult to a folder")
     if folder.exists() and not (folder / META_FILE).exists() and any(folder.iterdir()):
         raise InvalidInput(f"{folder} exists and is not a saved RunResult; choose an empty folder")
     folder.mkdir(parents=True, exist_ok=True)

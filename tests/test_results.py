@@ -128,6 +128,14 @@ def test_save_refuses_a_folder_holding_something_else(run, tmp_path):
         RunResult.load(tmp_path)
 
 
+def test_save_onto_a_file_is_refused_by_name(run, tmp_path):
+    # Used to escape as a raw NotADirectoryError from pathlib.
+    (tmp_path / "result.txt").write_text("mine")
+    with pytest.raises(InvalidInput, match=r"result\.txt is a file"):
+        run.save(tmp_path / "result.txt")
+    assert (tmp_path / "result.txt").read_text() == "mine"
+
+
 def test_save_never_writes_credentials(tmp_path):
     secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
     result = make_run(records=10, meta={"params": {"aws_secret_access_key": secret, "n": 1}})
