@@ -56,6 +56,7 @@ _SKIP_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: the same bytes on every build
 _MAX_ZIP_BYTES = 50 * 1024 * 1024  # AWS's limit for a zip uploaded in the request
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")  # AWS's pattern: not only digits
 _WAIT = {"Delay": 1, "MaxAttempts": 300}
 
 
@@ -175,6 +176,8 @@ def _top_level_names(tree: ast.Module) -> set[str]:
 
 
 def _environment(environment: Mapping[str, Any] | None) -> dict[str, str]:
+    if environment is not None and not isinstance(environment, Mapping):
+        raise DeployError(f"environment must be a mapping of names to values, got {environment!r}")
     variables: dict[str, str] = {}
     for key, value in (environment or {}).items():
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -243,6 +246,13 @@ def deploy(
         raise DeployError(f"function name must be 1-64 letters, digits, '-' or '_', got {name!r}")
     _check_int("memory_mb", memory_mb, 128, 10240)
     _check_int("timeout_s", timeout_s, 1, 900)
+    # Checked before anything is sent: a bad alias name used to fail after publishing.
+    if alias is not None and not (isinstance(alias, str) and _ALIAS.match(alias)):
+        raise DeployError(
+            f"alias name {alias!r} must be 1-128 letters, digits, '-' or '_', not only digits"
+        )
+    if not callable(getattr(client, "get_function_configuration", None)):
+        raise DeployError(f"client must be a boto3 Lambda client, got {type(client).__name__}")
     validate_handler(folder, handler, runtime)
     zip_bytes = package(folder)
     code_sha256 = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()

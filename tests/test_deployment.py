@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import uuid
 import zipfile
@@ -254,6 +255,28 @@ def test_validation_fails_before_anything_is_uploaded(lambda_client, fresh_name,
         deploy(lambda_client, "bad name!", folder, handler="main.handler")
     with pytest.raises(DeployError, match="environment variable 'X'"):
         deploy(lambda_client, name, folder, handler="main.handler", environment={"X": [1]})
+    assert name not in [f.name for f in list_functions(lambda_client)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"environment": ["X=1"]}, "environment must be a mapping"),
+        ({"alias": "12"}, "alias name '12'"),
+        ({"alias": "bad alias!"}, "alias name 'bad alias!'"),
+        ({"client": None}, "client must be a boto3 Lambda client"),
+    ],
+)
+def test_more_bad_arguments_are_refused_before_any_call(
+    lambda_client, fresh_name, tmp_path, kwargs, message
+):
+    # These used to surface as a raw AttributeError, or (a bad alias name) only after a
+    # version had been published.
+    name = fresh_name()
+    folder = write(tmp_path / "fn", {"app.py": ENV_HANDLER})
+    arguments = {"client": lambda_client, "name": name, "folder": folder, **kwargs}
+    with pytest.raises(DeployError, match=re.escape(message)):
+        deploy(**arguments)
     assert name not in [f.name for f in list_functions(lambda_client)]
 
 
