@@ -237,7 +237,6 @@ class LiveRun:
     def __init__(self) -> None:
         self.attempts: deque[dict[str, Any]] = deque(maxlen=self.MAX_ATTEMPTS)
         self.failed_batches: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
-        self._last_failure: dict[int, dict[str, Any]] = {}
         self._done_at: deque[tuple[float, int]] = deque()
 
     def add_all(self, events: list[Any]) -> None:
@@ -254,32 +253,23 @@ class LiveRun:
                     "attempt": event.attempt,
                     "outcome": event.outcome,
                     "records": event.records,
-                    # Not in the event: a partial batch failure counts as all failed here.
-                    "failed_items": 0,
+                    # A partial batch failure's other records count as done in throughput.
+                    "failed_items": event.failed_items,
                     "start_s": event.t_s - event.latency_s,
                     "end_s": event.t_s,
                     "latency_s": event.latency_s,
                 }
             )
-            if event.outcome != "ok" and event.batch is not None:
-                # Batch events carry no error details: keep the last failed attempt's.
-                self._last_failure[event.batch] = {
+        elif event.kind == "batch" and event.outcome in ("failed", "partial"):
+            self.failed_batches.append(
+                {
+                    "batch": event.batch,
+                    "status": event.outcome,
                     "error_type": event.error_type,
                     "error_message": event.error_message,
                     "log_tail": event.log_tail,
                 }
-        elif event.kind == "batch" and event.batch is not None:
-            failure = self._last_failure.pop(event.batch, {})
-            if event.outcome in ("failed", "partial"):
-                self.failed_batches.append(
-                    {
-                        "batch": event.batch,
-                        "status": event.outcome,
-                        "error_type": event.error_type or failure.get("error_type"),
-                        "error_message": event.error_message or failure.get("error_message"),
-                        "log_tail": event.log_tail or failure.get("log_tail"),
-                    }
-                )
+            )
 
     def note_progress(self, progress: Any) -> None:
         """Remember records done over time, for the current throughput."""

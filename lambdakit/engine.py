@@ -352,6 +352,7 @@ class Engine:
         state.failed += len(bad)
         state.pending -= 1
         state.error_type, state.error_message = outcome.error_type, outcome.error_message
+        state.log_tail = outcome.log_tail
         self.tracker.add(failed_records=len(bad))
         return True
 
@@ -368,8 +369,15 @@ class Engine:
         if status == "ok":
             self._store_in_cache(state)
         self.tracker.add(batches_done=1, failed_batches=status in ("failed", "partial"))
+        failed = status != "ok"
         self.tracker.emit(
-            "batch", batch=state.batch.index, records=len(state.batch), outcome=status
+            "batch",
+            batch=state.batch.index,
+            records=len(state.batch),
+            outcome=status,
+            error_type=state.error_type if failed else None,
+            error_message=state.error_message if failed else None,
+            log_tail=state.log_tail if failed else None,
         )
 
     def _store_in_cache(self, state: BatchState) -> None:

@@ -73,7 +73,8 @@ class ProgressEvent:
     latency_s: float | None = None
     error_type: str | None = None
     error_message: str | None = None
-    log_tail: str | None = None
+    log_tail: str | None = None  # failed attempts, and batches that failed or partly failed
+    failed_items: int = 0  # "attempt": records that failed inside an otherwise delivered reply
 
 
 class EventStream:
@@ -259,6 +260,7 @@ class Tracker:
             error_type=outcome.error_type,
             error_message=outcome.error_message,
             log_tail=outcome.log_tail if outcome.outcome != "ok" else None,
+            failed_items=len(outcome.failed_items),
         )
 
     def finish(self, state: str) -> None:

@@ -74,6 +74,7 @@ class BatchState:
     latency_s: float | None = None
     error_type: str | None = None
     error_message: str | None = None
+    log_tail: str | None = None  # of the last attempt that failed records for good
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def timed(self, start_s: float, end_s: float) -> None:

@@ -363,6 +363,58 @@ def test_progress_events_describe_the_run():
     assert handle.progress == final and "finished" in repr(handle)
 
 
+def test_events_carry_failed_items_and_failed_batches_carry_their_error():
+    def mixed(items, seen):
+        if items == [0, 1, 2, 3]:
+            return Outcome(
+                REPORTED_FAILURE, outputs=[0, 1, None, None], failed_items=(2, 3),
+                error_type="BatchItemFailures", error_message="2 items", log_tail="tail a",
+            )  # fmt: skip
+        if items[0] == 4:
+            return Outcome(
+                FUNCTION_ERROR, error_type="ValueError", error_message="bad", log_tail="tail b"
+            )
+        return None
+
+    clock = FakeClock()
+    handle = start(
+        None, range(8), invoker=FakeInvoker(mixed), batch_size=4, retry=1, progress=False,
+        cache=False, sleep=clock.sleep, clock=clock,
+    )  # fmt: skip
+    events = list(handle.events)
+    handle.wait(timeout=30)
+    attempts = {e.batch: e for e in events if e.kind == "attempt" and e.attempt == 1}
+    assert attempts[0].failed_items == 2 and attempts[1].failed_items == 0
+    batches = {e.batch: e for e in events if e.kind == "batch"}
+    assert batches[0].outcome == "partial" and batches[1].outcome == "failed"
+    assert (batches[0].error_type, batches[0].error_message, batches[0].log_tail) == (
+        "BatchItemFailures",
+        "2 items",
+        "tail a",
+    )
+    assert (batches[1].error_type, batches[1].error_message, batches[1].log_tail) == (
+        "ValueError",
+        "bad",
+        "tail b",
+    )
+
+
+def test_tolerance_stop_ends_the_progress_as_failed():
+    def broken(items, seen):
+        return Outcome(FUNCTION_ERROR, error_type="Boom") if items[0] >= 20 else None
+
+    clock = FakeClock()
+    handle = start(
+        None, range(200), invoker=FakeInvoker(broken), batch_size=10, concurrency=1, retry=1,
+        tolerated_failure=15, cache=False, progress=False, sleep=clock.sleep, clock=clock,
+    )  # fmt: skip
+    events = list(handle.events)
+    with pytest.raises(ToleranceExceeded):
+        handle.wait(timeout=30)
+    assert events[-1].kind == "end" and events[-1].progress.state == "failed"
+    assert handle.progress.state == "failed"
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(InvalidInput, match="concurrency"):
         go([1], FakeInvoker(), concurrency=0)

@@ -310,7 +310,7 @@ def test_live_run_keeps_failed_batches_with_their_log_tail():
     live.add(
         ProgressEvent(
             "batch", 1.5, snapshot, batch=4, records=10, outcome="failed",
-            error_type="ValueError", error_message="boom",
+            error_type="ValueError", error_message="boom", log_tail="trace",
         )
     )  # fmt: skip
     assert live.attempts[0]["start_s"] == pytest.approx(1.0)
