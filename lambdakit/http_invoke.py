@@ -12,7 +12,7 @@ import urllib3
 
 from lambdakit.connection import CONNECT_TIMEOUT_S, Target
 from lambdakit.errors import InvalidInput, translate_client_error
-from lambdakit.invoke import PAYLOAD_TOO_LARGE, Outcome, read_response
+from lambdakit.invoke import PAYLOAD_TOO_LARGE, Outcome, read_item_errors, read_response
 from lambdakit.retry import (
     CLIENT_ERROR,
     CONNECTION_ERROR,
@@ -107,6 +107,7 @@ class HttpInvoker:
             outcome, outputs, failed, error_type, message = read_response(
                 response.data, None, len(batch.items), ids
             )
+            reasons = read_item_errors(response.data, len(batch.items), ids) if failed else {}
             return Outcome(
                 outcome,
                 http_status=status,
@@ -116,6 +117,7 @@ class HttpInvoker:
                 error_message=message,
                 outputs=outputs,
                 failed_items=failed,
+                item_errors=reasons,
             )
         error_type, message = _error_fields(response)
         retry_after = response.headers.get("Retry-After")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import orjson
@@ -33,6 +33,7 @@ __all__ = [
     "Outcome",
     "Report",
     "parse_report",
+    "read_item_errors",
     "read_response",
 ]
 
@@ -205,6 +206,31 @@ def _read_item_failures(
     return REPORTED_FAILURE, outputs, tuple(sorted(failed)), "BatchItemFailures", message
 
 
+def read_item_errors(
+    payload_bytes: bytes, n_items: int, ids: Sequence[Any] | None = None
+) -> dict[int, str]:
+    """Each failed item's own reason in a `batchItemFailures` reply: {position: message}.
+
+    read_response's message names only the first reason; this keeps every item's, so that
+    each failed record is explained by its own. Items with no reason are left out.
+    """
+    result = _decode(payload_bytes)
+    if isinstance(result, dict) and _as_int(result.get("statusCode")) is not None:
+        body = result.get("body")
+        result = _decode(body) if isinstance(body, (str, bytes)) else body
+    failures = result.get("batchItemFailures") if isinstance(result, dict) else None
+    if not isinstance(failures, list):
+        return {}
+    positions = _positions(ids, n_items)
+    reasons: dict[int, str] = {}
+    for entry in failures:
+        if isinstance(entry, dict) and len(entry) > 1:
+            message = _error_fields(entry, default_type="")[1]
+            for position in positions.get(str(entry.get("itemIdentifier")), []):
+                reasons[position] = message
+    return reasons
+
+
 def _positions(ids: Sequence[Any] | None, n_items: int) -> dict[str, list[int]]:
     """itemIdentifier (as text, since handlers often stringify ids) -> positions in the batch."""
     if ids is None:
@@ -230,6 +256,7 @@ class Outcome:
     failed_items: tuple[int, ...] = ()
     log_tail: str | None = None
     report: Report | None = None
+    item_errors: dict[int, str] = field(default_factory=dict)  # failed item's own reason
 
 
 @runtime_checkable
@@ -286,6 +313,7 @@ class LambdaInvoker:
         outcome, outputs, failed, error_type, message = read_response(
             payload, response.get("FunctionError"), len(batch.items), ids
         )
+        reasons = read_item_errors(payload, len(batch.items), ids) if failed else {}
         return Outcome(
             outcome=outcome,
             http_status=response.get("StatusCode"),
@@ -297,6 +325,7 @@ class LambdaInvoker:
             failed_items=failed,
             log_tail=log_tail,
             report=parse_report(log_tail),
+            item_errors=reasons,
         )
 
     def _ids(self, items: Sequence[Any]) -> list[Any]:

@@ -113,6 +113,7 @@ def test_through_a_function_url(serve, lambda_client, batch_processor):
 
     partial = invoker.invoke(batch_of([{"id": 1, "value": 2}, {"id": 2}]))
     assert (partial.outcome, partial.failed_items) == (REPORTED_FAILURE, (1,))
+    assert "value must be a finite number" in partial.item_errors[1]
 
     crashed = invoker.invoke(Batch(index=0, record_indices=(0,), items=[1], body=b'{"x": 1}'))
     assert (crashed.outcome, crashed.http_status) == (FUNCTION_ERROR, 502)

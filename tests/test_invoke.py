@@ -17,6 +17,7 @@ from lambdakit.invoke import (
     LambdaInvoker,
     Report,
     parse_report,
+    read_item_errors,
     read_response,
 )
 from lambdakit.retry import (
@@ -157,6 +158,24 @@ def test_batch_item_failures_carry_a_reason_when_given():
     assert "price < 0" in message
 
 
+def test_each_failed_item_keeps_its_own_reason():
+    # read_response's message names only the first reason; every record needs its own.
+    payload = {
+        "batchItemFailures": [
+            {"itemIdentifier": "0", "errorMessage": "unknown currency XXX"},
+            {"itemIdentifier": "2", "errorMessage": "quantity is 0"},
+            {"itemIdentifier": "3"},
+        ]
+    }
+    assert read_item_errors(j(payload), 4) == {0: "unknown currency XXX", 2: "quantity is 0"}
+    wrapped = {"statusCode": 200, "body": json.dumps(payload)}
+    assert read_item_errors(j(wrapped), 4)[2] == "quantity is 0"
+    by_id = {"batchItemFailures": [{"itemIdentifier": "b", "message": "no price"}]}
+    assert read_item_errors(j(by_id), 2, ids=["a", "b"]) == {1: "no price"}
+    assert read_item_errors(j([1, 2]), 2) == {}
+    assert read_item_errors(b"not json", 2) == {}
+
+
 def test_batch_item_failures_by_record_id():
     payload = j({"batchItemFailures": [{"itemIdentifier": "b"}]})
     _, _, failed, _, _ = read_response(payload, None, 3, ids=["a", "b", "c"])
@@ -282,6 +301,18 @@ def test_invoker_maps_item_failures_by_id_field(lambda_client, make_function):
     items = [{"key": "a", "v": 1}, {"key": "b", "v": -1}, {"key": "c", "v": -2}]
     outcome = invoker.invoke(batch_of(items))
     assert (outcome.outcome, outcome.failed_items) == (REPORTED_FAILURE, (1, 2))
+
+
+def test_invoker_keeps_each_failed_items_reason(lambda_client, make_function):
+    source = (
+        "def handler(event, context):\n"
+        "    return {'batchItemFailures': [\n"
+        "        {'itemIdentifier': str(i), 'errorMessage': f'v={r} is negative'}\n"
+        "        for i, r in enumerate(event['Items']) if r < 0]}\n"
+    )
+    outcome = invoker_for(lambda_client, make_function(source)).invoke(batch_of([1, -1, -2]))
+    assert outcome.failed_items == (1, 2)
+    assert outcome.item_errors == {1: "v=-1 is negative", 2: "v=-2 is negative"}
 
 
 def test_invoker_uses_the_alias_and_records_the_executed_version(lambda_client, make_function):
