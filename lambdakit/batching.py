@@ -186,7 +186,9 @@ class BatchStream(Iterator[Batch]):
                 continue
             # A first item always fits: the single-record check above guarantees it.
             if len(items) >= batch_size or size + 1 + n > max_batch_bytes:
-                self.records = index + 1
+                # Not index + 1: this record opens the next batch, and a run stopped now
+                # must not count a record that is in no batch (it would vanish unaccounted).
+                self.records = index
                 yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
                 indices, items, parts, size = [], [], [], overhead - 1
             indices.append(index)
@@ -246,6 +248,12 @@ class ReadAhead:
         if self._ready:
             return self._ready.popleft()
         return None if self.exhausted else self._read()
+
+    def take_ready(self) -> list[Batch]:
+        """Every batch read ahead but not yet taken (a stopping run records them as not run)."""
+        ready = list(self._ready)
+        self._ready.clear()
+        return ready
 
     def prefetch(self) -> bool:
         """Read one batch ahead if there is room; False when there is nothing to do."""

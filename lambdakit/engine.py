@@ -18,7 +18,7 @@ from lambdakit.cache import Cache, CacheEntry, CacheWriter
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Invoker, Outcome
 from lambdakit.progress import CANCELLING, Tracker
 from lambdakit.record import Attempt, BatchState, RunRecord
-from lambdakit.retry import OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
+from lambdakit.retry import CANCELLED, OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit, Retry
 
 __all__ = ["Engine", "Plan"]
 
@@ -40,6 +40,14 @@ class _Piece:
     throttles: int = 0
     due: float = 0.0
     lookup: bool = False  # a fresh batch: the worker first looks it up in the cache
+    # Set when sent; each piece is sent once (a retry is a new piece).
+    slot: int = 0
+    limit: int = 0
+    epoch: int = 0
+    started_at: float = 0.0
+    start_s: float = 0.0
+    sent: bool = False  # handed to the invoker (until then, the end of the grace drops it)
+    abandoned: bool = False  # not back when the grace ended: the run stopped waiting for it
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,10 @@ class Engine:
         self._seq = itertools.count()
         self._free_slots = list(range(plan.concurrency))
         self._in_flight = 0
+        # Pieces sent and not yet handed back, by id; the lock orders a worker's hand-over
+        # against the scheduler abandoning it at the end of the grace period.
+        self._flying: dict[int, _Piece] = {}
+        self._flight_lock = threading.Lock()
         self._active: dict[int, BatchState] = {}
         self._source = ReadAhead(stream, ahead=plan.concurrency)
         self._writer: CacheWriter | None = None  # started by run()
@@ -146,12 +158,14 @@ class Engine:
         self._submit(pool, _Piece(batch, state, positions, lookup=self.cache is not None))
 
     def _submit(self, pool: ThreadPoolExecutor, piece: _Piece) -> None:
-        slot = heapq.heappop(self._free_slots)
+        piece.slot = heapq.heappop(self._free_slots)
+        piece.limit, piece.epoch = self.limit.limit, self.limit.epoch
         self._in_flight += 1
-        pool.submit(self._attempt, piece, slot, self.limit.limit, self.limit.epoch)
+        self._flying[id(piece)] = piece
+        pool.submit(self._attempt, piece)
         self.tracker.set(in_flight=self._in_flight)
 
-    def _attempt(self, piece: _Piece, slot: int, limit: int, epoch: int) -> None:
+    def _attempt(self, piece: _Piece) -> None:
         """Worker thread: a cache lookup and/or one invocation; all is handed back, never lost."""
         started_at, start_s = time.time(), self.tracker.elapsed()
         outcome: Outcome | None = None
@@ -164,14 +178,23 @@ class Engine:
                 cached = self.cache.lookup(self.target, piece.batch.body)
                 cached = cached if cached and len(cached.outputs) == len(piece.batch) else None
             if cached is None:
+                with self._flight_lock:
+                    if piece.abandoned:
+                        return  # the run stopped before this was sent: nothing to record
+                    piece.sent = True
+                    piece.started_at, piece.start_s = started_at, start_s
                 outcome = self.invoker.invoke(piece.batch)
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
             error = exc
         end_s = self.tracker.elapsed()
-        self._done.put(
-            Attempt(piece, slot, limit, epoch, started_at, start_s, end_s, time.time(), outcome,
-                  error, cached)
-        )  # fmt: skip
+        done = Attempt(piece, piece.slot, piece.limit, piece.epoch, started_at, start_s, end_s,
+                       time.time(), outcome, error, cached)  # fmt: skip
+        with self._flight_lock:
+            abandoned = piece.abandoned
+            if not abandoned:
+                self._done.put(done)
+        if abandoned:
+            self._finish_late(done)
 
     def _wait_for_work(self) -> None:
         due = self._delayed[0][0] if self._delayed else None
@@ -211,11 +234,88 @@ class Engine:
             except BaseException:  # the run is already ending with the first error
                 log.exception("error while finishing in-flight work")
         if self._in_flight:
-            log.warning("%d invocations still running after the grace period", self._in_flight)
+            self._abandon_in_flight()
         self._delayed.clear()  # their batches are still active: recorded as cancelled below
         for state in list(self._active.values()):
             self.record.add_batch(state, status="cancelled")
         self._active.clear()
+        # Batches read ahead but never sent: their records are counted, so they get rows.
+        for batch in self._source.take_ready():
+            self.record.add_batch(BatchState(batch), status="cancelled")
+
+    def _abandon_in_flight(self) -> None:
+        """Give each invocation still running at the end of the grace a `cancelled` attempt row.
+
+        What came back before the lock is handled as usual; the rest is abandoned, and a worker
+        finishing later stores a success in the cache only (see `_finish_late`).
+        """
+        with self._flight_lock:
+            arrived = []
+            while True:
+                try:
+                    arrived.append(self._done.get_nowait())
+                except queue.Empty:
+                    break
+            for item in arrived:
+                try:
+                    self._handle(item)
+                except BaseException:  # the run is already ending with the first error
+                    log.exception("error while finishing in-flight work")
+            abandoned = list(self._flying.values())
+            for piece in abandoned:
+                piece.abandoned = True
+        self._flying.clear()
+        self._in_flight = 0
+        # Never taken up by a worker: not an invocation, only the batch's cancelled row.
+        abandoned = [piece for piece in abandoned if piece.sent]
+        if abandoned:
+            log.warning(
+                "%d invocations still running after the grace period (%.1f s): recorded as "
+                "cancelled (they may still run; a late success is cached)",
+                len(abandoned),
+                self.plan.grace_s,
+            )
+        message = (
+            f"still running when the run stopped waiting ({self.plan.grace_s:g} s grace "
+            "period); the function may have run, its result is not in this run"
+        )
+        for piece in abandoned:
+            outcome = Outcome(CANCELLED, error_type="Lambdakit.Cancelled", error_message=message)
+            state = piece.state
+            state.attempts += 1
+            end_s = self.tracker.elapsed()
+            done = Attempt(piece, piece.slot, piece.limit, piece.epoch, piece.started_at,
+                           piece.start_s, end_s, time.time(), outcome)  # fmt: skip
+            done.attempt = state.attempts
+            self.record.add_attempt(piece.batch, done, outcome)
+            state.timed(done.start_s, end_s)
+            self.tracker.add(invocations=1, retries=done.attempt > 1)
+            self.tracker.emit_attempt(
+                piece.batch.index, done.attempt, len(piece.batch), outcome, end_s - done.start_s
+            )
+        self.tracker.set(in_flight=self._in_flight)
+
+    def _finish_late(self, done: Attempt) -> None:
+        """Worker thread, after the run stopped waiting: keep a whole batch's success cached.
+
+        Only a whole batch has the key a rerun looks up; a bisected half or a retry of some
+        items has a body of its own, so its success cannot spare the rerun an invocation.
+        """
+        piece, outcome = done.piece, done.outcome
+        if self.cache is None or outcome is None or outcome.outcome != OK:
+            return
+        batch = piece.batch
+        if batch is not piece.state.batch:
+            return
+        outputs = outcome.outputs or [None] * len(batch)
+        metrics = self.record.metrics_of(done, outcome)
+        try:
+            self.cache.store(self.target, outcome.executed_version, batch.body, outputs,
+                             run_id=self.plan.run_id, metrics=metrics)  # fmt: skip
+        except Exception:  # nobody is left to raise to: the run has already returned
+            log.exception("could not cache batch %d, which finished after the run", batch.index)
+            return
+        log.info("batch %d finished after the run stopped; its success is cached", batch.index)
 
     # -- completions -----------------------------------------------------------------------
 
@@ -224,6 +324,7 @@ class Engine:
             return
         done: Attempt = item
         self._in_flight -= 1
+        del self._flying[id(done.piece)]
         heapq.heappush(self._free_slots, done.slot)
         if done.error is not None:
             raise done.error

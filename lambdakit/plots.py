@@ -47,6 +47,7 @@ OUTCOME_COLORS: dict[str, str] = {
     "function_error": "tab:red",
     "reported_failure": "tab:olive",
     "client_error": "tab:gray",
+    "cancelled": "tab:cyan",
 }
 _UNKNOWN_COLOR = "black"
 EMPTY_NOTE = "no invocations to show\n(every record cached or rejected, or no records)"

@@ -11,6 +11,7 @@ from typing import Any
 from lambdakit.errors import InvalidInput
 
 __all__ = [
+    "CANCELLED",
     "CLIENT_ERROR",
     "CONNECTION_ERROR",
     "DEFAULT_RETRY_ON",
@@ -34,6 +35,8 @@ TIMEOUT = "timeout"
 FUNCTION_ERROR = "function_error"
 REPORTED_FAILURE = "reported_failure"
 CLIENT_ERROR = "client_error"
+# The run stopped waiting for it (cancel grace over): it may still have run; never retried.
+CANCELLED = "cancelled"
 
 OUTCOMES: tuple[str, ...] = (
     OK,
@@ -44,6 +47,7 @@ OUTCOMES: tuple[str, ...] = (
     FUNCTION_ERROR,
     REPORTED_FAILURE,
     CLIENT_ERROR,
+    CANCELLED,
 )
 DEFAULT_RETRY_ON: tuple[str, ...] = (
     THROTTLE,
@@ -92,10 +96,11 @@ class Retry:
         if self.jitter not in _JITTERS:
             raise InvalidInput(f"Retry.jitter must be one of {_JITTERS}, got {self.jitter!r}")
         on = (self.on,) if isinstance(self.on, str) else tuple(self.on)
-        unknown = [c for c in on if c not in OUTCOMES or c == OK]
+        retryable = tuple(c for c in OUTCOMES if c not in (OK, CANCELLED))
+        unknown = [c for c in on if c not in retryable]
         if unknown:
             raise InvalidInput(
-                f"Retry.on has unknown outcome classes {unknown}; choose from {OUTCOMES[1:]}"
+                f"Retry.on has unknown outcome classes {unknown}; choose from {retryable}"
             )
         object.__setattr__(self, "on", on)
         if self.max_throttle_retries < 0:

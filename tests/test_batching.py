@@ -140,7 +140,31 @@ def test_reading_is_lazy(tmp_path):
     stream = iter_batches(path, batch_size=10)
     first = next(stream)
     assert first.record_indices == tuple(range(10))
-    assert stream.records <= 11  # read one past the batch, no more
+    assert stream.records <= 11  # read at most one past the batch, no more
+
+
+def test_records_counted_are_those_in_batches_taken_or_rejected():
+    # A run that stops after some batches reports stream.records as read: each of them must
+    # be in a batch it has, or rejected, never the one that opened the next batch.
+    rejections = []
+    stream = iter_batches(
+        range(20), batch_size=3, on_reject=rejections.append,
+        validator=Validator.coerce(lambda r: r != 4 or int("four")),
+    )  # fmt: skip
+    taken = [next(stream), next(stream)]
+    assert stream.records == sum(len(b) for b in taken) + len(rejections) == 7
+
+
+def test_read_ahead_hands_back_what_was_never_taken():
+    from lambdakit.batching import ReadAhead
+
+    ahead = ReadAhead(iter_batches(range(10), batch_size=2), ahead=3)
+    assert ahead.take().record_indices == (0, 1)
+    while ahead.prefetch():
+        pass
+    left = ahead.take_ready()
+    assert [b.record_indices for b in left] == [(2, 3), (4, 5), (6, 7)]
+    assert ahead.take_ready() == [] and ahead.take().record_indices == (8, 9)
 
 
 def test_fingerprint_depends_on_data_not_on_batching():

@@ -288,6 +288,61 @@ def test_cancel_returns_partial_result_and_stops_submitting():
     assert handle.progress.state == "cancelled"
 
 
+def assert_every_record_accounted_for(result):
+    """ok + failed + rejected + not run = records, batch by batch and in total."""
+    b = result.batches
+    not_run = b["records"] - b["ok_records"] - b["failed_records"]
+    assert (not_run[b["status"] != "cancelled"] == 0).all()
+    s = result.summary()
+    total = b["ok_records"].sum() + s["failed_records"] + s["rejected_records"] + not_run.sum()
+    assert total == s["records"] == b["records"].sum() + s["rejected_records"]
+
+
+def reject_seven(record):
+    if record == 7:
+        raise ValueError("seven is refused")
+
+
+def test_cancel_records_in_flight_attempts_and_caches_their_late_success(tmp_path):
+    from lambdakit.cache import Cache
+
+    gate = threading.Event()
+    started = threading.Event()
+
+    def stall_at_3(items, seen):
+        if items[0] == 3 and seen == 1:
+            started.set()
+            gate.wait(30)
+        return None
+
+    invoker = FakeInvoker(stall_at_3)
+    handle = start(
+        None, range(40), invoker=invoker, batch_size=1, concurrency=2, grace_s=0.0,
+        cache=tmp_path / "cache", progress=False, validate=reject_seven,
+    )  # fmt: skip
+    try:
+        assert started.wait(10)
+        handle.cancel()
+        partial = handle.wait(timeout=30)
+    finally:
+        gate.set()
+    assert_every_record_accounted_for(partial)
+    attempts = partial.attempts
+    stalled = attempts[attempts["batch"] == 3].iloc[0]
+    assert stalled["outcome"] == "cancelled" and stalled["error_type"] == "Lambdakit.Cancelled"
+    assert partial.batches.set_index("batch").loc[3, "status"] == "cancelled"
+
+    # The stalled invocation finishes after the run has returned: its success is cached.
+    cancelled_batches = set(attempts.loc[attempts["outcome"] == "cancelled", "batch"])
+    expected = partial.summary()["ok_batches"] + len(cancelled_batches)
+    cache = Cache(tmp_path / "cache")
+    poll(lambda: len(cache.entries(run_id=partial.meta["run_id"])) == expected, timeout=30)
+    again = FakeInvoker()
+    rerun = go(range(40), again, batch_size=1, concurrency=2, cache=cache, validate=reject_seven)
+    assert [3] not in again.calls and len(again.calls) == 39 - expected
+    assert list(rerun.outputs())[3] == 9
+
+
 def test_cache_rerun_invokes_nothing_and_interrupted_run_resumes(tmp_path):
     cache_dir = tmp_path / "cache"
     gate = threading.Event()

@@ -304,6 +304,36 @@ def test_interrupted_run_rerun_has_no_duplicate_successful_invocations(
     assert seen_counts(seen) == Counter(range(60))  # every item processed exactly once
 
 
+def test_invocation_past_the_grace_is_recorded_and_its_late_success_cached(
+    counting, go, local_lambda, tmp_path
+):
+    name, seen = counting(SLEEP_S=0.3)
+    records = [{"i": i} for i in range(10)]
+    handle = lambdakit.start(
+        name, records, batch_size=5, concurrency=1, grace_s=0.0, cache=tmp_path / "cache",
+        progress=False, endpoint_url=local_lambda.endpoint_url,
+    )  # fmt: skip
+    deadline_poll(lambda: len(list(seen.iterdir())) >= 1, what="the first item processed")
+    handle.cancel()
+    partial = handle.wait(timeout=60)
+    assert list(partial.attempts["outcome"]) == ["cancelled"]
+    assert partial.attempts["error_type"].iloc[0] == "Lambdakit.Cancelled"
+    b = partial.batches
+    assert (
+        b["records"].sum() + partial.summary()["rejected_records"] == partial.summary()["records"]
+    )
+    assert set(b["status"]) == {"cancelled"} and b["ok_records"].sum() == 0
+
+    # The abandoned invocation completes in the background and is cached: the rerun sends
+    # only the other batch, and no item is processed twice.
+    cache = lambdakit.Cache(tmp_path / "cache")
+    deadline_poll(lambda: len(cache.entries(run_id=partial.meta["run_id"])) == 1, what="cache")
+    rerun = go(name, records, batch_size=5, concurrency=1)
+    assert rerun.summary()["cached_batches"] == 1 and rerun.summary()["invocations"] == 1
+    assert [o["i"] for o in rerun.outputs()] == list(range(10))
+    assert seen_counts(seen) == Counter(range(10))
+
+
 def test_keyboard_interrupt_returns_a_partial_result(counting, go):
     name, seen = counting(SLEEP_S=0.05)
 
