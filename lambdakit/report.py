@@ -160,11 +160,14 @@ def summary_card(result: RunResult) -> str:
     except InvalidInput:  # an unpriced region: the card still renders
         cost_text = f"n/a (no built-in prices for region {e(str(result.region))})"
     batches = max(s["batches"], 1)
+    ok = int(result.batches["ok_records"].fillna(0).sum())
+    not_run = s["records"] - ok - s["failed_records"] - s["rejected_records"]
     rows = [
         (
             "records",
             f"{s['records']:,} · failed {s['failed_records']:,} · "
-            f"rejected {s['rejected_records']:,}",
+            f"rejected {s['rejected_records']:,}"
+            + (f" · not run {not_run:,}" if not_run > 0 else ""),
         ),
         ("batches", f"{s['batches']:,} · ok {s['ok_batches']:,} · failed {s['failed_batches']:,}"),
         (
@@ -192,6 +195,10 @@ def summary_card(result: RunResult) -> str:
         ),
         ("estimated cost", cost_text),
     ]
+    if result.meta.get("cancelled"):
+        # A partial result must not read like a complete one (the form shows it after Cancel).
+        reason = e(str(result.meta.get("stop_reason") or "cancelled"))
+        rows.append(("stopped", f"stopped ({reason}) before every batch ran"))
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{v}</td></tr>"
         for k, v in rows

@@ -102,3 +102,14 @@ def test_empty_run_report_still_writes_every_file(tmp_path):
     folder = make_run(records=10, rejected=range(10)).save_report(tmp_path / "r")
     names = {p.name for p in folder.iterdir()}
     assert {"manifest.json", "attempts.parquet", "attempts.csv", "dashboard.png"} <= names
+
+
+def test_summary_card_of_a_stopped_run_says_what_never_ran():
+    # The card looked like a complete run after a cancel: no "not run", no "stopped".
+    result = make_run(records=30, meta={"cancelled": True, "stop_reason": "cancelled"})
+    result.batches.loc[2, ["status", "ok_records"]] = ["cancelled", 0]
+    card = result._repr_html_()
+    assert "not run 10" in card
+    assert "stopped (cancelled) before every batch ran" in card
+    complete = make_run(records=30)._repr_html_()
+    assert "not run" not in complete and "stopped" not in complete
