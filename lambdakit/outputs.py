@@ -40,8 +40,12 @@ class OutputStore:
 
     Each `put()` appends one orjson line `[record_indices, outputs]`; memory holds only the
     offset, length and smallest record index of each line, so millions of outputs cost a
-    few bytes per batch. `put()` is thread-safe. Without `directory` the store lives in a
-    temporary folder removed when the store is garbage-collected; pickling embeds the data.
+    few bytes per batch. `put()` is thread-safe. In a `directory` you name, each put is
+    flushed, so a crash or another reader never misses a stored batch. Without `directory`
+    the store lives in a private temporary folder, removed when the store is
+    garbage-collected, and puts are buffered (a flush per batch cost ~17 us, a tenth of a
+    run's own time per attempt at batch_size=1): its reads, `flush()`, `save()` and
+    pickling flush first. Pickling embeds the data.
 
     >>> store = OutputStore()
     >>> store.put([2, 0], ["c", "a"])
@@ -65,6 +69,8 @@ class OutputStore:
             self._dir.mkdir(parents=True, exist_ok=True)
             self._cleanup = None
             self._open_existing()
+        # Only this object knows a temp folder: nobody else can read it before it flushes.
+        self._flush_each_put = directory is not None
         self._fh = open(self._dir / DATA_FILE, "ab")  # noqa: SIM115 - held for appends
 
     @property
@@ -99,11 +105,16 @@ class OutputStore:
         line += b"\n"
         with self._lock:
             self._fh.write(line)
-            # One flush per batch: a crash or another reader never misses a stored batch.
-            self._fh.flush()
+            if self._flush_each_put:
+                self._fh.flush()
             self._chunks.append(_Chunk(self._size, len(line), indices[order[0]], len(indices)))
             self._size += len(line)
             self._records += len(indices)
+
+    def flush(self) -> None:
+        """Write buffered outputs to the file."""
+        with self._lock:
+            self._fh.flush()
 
     def get_all(self, n_records: int) -> Iterator[Any]:
         """Yield `n_records` outputs in input order, None where no output was stored."""

@@ -113,3 +113,22 @@ def test_contiguous_batches_read_back_whole_or_cut_short():
     assert list(store.get_all(5)) == [0, 1, 2, 3, 4]
     store.put([15], ["retried"])  # overlaps a contiguous batch: the later value wins
     assert list(store.get_all(20))[14:17] == [14, "retried", 16]
+
+
+def test_a_private_store_buffers_puts_and_every_read_sees_them(tmp_path):
+    store = OutputStore()
+    data = store.directory / DATA_FILE
+    for i in range(50):
+        store.put([i], [i])
+    assert data.stat().st_size == 0  # buffered: no flush (a syscall) per batch
+    assert list(store.get_all(50)) == list(range(50))  # a read flushes first
+    store.put([50], [50])
+    assert list(pickle.loads(pickle.dumps(store)).get_all(51)) == list(range(51))
+    store.put([51], [51])
+    store.flush()
+    reopened = OutputStore.open(store.directory)
+    assert data.stat().st_size > 0 and list(reopened.get_all(52)) == list(range(52))
+    # A store in a folder of yours is flushed at every put: other readers see each batch.
+    named = OutputStore(tmp_path / "out")
+    named.put([0], ["a"])
+    assert list(OutputStore.open(tmp_path / "out").get_all(1)) == ["a"]

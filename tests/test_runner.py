@@ -470,6 +470,14 @@ def test_tolerance_stop_ends_the_progress_as_failed():
     assert handle.progress.state == "failed"
 
 
+def test_output_dir_holds_every_output_once_the_run_returns(tmp_path):
+    from lambdakit.outputs import OutputStore
+
+    go(range(30), FakeInvoker(), batch_size=1, output_dir=str(tmp_path / "out"))
+    # Read by another store (another process would do the same), not the result's own.
+    assert list(OutputStore.open(tmp_path / "out").get_all(30)) == [i * i for i in range(30)]
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(InvalidInput, match="concurrency"):
         go([1], FakeInvoker(), concurrency=0)
