@@ -161,7 +161,8 @@ class RunRecord:
                 batch.record_indices[position],
                 batch.index,
                 outcome.error_type or outcome.outcome,
-                outcome.error_message,
+                # The item's own reason (batchItemFailures) beats the batch's first one.
+                outcome.item_errors.get(position) or outcome.error_message,
                 outcome.log_tail,
                 batch.items[position],
             )
