@@ -214,6 +214,10 @@ def test_resolve_version_alias_and_weights(lambda_client, make_function, zip_cod
     assert target.versions == {v1: 0.75, v2: 0.25}
     assert target.cache_tokens == {v1: v1, v2: v2}
     assert target.invoke_name == f"{target.function_arn}:live"
+    # Each routed version's code, for the run's manifest (it had none for an alias).
+    shas = {v: lambda_client.get_function(FunctionName=name, Qualifier=v) for v in (v1, v2)}
+    assert target.code_sha256 == {v: shas[v]["Configuration"]["CodeSha256"] for v in (v1, v2)}
+    assert target.code_sha256[v1] != target.code_sha256[v2]
 
     # The same target through name:qualifier, a full ARN and a partial ARN.
     account = target.function_arn.split(":")[4]
