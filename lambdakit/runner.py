@@ -308,17 +308,24 @@ def _lambda_invoker(
     profile: str | None,
     client: Any,
 ) -> tuple[Any, Any]:
-    from lambdakit.connection import make_client, resolve_target
+    from lambdakit.connection import make_client, make_session, resolve_target
     from lambdakit.invoke import LambdaInvoker
 
     if function is None:
         raise InvalidInput("function is required: a Lambda function name or ARN")
     where = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
-    lookup = make_client(**where, concurrency=concurrency, read_timeout=timeout, client=client)
+    # One botocore session for both clients: loading the service model is most of the
+    # ~0.1 s a client costs, and the second client from the same session takes a few ms.
+    session = make_session(**where) if client is None else None
+    lookup = make_client(
+        **where, concurrency=concurrency, read_timeout=timeout, client=client, session=session
+    )
     target = resolve_target(lookup, function, qualifier)
     if client is None and timeout is None:
         # Now that the function's timeout is known, the read timeout can just outlast it.
-        lookup = make_client(**where, concurrency=concurrency, function_timeout_s=target.timeout_s)
+        lookup = make_client(
+            **where, concurrency=concurrency, function_timeout_s=target.timeout_s, session=session
+        )
     return LambdaInvoker(lookup, target, id_field=id_field), target
 
 

@@ -334,6 +334,19 @@ def test_invocation_past_the_grace_is_recorded_and_its_late_success_cached(
     assert seen_counts(seen) == Counter(range(10))
 
 
+def test_a_run_loads_one_botocore_session_for_its_clients(counting, go, monkeypatch):
+    import botocore.session
+
+    real = botocore.session.get_session
+    sessions = []
+    monkeypatch.setattr(botocore.session, "get_session", lambda *a: sessions.append(1) or real(*a))
+    name, _ = counting()
+    result = go(name, [{"i": i} for i in range(3)], batch_size=1, cache=False)
+    assert [o["i"] for o in result.outputs()] == [0, 1, 2]
+    # The lookup client and the one sized to the function timeout share it (~0.1 s each).
+    assert len(sessions) == 1
+
+
 def test_keyboard_interrupt_returns_a_partial_result(counting, go):
     name, seen = counting(SLEEP_S=0.05)
 
