@@ -54,6 +54,10 @@ def iter_records(source: Any) -> Iterator[Any]:
             return _csv_records(path)
         return _parquet_records(path)
     if _is_dataframe(source):
+        duplicated = sorted({str(c) for c in source.columns[source.columns.duplicated()]})
+        if duplicated:
+            # to_dict("records") would keep only the last column of each name, silently.
+            raise InvalidInput(f"the DataFrame has duplicate column names {duplicated}")
         return _dataframe_records(source)
     if isinstance(source, (dict, bytes, bytearray)):
         raise InvalidInput(
@@ -70,9 +74,7 @@ def source_length(source: Any) -> int | None:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix.lower() == ".parquet" and path.is_file():
-            import pyarrow.parquet as pq
-
-            return int(pq.ParquetFile(path).metadata.num_rows)
+            return int(_parquet_file(path).metadata.num_rows)
         return None
     try:
         return len(source)
@@ -98,15 +100,30 @@ def _jsonl_records(path: Path) -> Iterator[Any]:
 def _csv_records(path: Path) -> Iterator[Any]:
     import pandas as pd
 
-    with pd.read_csv(path, chunksize=_CHUNK_ROWS) as reader:
-        for chunk in reader:
-            yield from chunk.to_dict("records")
+    try:
+        with pd.read_csv(path, chunksize=_CHUNK_ROWS) as reader:
+            for chunk in reader:
+                yield from chunk.to_dict("records")
+    except pd.errors.EmptyDataError:
+        return  # an empty file holds no records, as an empty .jsonl does
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"records file {path.name} is not readable CSV: {exc}") from exc
+
+
+def _parquet_file(path: Path) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(
+            f"records file {path.name} is not a readable Parquet file: {exc}"
+        ) from exc
 
 
 def _parquet_records(path: Path) -> Iterator[Any]:
-    import pyarrow.parquet as pq
-
-    parquet = pq.ParquetFile(path)
+    parquet = _parquet_file(path)
     for record_batch in parquet.iter_batches(batch_size=_CHUNK_ROWS):
         yield from record_batch.to_pylist()
 

@@ -51,3 +51,31 @@ def test_dataframe_rows_and_iterables():
     assert list(iter_records(x for x in (1, 2))) == [1, 2]
     assert source_length(x for x in (1, 2)) is None
     assert source_length([1, 2, 3]) == 3
+
+
+def test_broken_csv_and_parquet_files_are_named(tmp_path):
+    # These escaped as raw pandas/pyarrow errors (ParserError, ArrowInvalid) from the run.
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("id,value\n1,2\n3,4,5\n")
+    with pytest.raises(InvalidInput, match=r"ragged\.csv.*Expected 2 fields"):
+        list(iter_records(ragged))
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_text("not parquet")
+    with pytest.raises(InvalidInput, match=r"corrupt\.parquet is not a readable Parquet file"):
+        list(iter_records(corrupt))
+    with pytest.raises(InvalidInput, match=r"corrupt\.parquet is not a readable Parquet file"):
+        source_length(corrupt)
+
+
+def test_an_empty_csv_file_has_no_records(tmp_path):
+    # Like an empty .jsonl; it raised pandas' EmptyDataError.
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert list(iter_records(empty)) == []
+
+
+def test_a_dataframe_with_duplicate_column_names_is_refused():
+    # to_dict("records") kept only the last of the duplicates: a silent loss of data.
+    frame = pd.DataFrame([[1, 2, 3]], columns=["a", "a", "b"])
+    with pytest.raises(InvalidInput, match=r"duplicate column names \['a'\]"):
+        iter_records(frame)  # refused before anything is read or sent
