@@ -157,11 +157,15 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _code_sha256(target: Any) -> str | None:
-    for token in target.cache_tokens.values():
-        if token.startswith("$LATEST@"):
-            return token.split("@", 1)[1].split(":", 1)[0]
-    return None
+def _code_sha256(target: Any) -> str | dict[str, str] | None:
+    """The code the run invokes: one CodeSha256, or {version: sha} for a canary alias."""
+    shas = dict(getattr(target, "code_sha256", None) or {})
+    if not shas:  # a custom invoker's Target may not know it
+        for token in target.cache_tokens.values():
+            if token.startswith("$LATEST@"):
+                return token.split("@", 1)[1].split(":", 1)[0]
+        return None
+    return next(iter(shas.values())) if len(set(shas.values())) == 1 else shas
 
 
 def start(

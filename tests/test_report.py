@@ -113,3 +113,20 @@ def test_summary_card_of_a_stopped_run_says_what_never_ran():
     assert "stopped (cancelled) before every batch ran" in card
     complete = make_run(records=30)._repr_html_()
     assert "not run" not in complete and "stopped" not in complete
+
+
+def test_manifest_of_a_run_against_an_alias_names_its_code(lambda_client, make_function, tmp_path):
+    # code_sha256 was None for any qualifier but $LATEST: only $LATEST's cache token has it.
+    import lambdakit
+
+    name = make_function("def handler(event, context):\n    return event['Items']\n")
+    version = lambda_client.publish_version(FunctionName=name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion=version["Version"])
+    records = [{"n": n} for n in range(3)]
+    for qualifier in ("live", version["Version"], None):
+        result = lambdakit.run(
+            name, records, qualifier=qualifier, client=lambda_client, cache=False, progress=False
+        )
+        folder = result.save_report(tmp_path / f"report-{qualifier}")
+        written = json.loads((folder / "manifest.json").read_text())
+        assert written["code_sha256"] == version["CodeSha256"], qualifier
