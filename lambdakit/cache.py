@@ -98,6 +98,8 @@ class Cache:
         if cache is DEFAULT or cache is True:
             return cls()
         if isinstance(cache, (str, os.PathLike)):
+            if Path(cache).expanduser().is_file():
+                raise InvalidInput(f"cache folder {str(cache)!r} is a file; give a folder path")
             return cls(cache)
         raise InvalidInput(
             f"cache must be DEFAULT, a folder path, a lambdakit.Cache or False, got {cache!r}"
@@ -111,9 +113,16 @@ class Cache:
     def _open(self) -> Any:
         with self._lock:
             if self._store is None:
+                import sqlite3
+
                 import diskcache
 
-                self._store = diskcache.Cache(str(self.directory))
+                try:
+                    self._store = diskcache.Cache(str(self.directory))
+                except (OSError, sqlite3.Error) as exc:
+                    raise InvalidInput(
+                        f"cache folder {self.directory} cannot be used: {exc}"
+                    ) from exc
             return self._store
 
     def __repr__(self) -> str:
@@ -284,7 +293,11 @@ class CacheWriter:
             raise self._error
 
     def _main(self) -> None:
-        store = self.cache._open()
+        try:
+            store = self.cache._open()
+        except BaseException as exc:  # kept for close(); what was queued is not lost silently
+            self._error = exc
+            return
         while True:
             items = [self._queue.get()]
             while True:  # everything already waiting goes into the same transaction

@@ -138,3 +138,19 @@ def test_writer_stores_in_the_background_and_reports_errors(tmp_path):
     broken.put(Routed(ARN), "$LATEST", b"x", [lambda: 1], run_id="r2")  # cannot be pickled
     with pytest.raises(Exception, match="pickle"):
         broken.close()
+
+
+def test_a_file_given_as_the_cache_folder_is_refused_by_name(tmp_path):
+    # It failed mid-run with a raw sqlite3.OperationalError, and the writer thread died
+    # printing a traceback, its error never reaching close().
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("mine")
+    with pytest.raises(InvalidInput, match="not-a-folder' is a file"):
+        Cache.coerce(str(blocker))
+    unusable = Cache(blocker / "inside")  # a folder that can never be created
+    with pytest.raises(InvalidInput, match="cannot be used"):
+        unusable.stats()
+    writer = unusable.writer()
+    writer.put(Routed(ARN), "$LATEST", b"x", [1], run_id="r")
+    with pytest.raises(InvalidInput, match="cannot be used"):
+        writer.close()
