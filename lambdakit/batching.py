@@ -86,7 +86,10 @@ class Envelope:
         if self.batch_input is not None:
             if not isinstance(self.batch_input, dict):
                 raise InvalidInput("batch_input must be a dict (sent as BatchInput)")
-            tail = b'],"BatchInput":' + dumps(self.batch_input) + b"}"
+            try:
+                tail = b'],"BatchInput":' + dumps(self.batch_input) + b"}"
+            except TypeError as exc:
+                raise InvalidInput(f"batch_input is not JSON-serialisable: {exc}") from exc
             object.__setattr__(self, "_tail", tail)
 
     @property
@@ -97,8 +100,20 @@ class Envelope:
     def body(self, items: Sequence[Any], parts: Sequence[bytes] | None = None) -> bytes:
         """The request body for these items (`parts` = their serialised forms, if known)."""
         if self.payload is not None:
-            shaped = self.payload(list(items))
-            return shaped if isinstance(shaped, bytes) else dumps(shaped)
+            # The user's callable fails mid-run: say which argument did, keeping the cause.
+            try:
+                shaped = self.payload(list(items))
+            except Exception as exc:
+                raise InvalidInput(
+                    f"payload callable raised {type(exc).__name__}: {exc} "
+                    f"(on a batch of {len(items)} items)"
+                ) from exc
+            try:
+                return shaped if isinstance(shaped, bytes) else dumps(shaped)
+            except TypeError as exc:
+                raise InvalidInput(
+                    f"payload callable returned something not JSON-serialisable: {exc}"
+                ) from exc
         if parts is None:
             parts = [dumps(item) for item in items]
         return b'{"Items":[' + b",".join(parts) + self._tail

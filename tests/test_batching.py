@@ -204,3 +204,17 @@ def test_bad_settings_are_named():
         iter_batches([1], max_batch_bytes=LAMBDA_PAYLOAD_LIMIT + 1)
     with pytest.raises(InvalidInput, match="batch_input"):
         Envelope(batch_input=[1])
+
+
+def test_payload_and_batch_input_problems_are_named():
+    # Each escaped as a raw TypeError from orjson, or the callable's own exception, mid-run.
+    with pytest.raises(InvalidInput, match="batch_input is not JSON-serialisable"):
+        Envelope(batch_input={"when": object()})
+
+    def broken(items):
+        raise KeyError("price")
+
+    with pytest.raises(InvalidInput, match=r"payload callable raised KeyError: 'price'"):
+        collect([1, 2], payload=broken)
+    with pytest.raises(InvalidInput, match="payload callable returned something not JSON"):
+        collect([1, 2], payload=lambda items: {"rows": object()})
