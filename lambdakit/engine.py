@@ -9,7 +9,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ log = logging.getLogger("lambdakit.engine")
 # A 413 on the request, or a response over Lambda's 6 MB: smaller batches get through.
 _TOO_LARGE = (PAYLOAD_TOO_LARGE, "Function.ResponseSizeTooLarge")
 _WAKE = object()  # put on the completion queue by cancel(), to end a blocking wait at once
+_STOP = object()  # put on the work queue once per worker thread when the run ends
 
 
 @dataclass
@@ -86,6 +86,8 @@ class Engine:
         self._delayed: list[tuple[float, int, _Piece]] = []
         self._seq = itertools.count()
         self._free_slots = list(range(plan.concurrency))
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
         self._in_flight = 0
         # Pieces sent and not yet handed back, by id; the lock orders a worker's hand-over
         # against the scheduler abandoning it at the end of the grace period.
@@ -107,16 +109,17 @@ class Engine:
         self.tracker.emit("start")
         self._writer = self.cache.writer() if self.cache is not None else None
         # Not a `with` block: its exit would join workers still busy after the grace period.
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lambdakit-invoke")
         try:
             while not self._stopping():
-                self._submit_ready(pool)
+                self._submit_ready()
                 if self._source.empty and not self._in_flight and not self._delayed:
                     break
                 self._wait_for_work()
         finally:
             self._drain_in_flight()
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Not joined: a worker still in an abandoned invocation ends when it returns.
+            for _ in self._workers:
+                self._inbox.put(_STOP)
             if self._writer is not None:
                 self._writer.close()  # completed batches are on disk before the result exists
 
@@ -132,10 +135,10 @@ class Engine:
     def _room(self) -> bool:
         return self._in_flight < self.limit.limit
 
-    def _submit_ready(self, pool: ThreadPoolExecutor) -> None:
+    def _submit_ready(self) -> None:
         now = self.clock()
         while self._room() and self._delayed and self._delayed[0][0] <= now:
-            self._submit(pool, heapq.heappop(self._delayed)[2])
+            self._submit(heapq.heappop(self._delayed)[2])
         # New batches only while retries waiting plus work in flight stay bounded: that is
         # what keeps memory flat however long the source is.
         while self._room() and not self._stopping():
@@ -145,9 +148,9 @@ class Engine:
             if batch is None:
                 self.tracker.set(records_read=self.stream.records)
                 return
-            self._start_batch(pool, batch)
+            self._start_batch(batch)
 
-    def _start_batch(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
+    def _start_batch(self, batch: Batch) -> None:
         self.tracker.set(records_read=self.stream.records, rejected_records=self.stream.rejected)
         self.tracker.add(batches_read=1)
         state = BatchState(batch)
@@ -155,15 +158,30 @@ class Engine:
             state.outputs = [None] * len(batch.items)
         self._active[batch.index] = state
         positions = tuple(range(len(batch.items)))
-        self._submit(pool, _Piece(batch, state, positions, lookup=self.cache is not None))
+        self._submit(_Piece(batch, state, positions, lookup=self.cache is not None))
 
-    def _submit(self, pool: ThreadPoolExecutor, piece: _Piece) -> None:
+    def _submit(self, piece: _Piece) -> None:
         piece.slot = heapq.heappop(self._free_slots)
         piece.limit, piece.epoch = self.limit.limit, self.limit.epoch
         self._in_flight += 1
         self._flying[id(piece)] = piece
-        pool.submit(self._attempt, piece)
+        if self._in_flight > len(self._workers):  # threads are started as work needs them
+            worker = threading.Thread(target=self._work, name="lambdakit-invoke", daemon=True)
+            self._workers.append(worker)
+            worker.start()
+        self._inbox.put(piece)
         self.tracker.set(in_flight=self._in_flight)
+
+    def _work(self) -> None:
+        """Worker thread: attempt pieces until the run ends.
+
+        A plain queue, not a ThreadPoolExecutor: its Future, Condition and semaphore per
+        submit were a third of the scheduler's time at batch_size=1. Daemon threads, so an
+        abandoned invocation never holds up the interpreter's exit.
+        """
+        inbox = self._inbox
+        while (piece := inbox.get()) is not _STOP:
+            self._attempt(piece)
 
     def _attempt(self, piece: _Piece) -> None:
         """Worker thread: a cache lookup and/or one invocation; all is handed back, never lost."""
@@ -440,10 +458,10 @@ class Engine:
         state.ok += len(good)
         if outcome.executed_version:
             state.versions.add(outcome.executed_version)
-        if state.outputs is not None:
+        if state.outputs is not None:  # kept only to fill the cache, with the metrics
             for p, value in zip(good, values, strict=True):
                 state.outputs[piece.positions[p]] = value
-        state.metrics = self.record.metrics_of(done, outcome)
+            state.metrics = self.record.metrics_of(done, outcome)
         self.tracker.add(ok_records=len(good))
 
     def _fail(self, piece: _Piece, bad: list[int], outcome: Outcome) -> bool:

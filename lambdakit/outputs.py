@@ -94,11 +94,12 @@ class OutputStore:
             return
         if min(indices) < 0:
             raise InvalidInput(f"OutputStore.put got a negative record index {min(indices)}")
-        order = sorted(range(len(indices)), key=indices.__getitem__)
+        if len(indices) > 1 and indices != sorted(indices):  # usually in order already
+            order = sorted(range(len(indices)), key=indices.__getitem__)
+            indices, values = [indices[k] for k in order], [values[k] for k in order]
         try:
             line = orjson.dumps(
-                [[indices[k] for k in order], [values[k] for k in order]],
-                option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+                [indices, values], option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
             )
         except TypeError as exc:
             raise InvalidInput(f"an output of records {indices[:5]}... is not JSON: {exc}") from exc
@@ -107,7 +108,7 @@ class OutputStore:
             self._fh.write(line)
             if self._flush_each_put:
                 self._fh.flush()
-            self._chunks.append(_Chunk(self._size, len(line), indices[order[0]], len(indices)))
+            self._chunks.append(_Chunk(self._size, len(line), indices[0], len(indices)))
             self._size += len(line)
             self._records += len(indices)
 

@@ -88,6 +88,7 @@ class EventStream:
         self._events: collections.deque[ProgressEvent] = collections.deque(maxlen=maxlen)
         self._cond = threading.Condition()
         self._closed = False
+        self._waiting = 0  # readers blocked in get() or iteration: put() wakes only those
         self.dropped = 0
 
     def put(self, event: ProgressEvent) -> None:
@@ -96,7 +97,8 @@ class EventStream:
             if len(self._events) == self._events.maxlen:
                 self.dropped += 1
             self._events.append(event)
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
 
     def close(self) -> None:
         """Mark the stream finished: iteration ends once the remaining events are read."""
@@ -114,7 +116,11 @@ class EventStream:
         """The next event, waiting up to `timeout`; None on timeout or after the last event."""
         with self._cond:
             if not self._events and not self._closed:
-                self._cond.wait(timeout)
+                self._waiting += 1
+                try:
+                    self._cond.wait(timeout)
+                finally:
+                    self._waiting -= 1
             return self._events.popleft() if self._events else None
 
     def drain(self) -> list[ProgressEvent]:
@@ -128,7 +134,11 @@ class EventStream:
         while True:
             with self._cond:
                 while not self._events and not self._closed:
-                    self._cond.wait()
+                    self._waiting += 1
+                    try:
+                        self._cond.wait()
+                    finally:
+                        self._waiting -= 1
                 if not self._events:
                     return
                 event = self._events.popleft()
@@ -223,12 +233,15 @@ class Tracker:
             if snapshot is None:
                 counts = self.counts
                 done = counts["ok_records"] + counts["failed_records"] + counts["rejected_records"]
-                snapshot = Progress(
+                # Filled in directly: a frozen dataclass's __init__ sets each of its 18 fields
+                # through object.__setattr__, and a run makes two snapshots per attempt.
+                snapshot = object.__new__(Progress)
+                snapshot.__dict__.update(
+                    counts,
                     state=self.state,
                     records_total=self.records_total,
                     records_done=done,
                     elapsed_s=self.elapsed(),
-                    **counts,
                 )
                 self._snapshot = snapshot
             return snapshot

@@ -324,6 +324,9 @@ def test_cancel_records_in_flight_attempts_and_caches_their_late_success(tmp_pat
         assert started.wait(10)
         handle.cancel()
         partial = handle.wait(timeout=30)
+        # The abandoned invocation's thread must not hold up the interpreter's exit.
+        busy = [t for t in threading.enumerate() if t.name.startswith("lambdakit-invoke")]
+        assert busy and all(t.daemon for t in busy)
     finally:
         gate.set()
     assert_every_record_accounted_for(partial)
