@@ -6,7 +6,7 @@ import random
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from lambdakit.errors import InvalidInput
 
@@ -174,13 +174,21 @@ class AdaptiveLimit:
 
     Only a throttle of a request sent *after* the last decrease shrinks the limit again, so a
     burst of 429s from one overfull window counts once (as TCP reacts once per round trip).
+    Growing back to the level that was last throttled is a probe: each probe that is
+    throttled again makes the next one take twice as many windows (up to MAX_PROBE_WINDOWS),
+    so against a fixed reserved concurrency the limit settles at it instead of bouncing one
+    above it (a 429 and a Retry-After wait every few windows). A probe that gets through
+    forgets the old ceiling.
     """
 
     maximum: int
     decrease: float = 0.75
     initial: int | None = None
+    MAX_PROBE_WINDOWS: ClassVar[int] = 32
     _value: float = field(init=False)
     _epoch: int = field(init=False, default=0)
+    _ceiling: int | None = field(init=False, default=None)  # the limit last throttled
+    _probe_windows: int = field(init=False, default=1)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -194,6 +202,10 @@ class AdaptiveLimit:
     def _rounded(self) -> int:
         # Rounded, not truncated: after a throttle at 5, 0.75 x 5 = 3.75 keeps 4 in flight.
         return max(1, int(self._value + 0.5))
+
+    def _probing(self) -> bool:
+        """Whether the next +1 would reach the level that was last throttled."""
+        return self._ceiling is not None and self._rounded() >= self._ceiling - 1
 
     @property
     def limit(self) -> int:
@@ -210,13 +222,23 @@ class AdaptiveLimit:
     def on_success(self) -> int:
         """Grow by 1/limit (so +1 per full window of successes); returns the new limit."""
         with self._lock:
-            self._value = min(float(self.maximum), self._value + 1.0 / max(self._value, 1.0))
+            step = 1.0 / max(self._value, 1.0)
+            if self._probing():
+                step /= self._probe_windows
+            self._value = min(float(self.maximum), self._value + step)
+            if self._ceiling is not None and self._rounded() > self._ceiling:
+                self._ceiling, self._probe_windows = None, 1  # room above it now: forget it
             return self._rounded()
 
     def on_throttle(self, sent_epoch: int | None = None) -> int:
         """Shrink multiplicatively unless the request predates the last shrink; returns limit."""
         with self._lock:
             if sent_epoch is None or sent_epoch >= self._epoch:
+                level = self._rounded()
+                if self._ceiling is not None and level >= self._ceiling:
+                    # Throttled again at (or above) the last ceiling: probe half as often.
+                    self._probe_windows = min(self._probe_windows * 2, self.MAX_PROBE_WINDOWS)
+                self._ceiling = level
                 self._value = max(1.0, self._value * self.decrease)
                 self._epoch += 1
             return self._rounded()

@@ -187,3 +187,29 @@ def test_aimd_rejects_bad_settings():
         AdaptiveLimit(maximum=0)
     with pytest.raises(InvalidInput):
         AdaptiveLimit(maximum=4, decrease=1.5)
+
+
+def _drive(limit, capacity, rounds):
+    """Send `limit` requests a round to a function that runs `capacity` at once."""
+    throttles, levels = 0, []
+    for _ in range(rounds):
+        n, epoch = limit.limit, limit.epoch
+        for _ in range(max(n - capacity, 0)):
+            throttles += 1
+            limit.on_throttle(epoch)
+        for _ in range(min(n, capacity)):
+            limit.on_success()
+        levels.append(limit.limit)
+    return throttles, levels
+
+
+def test_aimd_settles_at_a_reserved_concurrency_instead_of_bouncing_above_it():
+    limit = AdaptiveLimit(maximum=32)
+    _drive(limit, capacity=4, rounds=20)  # converging from 32
+    throttles, levels = _drive(limit, capacity=4, rounds=280)
+    # Plain AIMD probes 5 every few windows: ~220 throttles here, each a Retry-After wait.
+    assert throttles <= 20
+    assert levels.count(4) >= 260  # a rare probe of 5 aside
+    # A probe that gets through (capacity grew) forgets the ceiling and grows on.
+    _, levels = _drive(limit, capacity=8, rounds=300)
+    assert levels[-1] >= 7
