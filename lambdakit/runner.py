@@ -76,9 +76,10 @@ class RunHandle:
             state = FAILED
         if self._error is None and self._engine.stop_reason == "tolerance":
             state = FAILED
+            limit = self._result.meta["params"]["tolerated_failure"] if self._result else "?"
             self._error = ToleranceExceeded(
                 f"{self._engine.tracker.snapshot().failed_records} records failed, more than "
-                f"tolerated_failure allows; the run stopped (partial result in .result)",
+                f"tolerated_failure={limit} allows; the run stopped (partial result in .result)",
                 result=self._result,
             )
         self._engine.finish(state)

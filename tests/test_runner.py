@@ -234,6 +234,8 @@ def test_tolerated_failure_stops_with_partial_result():
             retry=1,
             tolerated_failure=15,
         )
+    # The message names the limit that was passed (it said only "more than ... allows").
+    assert "20 records failed, more than tolerated_failure=15 allows" in str(info.value)
     partial = info.value.result
     assert partial.summary()["failed_records"] == 20
     assert partial.summary()["ok_batches"] == 2
