@@ -304,8 +304,8 @@ def iter_batches(
         raise InvalidInput(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not isinstance(max_batch_bytes, int) or not 64 <= max_batch_bytes <= LAMBDA_PAYLOAD_LIMIT:
         raise InvalidInput(
-            f"max_batch_bytes must be between 64 and {LAMBDA_PAYLOAD_LIMIT:,} (Lambda's "
-            f"synchronous request limit), got {max_batch_bytes!r}"
+            f"max_batch_bytes must be a whole number of bytes from 64 to {LAMBDA_PAYLOAD_LIMIT:,} "
+            f"(Lambda's synchronous request limit), got {max_batch_bytes!r}"
         )
     return BatchStream(
         source,

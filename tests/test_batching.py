@@ -202,6 +202,9 @@ def test_bad_settings_are_named():
         iter_batches([1], batch_size=0)
     with pytest.raises(InvalidInput, match="max_batch_bytes"):
         iter_batches([1], max_batch_bytes=LAMBDA_PAYLOAD_LIMIT + 1)
+    # An in-range float was told it must be "between 64 and 6,291,456".
+    with pytest.raises(InvalidInput, match="max_batch_bytes must be a whole number of bytes"):
+        iter_batches([1], max_batch_bytes=1_000_000.5)
     with pytest.raises(InvalidInput, match="batch_input"):
         Envelope(batch_input=[1])
 
