@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "list_functions": "lambdakit.connection",
     "list_versions": "lambdakit.connection",
     "make_client": "lambdakit.connection",
+    "make_session": "lambdakit.connection",
     "package": "lambdakit.deployment",
     "parse_report": "lambdakit.invoke",
     "publish_version": "lambdakit.deployment",

@@ -46,6 +46,7 @@ EXPECTED = [
     "list_functions",
     "list_versions",
     "make_client",
+    "make_session",
     "package",
     "parse_report",
     "publish_version",
