@@ -197,6 +197,8 @@ def _read_item_failures(
         # whole batch, so that no record is taken for a success it may not be.
         key = "record ids" if ids is not None else "positions 0..n-1"
         message = f"batchItemFailures names items not in the batch ({key}): {unknown[:5]!r}"
+        if ids is None and any(not str(i).lstrip("-").isdigit() for i in unknown):
+            message += "; if the function reports a record field, pass id_field= its name"
         return REPORTED_FAILURE, None, tuple(range(n_items)), "InvalidItemIdentifier", message
     if not failed:
         return OK, outputs, (), None, None

@@ -199,6 +199,15 @@ def test_unknown_item_identifier_fails_the_whole_batch(identifier):
     assert error_type == "InvalidItemIdentifier"
 
 
+def test_record_ids_reported_without_id_field_suggest_it():
+    # The message said only "names items not in the batch (positions 0..n-1)".
+    payload = j({"batchItemFailures": [{"itemIdentifier": "order-7"}]})
+    message = read_response(payload, None, 3)[4]
+    assert "pass id_field=" in message
+    numeric = read_response(j({"batchItemFailures": [{"itemIdentifier": "9"}]}), None, 3)[4]
+    assert "id_field" not in numeric
+
+
 def test_list_as_long_as_items_is_one_output_per_item():
     assert read_response(j([1, 2, 3]), None, 3) == (OK, [1, 2, 3], (), None, None)
 
