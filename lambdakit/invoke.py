@@ -105,9 +105,9 @@ def read_response(
     docs/architecture.md: a FunctionError fails the attempt; a dict with `statusCode` >= 400
     fails it (500s are retryable, 4xx are not) and otherwise its body is read on; a dict with
     `batchItemFailures` fails those items (its optional `outputs` list gives the others'
-    outputs); a list as long as Items is one output per item; a list of another length fails
-    the attempt (a record was dropped or invented); anything else is one output shared by
-    every item.
+    outputs, and one of the wrong length fails the attempt); a list as long as Items is one
+    output per item; anything else, a list of another length included, is one output shared
+    by every item (issue #3's contract: such a list is the batch's own result).
     """
     result = _decode(payload_bytes)
     if function_error:
@@ -129,18 +129,16 @@ def read_response(
         if isinstance(outputs, list) and len(outputs) != n_items:
             return _count_mismatch("an `outputs` list", len(outputs), n_items)
         return _read_item_failures(result, n_items, ids)
-    if isinstance(result, list):
-        if len(result) != n_items:
-            return _count_mismatch("a list", len(result), n_items)
+    if isinstance(result, list) and len(result) == n_items:
         return OK, list(result), (), None, None
     return OK, [result] * n_items, (), None, None
 
 
 def _count_mismatch(what: str, got: int, n_items: int) -> ResponseReading:
-    """A list of outputs that cannot be matched to the items: no record may take a wrong one."""
+    """An `outputs` list that cannot be matched to the items: no record may take a wrong one."""
     message = (
         f"the function returned {what} of {got} outputs for {n_items} items; return one "
-        f"output per item, in order (or a dict for one output per batch)"
+        f"output per item, in order"
     )
     return FUNCTION_ERROR, None, (), "Lambdakit.OutputCountMismatch", message
 
