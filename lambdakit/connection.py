@@ -73,6 +73,7 @@ def make_client(
         raise InvalidInput(f"concurrency must be a positive integer, got {concurrency!r}")
     _check_where(endpoint_url, region, profile)
     if client is not None:
+        _check_lambda_client(client)
         _warn_if_pool_too_small(client, concurrency)
         return client
     timeout = _read_timeout(read_timeout, function_timeout_s)
@@ -158,6 +159,15 @@ def _read_timeout(read_timeout: float | None, function_timeout_s: float | None) 
             function_timeout_s,
         )
     return float(read_timeout)
+
+
+def _check_lambda_client(client: Any) -> None:
+    """Refuse a `client=` that is not a botocore Lambda client, before it fails mid-run."""
+    model = getattr(getattr(client, "meta", None), "service_model", None)
+    service = getattr(model, "service_name", None)
+    if service != "lambda" or not callable(getattr(client, "invoke", None)):
+        what = f"a {service!r} client" if service else type(client).__name__
+        raise InvalidInput(f"client must be a boto3 Lambda client (boto3.client): got {what}")
 
 
 def _warn_if_pool_too_small(client: Any, concurrency: int) -> None:

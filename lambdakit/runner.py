@@ -152,6 +152,23 @@ def _tolerance(tolerated_failure: Any, records_total: int | None) -> Callable[[i
     return lambda failed, read: failed <= tolerated_failure * read
 
 
+# The keywords run() passes through to start(), beyond the ones it names itself.
+_ENGINE_OPTIONS = frozenset({"invoker", "sleep", "clock", "grace_s", "output_dir"})
+
+
+def _unknown_keywords(names: list[str]) -> str:
+    """Name unknown keywords of run(), with the closest real one when there is one."""
+    import difflib
+    import inspect
+
+    known = [*_ENGINE_OPTIONS, *inspect.signature(run).parameters]
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"run() got unknown keyword arguments: {', '.join(parts)}"
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInput(f"{name} must be an int >= 1, got {value!r}")
@@ -213,6 +230,8 @@ def start(
         raise InvalidInput("records is required: a DataFrame, an iterable or a file path")
     if grace_s < 0:
         raise InvalidInput(f"grace_s must be >= 0, got {grace_s!r}")
+    if id_field is not None and not isinstance(id_field, str):
+        raise InvalidInput(f"id_field must be the name of a record field (a str), got {id_field!r}")
     records_total = source_length(records)
     tolerated = _tolerance(tolerated_failure, records_total)
     envelope = Envelope(payload=payload, batch_input=batch_input)
@@ -372,6 +391,9 @@ def run(
     >>> result.summary()["failed_records"]  # doctest: +SKIP
     0
     """
+    unknown = sorted(set(engine_options) - _ENGINE_OPTIONS)
+    if unknown:
+        raise InvalidInput(_unknown_keywords(unknown))
     handle = start(
         function,
         records,

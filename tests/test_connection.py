@@ -270,3 +270,19 @@ def test_bad_client_settings_are_refused_by_name(no_aws_env, kwargs, named):
     settings = {"endpoint_url": "http://127.0.0.1:9", **kwargs}
     with pytest.raises(InvalidInput, match=named):
         make_client(**settings)
+
+
+@pytest.mark.parametrize("client", [object(), "lambda"])
+def test_a_client_that_is_not_a_lambda_client_is_refused(client):
+    with pytest.raises(InvalidInput, match="client must be a boto3 Lambda client"):
+        make_client(client=client)
+
+
+def test_a_client_for_another_service_is_refused():
+    import boto3
+
+    s3 = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    with pytest.raises(InvalidInput, match="got a 's3' client"):
+        make_client(client=s3)

@@ -581,3 +581,13 @@ def test_empty_and_all_rejected_sources_give_empty_results():
     rejected = go([-1, -2], invoker, validate=lambda r: r > 0)
     assert invoker.calls == []
     assert rejected.summary()["rejected_records"] == 2 and list(rejected.outputs()) == [None] * 2
+
+
+def test_a_misspelt_keyword_names_the_real_one():
+    with pytest.raises(InvalidInput, match=r"'batchsize' \(did you mean 'batch_size'\?\)"):
+        run("fn", [1], batchsize=10)
+
+
+def test_id_field_must_be_a_field_name():
+    with pytest.raises(InvalidInput, match="id_field must be the name of a record field"):
+        run("fn", [1], id_field=5)
