@@ -41,7 +41,7 @@ class TargetChooser:
         function: str | None = None,
         qualifier: str | None = None,
     ) -> None:
-        from lambdakit.connection import split_function_name
+        from lambdakit.discovery import split_function_name
 
         self._client = client
         self.report_error = report_error
@@ -69,7 +69,7 @@ class TargetChooser:
     @guarded
     def refresh(self, _button: Any = None) -> None:
         """List the functions again, keeping the current choice when it still exists."""
-        from lambdakit.connection import list_functions
+        from lambdakit.discovery import list_functions
 
         listed = {info.name: info for info in list_functions(self._client())}
         preset, self._wanted_function = self._wanted_function, None
@@ -96,7 +96,7 @@ class TargetChooser:
     @guarded
     def _on_function(self, change: dict[str, Any]) -> None:
         """Fill the qualifier list for the chosen function: $LATEST, aliases, versions."""
-        from lambdakit.connection import list_aliases, list_versions
+        from lambdakit.discovery import list_aliases, list_versions
 
         if self._quiet:
             return

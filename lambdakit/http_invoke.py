@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 import orjson
 import urllib3
 
-from lambdakit.connection import CONNECT_TIMEOUT_S, Target
+from lambdakit.connection import CONNECT_TIMEOUT_S
+from lambdakit.discovery import Target
 from lambdakit.errors import InvalidInput, translate_client_error
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Outcome, read_item_errors, read_response
 from lambdakit.retry import (

@@ -24,7 +24,7 @@ from lambdakit.retry import (
 
 if TYPE_CHECKING:
     from lambdakit.batching import Batch
-    from lambdakit.connection import Target
+    from lambdakit.discovery import Target
 
 __all__ = [
     "PAYLOAD_TOO_LARGE",

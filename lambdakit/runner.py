@@ -255,7 +255,7 @@ def start(
         # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
         target = getattr(invoker, "target", None)
         if target is None:
-            raise InvalidInput("a custom invoker must have a .target (connection.Target)")
+            raise InvalidInput("a custom invoker must have a .target (discovery.Target)")
         if id_field is not None:
             raise InvalidInput("id_field configures the Lambda invoker: give it to your invoker")
 
@@ -332,7 +332,8 @@ def _lambda_invoker(
     profile: str | None,
     client: Any,
 ) -> tuple[Any, Any]:
-    from lambdakit.connection import make_client, make_session, resolve_target
+    from lambdakit.connection import make_client, make_session
+    from lambdakit.discovery import resolve_target
     from lambdakit.invoke import LambdaInvoker
 
     if function is None:

@@ -16,7 +16,7 @@ OTHER = "arn:aws:lambda:us-east-1:123456789012:function:cube"
 
 @dataclass(frozen=True)
 class Routed:
-    """The fields of connection.Target that the cache reads."""
+    """The fields of discovery.Target that the cache reads."""
 
     function_arn: str
     versions: dict = field(default_factory=lambda: {"$LATEST": 1.0})

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lambdakit.connection import list_aliases, list_functions
 from lambdakit.deployment import deploy, package, publish_version, set_alias, validate_handler
+from lambdakit.discovery import list_aliases, list_functions
 from lambdakit.errors import DeployError
 
 HANDLER = "def handler(event, context):\n    return event\n"

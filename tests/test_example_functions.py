@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from lambdakit.batching import Batch
-from lambdakit.connection import resolve_target
 from lambdakit.deployment import deploy
+from lambdakit.discovery import resolve_target
 from lambdakit.invoke import LambdaInvoker
 from lambdakit.retry import CLIENT_ERROR, FUNCTION_ERROR, OK, REPORTED_FAILURE, TIMEOUT
 

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from lambdakit.batching import Batch
-from lambdakit.connection import Target, make_client, resolve_target
+from lambdakit.connection import make_client
+from lambdakit.discovery import Target, resolve_target
 from lambdakit.invoke import (
     PAYLOAD_TOO_LARGE,
     Invoker,

@@ -10,7 +10,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from lambdakit.connection import Target
+from lambdakit.discovery import Target
 from lambdakit.errors import InvalidInput, ToleranceExceeded
 from lambdakit.invoke import PAYLOAD_TOO_LARGE, Outcome
 from lambdakit.progress import ProgressEvent

@@ -17,7 +17,7 @@ import pytest
 
 import lambdakit
 from lambdakit.batching import Batch, dumps
-from lambdakit.connection import resolve_target
+from lambdakit.discovery import resolve_target
 from lambdakit.invoke import LambdaInvoker
 from lambdakit.retry import FUNCTION_ERROR, Retry
 
