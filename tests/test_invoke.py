@@ -332,6 +332,22 @@ def test_invoker_uses_the_alias_and_records_the_executed_version(lambda_client, 
     assert pinned.invoke(batch_of([1])).executed_version == "$LATEST"
 
 
+def test_invoker_sends_the_plain_name_when_given_one(lambda_client, make_function):
+    name = make_function(PER_RECORD)
+    version = lambda_client.publish_version(FunctionName=name)["Version"]
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
+    target = resolve_target(lambda_client, name, "live")
+    assert LambdaInvoker(lambda_client, target).function_name == target.function_arn
+    by_name = LambdaInvoker(lambda_client, target, function_name=name)
+    assert by_name.function_name == name
+    outcome = by_name.invoke(batch_of([4]))
+    assert (outcome.outcome, outcome.outputs, outcome.executed_version) == (
+        OK,
+        [{"double": 8}],
+        version,
+    )
+
+
 def test_invoker_reports_throttles(lambda_client, make_function):
     name = make_function(PER_RECORD)
     invoker = invoker_for(lambda_client, name)
