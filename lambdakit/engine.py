@@ -54,7 +54,7 @@ class _Piece:
 class Plan:
     """How a run goes: everything the Engine needs besides its source, invoker and record."""
 
-    target: Any  # connection.Target
+    target: Any  # discovery.Target
     envelope: Envelope
     concurrency: int
     retry: Retry
