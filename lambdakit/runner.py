@@ -346,17 +346,24 @@ def _lambda_invoker(
         **where, concurrency=concurrency, read_timeout=timeout, client=client, session=session
     )
     target = resolve_target(lookup, function, qualifier)
-    if client is None and timeout is None:
-        # Now that the function's timeout is known, the read timeout can just outlast it.
-        lookup = make_client(
-            **where, concurrency=concurrency, function_timeout_s=target.timeout_s, session=session
+    invoking = lookup
+    if client is None:
+        # The invoking client: its read timeout can now outlast the function's own, and
+        # botocore's parameter check is skipped, since every Invoke request is built here.
+        invoking = make_client(
+            **where,
+            concurrency=concurrency,
+            read_timeout=timeout,
+            function_timeout_s=target.timeout_s,
+            session=session,
+            parameter_validation=False,
         )
     # A plain name resolves in the client's own account and region, as it just did, so it is
     # sent as given: botocore percent-encodes and signs an ARN path at a cost (~6% per call
     # at batch_size=1). An ARN (possibly another account's) is sent as the ARN.
     name, _ = split_function_name(function)
     plain = None if ":" in name else name
-    return LambdaInvoker(lookup, target, id_field=id_field, function_name=plain), target
+    return LambdaInvoker(invoking, target, id_field=id_field, function_name=plain), target
 
 
 def run(

@@ -45,6 +45,18 @@ def test_read_timeout_outlasts_the_function_timeout(no_aws_env):
     assert explicit.meta.config.read_timeout == 5
 
 
+def test_parameter_check_is_on_unless_turned_off(no_aws_env):
+    from botocore.exceptions import EndpointConnectionError, ParamValidationError
+
+    # Nothing listens on port 9: a call that passes the check fails to connect instead.
+    checked = make_client(endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(ParamValidationError):
+        checked.invoke(FunctionName="")
+    quiet = make_client(endpoint_url="http://127.0.0.1:9", parameter_validation=False)
+    with pytest.raises(EndpointConnectionError):
+        quiet.invoke(FunctionName="f", Payload=b"{}")
+
+
 def test_short_read_timeout_is_warned_about(no_aws_env, caplog):
     make_client(endpoint_url="http://127.0.0.1:9", read_timeout=10, function_timeout_s=60)
     assert "may still be running" in caplog.text

@@ -347,6 +347,19 @@ def test_a_run_loads_one_botocore_session_for_its_clients(counting, go, monkeypa
     assert len(sessions) == 1
 
 
+def test_the_invoking_client_outlasts_the_function_and_skips_the_parameter_check(
+    counting, local_lambda
+):
+    name, _ = counting(timeout=42)
+    handle = lambdakit.start(
+        name, [{"i": 0}], endpoint_url=local_lambda.endpoint_url, cache=False, progress=False
+    )
+    handle.wait(timeout=60)
+    client = handle._engine.invoker.client
+    assert client.meta.config.read_timeout > 42
+    assert type(client._serializer).__name__ != "ParamValidationDecorator"
+
+
 def test_keyboard_interrupt_returns_a_partial_result(counting, go):
     name, seen = counting(SLEEP_S=0.05)
 
