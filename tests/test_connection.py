@@ -9,6 +9,7 @@ from lambdakit.connection import (
     DEFAULT_FUNCTION_TIMEOUT_S,
     READ_TIMEOUT_MARGIN_S,
     make_client,
+    make_session,
 )
 from lambdakit.discovery import (
     list_functions,
@@ -55,6 +56,13 @@ def test_parameter_check_is_on_unless_turned_off(no_aws_env):
     quiet = make_client(endpoint_url="http://127.0.0.1:9", parameter_validation=False)
     with pytest.raises(EndpointConnectionError):
         quiet.invoke(FunctionName="f", Payload=b"{}")
+
+
+def test_sessions_share_one_parse_of_botocores_data_files(no_aws_env):
+    first = make_session(endpoint_url="http://127.0.0.1:9")._session
+    second = make_session(endpoint_url="http://127.0.0.1:9")._session
+    assert first is not second  # credentials and handlers stay per session
+    assert first.get_component("data_loader") is second.get_component("data_loader")
 
 
 def test_short_read_timeout_is_warned_about(no_aws_env, caplog):
