@@ -12,6 +12,8 @@ from lambdakit.retry import OK, THROTTLE
 from lambdakit.validation import Rejection
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from lambdakit.batching import Batch
     from lambdakit.cache import CacheEntry
     from lambdakit.invoke import Outcome
@@ -217,21 +219,23 @@ class RunRecord:
 
     def build(self, *, records: int, meta: dict[str, Any]) -> RunResult:
         """The RunResult of everything recorded so far."""
-        import pandas as pd
+        from lambdakit.results import (
+            ATTEMPT_COLUMNS,
+            BATCH_COLUMNS,
+            FAILURE_COLUMNS,
+            REJECTION_COLUMNS,
+            RunResult,
+        )
 
-        from lambdakit.results import FAILURE_COLUMNS, REJECTION_COLUMNS, RunResult
-
-        attempts = pd.DataFrame.from_records(self.attempts, columns=list(ATTEMPT_FIELDS))
-        for column in ("started_at", "ended_at"):
-            attempts[column] = pd.to_datetime(attempts[column], unit="s", utc=True)
-        attempts = attempts.astype({"throttled": bool, "cold_start": bool})
-        batches = pd.DataFrame.from_records(self.batches, columns=list(BATCH_FIELDS))
-        batches = batches.sort_values("batch", kind="stable").reset_index(drop=True)
-        batches = batches.astype({"cached": bool})
-        failures = pd.DataFrame.from_records(self.failures, columns=list(FAILURE_COLUMNS))
-        failures = failures.sort_values("record", kind="stable").reset_index(drop=True)
+        attempts = _frame(self.attempts, ATTEMPT_COLUMNS)
+        batches = _frame(self.batches, BATCH_COLUMNS)
+        if not batches["batch"].is_monotonic_increasing:  # cached batches come back early
+            batches = batches.sort_values("batch", kind="stable").reset_index(drop=True)
+        failures = _frame(self.failures, FAILURE_COLUMNS)
+        if not failures["record"].is_monotonic_increasing:
+            failures = failures.sort_values("record", kind="stable").reset_index(drop=True)
         with self._lock:
-            rejections = pd.DataFrame.from_records(self.rejections, columns=list(REJECTION_COLUMNS))
+            rejections = _frame(self.rejections, REJECTION_COLUMNS)
         return RunResult(
             attempts=attempts,
             batches=batches,
@@ -241,3 +245,28 @@ class RunRecord:
             records=records,
             meta=meta,
         )
+
+
+def _frame(rows: list[tuple[Any, ...]], schema: dict[str, str]) -> pd.DataFrame:
+    """A table from row tuples, built column by column with the schema's numeric dtypes.
+
+    Several times faster than DataFrame.from_records followed by astype, which was most of
+    the fixed cost of a small run. Text columns keep pandas' own inference (str, or object
+    where a value is missing), as from_records gave them.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame.from_records(rows, columns=list(schema))
+    data: dict[str, Any] = {}
+    for (name, dtype), values in zip(schema.items(), zip(*rows, strict=True), strict=True):
+        if dtype in ("int64", "float64", "bool"):
+            data[name] = np.array(values, dtype=dtype)
+        elif dtype.startswith("datetime64"):
+            # The unit is pinned: pandas 3 picks one from the values (whole seconds give "us").
+            seconds = np.array(values, dtype="float64")
+            data[name] = pd.to_datetime(seconds, unit="s", utc=True).as_unit("ns")
+        else:
+            data[name] = list(values)
+    return pd.DataFrame(data)
