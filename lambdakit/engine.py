@@ -80,6 +80,9 @@ class Engine:
         self.target, self.envelope, self.cache = plan.target, plan.envelope, plan.cache
         self.concurrency, self.clock = plan.concurrency, plan.clock
         self.limit = AdaptiveLimit(plan.concurrency)
+        # Its current value and epoch, as the scheduler last set them: read on every submit,
+        # and the limit only changes through the scheduler's own on_success/on_throttle.
+        self._limit, self._epoch = self.limit.limit, self.limit.epoch
         self.stop_reason: str | None = None  # "cancelled" or "tolerance"
         self._cancel = threading.Event()
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -133,7 +136,7 @@ class Engine:
         self.tracker.set_state(CANCELLING)
 
     def _room(self) -> bool:
-        return self._in_flight < self.limit.limit
+        return self._in_flight < self._limit
 
     def _submit_ready(self) -> None:
         now = self.clock()
@@ -162,7 +165,7 @@ class Engine:
 
     def _submit(self, piece: _Piece) -> None:
         piece.slot = heapq.heappop(self._free_slots)
-        piece.limit, piece.epoch = self.limit.limit, self.limit.epoch
+        piece.limit, piece.epoch = self._limit, self._epoch
         self._in_flight += 1
         self._flying[id(piece)] = piece
         if self._in_flight > len(self._workers):  # threads are started as work needs them
@@ -357,11 +360,16 @@ class Engine:
         state.timed(done.start_s, done.end_s)
         throttled = outcome.outcome == THROTTLE
         if throttled:
-            self.limit.on_throttle(done.epoch)
+            self._limit = self.limit.on_throttle(done.epoch)
+            self._epoch = self.limit.epoch
         elif outcome.outcome == OK:
-            self.limit.on_success()
-        self.tracker.add(invocations=1, retries=done.attempt > 1, throttles=throttled)
-        self.tracker.set(in_flight=self._in_flight, in_flight_limit=self.limit.limit)
+            self._limit = self.limit.on_success()
+        self.tracker.attempt_done(
+            retry=done.attempt > 1,
+            throttled=throttled,
+            in_flight=self._in_flight,
+            in_flight_limit=self._limit,
+        )
         failed = self._settle(piece, done, outcome)
         latency = done.end_s - done.start_s
         self.tracker.emit_attempt(

@@ -78,6 +78,12 @@ def test_the_last_report_line_wins():
     assert parse_report(text).duration_ms == 5.0
 
 
+def test_report_printed_inside_a_line_is_not_the_report_line():
+    text = COLD + "order 7: REPORT Duration: 99 ms (a handler's own print)\n"
+    assert parse_report(text).duration_ms == parse_report(COLD).duration_ms
+    assert parse_report("note: REPORT Duration: 99 ms\n") is None
+
+
 def test_function_error_takes_type_and_message_from_the_payload():
     payload = j({"errorType": "ValueError", "errorMessage": "bad row", "stackTrace": []})
     assert read_response(payload, "Unhandled", 3) == (
