@@ -258,6 +258,11 @@ class ReadAhead:
         """No batch left, read or unread."""
         return self.exhausted and not self._ready
 
+    @property
+    def running_low(self) -> bool:
+        """Half or less of the batches to read ahead are ready, and more are left to read."""
+        return not self.exhausted and len(self._ready) <= self._ahead // 2
+
     def take(self) -> Batch | None:
         """The next batch, or None at the end."""
         if self._ready:

@@ -99,10 +99,19 @@ class Engine:
         self._active: dict[int, BatchState] = {}
         self._source = ReadAhead(stream, ahead=plan.concurrency)
         self._writer: CacheWriter | None = None  # started by run()
+        # The scheduler's state is changed only under _lock, by whichever thread holds it: a
+        # worker back from an invocation settles it and submits the next piece itself (see
+        # _pump), so the common path wakes no other thread. run()'s thread is woken through
+        # _wake only when it is needed: nothing in flight, a retry to time, a stop, an error.
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._draining = False  # the run is ending: run()'s thread handles what comes back
+        self._failure: BaseException | None = None  # raised in a worker's turn at the lock
 
     def cancel(self) -> None:
         """Stop submitting; in-flight work gets the grace period (callable from any thread)."""
         self._cancel.set()
+        self._wake.set()
         self._done.put(_WAKE)
 
     # -- main loop -------------------------------------------------------------------------
@@ -113,12 +122,18 @@ class Engine:
         self._writer = self.cache.writer() if self.cache is not None else None
         # Not a `with` block: its exit would join workers still busy after the grace period.
         try:
-            while not self._stopping():
-                self._submit_ready()
-                if self._source.empty and not self._in_flight and not self._delayed:
-                    break
-                self._wait_for_work()
+            while True:
+                with self._lock:
+                    self._step()
+                    if self._stopping():
+                        break
+                    if self._source.empty and not self._in_flight and not self._delayed:
+                        break
+                    timeout = self._timeout()
+                self._wait_for_work(timeout)
         finally:
+            with self._lock:
+                self._draining = True
             self._drain_in_flight()
             # Not joined: a worker still in an abandoned invocation ends when it returns.
             for _ in self._workers:
@@ -216,32 +231,72 @@ class Engine:
                 self._done.put(done)
         if abandoned:
             self._finish_late(done)
-
-    def _wait_for_work(self) -> None:
-        due = self._delayed[0][0] if self._delayed else None
-        if not self._in_flight:
-            if due is None:
-                return
-            delay = max(0.0, due - self.clock())
-            if self.plan.sleep is not None:
-                self.plan.sleep(delay)
-                return
-            timeout: float | None = delay
         else:
-            timeout = max(0.0, due - self.clock()) if due is not None and self._room() else None
-            # Workers are busy: batch ahead now, while nothing has come back yet.
-            while self._done.empty() and not self._stopping() and self._source.prefetch():
-                pass
-        try:
-            item = self._done.get(timeout=timeout)
-        except queue.Empty:
-            return
-        self._handle(item)
-        while True:  # take every completion already waiting before submitting again
+            self._pump()
+
+    def _pump(self) -> None:
+        """Worker thread: take the scheduler's turn here, unless another thread has it.
+
+        Whoever holds the lock handles every completion queued so far; one queued while it
+        held the lock is seen by its check after letting go, so none is left behind.
+        """
+        while self._failure is None:
+            if not self._lock.acquire(blocking=False):
+                return  # the holder will see what this thread queued
             try:
-                self._handle(self._done.get_nowait())
-            except queue.Empty:
+                if self._draining:
+                    return  # run()'s thread takes what comes back now
+                self._step()
+                if (
+                    not self._in_flight
+                    or self._delayed
+                    or self.stop_reason is not None
+                    or self._source.running_low
+                ):
+                    self._wake.set()  # run()'s thread has something to decide, time or read
+            except BaseException as exc:  # ends the run, raised by run()'s thread
+                self._failure = exc
+                self._wake.set()
+            finally:
+                self._lock.release()
+            if self._done.empty():
                 return
+
+    def _step(self) -> None:
+        """Handle every completion waiting, then submit what is ready (under the lock)."""
+        if self._failure is not None:
+            raise self._failure
+        while True:
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(item)
+        if not self._stopping():
+            self._submit_ready()
+
+    def _timeout(self) -> float | None:
+        """How long run()'s thread may wait: until the next retry is due (if it can go)."""
+        if not self._delayed or not (self._room() or not self._in_flight):
+            return None
+        return max(0.0, self._delayed[0][0] - self.clock())
+
+    def _wait_for_work(self, timeout: float | None) -> None:
+        """run()'s thread: read ahead while workers are busy, then wait to be needed."""
+        if not self._in_flight:
+            if timeout is not None and self.plan.sleep is not None:
+                self.plan.sleep(timeout)
+                return
+            if timeout is None:
+                return  # nothing in flight or waiting: nobody would wake this thread
+        # Workers are busy: batch ahead now, one batch per turn at the lock.
+        while self._in_flight and not self._wake.is_set():
+            with self._lock:
+                if self._stopping() or not self._source.prefetch():
+                    break
+        if self._done.empty():
+            self._wake.wait(timeout)
+        self._wake.clear()
 
     def _drain_in_flight(self) -> None:
         deadline = time.monotonic() + self.plan.grace_s
