@@ -168,6 +168,11 @@ class ProgressBar:
             self._bar = tqdm(total=total, unit="rec", desc=description, dynamic_ncols=True)
         self._shown = 0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether a bar is drawn."""
+        return self._bar is not None
+
     def update(self, progress: Progress) -> None:
         """Move the bar to `progress.records_done` and show the failure counts."""
         if self._bar is None:
@@ -199,7 +204,7 @@ class Tracker:
         records_total: int | None,
         in_flight_limit: int,
         clock: Callable[[], float],
-        events: EventStream,
+        events: EventStream | None,
         bar: ProgressBar,
     ) -> None:
         self.counts: dict[str, int] = {
@@ -276,6 +281,10 @@ class Tracker:
 
     def emit(self, kind: str, **fields: Any) -> None:
         """Publish an event with the current counters; finished batches move the bar."""
+        if self.events is None:  # nobody can read events: only the bar may need counters
+            if kind == "batch" and self.bar.enabled:
+                self.bar.update(self.snapshot())
+            return
         progress = self.snapshot()
         # Filled in directly, as snapshot() does: a frozen dataclass's __init__ sets each of
         # its 13 fields through object.__setattr__, and a run makes two events per attempt.
@@ -292,6 +301,8 @@ class Tracker:
         self, batch: int, attempt: int, records: int, outcome: Any, latency_s: float
     ) -> None:
         """The event of one finished attempt (`outcome`: an invoke.Outcome)."""
+        if self.events is None:
+            return
         self.emit(
             "attempt",
             batch=batch,
@@ -311,4 +322,5 @@ class Tracker:
         self.bar.update(self.snapshot())
         self.bar.close()
         self.emit("end")
-        self.events.close()
+        if self.events is not None:
+            self.events.close()

@@ -221,6 +221,8 @@ class AdaptiveLimit:
 
     def on_success(self) -> int:
         """Grow by 1/limit (so +1 per full window of successes); returns the new limit."""
+        if self._value >= self.maximum and self._ceiling is None:
+            return self.maximum  # the common case, at full concurrency: nothing to change
         with self._lock:
             step = 1.0 / max(self._value, 1.0)
             if self._probing():
