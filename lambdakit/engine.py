@@ -27,9 +27,10 @@ log = logging.getLogger("lambdakit.engine")
 _TOO_LARGE = (PAYLOAD_TOO_LARGE, "Function.ResponseSizeTooLarge")
 _WAKE = object()  # put on the completion queue by cancel(), to end a blocking wait at once
 _STOP = object()  # put on the work queue once per worker thread when the run ends
+_ONE = (0,)  # the positions of a one-item batch
 
 
-@dataclass
+@dataclass(slots=True)
 class _Piece:
     """Some items of a batch, sent together: the whole batch, a bisected half, or a retry."""
 
@@ -169,13 +170,13 @@ class Engine:
             self._start_batch(batch)
 
     def _start_batch(self, batch: Batch) -> None:
-        self.tracker.set(records_read=self.stream.records, rejected_records=self.stream.rejected)
-        self.tracker.add(batches_read=1)
+        self.tracker.batch_read(self.stream.records, self.stream.rejected)
         state = BatchState(batch)
         if self.cache is not None:
             state.outputs = [None] * len(batch.items)
         self._active[batch.index] = state
-        positions = tuple(range(len(batch.items)))
+        n = len(batch.items)
+        positions = _ONE if n == 1 else tuple(range(n))
         self._submit(_Piece(batch, state, positions, lookup=self.cache is not None))
 
     def _submit(self, piece: _Piece) -> None:
@@ -188,7 +189,6 @@ class Engine:
             self._workers.append(worker)
             worker.start()
         self._inbox.put(piece)
-        self.tracker.set(in_flight=self._in_flight)
 
     def _work(self) -> None:
         """Worker thread: attempt pieces until the run ends.
@@ -274,6 +274,7 @@ class Engine:
             self._handle(item)
         if not self._stopping():
             self._submit_ready()
+        self.tracker.set_in_flight(self._in_flight)
 
     def _timeout(self) -> float | None:
         """How long run()'s thread may wait: until the next retry is due (if it can go)."""
@@ -419,20 +420,17 @@ class Engine:
             self._epoch = self.limit.epoch
         elif outcome.outcome == OK:
             self._limit = self.limit.on_success()
-        self.tracker.attempt_done(
-            retry=done.attempt > 1,
-            throttled=throttled,
-            in_flight=self._in_flight,
-            in_flight_limit=self._limit,
-        )
+        self.tracker.attempt_done(done.attempt > 1, throttled, self._limit)
         failed = self._settle(piece, done, outcome)
-        latency = done.end_s - done.start_s
-        self.tracker.emit_attempt(
-            piece.batch.index, done.attempt, len(piece.batch), outcome, latency
-        )
-        failed_records = self.tracker.counts["failed_records"]
-        if failed and not self.plan.tolerated(failed_records, self.stream.records):
-            self._stop("tolerance")
+        if self.tracker.events is not None:
+            latency = done.end_s - done.start_s
+            self.tracker.emit_attempt(
+                piece.batch.index, done.attempt, len(piece.batch), outcome, latency
+            )
+        if failed:
+            failed_records = self.tracker.counts["failed_records"]
+            if not self.plan.tolerated(failed_records, self.stream.records):
+                self._stop("tolerance")
         if state.pending == 0:
             self._finish_batch(state)
 
@@ -449,6 +447,10 @@ class Engine:
         """Store what succeeded, schedule what may be retried; True if records failed for good."""
         state = piece.state
         n = len(piece.batch)
+        if outcome.outcome == OK and not outcome.failed_items:  # the common case
+            self._deliver(piece, range(n), outcome.outputs or [None] * n, outcome, done)
+            state.pending -= 1
+            return False
         if outcome.outcome == OK or (outcome.outcome == REPORTED_FAILURE and outcome.failed_items):
             bad = sorted(set(outcome.failed_items)) if outcome.outcome != OK else []
             failed_set = set(bad)
@@ -525,7 +527,7 @@ class Engine:
             for p, value in zip(good, values, strict=True):
                 state.outputs[piece.positions[p]] = value
             state.metrics = self.record.metrics_of(done, outcome)
-        self.tracker.add(ok_records=len(good))
+        self.tracker.bump("ok_records", len(good))
 
     def _fail(self, piece: _Piece, bad: list[int], outcome: Outcome) -> bool:
         state = piece.state
@@ -550,7 +552,9 @@ class Engine:
         self.record.add_batch(state, status=status)
         if status == "ok":
             self._store_in_cache(state)
-        self.tracker.add(batches_done=1, failed_batches=status in ("failed", "partial"))
+        self.tracker.batch_done(status in ("failed", "partial"))
+        if not self.tracker.wants_batch_events:
+            return
         failed = status != "ok"
         self.tracker.emit(
             "batch",

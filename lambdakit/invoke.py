@@ -48,7 +48,7 @@ _REPORT_FIELD = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Report:
     """The figures of one invocation's REPORT log line (None where the line lacks them)."""
 
@@ -246,7 +246,7 @@ def _positions(ids: Sequence[Any] | None, n_items: int) -> dict[str, list[int]]:
     return positions
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What one invocation attempt came to; outputs are per item of the batch."""
 

@@ -84,19 +84,21 @@ class OutputStore:
 
     def put(self, record_indices: Sequence[int], outputs: Sequence[Any]) -> None:
         """Store one output per record index (one call per delivered batch or sub-batch)."""
-        indices = [int(i) for i in record_indices]
-        values = list(outputs)
-        if len(indices) != len(values):
-            raise InvalidInput(
-                f"OutputStore.put got {len(indices)} record indices but {len(values)} outputs"
-            )
-        if not indices:
-            return
-        if min(indices) < 0:
-            raise InvalidInput(f"OutputStore.put got a negative record index {min(indices)}")
-        if len(indices) > 1 and indices != sorted(indices):  # usually in order already
-            order = sorted(range(len(indices)), key=indices.__getitem__)
-            indices, values = [indices[k] for k in order], [values[k] for k in order]
+        if len(record_indices) == 1 == len(outputs):  # batch_size=1: the per-record path
+            indices, values = [int(record_indices[0])], [outputs[0]]
+        else:
+            indices, values = [int(i) for i in record_indices], list(outputs)
+            if len(indices) != len(values):
+                raise InvalidInput(
+                    f"OutputStore.put got {len(indices)} record indices but {len(values)} outputs"
+                )
+            if not indices:
+                return
+            if len(indices) > 1 and indices != sorted(indices):  # usually in order already
+                order = sorted(range(len(indices)), key=indices.__getitem__)
+                indices, values = [indices[k] for k in order], [values[k] for k in order]
+        if indices[0] < 0:  # the smallest, once sorted
+            raise InvalidInput(f"OutputStore.put got a negative record index {indices[0]}")
         try:
             line = orjson.dumps(
                 [indices, values], option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS

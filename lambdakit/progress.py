@@ -234,18 +234,51 @@ class Tracker:
                 counts[name] += int(delta)
             self._snapshot = None
 
-    def attempt_done(
-        self, *, retry: bool, throttled: bool, in_flight: int, in_flight_limit: int
-    ) -> None:
-        """Count one finished invocation (the scheduler's hot path: one lock, no kwargs)."""
+    # The scheduler's hot path: one lock and no keyword dict per call.
+
+    def attempt_done(self, retry: bool, throttled: bool, in_flight_limit: int) -> None:
+        """Count one finished invocation."""
         with self._lock:
             counts = self.counts
             counts["invocations"] += 1
             counts["retries"] += retry
             counts["throttles"] += throttled
-            counts["in_flight"] = in_flight
             counts["in_flight_limit"] = in_flight_limit
             self._snapshot = None
+
+    def batch_read(self, records_read: int, rejected_records: int) -> None:
+        """Count one batch taken from the source, and the records read and rejected so far."""
+        with self._lock:
+            counts = self.counts
+            counts["batches_read"] += 1
+            counts["records_read"] = records_read
+            counts["rejected_records"] = rejected_records
+            self._snapshot = None
+
+    def batch_done(self, failed: bool) -> None:
+        """Count one batch finished (failed: some or all of its records failed)."""
+        with self._lock:
+            self.counts["batches_done"] += 1
+            self.counts["failed_batches"] += failed
+            self._snapshot = None
+
+    @property
+    def wants_batch_events(self) -> bool:
+        """Whether "batch" events have a reader: the event stream or the bar."""
+        return self.events is not None or self.bar.enabled
+
+    def bump(self, name: str, n: int = 1) -> None:
+        """Add `n` to one counter."""
+        with self._lock:
+            self.counts[name] += n
+            self._snapshot = None
+
+    def set_in_flight(self, in_flight: int) -> None:
+        """The number of pieces submitted and not yet settled."""
+        if self.counts["in_flight"] != in_flight:
+            with self._lock:
+                self.counts["in_flight"] = in_flight
+                self._snapshot = None
 
     def set(self, **values: int) -> None:
         """Overwrite counters (in_flight, records_read, ...)."""

@@ -42,7 +42,7 @@ def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     """What a worker thread hands back: the attempt's facts, a cache hit, or an exception."""
 
@@ -60,7 +60,7 @@ class Attempt:
     attempt: int = 0  # numbered when handled, in the order attempts come back
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchState:
     """A batch from the source, until every piece of it has succeeded or failed for good."""
 
@@ -106,7 +106,22 @@ class RunRecord:
     def add_attempt(self, batch: Batch, done: Attempt, outcome: Outcome) -> None:
         """One row per invocation, with the REPORT figures when the log tail had them."""
         report = outcome.report
-        failed_items = tuple(batch.record_indices[p] for p in outcome.failed_items)
+        nan = math.nan
+        # None becomes NaN here and the columns become float64 in build(); written out, not
+        # via _nan(), since this runs once per invocation.
+        if report is None:
+            duration = billed = memory = max_used = init = nan
+        else:
+            duration = nan if report.duration_ms is None else report.duration_ms
+            billed = nan if report.billed_duration_ms is None else report.billed_duration_ms
+            memory = nan if report.memory_size_mb is None else report.memory_size_mb
+            max_used = nan if report.max_memory_used_mb is None else report.max_memory_used_mb
+            init = nan if report.init_duration_ms is None else report.init_duration_ms
+        if outcome.failed_items:
+            failed_items = tuple(batch.record_indices[p] for p in outcome.failed_items)
+        else:
+            failed_items = ()
+        ok = outcome.outcome == OK
         if outcome.executed_version:
             self.executed_versions.add(outcome.executed_version)
         self.attempts.append(
@@ -121,25 +136,25 @@ class RunRecord:
                 done.end_s,
                 done.end_s - done.start_s,
                 outcome.outcome,
-                outcome.error_type,
-                outcome.error_message,
-                _nan(outcome.http_status),
+                None if ok else outcome.error_type,
+                None if ok else outcome.error_message,
+                nan if outcome.http_status is None else outcome.http_status,
                 outcome.outcome == THROTTLE,
-                _nan(outcome.retry_after_s),
+                nan if outcome.retry_after_s is None else outcome.retry_after_s,
                 outcome.executed_version,
                 outcome.request_id,
                 failed_items,
-                _nan(report.duration_ms if report else None),
-                _nan(report.billed_duration_ms if report else None),
-                _nan(report.memory_size_mb if report else None),
-                _nan(report.max_memory_used_mb if report else None),
-                _nan(report.init_duration_ms if report else None),
-                bool(report is not None and report.init_duration_ms is not None),
-                float(done.slot),
-                float(done.limit),
+                duration,
+                billed,
+                memory,
+                max_used,
+                init,
+                report is not None and report.init_duration_ms is not None,
+                done.slot,
+                done.limit,
                 # Successful attempts' logs are not kept: at 4 KB each they would dominate
                 # memory on long runs, and their figures are already in the columns above.
-                outcome.log_tail if outcome.outcome != OK else None,
+                None if ok else outcome.log_tail,
             )
         )
 
