@@ -28,6 +28,13 @@ _TOO_LARGE = (PAYLOAD_TOO_LARGE, "Function.ResponseSizeTooLarge")
 _WAKE = object()  # put on the completion queue by cancel(), to end a blocking wait at once
 _STOP = object()  # put on the work queue once per worker thread when the run ends
 _ONE = (0,)  # the positions of a one-item batch
+# Pieces queued for workers beyond the in-flight limit, so that a worker back from an
+# invocation starts the next one at once and completions are settled several at a time.
+# Only for small batches (big ones cost more to hold than their bookkeeping) and only until
+# the first throttle: from then on the adaptive limit counts exactly what is sent.
+_SMALL_BODY = 64 * 1024
+_SETTLE_EVERY = 16  # completions waiting that make a worker take the scheduler's turn
+_SETTLE_AFTER_S = 0.05  # ... or the time since the last turn (progress stays live)
 
 
 @dataclass(slots=True)
@@ -49,6 +56,13 @@ class _Piece:
     start_s: float = 0.0
     sent: bool = False  # handed to the invoker (until then, the end of the grace drops it)
     abandoned: bool = False  # not back when the grace ended: the run stopped waiting for it
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsent:
+    """A queued piece a worker did not send because the run was stopping."""
+
+    piece: _Piece
 
 
 @dataclass(frozen=True)
@@ -89,7 +103,8 @@ class Engine:
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._delayed: list[tuple[float, int, _Piece]] = []
         self._seq = itertools.count()
-        self._free_slots = list(range(plan.concurrency))
+        self._extra = plan.concurrency  # see _SMALL_BODY; 0 once throttled or batches are big
+        self._last_turn = 0.0  # time.monotonic() of the last scheduler turn
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._in_flight = 0
@@ -152,7 +167,8 @@ class Engine:
         self.tracker.set_state(CANCELLING)
 
     def _room(self) -> bool:
-        return self._in_flight < self._limit
+        # At most `concurrency` worker threads: pieces beyond the limit wait in the inbox.
+        return self._in_flight < self._limit + self._extra
 
     def _submit_ready(self) -> None:
         now = self.clock()
@@ -161,7 +177,7 @@ class Engine:
         # New batches only while retries waiting plus work in flight stay bounded: that is
         # what keeps memory flat however long the source is.
         while self._room() and not self._stopping():
-            if self._in_flight + len(self._delayed) >= 2 * self.concurrency:
+            if self._in_flight + len(self._delayed) >= 3 * self.concurrency:
                 break
             batch = self._source.take()
             if batch is None:
@@ -171,6 +187,8 @@ class Engine:
 
     def _start_batch(self, batch: Batch) -> None:
         self.tracker.batch_read(self.stream.records, self.stream.rejected)
+        if self._extra and len(batch.body) > _SMALL_BODY:
+            self._extra = 0
         state = BatchState(batch)
         if self.cache is not None:
             state.outputs = [None] * len(batch.items)
@@ -180,18 +198,20 @@ class Engine:
         self._submit(_Piece(batch, state, positions, lookup=self.cache is not None))
 
     def _submit(self, piece: _Piece) -> None:
-        piece.slot = heapq.heappop(self._free_slots)
         piece.limit, piece.epoch = self._limit, self._epoch
         self._in_flight += 1
         self._flying[id(piece)] = piece
-        if self._in_flight > len(self._workers):  # threads are started as work needs them
-            worker = threading.Thread(target=self._work, name="lambdakit-invoke", daemon=True)
+        workers = len(self._workers)
+        if self._in_flight > workers and workers < self.concurrency:  # started as needed
+            worker = threading.Thread(
+                target=self._work, args=(workers,), name="lambdakit-invoke", daemon=True
+            )
             self._workers.append(worker)
             worker.start()
         self._inbox.put(piece)
 
-    def _work(self) -> None:
-        """Worker thread: attempt pieces until the run ends.
+    def _work(self, slot: int) -> None:
+        """Worker thread `slot` (its lane in the timeline): attempt pieces until the run ends.
 
         A plain queue, not a ThreadPoolExecutor: its Future, Condition and semaphore per
         submit were a third of the scheduler's time at batch_size=1. Daemon threads, so an
@@ -199,6 +219,7 @@ class Engine:
         """
         inbox = self._inbox
         while (piece := inbox.get()) is not _STOP:
+            piece.slot = slot
             self._attempt(piece)
 
     def _attempt(self, piece: _Piece) -> None:
@@ -214,6 +235,11 @@ class Engine:
                 cached = self.cache.lookup(self.target, piece.batch.body)
                 cached = cached if cached and len(cached.outputs) == len(piece.batch) else None
             if cached is None:
+                if self._cancel.is_set() or self.stop_reason is not None:
+                    # Queued before the stop: a stopping run sends nothing more.
+                    self._done.put(_Unsent(piece))
+                    self._pump()
+                    return
                 with self._flight_lock:
                     if piece.abandoned:
                         return  # the run stopped before this was sent: nothing to record
@@ -231,8 +257,12 @@ class Engine:
                 self._done.put(done)
         if abandoned:
             self._finish_late(done)
-        else:
-            self._pump()
+        elif (
+            self._inbox.empty()
+            or self._done.qsize() >= _SETTLE_EVERY
+            or time.monotonic() - self._last_turn > _SETTLE_AFTER_S
+        ):
+            self._pump()  # else the next piece is waiting: settle this one with later ones
 
     def _pump(self) -> None:
         """Worker thread: take the scheduler's turn here, unless another thread has it.
@@ -266,6 +296,7 @@ class Engine:
         """Handle every completion waiting, then submit what is ready (under the lock)."""
         if self._failure is not None:
             raise self._failure
+        self._last_turn = time.monotonic()
         while True:
             try:
                 item = self._done.get_nowait()
@@ -295,6 +326,10 @@ class Engine:
             with self._lock:
                 if self._stopping() or not self._source.prefetch():
                     break
+        if self._in_flight:
+            # Workers leave completions to be settled in groups; while they are all busy in
+            # long invocations, this thread settles what came back, so progress stays live.
+            timeout = _SETTLE_AFTER_S if timeout is None else min(timeout, _SETTLE_AFTER_S)
         if self._done.empty():
             self._wake.wait(timeout)
         self._wake.clear()
@@ -399,10 +434,13 @@ class Engine:
     def _handle(self, item: Any) -> None:
         if item is _WAKE:
             return
+        if type(item) is _Unsent:  # its batch stays active: recorded as cancelled
+            self._in_flight -= 1
+            del self._flying[id(item.piece)]
+            return
         done: Attempt = item
         self._in_flight -= 1
         del self._flying[id(done.piece)]
-        heapq.heappush(self._free_slots, done.slot)
         if done.error is not None:
             raise done.error
         piece, outcome, state = done.piece, done.outcome, done.piece.state
@@ -418,6 +456,7 @@ class Engine:
         if throttled:
             self._limit = self.limit.on_throttle(done.epoch)
             self._epoch = self.limit.epoch
+            self._extra = 0
         elif outcome.outcome == OK:
             self._limit = self.limit.on_success()
         self.tracker.attempt_done(done.attempt > 1, throttled, self._limit)
