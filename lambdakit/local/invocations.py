@@ -21,7 +21,7 @@ from lambdakit.local.checks import ApiError, bad_content, invalid, not_found, no
 from lambdakit.local.environments import CapacityExceeded, FunctionSpec, InvokeResult
 from lambdakit.local.events import Event, EventResult
 from lambdakit.local.protocol import parse_function_name
-from lambdakit.local.state import LATEST
+from lambdakit.local.records import LATEST
 
 __all__ = ["add_invoke_routes", "invoke", "log_tail", "run_event"]
 
