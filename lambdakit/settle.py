@@ -1,0 +1,385 @@
+"""What becomes of each attempt that comes back: settled, retried, bisected, cached, abandoned."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lambdakit.batching import Batch, BatchStream, Envelope, ReadAhead, split_batch, sub_batch
+from lambdakit.cache import CacheEntry, CacheWriter
+from lambdakit.invoke import PAYLOAD_TOO_LARGE, Outcome
+from lambdakit.progress import CANCELLING, Tracker
+from lambdakit.record import Attempt, BatchState, RunRecord
+from lambdakit.retry import CANCELLED, OK, REPORTED_FAILURE, THROTTLE, AdaptiveLimit
+
+if TYPE_CHECKING:
+    from lambdakit.cache import Cache
+    from lambdakit.engine import Plan
+
+__all__ = ["WAKE", "Piece", "Settlement", "Unsent"]
+
+log = logging.getLogger("lambdakit.engine")  # the engine's logger: one run, one source
+
+# A 413 on the request, or a response over Lambda's 6 MB: smaller batches get through.
+_TOO_LARGE = (PAYLOAD_TOO_LARGE, "Function.ResponseSizeTooLarge")
+WAKE = object()  # put on the completion queue by cancel(), to end a blocking wait at once
+
+
+@dataclass(slots=True)
+class Piece:
+    """Some items of a batch, sent together: the whole batch, a bisected half, or a retry."""
+
+    batch: Batch
+    state: BatchState
+    positions: tuple[int, ...]  # position of each item in the source batch
+    failures: int = 0  # failed attempts so far (throttles excluded)
+    throttles: int = 0
+    due: float = 0.0
+    lookup: bool = False  # a fresh batch: the worker first looks it up in the cache
+    # Set when sent; each piece is sent once (a retry is a new piece).
+    slot: int = 0
+    limit: int = 0
+    epoch: int = 0
+    started_at: float = 0.0
+    start_s: float = 0.0
+    sent: bool = False  # handed to the invoker (until then, the end of the grace drops it)
+    abandoned: bool = False  # not back when the grace ended: the run stopped waiting for it
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    """A queued piece a worker did not send because the run was stopping."""
+
+    piece: Piece
+
+
+class Settlement:
+    """The Engine's bookkeeping of completions, run under its lock (Engine inherits it).
+
+    Kept apart from the Engine's threads and scheduling turns; the state both share is
+    declared here.
+    """
+
+    plan: Plan
+    stream: BatchStream
+    record: RunRecord
+    tracker: Tracker
+    target: Any
+    envelope: Envelope
+    cache: Cache | None
+    clock: Any
+    limit: AdaptiveLimit
+    stop_reason: str | None
+    _limit: int
+    _epoch: int
+    _extra: int
+    _in_flight: int
+    _flying: dict[int, Piece]
+    _flight_lock: threading.Lock
+    _cancel: threading.Event
+    _active: dict[int, BatchState]
+    _delayed: list[tuple[float, int, Piece]]
+    _seq: itertools.count[int]
+    _done: queue.SimpleQueue[Any]
+    _source: ReadAhead
+    _writer: CacheWriter | None
+
+    def _stopping(self) -> bool:
+        if self._cancel.is_set() and self.stop_reason is None:
+            self._stop("cancelled")
+        return self.stop_reason is not None
+
+    def _stop(self, reason: str) -> None:
+        self.stop_reason = reason
+        self.tracker.set_state(CANCELLING)
+
+    def _drain_in_flight(self) -> None:
+        deadline = time.monotonic() + self.plan.grace_s
+        while self._in_flight:
+            try:
+                item = self._done.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            try:
+                self._handle(item)
+            except BaseException:  # the run is already ending with the first error
+                log.exception("error while finishing in-flight work")
+        if self._in_flight:
+            self._abandon_in_flight()
+        self._delayed.clear()  # their batches are still active: recorded as cancelled below
+        for state in list(self._active.values()):
+            self.record.add_batch(state, status="cancelled")
+        self._active.clear()
+        # Batches read ahead but never sent: their records are counted, so they get rows.
+        for batch in self._source.take_ready():
+            self.record.add_batch(BatchState(batch), status="cancelled")
+
+    def _abandon_in_flight(self) -> None:
+        """Give each invocation still running at the end of the grace a `cancelled` attempt row.
+
+        What came back before the lock is handled as usual; the rest is abandoned, and a worker
+        finishing later stores a success in the cache only (see `_finish_late`).
+        """
+        with self._flight_lock:
+            arrived = []
+            while True:
+                try:
+                    arrived.append(self._done.get_nowait())
+                except queue.Empty:
+                    break
+            for item in arrived:
+                try:
+                    self._handle(item)
+                except BaseException:  # the run is already ending with the first error
+                    log.exception("error while finishing in-flight work")
+            abandoned = list(self._flying.values())
+            for piece in abandoned:
+                piece.abandoned = True
+        self._flying.clear()
+        self._in_flight = 0
+        # Never taken up by a worker: not an invocation, only the batch's cancelled row.
+        abandoned = [piece for piece in abandoned if piece.sent]
+        if abandoned:
+            log.warning(
+                "%d invocations still running after the grace period (%.1f s): recorded as "
+                "cancelled (they may still run; a late success is cached)",
+                len(abandoned),
+                self.plan.grace_s,
+            )
+        message = (
+            f"still running when the run stopped waiting ({self.plan.grace_s:g} s grace "
+            "period); the function may have run, its result is not in this run"
+        )
+        for piece in abandoned:
+            outcome = Outcome(CANCELLED, error_type="Lambdakit.Cancelled", error_message=message)
+            state = piece.state
+            state.attempts += 1
+            end_s = self.tracker.elapsed()
+            done = Attempt(piece, piece.slot, piece.limit, piece.epoch, piece.started_at,
+                           piece.start_s, end_s, time.time(), outcome)  # fmt: skip
+            done.attempt = state.attempts
+            self.record.add_attempt(piece.batch, done, outcome)
+            state.timed(done.start_s, end_s)
+            self.tracker.add(invocations=1, retries=done.attempt > 1)
+            self.tracker.emit_attempt(
+                piece.batch.index, done.attempt, len(piece.batch), outcome, end_s - done.start_s
+            )
+        self.tracker.set(in_flight=self._in_flight)
+
+    def _finish_late(self, done: Attempt) -> None:
+        """Worker thread, after the run stopped waiting: keep a whole batch's success cached.
+
+        Only a whole batch has the key a rerun looks up; a bisected half or a retry of some
+        items has a body of its own, so its success cannot spare the rerun an invocation.
+        """
+        piece, outcome = done.piece, done.outcome
+        if self.cache is None or outcome is None or outcome.outcome != OK:
+            return
+        batch = piece.batch
+        if batch is not piece.state.batch:
+            return
+        outputs = outcome.outputs or [None] * len(batch)
+        metrics = self.record.metrics_of(done, outcome)
+        try:
+            self.cache.store(self.target, outcome.executed_version, batch.body, outputs,
+                             run_id=self.plan.run_id, metrics=metrics)  # fmt: skip
+        except Exception:  # nobody is left to raise to: the run has already returned
+            log.exception("could not cache batch %d, which finished after the run", batch.index)
+            return
+        log.info("batch %d finished after the run stopped; its success is cached", batch.index)
+
+    # -- completions -----------------------------------------------------------------------
+
+    def _handle(self, item: Any) -> None:
+        if item is WAKE:
+            return
+        if type(item) is Unsent:  # its batch stays active: recorded as cancelled
+            self._in_flight -= 1
+            del self._flying[id(item.piece)]
+            return
+        done: Attempt = item
+        self._in_flight -= 1
+        del self._flying[id(done.piece)]
+        if done.error is not None:
+            raise done.error
+        piece, outcome, state = done.piece, done.outcome, done.piece.state
+        if done.cached is not None:
+            self._serve_cached(state.batch, done.cached)
+            return
+        assert outcome is not None
+        state.attempts += 1
+        done.attempt = state.attempts
+        self.record.add_attempt(piece.batch, done, outcome)
+        state.timed(done.start_s, done.end_s)
+        throttled = outcome.outcome == THROTTLE
+        if throttled:
+            self._limit = self.limit.on_throttle(done.epoch)
+            self._epoch = self.limit.epoch
+            self._extra = 0
+        elif outcome.outcome == OK:
+            self._limit = self.limit.on_success()
+        self.tracker.attempt_done(done.attempt > 1, throttled, self._limit)
+        failed = self._settle(piece, done, outcome)
+        if self.tracker.events is not None:
+            latency = done.end_s - done.start_s
+            self.tracker.emit_attempt(
+                piece.batch.index, done.attempt, len(piece.batch), outcome, latency
+            )
+        if failed:
+            failed_records = self.tracker.counts["failed_records"]
+            if not self.plan.tolerated(failed_records, self.stream.records):
+                self._stop("tolerance")
+        if state.pending == 0:
+            self._finish_batch(state)
+
+    def _serve_cached(self, batch: Batch, entry: CacheEntry) -> None:
+        del self._active[batch.index]
+        self.record.outputs.put(batch.record_indices, entry.outputs)
+        self.record.add_cached_batch(batch, entry)
+        n = len(batch)
+        self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
+        self.tracker.set(in_flight=self._in_flight)
+        self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
+
+    def _settle(self, piece: Piece, done: Attempt, outcome: Outcome) -> bool:
+        """Store what succeeded, schedule what may be retried; True if records failed for good."""
+        state = piece.state
+        n = len(piece.batch)
+        if outcome.outcome == OK and not outcome.failed_items:  # the common case
+            self._deliver(piece, range(n), outcome.outputs or [None] * n, outcome, done)
+            state.pending -= 1
+            return False
+        if outcome.outcome == OK or (outcome.outcome == REPORTED_FAILURE and outcome.failed_items):
+            bad = sorted(set(outcome.failed_items)) if outcome.outcome != OK else []
+            failed_set = set(bad)
+            good = [p for p in range(n) if p not in failed_set] if bad else range(n)
+            outputs = outcome.outputs or [None] * n
+            if good:
+                self._deliver(piece, good, outputs, outcome, done)
+            if not bad:
+                state.pending -= 1
+                return False
+            piece.failures += 1
+            delay = self._delay(piece, outcome)
+            if delay is not None:
+                self._requeue(piece, sub_batch(piece.batch, bad, self.envelope), bad, delay)
+                return False
+            return self._fail(piece, bad, outcome)
+        if outcome.error_type in _TOO_LARGE:
+            # The request (413) or the response was too big, not wrong: bisect and send both
+            # halves now, without using up the retry budget. One record cannot shrink.
+            if n == 1:
+                return self._fail(piece, [0], outcome)
+            if self._stopping():
+                state.pending -= 1  # left undone, not failed: the run is stopping
+                return False
+            left, right = split_batch(piece.batch, self.envelope)
+            state.pending += 1
+            self._requeue(piece, left, range(len(left)), 0.0)
+            self._requeue(piece, right, range(len(left), n), 0.0)
+            return False
+        if outcome.outcome == THROTTLE:
+            piece.throttles += 1
+        else:
+            piece.failures += 1
+        delay = self._delay(piece, outcome)
+        if delay is not None:
+            self._requeue(piece, piece.batch, range(n), delay)
+            return False
+        return self._fail(piece, list(range(n)), outcome)
+
+    def _delay(self, piece: Piece, outcome: Outcome) -> float | None:
+        count = piece.throttles if outcome.outcome == THROTTLE else piece.failures
+        return self.plan.retry.next_delay(outcome.outcome, count, outcome.retry_after_s)
+
+    def _requeue(self, piece: Piece, batch: Batch, positions: Any, delay: float) -> None:
+        if self._stopping():
+            # Worth retrying, but the run is stopping: the items are left undone, not failed.
+            piece.state.pending -= 1
+            return
+        kept = tuple(piece.positions[p] for p in positions)
+        again = Piece(batch, piece.state, kept, piece.failures, piece.throttles)
+        again.due = self.clock() + delay
+        heapq.heappush(self._delayed, (again.due, next(self._seq), again))
+
+    def _deliver(
+        self,
+        piece: Piece,
+        good: Sequence[int],
+        outputs: list[Any],
+        outcome: Outcome,
+        done: Attempt,
+    ) -> None:
+        state = piece.state
+        if len(good) == len(piece.batch):  # the common case, without per-record copies
+            indices: Sequence[int] = piece.batch.record_indices
+            values = outputs
+        else:
+            indices = [piece.batch.record_indices[p] for p in good]
+            values = [outputs[p] for p in good]
+        self.record.outputs.put(indices, values)
+        state.ok += len(good)
+        if outcome.executed_version:
+            state.versions.add(outcome.executed_version)
+        if state.outputs is not None:  # kept only to fill the cache, with the metrics
+            for p, value in zip(good, values, strict=True):
+                state.outputs[piece.positions[p]] = value
+            state.metrics = self.record.metrics_of(done, outcome)
+        self.tracker.bump("ok_records", len(good))
+
+    def _fail(self, piece: Piece, bad: list[int], outcome: Outcome) -> bool:
+        state = piece.state
+        for p in bad:
+            self.record.add_failure(piece.batch, p, outcome)
+        state.failed += len(bad)
+        state.pending -= 1
+        state.error_type, state.error_message = outcome.error_type, outcome.error_message
+        state.log_tail = outcome.log_tail
+        self.tracker.add(failed_records=len(bad))
+        return True
+
+    def _finish_batch(self, state: BatchState) -> None:
+        del self._active[state.batch.index]
+        incomplete = state.ok + state.failed < len(state.batch)
+        if incomplete:
+            status = "cancelled"
+        elif state.failed == 0:
+            status = "ok"
+        else:
+            status = "failed" if state.ok == 0 else "partial"
+        self.record.add_batch(state, status=status)
+        if status == "ok":
+            self._store_in_cache(state)
+        self.tracker.batch_done(status in ("failed", "partial"))
+        if not self.tracker.wants_batch_events:
+            return
+        failed = status != "ok"
+        self.tracker.emit(
+            "batch",
+            batch=state.batch.index,
+            records=len(state.batch),
+            outcome=status,
+            error_type=state.error_type if failed else None,
+            error_message=state.error_message if failed else None,
+            log_tail=state.log_tail if failed else None,
+        )
+
+    def _store_in_cache(self, state: BatchState) -> None:
+        if self._writer is None or state.outputs is None:
+            return
+        if len(state.versions) > 1:
+            # Pieces of one batch ran on different versions of a weighted alias: no single
+            # version produced these outputs, so there is nothing honest to key them by.
+            log.info("batch %d ran on versions %s; not cached", state.batch.index, state.versions)
+            return
+        version = next(iter(state.versions), None)
+        body, outputs = state.batch.body, state.outputs
+        run_id, metrics = self.plan.run_id, state.metrics
+        self._writer.put(self.target, version, body, outputs, run_id=run_id, metrics=metrics)
