@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "ProgressEvent": "lambdakit.progress",
     "Report": "lambdakit.invoke",
     "Retry": "lambdakit.retry",
-    "RunHandle": "lambdakit.runner",
+    "RunHandle": "lambdakit.handle",
     "RunResult": "lambdakit.results",
     "Target": "lambdakit.discovery",
     "Throttled": "lambdakit.errors",
