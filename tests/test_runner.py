@@ -625,3 +625,14 @@ def test_many_quick_completions_on_many_threads_lose_no_record_and_no_attempt():
     assert outputs == [None if i in failing else i * i for i in range(3000)]
     assert sorted(result.batches["batch"]) == list(range(3000))
     assert result.attempts["slot"].max() < 12
+
+
+def test_a_run_started_without_events_keeps_none_and_still_finishes():
+    handle = start(
+        None, range(5), invoker=FakeInvoker(), batch_size=2, progress=False, cache=False,
+        events=False,
+    )  # fmt: skip
+    result = handle.wait(timeout=30)
+    assert list(result.outputs()) == [i * i for i in range(5)]
+    assert handle.events.closed and list(handle.events) == []
+    assert handle.progress.batches_done == 3 and handle.progress.state == "finished"
