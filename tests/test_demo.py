@@ -73,9 +73,14 @@ def test_lab_points_jupyterlab_at_a_local_service_and_stops_both(tmp_path):
 
         def jupyter() -> psutil.Process | None:
             # `python -m jupyter lab` execs the jupyter-lab script in the same process.
-            children = psutil.Process(lab.pid).children(recursive=True)
-            names = {p: [Path(arg).name for arg in p.cmdline()[:2]] for p in children}
-            return next((p for p, n in names.items() if "jupyter-lab" in n), None)
+            for child in psutil.Process(lab.pid).children(recursive=True):
+                try:
+                    names = [Path(arg).name for arg in child.cmdline()[:2]]
+                except psutil.Error:  # a short-lived helper that just exited (or a zombie)
+                    continue
+                if "jupyter-lab" in names:
+                    return child
+            return None
 
         server = _poll("jupyter child process", jupyter, lab)
         endpoint = server.environ()[ENDPOINT_ENV]
