@@ -46,7 +46,7 @@ class Plan:
     cache: Cache | None
     run_id: str
     tolerated: Callable[[int, int], bool]  # (failed records, records read) -> still fine
-    sleep: Callable[[float], None] | None  # None: an interruptible wait on the queue
+    sleep: Callable[[float], None] | None  # None: an interruptible wait (cancel() wakes it)
     clock: Callable[[], float]
     grace_s: float
 
@@ -88,7 +88,8 @@ class Engine(Settlement):
         # The scheduler's state is changed only under _lock, by whichever thread holds it: a
         # worker back from an invocation settles it and submits the next piece itself (see
         # _pump), so the common path wakes no other thread. run()'s thread is woken through
-        # _wake only when it is needed: nothing in flight, a retry to time, a stop, an error.
+        # _wake only when it is needed: nothing in flight, a retry to time, a stop, an error,
+        # read-ahead running low; and it ticks every _SETTLE_AFTER_S while work is in flight.
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._draining = False  # the run is ending: run()'s thread handles what comes back
@@ -111,12 +112,18 @@ class Engine(Settlement):
             while True:
                 with self._lock:
                     self._step()
-                    if self._stopping():
+                    done = self._source.empty and not self._in_flight and not self._delayed
+                    if self._stopping() or done:
+                        # Set in the same turn: from here no worker takes a turn, so nothing
+                        # (an error included) can be settled behind the drain's back.
+                        self._draining = True
                         break
-                    if self._source.empty and not self._in_flight and not self._delayed:
-                        break
-                    timeout = self._timeout()
-                self._wait_for_work(timeout)
+                    timeout, idle = self._timeout(), not self._in_flight
+                self._wait_for_work(timeout, idle)
+        except BaseException as exc:
+            # Workers stop taking turns and sending queued pieces at once.
+            self._failure = self._failure or exc
+            raise
         finally:
             with self._lock:
                 self._draining = True
@@ -185,19 +192,25 @@ class Engine(Settlement):
 
     def _attempt(self, piece: Piece) -> None:
         """Worker thread: a cache lookup and/or one invocation; all is handed back, never lost."""
-        started_at, start_s = time.time(), self.tracker.elapsed()
+        started_at, start_s, end_s = time.time(), 0.0, 0.0
         outcome: Outcome | None = None
         cached: CacheEntry | None = None
         error: BaseException | None = None
         try:
+            start_s = end_s = self.tracker.elapsed()  # the run's clock may be the user's
             # Looked up here, not on the scheduler thread: sqlite releases the GIL, and the
             # scheduler would then wait for it behind every busy worker.
             if piece.lookup and self.cache is not None:
                 cached = self.cache.lookup(self.target, piece.batch.body)
                 cached = cached if cached and len(cached.outputs) == len(piece.batch) else None
             if cached is None:
-                if self._cancel.is_set() or self.stop_reason is not None:
-                    # Queued before the stop: a stopping run sends nothing more.
+                if (
+                    self._cancel.is_set()
+                    or self.stop_reason is not None
+                    or self._failure is not None
+                    or self._draining
+                ):
+                    # Queued before the stop or the error: an ending run sends nothing more.
                     self._done.put(Unsent(piece))
                     self._pump()
                     return
@@ -207,9 +220,9 @@ class Engine(Settlement):
                     piece.sent = True
                     piece.started_at, piece.start_s = started_at, start_s
                 outcome = self.invoker.invoke(piece.batch)
+            end_s = self.tracker.elapsed()
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
             error = exc
-        end_s = self.tracker.elapsed()
         done = Attempt(piece, piece.slot, piece.limit, piece.epoch, started_at, start_s, end_s,
                        time.time(), outcome, error, cached)  # fmt: skip
         with self._flight_lock:
@@ -228,8 +241,9 @@ class Engine(Settlement):
     def _pump(self) -> None:
         """Worker thread: take the scheduler's turn here, unless another thread has it.
 
-        Whoever holds the lock handles every completion queued so far; one queued while it
-        held the lock is seen by its check after letting go, so none is left behind.
+        Whoever holds the lock handles every completion queued so far. A worker that held it
+        re-checks the queue after letting go; run()'s thread checks before it waits, and its
+        tick settles the rest; so none is left behind.
         """
         while self._failure is None:
             if not self._lock.acquire(blocking=False):
@@ -274,16 +288,20 @@ class Engine(Settlement):
             return None
         return max(0.0, self._delayed[0][0] - self.clock())
 
-    def _wait_for_work(self, timeout: float | None) -> None:
-        """run()'s thread: read ahead while workers are busy, then wait to be needed."""
-        if not self._in_flight:
+    def _wait_for_work(self, timeout: float | None, idle: bool) -> None:
+        """run()'s thread: read ahead while workers are busy, then wait to be needed.
+
+        `timeout` and `idle` (nothing in flight) were decided in the same turn at the lock.
+        """
+        if idle:
             if timeout is not None and self.plan.sleep is not None:
                 self.plan.sleep(timeout)
                 return
             if timeout is None:
                 return  # nothing in flight or waiting: nobody would wake this thread
-        # Workers are busy: batch ahead now, one batch per turn at the lock.
-        while self._in_flight and not self._wake.is_set():
+        # Workers are busy: batch ahead now, one batch per turn at the lock, and stop as soon
+        # as a completion waits (a worker that found the lock taken left it to this thread).
+        while self._in_flight and not self._wake.is_set() and self._done.empty():
             with self._lock:
                 if self._stopping() or not self._source.prefetch():
                     break

@@ -29,7 +29,7 @@ log = logging.getLogger("lambdakit.engine")  # the engine's logger: one run, one
 
 # A 413 on the request, or a response over Lambda's 6 MB: smaller batches get through.
 _TOO_LARGE = (PAYLOAD_TOO_LARGE, "Function.ResponseSizeTooLarge")
-WAKE = object()  # put on the completion queue by cancel(), to end a blocking wait at once
+WAKE = object()  # put on the completion queue by cancel(), to end the drain's wait at once
 
 
 @dataclass(slots=True)
@@ -61,10 +61,11 @@ class Unsent:
 
 
 class Settlement:
-    """The Engine's bookkeeping of completions, run under its lock (Engine inherits it).
+    """The Engine's bookkeeping of completions (Engine inherits it).
 
-    Kept apart from the Engine's threads and scheduling turns; the state both share is
-    declared here.
+    Runs under the Engine's lock, in whichever thread takes the turn; once the run is
+    draining, in run()'s thread alone (the _draining flag keeps workers from taking turns).
+    Kept apart from the Engine's threads and turns; the state both share is declared here.
     """
 
     plan: Plan
