@@ -232,7 +232,8 @@ class Engine(Settlement):
         if abandoned:
             self._finish_late(done)
         elif (
-            self._inbox.empty()
+            error is not None  # ends the run: no queued piece may go out first
+            or self._inbox.empty()
             or self._done.qsize() >= _SETTLE_EVERY
             or time.monotonic() - self._last_turn > _SETTLE_AFTER_S
         ):

@@ -636,3 +636,24 @@ def test_a_run_started_without_events_keeps_none_and_still_finishes():
     assert list(result.outputs()) == [i * i for i in range(5)]
     assert handle.events.closed and list(handle.events) == []
     assert handle.progress.batches_done == 3 and handle.progress.state == "finished"
+
+
+def test_an_error_ends_the_run_without_sending_the_pieces_queued_for_workers():
+    starts, raised_at = [], []
+    lock = threading.Lock()
+
+    def behave(items, seen):
+        with lock:
+            starts.append((time.monotonic(), items[0]))
+        if items[0] == 0:
+            time.sleep(0.05)
+            raised_at.append(time.monotonic())
+            raise RuntimeError("invoker bug")
+        time.sleep(0.5)  # the others are still running, their next pieces queued, when it fails
+        return None
+
+    handle = start(None, range(1000), invoker=FakeInvoker(behave), batch_size=1, concurrency=4,
+                   progress=False, cache=False)  # fmt: skip
+    with pytest.raises(RuntimeError, match="invoker bug"):
+        handle.wait(timeout=60)
+    assert [i for t, i in starts if t > raised_at[0] + 0.3] == []
