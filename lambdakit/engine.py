@@ -257,7 +257,7 @@ class Engine(Settlement):
                     not self._in_flight
                     or self._delayed
                     or self.stop_reason is not None
-                    or self._source.running_low
+                    or (self._source.running_low and not self._extra)
                 ):
                     self._wake.set()  # run()'s thread has something to decide, time or read
             except BaseException as exc:  # ends the run, raised by run()'s thread
@@ -302,7 +302,11 @@ class Engine(Settlement):
                 return  # nothing in flight or waiting: nobody would wake this thread
         # Workers are busy: batch ahead now, one batch per turn at the lock, and stop as soon
         # as a completion waits (a worker that found the lock taken left it to this thread).
-        while self._in_flight and not self._wake.is_set() and self._done.empty():
+        # Not while small pieces are queued for the workers (_extra): they build the next
+        # batches in their own turns, which costs less than waking this thread to do it.
+        while (
+            self._in_flight and not self._extra and not self._wake.is_set() and self._done.empty()
+        ):
             with self._lock:
                 if self._stopping() or not self._source.prefetch():
                     break
