@@ -29,7 +29,7 @@ _ONE = (0,)  # the positions of a one-item batch
 # Pieces queued for workers beyond the in-flight limit, so that a worker back from an
 # invocation starts the next one at once and completions are settled several at a time.
 # Only for small batches (big ones cost more to hold than their bookkeeping) and only until
-# the first throttle: from then on the adaptive limit counts exactly what is sent.
+# the first throttle: from then on nothing more is queued beyond the adaptive limit.
 _SMALL_BODY = 64 * 1024
 _SETTLE_EVERY = 16  # completions waiting that make a worker take the scheduler's turn
 _SETTLE_AFTER_S = 0.05  # ... or the time since the last turn (progress stays live)
