@@ -77,7 +77,10 @@ class Engine(Settlement):
         self._last_turn = 0.0  # time.monotonic() of the last scheduler turn
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
-        self._in_flight = 0
+        self._in_flight = 0  # submitted and not yet settled (queued pieces included)
+        # Invocations going on now (under _flight_lock): what progress shows as in flight,
+        # since _in_flight also counts the pieces queued for workers beyond the limit.
+        self._running = 0
         # Pieces sent and not yet handed back, by id; the lock orders a worker's hand-over
         # against the scheduler abandoning it at the end of the grace period.
         self._flying: dict[int, Piece] = {}
@@ -219,6 +222,7 @@ class Engine(Settlement):
                         return  # the run stopped before this was sent: nothing to record
                     piece.sent = True
                     piece.started_at, piece.start_s = started_at, start_s
+                    self._running += 1
                 outcome = self.invoker.invoke(piece.batch)
             end_s = self.tracker.elapsed()
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
@@ -226,6 +230,8 @@ class Engine(Settlement):
         done = Attempt(piece, piece.slot, piece.limit, piece.epoch, started_at, start_s, end_s,
                        time.time(), outcome, error, cached)  # fmt: skip
         with self._flight_lock:
+            if piece.sent:
+                self._running -= 1
             abandoned = piece.abandoned
             if not abandoned:
                 self._done.put(done)
@@ -281,7 +287,7 @@ class Engine(Settlement):
             self._handle(item)
         if not self._stopping():
             self._submit_ready()
-        self.tracker.set_in_flight(self._in_flight)
+        self.tracker.set_in_flight(self._running)
 
     def _timeout(self) -> float | None:
         """How long run()'s thread may wait: until the next retry is due (if it can go)."""

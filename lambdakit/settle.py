@@ -82,6 +82,7 @@ class Settlement:
     _epoch: int
     _extra: int
     _in_flight: int
+    _running: int
     _flying: dict[int, Piece]
     _flight_lock: threading.Lock
     _cancel: threading.Event
@@ -246,7 +247,6 @@ class Settlement:
         self.record.add_cached_batch(batch, entry)
         n = len(batch)
         self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
-        self.tracker.set(in_flight=self._in_flight)
         self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
 
     def _settle(self, piece: Piece, done: Attempt, outcome: Outcome) -> bool:

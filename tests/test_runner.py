@@ -657,3 +657,18 @@ def test_an_error_ends_the_run_without_sending_the_pieces_queued_for_workers():
     with pytest.raises(RuntimeError, match="invoker bug"):
         handle.wait(timeout=60)
     assert [i for t, i in starts if t > raised_at[0] + 0.3] == []
+
+
+def test_progress_counts_running_invocations_not_the_pieces_queued_for_workers():
+    gate = threading.Event()
+    invoker = FakeInvoker(lambda items, seen: gate.wait(10) and None)
+    handle = start(
+        None, range(50), invoker=invoker, batch_size=1, concurrency=2, progress=False, cache=False
+    )
+    poll(lambda: len(invoker.calls) == 2)
+    poll(lambda: handle.progress.in_flight == 2)
+    time.sleep(0.2)  # a few of run()'s 50 ms ticks: two more pieces wait queued meanwhile
+    assert handle.progress.in_flight == 2 and handle.progress.in_flight_limit == 2
+    gate.set()
+    assert handle.wait(timeout=60).summary()["ok_batches"] == 50
+    assert handle.progress.in_flight == 0
