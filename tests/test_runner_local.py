@@ -388,7 +388,9 @@ def test_missing_function_or_alias_raises_before_any_batch(go, counting):
     assert consumed == []
 
 
-def test_weighted_alias_caches_under_the_version_that_ran(counting, go, lambda_client, tmp_path):
+def test_weighted_alias_caches_under_the_version_that_ran(
+    counting, go, lambda_client, wait_updated, tmp_path
+):
     name, _ = counting(TAG="one")
     v1 = lambda_client.publish_version(FunctionName=name)["Version"]
     config = lambda_client.get_function_configuration(FunctionName=name)
@@ -396,13 +398,7 @@ def test_weighted_alias_caches_under_the_version_that_ran(counting, go, lambda_c
     lambda_client.update_function_configuration(
         FunctionName=name, Environment={"Variables": variables}
     )
-    deadline_poll(
-        lambda: (
-            lambda_client.get_function(FunctionName=name)["Configuration"]["LastUpdateStatus"]
-            == "Successful"
-        ),
-        what="configuration update",
-    )
+    wait_updated(name)
     v2 = lambda_client.publish_version(FunctionName=name)["Version"]
     lambda_client.create_alias(
         FunctionName=name,
