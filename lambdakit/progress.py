@@ -267,12 +267,6 @@ class Tracker:
         """Whether "batch" events have a reader: the event stream or the bar."""
         return self.events is not None or self.bar.enabled
 
-    def bump(self, name: str, n: int = 1) -> None:
-        """Add `n` to one counter."""
-        with self._lock:
-            self.counts[name] += n
-            self._snapshot = None
-
     def set_in_flight(self, in_flight: int) -> None:
         """The number of pieces submitted and not yet settled."""
         if self.counts["in_flight"] != in_flight:

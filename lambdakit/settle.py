@@ -333,7 +333,7 @@ class Settlement:
             for p, value in zip(good, values, strict=True):
                 state.outputs[piece.positions[p]] = value
             state.metrics = self.record.metrics_of(done, outcome)
-        self.tracker.bump("ok_records", len(good))
+        self.tracker.add(ok_records=len(good))
 
     def _fail(self, piece: Piece, bad: list[int], outcome: Outcome) -> bool:
         state = piece.state
