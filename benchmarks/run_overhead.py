@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 
 import lambdakit
-import lambdakit.results  # imported up front: pandas' import is not lambdakit's run time
+import lambdakit.results.result  # imported up front: pandas' import is not lambdakit's run time
 from lambdakit.local import LocalLambda
 
 NOOP = "def handler(event, context):\n    return None\n"

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import lambdakit
-from lambdakit import plots
+from lambdakit.results import plots
 
 __all__ = ["main", "make_dashboard"]
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from lambdakit.cli import main
+from lambdakit.cli.main import main
 
 __all__: list[str] = []
 

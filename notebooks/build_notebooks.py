@@ -238,7 +238,6 @@ import tempfile
 from pathlib import Path
 
 import lambdakit
-from lambdakit.report import scrub
 
 parameters = {
     "target": target,
@@ -313,11 +312,8 @@ parameters to the manifest (credentials are scrubbed) and the per-record outputs
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
-result.save_report(output_dir)
-manifest_path = output_dir / "manifest.json"
-manifest = json.loads(manifest_path.read_text())
-manifest["notebook"] = {"name": "02_batch_run.ipynb", "parameters": scrub(parameters)}
-manifest_path.write_text(json.dumps(manifest, indent=2, default=str) + "\\n")
+notebook = {"name": "02_batch_run.ipynb", "parameters": parameters}
+result.save_report(output_dir, extra={"notebook": notebook})
 with open(output_dir / "outputs.jsonl", "w") as out:
     for index, output in enumerate(result.outputs()):
         out.write(json.dumps({"record": index, "output": output}) + "\\n")
@@ -522,7 +518,6 @@ import tempfile
 import time
 
 import lambdakit
-from lambdakit import plots
 
 target = os.environ.get("LAMBDAKIT_TARGET", "local")
 endpoint_url = os.environ.get("LAMBDAKIT_ENDPOINT_URL")
@@ -566,11 +561,11 @@ print("throttled at least once:", s["throttles"] > 0, "| failed records:", s["fa
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
-plots.concurrency(throttled)
+throttled.plot("concurrency")
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
-plots.timeline(throttled)
+throttled.plot("timeline")
 """),
     md("""
 ## Timeouts
@@ -602,7 +597,7 @@ print(errors.errors()[["error_type", "error_message"]].drop_duplicates().to_stri
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
-plots.error_rate(errors)
+errors.plot("errors")
 """),
     md("""
 ## Partial batch failures

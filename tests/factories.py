@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lambdakit.results import OutputStore, RunResult
+from lambdakit.results.outputs import OutputStore
+from lambdakit.results.result import RunResult
 
 Step = str | tuple[str, Sequence[int]]
 

@@ -12,11 +12,10 @@ from types import ModuleType
 import orjson
 import pytest
 
-from lambdakit.batching import Batch
-from lambdakit.deployment import deploy
-from lambdakit.discovery import resolve_target
-from lambdakit.invoke import LambdaInvoker
-from lambdakit.retry import CLIENT_ERROR, FUNCTION_ERROR, OK, REPORTED_FAILURE, TIMEOUT
+from lambdakit.aws.deploy import deploy
+from lambdakit.aws.discovery import resolve_target
+from lambdakit.aws.lambda_invoker import LambdaInvoker
+from lambdakit.invocation import CLIENT_ERROR, FUNCTION_ERROR, OK, REPORTED_FAILURE, TIMEOUT, Batch
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "functions"
 

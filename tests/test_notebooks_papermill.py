@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from lambdakit.cli import main
+from lambdakit.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "notebooks/02_batch_run.ipynb"

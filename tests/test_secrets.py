@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import lambdakit
-from lambdakit.cli import main
+from lambdakit.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "notebooks" / "functions"

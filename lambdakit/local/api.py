@@ -38,8 +38,7 @@ from lambdakit.local.environments import EnvironmentManager
 from lambdakit.local.events import EventQueue
 from lambdakit.local.faults import FaultInjector
 from lambdakit.local.protocol import page, parse_function_name, public, read_json
-from lambdakit.local.records import LATEST
-from lambdakit.local.state import Store
+from lambdakit.local.state import LATEST, Store
 
 __all__ = ["SERVICE", "Service", "add_management_routes"]
 

@@ -22,7 +22,12 @@ from aiohttp import web
 
 from lambdakit.errors import LambdakitError
 from lambdakit.local.logs import format_end, format_report, format_start, read_logs
-from lambdakit.local.process import RuntimeProcess, descendants_map, raise_open_file_limit
+from lambdakit.local.process import (
+    FunctionSpec,
+    RuntimeProcess,
+    descendants_map,
+    raise_open_file_limit,
+)
 from lambdakit.local.runtime import (
     Invocation,
     Outcome,
@@ -33,7 +38,7 @@ from lambdakit.local.runtime import (
     verdict,
 )
 
-__all__ = ["CapacityExceeded", "EnvironmentManager", "FunctionSpec", "InvokeResult"]
+__all__ = ["CapacityExceeded", "EnvironmentManager", "InvokeResult"]
 
 log = logging.getLogger("lambdakit.local.environments")
 
@@ -44,23 +49,6 @@ MEMORY_POLL_S = 0.05
 CHILD_SCAN_EVERY = 20
 MB = 1024 * 1024
 CLOSE_WAIT_S = 5.0
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """Everything an environment needs to run one version of one function."""
-
-    function_name: str
-    version: str  # "$LATEST" or "1", "2", ...
-    function_arn: str  # unqualified ARN
-    code_dir: Path  # the unpacked code of exactly this version
-    handler: str  # "module.fn" (python) or anything (provided.*)
-    runtime: str  # "python3.x" or "provided.al2023" / "provided.al2"
-    timeout_s: float
-    memory_mb: int
-    environment: dict[str, str]  # the function's Environment.Variables
-    revision: str  # changes whenever code or config changes
-    reserved_concurrency: int | None  # None: share the account pool
 
 
 @dataclass(frozen=True)

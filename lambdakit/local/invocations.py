@@ -18,10 +18,11 @@ from aiohttp import web
 
 from lambdakit.local.api import SERVICE, Service
 from lambdakit.local.checks import ApiError, bad_content, invalid, not_found, not_ready
-from lambdakit.local.environments import CapacityExceeded, FunctionSpec, InvokeResult
+from lambdakit.local.environments import CapacityExceeded, InvokeResult
 from lambdakit.local.events import Event, EventResult
+from lambdakit.local.process import FunctionSpec
 from lambdakit.local.protocol import parse_function_name
-from lambdakit.local.records import LATEST
+from lambdakit.local.state import LATEST
 
 __all__ = ["add_invoke_routes", "invoke", "log_tail", "run_event"]
 

@@ -17,18 +17,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
 from lambdakit.local.logs import InvocationOutput, LogStream, stream_name
 from lambdakit.local.runtime import Outcome, RuntimeChannel
 
-if TYPE_CHECKING:
-    from lambdakit.local.environments import FunctionSpec
-
-__all__ = ["RuntimeProcess", "descendants_map", "raise_open_file_limit", "runtime_environment"]
+__all__ = [
+    "FunctionSpec",
+    "RuntimeProcess",
+    "descendants_map",
+    "raise_open_file_limit",
+    "runtime_environment",
+]
 
 # Pipe reads (64 KB each) per readiness callback, and per explicit drain at an invocation's
 # edges (which must take everything written before the runtime answered).
@@ -42,6 +45,23 @@ _CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "lambdakit-local-secret-access-key",
     "AWS_SESSION_TOKEN": "lambdakit-local-session-token",
 }
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """Everything an environment needs to run one version of one function."""
+
+    function_name: str
+    version: str  # "$LATEST" or "1", "2", ...
+    function_arn: str  # unqualified ARN
+    code_dir: Path  # the unpacked code of exactly this version
+    handler: str  # "module.fn" (python) or anything (provided.*)
+    runtime: str  # "python3.x" or "provided.al2023" / "provided.al2"
+    timeout_s: float
+    memory_mb: int
+    environment: dict[str, str]  # the function's Environment.Variables
+    revision: str  # changes whenever code or config changes
+    reserved_concurrency: int | None  # None: share the account pool
 
 
 def runtime_environment(

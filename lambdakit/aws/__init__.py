@@ -1,0 +1,1 @@
+"""The wire to Lambda: client, discovery, the Invoke and HTTP invokers, the reply, deploy."""

@@ -1,0 +1,382 @@
+"""Deploying a handler folder: zip it, create or update the function, publish, move aliases."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import io
+import logging
+import os
+import re
+import stat
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lambdakit.aws.connection import call_api
+from lambdakit.errors import (
+    CredentialsError,
+    DeployError,
+    FunctionNotFound,
+    LambdakitError,
+    translate_client_error,
+)
+
+__all__ = [
+    "KNOWN_RUNTIMES",
+    "PLACEHOLDER_ROLE",
+    "deploy",
+    "package",
+    "publish_version",
+    "set_alias",
+    "validate_handler",
+]
+
+log = logging.getLogger("lambdakit.aws.deploy")
+
+# Well-formed for AWS's validation; the local service ignores roles. Pass a real role on AWS.
+PLACEHOLDER_ROLE = "arn:aws:iam::123456789012:role/lambdakit-execution-role"
+KNOWN_RUNTIMES = frozenset(
+    {f"python3.{minor}" for minor in range(9, 14)}
+    | {"nodejs18.x", "nodejs20.x", "nodejs22.x", "java11", "java17", "java21", "dotnet8"}
+    | {"ruby3.2", "ruby3.3", "ruby3.4", "provided.al2", "provided.al2023"}
+)
+_SKIP_DIRS = frozenset(
+    {"__pycache__", ".git", ".hg", ".svn", ".ipynb_checkpoints", ".pytest_cache", ".mypy_cache"}
+    | {".ruff_cache", ".tox", ".venv", ".idea", ".vscode"}
+)
+_SKIP_TOP_DIRS = frozenset(
+    {"tests", "build", "dist"}
+)  # top level only: vendored code may need them
+_SKIP_FILES = frozenset({".DS_Store", "Thumbs.db"})
+_SKIP_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can say: the same bytes on every build
+_MAX_ZIP_BYTES = 50 * 1024 * 1024  # AWS's limit for a zip uploaded in the request
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")  # AWS's pattern: not only digits
+_WAIT = {"Delay": 1, "MaxAttempts": 300}
+
+
+def package(folder: str | os.PathLike[str]) -> bytes:
+    """Zip a handler folder into deployable bytes: sorted entries, fixed timestamps, no junk.
+
+    Excluded: __pycache__, *.pyc, VCS folders, .ipynb_checkpoints, .DS_Store, editor and tool
+    caches, and top-level tests/, build/ and dist/. Executable bits are kept (bootstrap).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DeployError(f"handler folder {str(root)!r} does not exist or is not a folder")
+    buffer = io.BytesIO()
+    count = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for path in _files(root):
+            info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=_ZIP_EPOCH)
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+            count += 1
+    if count == 0:
+        raise DeployError(f"handler folder {str(root)!r} has no files to package")
+    data = buffer.getvalue()
+    if len(data) > _MAX_ZIP_BYTES:
+        raise DeployError(
+            f"the zip of {str(root)!r} is {len(data) / 2**20:.1f} MB, over Lambda's 50 MB "
+            "limit for a direct upload: remove large files or use a layer"
+        )
+    return data
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for current, dirs, files in os.walk(root):
+        top = Path(current) == root
+        for linked in (d for d in dirs if (Path(current) / d).is_symlink()):
+            # os.walk does not follow them (a link cycle would never end): say so, not drop.
+            log.warning("not packaging %s: symlinked folders are skipped", Path(current) / linked)
+        # Pruning in place stops os.walk from descending; sorting makes the order stable.
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if d not in _SKIP_DIRS
+            and not d.endswith(".egg-info")
+            and not (top and d in _SKIP_TOP_DIRS)
+            and not (Path(current) / d).is_symlink()
+        )
+        for name in sorted(files):
+            if name in _SKIP_FILES or name.endswith(_SKIP_SUFFIXES):
+                continue
+            path = Path(current) / name
+            if path.is_file():
+                yield path
+            else:
+                log.warning("not packaging %s: not a regular file (a broken link?)", path)
+
+
+def validate_handler(folder: str | os.PathLike[str], handler: str, runtime: str) -> None:
+    """Check before any upload that `handler` can be found in `folder` for `runtime`."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DeployError(f"handler folder {str(root)!r} does not exist or is not a folder")
+    if runtime not in KNOWN_RUNTIMES:
+        raise DeployError(
+            f"unknown runtime {runtime!r}; use one of: {', '.join(sorted(KNOWN_RUNTIMES))}"
+        )
+    if runtime.startswith("provided"):
+        bootstrap = root / "bootstrap"
+        if not bootstrap.is_file():
+            raise DeployError(f"runtime {runtime} needs an executable 'bootstrap' in {str(root)!r}")
+        if not os.access(bootstrap, os.X_OK):
+            raise DeployError(f"{str(bootstrap)!r} is not executable: run chmod +x on it")
+        return
+    module, _, function = handler.rpartition(".")
+    if not module or not function:
+        raise DeployError(
+            f"handler {handler!r} must look like 'module.function', e.g. 'app.handler'"
+        )
+    if runtime.startswith("python"):
+        _check_python_handler(root, handler, module, function)
+    elif runtime.startswith("nodejs") and not any(
+        (root / f"{module}{ext}").is_file() for ext in (".js", ".mjs", ".cjs")
+    ):
+        raise DeployError(f"handler {handler!r} needs {module}.js (or .mjs) in {str(root)!r}")
+
+
+def _check_python_handler(root: Path, handler: str, module: str, function: str) -> None:
+    relative = module.replace(".", "/")
+    candidates = [root / f"{relative}.py", root / relative / "__init__.py"]
+    source = next((p for p in candidates if p.is_file()), None)
+    if source is None:
+        raise DeployError(
+            f"handler {handler!r} needs {relative}.py in {str(root)!r}, which has none"
+        )
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except SyntaxError as exc:
+        raise DeployError(f"{source.name} does not compile (line {exc.lineno}): {exc.msg}") from exc
+    if function not in _top_level_names(tree):
+        raise DeployError(
+            f"handler {handler!r}: {source.name} defines no top-level function {function!r}"
+        )
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def _environment(environment: Mapping[str, Any] | None) -> dict[str, str]:
+    if environment is not None and not isinstance(environment, Mapping):
+        raise DeployError(f"environment must be a mapping of names to values, got {environment!r}")
+    variables: dict[str, str] = {}
+    for key, value in (environment or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise DeployError(
+                f"environment variable {key!r} must be a string or number, got {value!r}"
+            )
+        variables[str(key)] = str(value)
+    return variables
+
+
+@contextmanager
+def _step(name: str, what: str) -> Iterator[None]:
+    """Name the failed step in the error; credential problems pass through unchanged."""
+    try:
+        yield
+    except CredentialsError:
+        raise
+    except LambdakitError as exc:
+        raise DeployError(f"deploying {name!r}: {what} failed: {exc}") from exc
+
+
+def _wait(client: Any, waiter: str, **kwargs: Any) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.get_waiter(waiter).wait(WaiterConfig=_WAIT, **kwargs)
+    except BotoCoreError as exc:
+        error = translate_client_error(exc, operation=waiter)
+        try:
+            cfg = client.get_function_configuration(**kwargs)
+            reason = cfg.get("StateReason") or cfg.get("LastUpdateStatusReason")
+        except (BotoCoreError, ClientError):  # the waiter's failure is the error; this is detail
+            reason = None
+        raise DeployError(f"{error}" + (f" (reason: {reason})" if reason else "")) from exc
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DeployError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+
+
+def deploy(
+    client: Any,
+    name: str,
+    folder: str | os.PathLike[str],
+    *,
+    handler: str = "app.handler",
+    runtime: str = "python3.11",
+    memory_mb: int = 128,
+    timeout_s: int = 30,
+    environment: Mapping[str, Any] | None = None,
+    role: str = PLACEHOLDER_ROLE,
+    publish: bool = False,
+    alias: str | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Create or update function `name` from `folder` and wait until it is ready to invoke.
+
+    The function ends up exactly as described (an omitted `environment` clears it). Code and
+    configuration are only sent when they differ. `alias` implies `publish`: the new version
+    is published and the alias created or moved to it.
+
+    >>> deploy(client, "orders", "functions/enrich_orders", alias="live")  # doctest: +SKIP
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DeployError(f"function name must be 1-64 letters, digits, '-' or '_', got {name!r}")
+    _check_int("memory_mb", memory_mb, 128, 10240)
+    _check_int("timeout_s", timeout_s, 1, 900)
+    # Checked before anything is sent: a bad alias name used to fail after publishing.
+    if alias is not None and not (isinstance(alias, str) and _ALIAS.match(alias)):
+        raise DeployError(
+            f"alias name {alias!r} must be 1-128 letters, digits, '-' or '_', not only digits"
+        )
+    if not callable(getattr(client, "get_function_configuration", None)):
+        raise DeployError(f"client must be a boto3 Lambda client, got {type(client).__name__}")
+    validate_handler(folder, handler, runtime)
+    zip_bytes = package(folder)
+    code_sha256 = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+    wanted: dict[str, Any] = {
+        "Runtime": runtime,
+        "Handler": handler,
+        "MemorySize": int(memory_mb),
+        "Timeout": int(timeout_s),
+        "Environment": {"Variables": _environment(environment)},
+        "Description": description or "",
+    }
+
+    with _step(name, "looking the function up"):
+        try:
+            current = call_api(client, "get_function_configuration", FunctionName=name)
+        except FunctionNotFound:
+            current = None
+    if current is None:
+        action = "created"
+        with _step(name, "creating the function"):
+            call_api(
+                client,
+                "create_function",
+                FunctionName=name,
+                Role=role,
+                Code={"ZipFile": zip_bytes},
+                PackageType="Zip",
+                **wanted,
+            )
+            _wait(client, "function_active_v2", FunctionName=name)
+    else:
+        action = _update(client, name, current, zip_bytes, code_sha256, wanted, role)
+
+    version = "$LATEST"
+    if publish or alias:
+        version = publish_version(client, name, description=description)
+    if alias:
+        set_alias(client, name, alias, version)
+    with _step(name, "reading the result"):
+        final = call_api(client, "get_function_configuration", FunctionName=name, Qualifier=version)
+    log.info("%s %s (version %s, alias %s)", action, name, version, alias)
+    return {
+        "function_name": final["FunctionName"],
+        "function_arn": final["FunctionArn"],
+        "version": version,
+        "alias": alias,
+        "code_sha256": final.get("CodeSha256"),
+        "action": action,
+        "configuration": final,
+    }
+
+
+def _update(
+    client: Any,
+    name: str,
+    current: dict[str, Any],
+    zip_bytes: bytes,
+    code_sha256: str,
+    wanted: dict[str, Any],
+    role: str,
+) -> str:
+    """Bring an existing function to the wanted code and configuration; say what changed."""
+    with _step(name, "waiting for a previous update"):
+        if current.get("State") == "Pending" or current.get("LastUpdateStatus") == "InProgress":
+            _wait(client, "function_updated_v2", FunctionName=name)
+    changed = []
+    if current.get("CodeSha256") != code_sha256:
+        with _step(name, "uploading the code"):
+            call_api(client, "update_function_code", FunctionName=name, ZipFile=zip_bytes)
+            _wait(client, "function_updated_v2", FunctionName=name)
+        changed.append("code")
+    have = {key: current.get(key) for key in wanted}
+    have["Environment"] = {"Variables": (current.get("Environment") or {}).get("Variables") or {}}
+    have["Description"] = current.get("Description") or ""
+    extra = {"Role": role} if role != PLACEHOLDER_ROLE and role != current.get("Role") else {}
+    if have != wanted or extra:
+        with _step(name, "updating the configuration"):
+            call_api(client, "update_function_configuration", FunctionName=name, **wanted, **extra)
+            _wait(client, "function_updated_v2", FunctionName=name)
+        changed.append("configuration")
+    return "updated " + " and ".join(changed) if changed else "unchanged"
+
+
+def publish_version(client: Any, name: str, *, description: str | None = None) -> str:
+    """Publish $LATEST as a new immutable version and return its number."""
+    with _step(name, "publishing a version"):
+        kwargs = {"Description": description} if description else {}
+        published = call_api(client, "publish_version", FunctionName=name, **kwargs)
+        version = str(published["Version"])
+        _wait(client, "function_active_v2", FunctionName=name, Qualifier=version)
+    return version
+
+
+def set_alias(
+    client: Any,
+    name: str,
+    alias: str,
+    version: str | int,
+    weights: Mapping[str | int, float] | None = None,
+) -> dict[str, Any]:
+    """Create alias `alias` or move it to `version`; `weights` sends a share elsewhere.
+
+    >>> set_alias(client, "orders", "live", "3", weights={"4": 0.1})  # 10% canary  # doctest: +SKIP
+    """
+    version = str(version)
+    extra = {str(v): float(w) for v, w in (weights or {}).items()}
+    if len(extra) > 1:
+        raise DeployError(f"an alias routes to at most one additional version, got {sorted(extra)}")
+    for extra_version, weight in extra.items():
+        if extra_version == version:
+            raise DeployError(f"weights name the alias's own version {version!r}")
+        if not 0.0 <= weight < 1.0:
+            raise DeployError(
+                f"the weight of version {extra_version} must be in [0, 1), got {weight}"
+            )
+    fields = {
+        "FunctionName": name,
+        "Name": alias,
+        "FunctionVersion": version,
+        "RoutingConfig": {"AdditionalVersionWeights": extra},
+    }
+    with _step(name, f"setting alias {alias!r}"):
+        try:
+            call_api(client, "get_alias", FunctionName=name, Name=alias)
+        except FunctionNotFound:
+            return call_api(client, "create_alias", **fields)
+        return call_api(client, "update_alias", **fields)

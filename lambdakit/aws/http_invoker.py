@@ -1,0 +1,202 @@
+"""Invoking over plain HTTPS: Lambda function URLs and API Gateway routes (HttpInvoker)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+import urllib3
+
+from lambdakit.aws.connection import CONNECT_TIMEOUT_S
+from lambdakit.aws.reply import read_item_errors, read_response
+from lambdakit.errors import InvalidInput, translate_client_error
+from lambdakit.invocation import (
+    CLIENT_ERROR,
+    CONNECTION_ERROR,
+    FUNCTION_ERROR,
+    PAYLOAD_TOO_LARGE,
+    SERVICE_ERROR,
+    THROTTLE,
+    TIMEOUT,
+    Outcome,
+    Target,
+)
+
+if TYPE_CHECKING:
+    from lambdakit.invocation import Batch
+
+__all__ = ["HttpInvoker"]
+
+_MAX_MESSAGE = 2000  # an HTML error page is not worth keeping whole
+
+
+class HttpInvoker:
+    """POST each batch to a function URL or API Gateway route; never raises for failures.
+
+    The reply body is read by the same batch contract as Invoke's payload. A URL says nothing
+    about which code answered, so the cache is keyed by `version` (a release tag, the
+    deployed CodeSha256, ...): change it when the code behind the URL changes, or run with
+    cache=False. `auth="aws_iam"` signs requests with SigV4 from the standard credential chain
+    (function URLs with AuthType AWS_IAM, IAM-authorised API routes).
+
+    >>> lambdakit.run(records=orders, invoker=HttpInvoker(url, version="v7"))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        concurrency: int = 16,
+        id_field: str | None = None,
+        version: str = "url",
+        auth: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+    ) -> None:
+        parts = urlsplit(url if isinstance(url, str) else "")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput(f"url must be an http(s) URL, got {url!r}")
+        if not timeout or timeout <= 0:
+            raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if auth not in (None, "aws_iam"):
+            raise InvalidInput(f"auth must be None or 'aws_iam', got {auth!r}")
+        self.url = url
+        self.id_field = id_field
+        self.version = str(version)
+        self.headers = {"Content-Type": "application/json", **dict(headers or {})}
+        self.target = Target(
+            function_name=f"{parts.netloc}{parts.path}",
+            function_arn=url,
+            qualifier=None,
+            versions={self.version: 1.0},
+            cache_tokens={self.version: f"url:{self.version}"},
+            timeout_s=math.ceil(timeout),
+            memory_mb=0,
+        )
+        # Retries off for the same reason as in make_client: lambdakit's policy decides.
+        self._pool = urllib3.PoolManager(
+            maxsize=max(int(concurrency), 1),
+            retries=False,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=float(timeout)),
+        )
+        self._signer = _Signer(parts.netloc, region, profile) if auth else None
+
+    def invoke(self, batch: Batch) -> Outcome:
+        """POST `batch.body` once and read the reply by the batch contract."""
+        headers = dict(self.headers)
+        if self._signer is not None:
+            headers = self._signer.sign(self.url, batch.body, headers)
+        try:
+            response = self._pool.request(
+                "POST", self.url, body=batch.body, headers=headers, retries=False
+            )
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            # The function may have run: the retry policy decides whether to send it again.
+            return Outcome(TIMEOUT, error_type="ReadTimeoutError", error_message=str(exc))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return Outcome(CONNECTION_ERROR, error_type=type(exc).__name__, error_message=str(exc))
+
+        status = response.status
+        request_id = response.headers.get("x-amzn-RequestId") or response.headers.get(
+            "apigw-requestid"
+        )
+        if 200 <= status < 300:
+            ids = self._ids(batch.items) if self.id_field else None
+            outcome, outputs, failed, error_type, message = read_response(
+                response.data, None, len(batch.items), ids
+            )
+            reasons = read_item_errors(response.data, len(batch.items), ids) if failed else {}
+            return Outcome(
+                outcome,
+                http_status=status,
+                executed_version=self.version,
+                request_id=request_id,
+                error_type=error_type,
+                error_message=message,
+                outputs=outputs,
+                failed_items=failed,
+                item_errors=reasons,
+            )
+        error_type, message = _error_fields(response)
+        retry_after = response.headers.get("Retry-After")
+        return Outcome(
+            _classify(status),
+            http_status=status,
+            request_id=request_id,
+            error_type=PAYLOAD_TOO_LARGE if status == 413 else error_type,
+            error_message=message,
+            retry_after_s=_seconds(retry_after),
+        )
+
+    def _ids(self, items: list[Any]) -> list[Any]:
+        return [item.get(self.id_field) if isinstance(item, dict) else None for item in items]
+
+
+def _classify(status: int) -> str:
+    """The outcome class of an HTTP error status from a function URL or API Gateway."""
+    if status == 429:
+        return THROTTLE
+    if status == 502:
+        return FUNCTION_ERROR  # both answer 502 when the function raised or replied badly
+    if status == 504:
+        return TIMEOUT  # the gateway gave up waiting: the function may still have run
+    if status >= 500:
+        return SERVICE_ERROR
+    return CLIENT_ERROR
+
+
+def _error_fields(response: Any) -> tuple[str, str]:
+    code = (response.headers.get("x-amzn-ErrorType") or "").split(":")[0]
+    text = response.data.decode("utf-8", "replace")
+    try:
+        body = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        code = code or str(body.get("errorType") or body.get("__type") or "")
+        text = str(body.get("Message") or body.get("message") or body.get("errorMessage") or text)
+    return code or f"HTTP{response.status}", text[:_MAX_MESSAGE] or f"HTTP {response.status}"
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None  # an HTTP date: rare from AWS, and the backoff covers it
+
+
+class _Signer:
+    """SigV4 signing for IAM-authorised function URLs ("lambda") and API routes."""
+
+    def __init__(self, host: str, region: str | None, profile: str | None) -> None:
+        import boto3
+        from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+        labels = host.split(".")
+        # <id>.lambda-url.<region>.on.aws or <id>.execute-api.<region>.amazonaws.com
+        self.service = "lambda" if "lambda-url" in labels else "execute-api"
+        for marker in ("lambda-url", "execute-api"):
+            if region is None and marker in labels and labels.index(marker) + 1 < len(labels):
+                region = labels[labels.index(marker) + 1]
+        try:
+            session = boto3.Session(profile_name=profile, region_name=region)
+            self.credentials = session.get_credentials()
+            if self.credentials is None:
+                raise NoCredentialsError()
+        except BotoCoreError as exc:
+            raise translate_client_error(exc, operation="HttpInvoker") from exc
+        self.region = region or session.region_name or "us-east-1"
+
+    def sign(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        """The headers with SigV4 Authorization (and session token) added."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        SigV4Auth(self.credentials, self.service, self.region).add_auth(request)
+        return dict(request.headers.items())

@@ -1,0 +1,1 @@
+"""The `lambdakit` command: local, run, demo and lab."""

@@ -1,0 +1,233 @@
+"""The `lambdakit run`, `lambdakit demo` and `lambdakit lab` commands (cli.py lists them).
+
+    lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
+                  [--timeout S] [--max-attempts N] [--id-field F] [--endpoint-url URL]
+                  [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
+                  [--no-progress]
+    lambdakit demo [--runs-dir runs] [--n-records N] [--batch-size N] [--concurrency N]
+    lambdakit lab [--port 9001] [--state-dir runs/lab-local-state] [-- JUPYTER LAB ARGS]
+
+`run` exits 0 when every record succeeded, 1 when some failed or were rejected (the report
+says which), 2 on bad input or when the run could not start, 130 when interrupted (the
+partial report is still written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "add_demo_command",
+    "add_lab_command",
+    "add_run_command",
+    "format_summary",
+    "write_outputs",
+]
+
+_EXIT_FAILED_RECORDS, _EXIT_BAD_INPUT, _EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def add_run_command(subparsers: Any) -> None:
+    """`lambdakit run FUNCTION INPUT`: a headless batch run with a report folder."""
+    run = subparsers.add_parser(
+        "run",
+        help="push a .jsonl/.csv/.parquet file through a function",
+        description="Push INPUT through FUNCTION in batches, print a summary table and write "
+        "a report folder (PNGs, tables, manifest.json, outputs.jsonl).",
+    )
+    run.add_argument("function", help="function name or ARN (name:alias works too)")
+    run.add_argument("input", type=Path, help="a .jsonl, .csv or .parquet file")
+    run.add_argument("--qualifier", help="alias or version (default $LATEST)")
+    run.add_argument("--batch-size", type=_positive, default=100)
+    run.add_argument("--concurrency", type=_positive, default=16)
+    run.add_argument("--timeout", type=_seconds, help="client timeout per invocation (s)")
+    run.add_argument("--max-attempts", type=_positive, default=3)
+    run.add_argument("--id-field", help="record field the function reports failures by")
+    run.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9001 for lambdakit local")
+    run.add_argument("--region")
+    run.add_argument("--profile", help="an AWS profile from ~/.aws/config")
+    cache = run.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    cache.add_argument("--cache-dir", type=Path, help="cache folder (default: user cache dir)")
+    run.add_argument("--report", type=Path, help="report folder (default runs/run-<fn>-<time>)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    run.set_defaults(func=_run)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A two-column text table of a run's summary (or of any flat dict)."""
+    width = max((len(str(key)) for key in summary), default=0)
+    lines = []
+    for key, value in summary.items():
+        if isinstance(value, float):
+            text = "n/a" if not math.isfinite(value) else f"{value:,.4g}"
+        else:
+            text = f"{value:,}" if isinstance(value, int) else str(value)
+        lines.append(f"{key:<{width}}  {text:>12}")
+    return "\n".join(lines)
+
+
+def write_outputs(result: Any, path: Path) -> Path:
+    """Write one JSON line per input record: {"record": i, "output": ...} (None if failed)."""
+    with path.open("w", encoding="utf-8") as out:
+        for index, output in enumerate(result.outputs()):
+            out.write(json.dumps({"record": index, "output": output}, default=str) + "\n")
+    return path
+
+
+def _default_report(function: str) -> Path:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in function.split(":")[-1])
+    return Path("runs") / f"run-{safe}-{stamp}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lambdakit.engine.cache import DEFAULT
+    from lambdakit.engine.runner import start
+    from lambdakit.errors import LambdakitError
+
+    if not args.input.is_file():
+        print(f"lambdakit run: input file {str(args.input)!r} does not exist", file=sys.stderr)
+        return _EXIT_BAD_INPUT
+    cache: Any = False if args.no_cache else (args.cache_dir or DEFAULT)
+    interrupted = False
+    try:
+        handle = start(
+            args.function,
+            str(args.input),
+            qualifier=args.qualifier,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            retry=args.max_attempts,
+            cache=cache,
+            id_field=args.id_field,
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+            profile=args.profile,
+            progress=not args.no_progress,
+        )
+        try:
+            result = handle.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            print("lambdakit run: interrupted, finishing in-flight batches", file=sys.stderr)
+            handle.cancel()
+            result = handle.wait()
+    except LambdakitError as exc:
+        print(f"lambdakit run: {exc}", file=sys.stderr)
+        return _EXIT_BAD_INPUT
+
+    report = args.report or _default_report(args.function)
+    result.save_report(report)
+    write_outputs(result, report / "outputs.jsonl")
+    summary = result.summary()
+    print(repr(result))
+    print(format_summary(summary))
+    print(f"report: {report}")
+    if interrupted:
+        return _EXIT_INTERRUPTED
+    if summary["failed_records"] or summary["rejected_records"]:
+        print(
+            f"lambdakit run: {summary['failed_records']} records failed and "
+            f"{summary['rejected_records']} were rejected; see {report / 'errors.csv'}",
+            file=sys.stderr,
+        )
+        return _EXIT_FAILED_RECORDS
+    return 0
+
+
+def add_demo_command(subparsers: Any) -> None:
+    """`lambdakit demo`: the papermill batch notebook against a fresh local service."""
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the example batch notebook on lambdakit local",
+        description="Start lambdakit local, deploy the enrich_orders example, run "
+        "notebooks/02_batch_run.ipynb through papermill into RUNS_DIR/demo-<time>/.",
+    )
+    demo.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    demo.add_argument("--n-records", type=_positive, default=300)
+    demo.add_argument("--batch-size", type=_positive, default=25)
+    demo.add_argument("--concurrency", type=_positive, default=4)
+    demo.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lambdakit.cli.demo import run_demo
+    from lambdakit.errors import LambdakitError
+
+    print("lambdakit demo: starting lambdakit local and running 02_batch_run.ipynb ...")
+    try:
+        demo = run_demo(
+            args.runs_dir,
+            n_records=args.n_records,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+        )
+    except LambdakitError as exc:
+        print(f"lambdakit demo: {exc}", file=sys.stderr)
+        return _EXIT_BAD_INPUT
+    print(f"function {demo.manifest.get('function')}, batch size {args.batch_size}")
+    print(format_summary(demo.summary))
+    print(f"run folder: {demo.folder}")
+    print(f"executed notebook: {demo.notebook}")
+    print("plots:")
+    for path in demo.plots:
+        print(f"  {path}")
+    return 0
+
+
+def add_lab_command(subparsers: Any) -> None:
+    """`lambdakit lab`: lambdakit local plus JupyterLab pointed at it."""
+    lab = subparsers.add_parser(
+        "lab",
+        help="start lambdakit local and JupyterLab on the example notebooks",
+        description="Start lambdakit local, then JupyterLab on notebooks/ with "
+        "LAMBDAKIT_ENDPOINT_URL set, so the notebooks use that service. Extra arguments "
+        "after -- go to jupyter lab.",
+    )
+    lab.add_argument("--port", type=int, default=9001, help="port of lambdakit local")
+    lab.add_argument("--state-dir", type=Path, default=Path("runs/lab-local-state"))
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="arguments for jupyter lab")
+    lab.set_defaults(func=_lab)
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from lambdakit.cli.demo import run_lab
+    from lambdakit.errors import LambdakitError
+
+    extra = [a for a in args.lab_args if a != "--"]
+    # A SIGTERM becomes SystemExit, so that JupyterLab and the local service are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return run_lab(port=args.port, state_dir=args.state_dir, lab_args=tuple(extra))
+    except LambdakitError as exc:
+        print(f"lambdakit lab: {exc}", file=sys.stderr)
+        return _EXIT_BAD_INPUT

@@ -1,0 +1,195 @@
+"""The `lambdakit` command line: `lambdakit local ...` (and the commands other modules add).
+
+    lambdakit local [--host 127.0.0.1] [--port 9001] [--state-dir DIR]
+    lambdakit local logs FUNCTION [--tail N] [--state-dir DIR]
+    lambdakit local faults FUNCTION [--throttle-rate R] [--error-rate R] [--latency-ms MS]
+                                    [--seed N] [--clear] [--endpoint-url URL]
+    lambdakit run FUNCTION INPUT [...]     lambdakit demo [...]     lambdakit lab [...]
+                                    (see lambdakit/commands.py)
+
+Each command is an `add_<name>_command(subparsers)` function that sets `func` on its parser;
+a new command is one more such function listed in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lambdakit.cli.commands import add_demo_command, add_lab_command, add_run_command
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+_DEFAULT_ENDPOINT = "http://127.0.0.1:9001"
+
+
+def _delays(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated seconds, got {text!r}"
+        ) from None
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number between 0 and 1, got {text!r}"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def add_local_command(subparsers: Any) -> None:
+    """`lambdakit local`: serve, plus the `logs` and `faults` subcommands."""
+    local = subparsers.add_parser("local", help="run the embedded AWS Lambda service")
+    local.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    local.add_argument("--port", type=int, default=9001, help="port (0 picks a free one)")
+    local.add_argument("--state-dir", type=Path, help="where functions and logs are kept")
+    local.add_argument("--region", default="us-east-1")
+    local.add_argument("--account-concurrency", type=int, default=1000)
+    local.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before reaping")
+    local.add_argument("--seed", type=int, help="seed alias routing and injected faults")
+    local.add_argument("--event-retry-delays", type=_delays, default=(1.0, 2.0), metavar="S,S")
+    local.add_argument("--log-level", default="INFO", help="server log level (stderr)")
+    local.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
+    local.set_defaults(func=_serve)
+    actions = local.add_subparsers(dest="local_command", metavar="{logs,faults}")
+
+    logs = actions.add_parser("logs", help="print a function's logs from the state dir")
+    logs.add_argument("function")
+    logs.add_argument("--tail", type=int, help="only the last N lines")
+    logs.add_argument("--state-dir", type=Path, dest="logs_state_dir")
+    logs.set_defaults(func=_logs)
+
+    faults = actions.add_parser("faults", help="show or set a function's injected faults")
+    faults.add_argument("function")
+    faults.add_argument("--throttle-rate", type=_rate)
+    faults.add_argument("--error-rate", type=_rate)
+    faults.add_argument("--latency-ms", type=float)
+    faults.add_argument("--seed", type=int, dest="fault_seed")
+    faults.add_argument("--clear", action="store_true", help="remove every fault")
+    faults.add_argument("--endpoint-url", default=_DEFAULT_ENDPOINT)
+    faults.set_defaults(func=_faults)
+
+
+COMMANDS: list[Callable[[Any], None]] = [
+    add_local_command,
+    add_run_command,
+    add_demo_command,
+    add_lab_command,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="lambdakit", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lambdakit.local.server import ServerConfig, default_state_dir, serve
+
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    try:
+        config = ServerConfig(
+            host=args.host, port=args.port, state_dir=args.state_dir, region=args.region,
+            account_concurrency=args.account_concurrency, idle_timeout_s=args.idle_timeout,
+            seed=args.seed, event_retry_delays=args.event_retry_delays,
+            parent_pid=args.exit_with_parent,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"lambdakit local: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(url: str) -> None:
+        # LocalLambda waits for exactly this line.
+        state = config.state_dir or default_state_dir()
+        print(f"lambdakit local listening on {url} (state: {state})", flush=True)
+
+    try:
+        asyncio.run(serve(config, ready))
+    except OSError as exc:
+        print(f"lambdakit local: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from lambdakit.local.logs import read_logs
+    from lambdakit.local.server import default_state_dir
+
+    state_dir = args.logs_state_dir or args.state_dir or default_state_dir()
+    if args.tail is not None and args.tail < 0:
+        print("lambdakit local logs: --tail must be >= 0", file=sys.stderr)
+        return 2
+    events = read_logs(Path(state_dir), args.function, tail=args.tail)
+    if not events and not (Path(state_dir) / "functions" / f"{args.function}.json").exists():
+        print(
+            f"lambdakit local logs: no function {args.function!r} in {state_dir}", file=sys.stderr
+        )
+        return 1
+    for event in events:
+        print(event.format())
+    return 0
+
+
+def _faults(args: argparse.Namespace) -> int:
+    url = f"{args.endpoint_url.rstrip('/')}/_lambdakit/faults/{args.function}"
+    settings = {
+        "throttle_rate": args.throttle_rate,
+        "error_rate": args.error_rate,
+        "latency_ms": args.latency_ms,
+        "seed": args.fault_seed,
+    }
+    given = {k: v for k, v in settings.items() if v is not None}
+    if args.clear:
+        request = urllib.request.Request(url, method="DELETE")
+    elif given:
+        data = json.dumps(given).encode()
+        request = urllib.request.Request(url, data=data, method="PUT")
+        request.add_header("Content-Type", "application/json")
+    else:
+        request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"lambdakit local faults: {exc.code} {detail}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(
+            f"lambdakit local faults: cannot reach {args.endpoint_url}: {exc.reason}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.clear:
+        print(f"faults of {args.function} cleared")
+    else:
+        print(text or "{}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lambdakit` script and `python -m lambdakit`."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

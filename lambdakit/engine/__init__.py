@@ -1,0 +1,1 @@
+"""The engine: run()/start(), scheduling, settlement, retries, the cache and progress."""

@@ -1,0 +1,225 @@
+"""Retry policy: outcome classes, the pure backoff decision, and AIMD adaptive concurrency."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from lambdakit.errors import InvalidInput
+from lambdakit.invocation import (
+    CANCELLED,
+    CONNECTION_ERROR,
+    FUNCTION_ERROR,
+    OK,
+    OUTCOMES,
+    REPORTED_FAILURE,
+    SERVICE_ERROR,
+    THROTTLE,
+    TIMEOUT,
+)
+
+__all__ = [
+    "DEFAULT_RETRY_ON",
+    "AdaptiveLimit",
+    "Retry",
+    "next_delay",
+]
+
+DEFAULT_RETRY_ON: tuple[str, ...] = (
+    THROTTLE,
+    SERVICE_ERROR,
+    CONNECTION_ERROR,
+    TIMEOUT,
+    FUNCTION_ERROR,
+    REPORTED_FAILURE,
+)
+_JITTERS = ("full", "none")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """When and how long to wait before retrying a failed attempt (Step Functions' field names).
+
+    Throttles are counted separately from `max_attempts`: a 429 means the function never
+    ran, so a throttled batch keeps its attempt budget and is retried up to
+    `max_throttle_retries` times (the adaptive limit keeps that number small).
+
+    >>> Retry.coerce(5).max_attempts
+    5
+    >>> Retry.coerce(False).next_delay("function_error", 1) is None
+    True
+    """
+
+    max_attempts: int = 3
+    base_delay: float = 1.0
+    backoff: float = 2.0
+    max_delay: float = 20.0
+    jitter: str = "full"
+    on: tuple[str, ...] = DEFAULT_RETRY_ON
+    max_throttle_retries: int = 100
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise InvalidInput(f"Retry.max_attempts must be an int, got {self.max_attempts!r}")
+        if self.max_attempts < 1:
+            raise InvalidInput(f"Retry.max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("base_delay", "backoff", "max_delay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise InvalidInput(f"Retry.{name} must be a number >= 0, got {value!r}")
+        if self.backoff < 1:
+            raise InvalidInput(f"Retry.backoff must be >= 1, got {self.backoff}")
+        if self.jitter not in _JITTERS:
+            raise InvalidInput(f"Retry.jitter must be one of {_JITTERS}, got {self.jitter!r}")
+        on = (self.on,) if isinstance(self.on, str) else tuple(self.on)
+        retryable = tuple(c for c in OUTCOMES if c not in (OK, CANCELLED))
+        unknown = [c for c in on if c not in retryable]
+        if unknown:
+            raise InvalidInput(
+                f"Retry.on has unknown outcome classes {unknown}; choose from {retryable}"
+            )
+        object.__setattr__(self, "on", on)
+        if self.max_throttle_retries < 0:
+            raise InvalidInput("Retry.max_throttle_retries must be >= 0")
+
+    @classmethod
+    def coerce(cls, value: Retry | Mapping[str, Any] | int | bool | None) -> Retry:
+        """Accept the shorthands: Retry, None/True (default), False/0 (no retries), int, dict."""
+        if isinstance(value, Retry):
+            return value
+        if value is None or value is True:
+            return cls()
+        if value is False:
+            return cls(max_attempts=1, on=())
+        if isinstance(value, int):
+            if value < 0:
+                raise InvalidInput(f"retry={value}: the number of attempts cannot be negative")
+            if value == 0:
+                return cls(max_attempts=1, on=())  # retry=0 reads as "no retries"
+            # retry=N: N attempts in total; throttles keep their own budget, as nothing ran.
+            return cls(max_attempts=value)
+        if isinstance(value, Mapping):
+            try:
+                return cls(**dict(value))
+            except TypeError as exc:
+                raise InvalidInput(f"retry={dict(value)!r}: {exc}") from None
+        raise InvalidInput(
+            f"retry must be a Retry, an int, a dict or False, got {type(value).__name__}"
+        )
+
+    def next_delay(
+        self,
+        outcome: str,
+        attempt: int,
+        retry_after: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds to wait before the next try after `attempt` ended with `outcome`; None = give up.
+
+        `attempt` is 1-based: the number of tries so far of the same kind (for throttles, the
+        number of throttles of the batch). Full jitter draws uniformly in [0, cap]
+        (AWS's "Exponential Backoff and Jitter"); a `Retry-After` is a floor.
+        """
+        if outcome == OK or outcome not in self.on:
+            return None
+        limit = self.max_throttle_retries + 1 if outcome == THROTTLE else self.max_attempts
+        if attempt >= limit:
+            return None
+        cap = min(self.max_delay, self.base_delay * self.backoff ** max(attempt - 1, 0))
+        delay = (rng or random).uniform(0.0, cap) if self.jitter == "full" else cap
+        if retry_after is not None and retry_after > delay:
+            delay = float(retry_after)
+        return delay
+
+
+def next_delay(
+    outcome: str,
+    attempt: int,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+    *,
+    policy: Retry | None = None,
+) -> float | None:
+    """Module-level form of `Retry.next_delay` (default policy unless one is given)."""
+    return (policy or Retry()).next_delay(outcome, attempt, retry_after, rng)
+
+
+@dataclass
+class AdaptiveLimit:
+    """AIMD in-flight limit: x0.75 on a throttle, +1 per window of successes, in [1, maximum].
+
+    Only a throttle of a request sent *after* the last decrease shrinks the limit again, so a
+    burst of 429s from one overfull window counts once (as TCP reacts once per round trip).
+    Growing back to the level that was last throttled is a probe: each probe that is
+    throttled again makes the next one take twice as many windows (up to MAX_PROBE_WINDOWS),
+    so against a fixed reserved concurrency the limit settles at it instead of bouncing one
+    above it (a 429 and a Retry-After wait every few windows). A probe that gets through
+    forgets the old ceiling.
+    """
+
+    maximum: int
+    decrease: float = 0.75
+    initial: int | None = None
+    MAX_PROBE_WINDOWS: ClassVar[int] = 32
+    _value: float = field(init=False)
+    _epoch: int = field(init=False, default=0)
+    _ceiling: int | None = field(init=False, default=None)  # the limit last throttled
+    _probe_windows: int = field(init=False, default=1)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.maximum < 1:
+            raise InvalidInput(f"concurrency must be >= 1, got {self.maximum}")
+        if not 0 < self.decrease < 1:
+            raise InvalidInput(f"AdaptiveLimit.decrease must be in (0, 1), got {self.decrease}")
+        start = self.maximum if self.initial is None else self.initial
+        self._value = float(min(max(start, 1), self.maximum))
+
+    def _rounded(self) -> int:
+        # Rounded, not truncated: after a throttle at 5, 0.75 x 5 = 3.75 keeps 4 in flight.
+        return max(1, int(self._value + 0.5))
+
+    def _probing(self) -> bool:
+        """Whether the next +1 would reach the level that was last throttled."""
+        return self._ceiling is not None and self._rounded() >= self._ceiling - 1
+
+    @property
+    def limit(self) -> int:
+        """The current number of invocations allowed in flight."""
+        with self._lock:
+            return self._rounded()
+
+    @property
+    def epoch(self) -> int:
+        """Counter of decreases; pass it back to `on_throttle` for requests sent now."""
+        with self._lock:
+            return self._epoch
+
+    def on_success(self) -> int:
+        """Grow by 1/limit (so +1 per full window of successes); returns the new limit."""
+        if self._value >= self.maximum and self._ceiling is None:
+            return self.maximum  # the common case, at full concurrency: nothing to change
+        with self._lock:
+            step = 1.0 / max(self._value, 1.0)
+            if self._probing():
+                step /= self._probe_windows
+            self._value = min(float(self.maximum), self._value + step)
+            if self._ceiling is not None and self._rounded() > self._ceiling:
+                self._ceiling, self._probe_windows = None, 1  # room above it now: forget it
+            return self._rounded()
+
+    def on_throttle(self, sent_epoch: int | None = None) -> int:
+        """Shrink multiplicatively unless the request predates the last shrink; returns limit."""
+        with self._lock:
+            if sent_epoch is None or sent_epoch >= self._epoch:
+                level = self._rounded()
+                if self._ceiling is not None and level >= self._ceiling:
+                    # Throttled again at (or above) the last ceiling: probe half as often.
+                    self._probe_windows = min(self._probe_windows * 2, self.MAX_PROBE_WINDOWS)
+                self._ceiling = level
+                self._value = max(1.0, self._value * self.decrease)
+                self._epoch += 1
+            return self._rounded()

@@ -1,0 +1,345 @@
+"""The scheduler behind run()/start(): worker threads, turns at its lock, bounded in-flight work."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lambdakit.engine.cache import Cache, CacheEntry
+from lambdakit.engine.progress import Tracker
+from lambdakit.engine.record import Attempt, RunRecord
+from lambdakit.engine.retry import Retry
+from lambdakit.engine.settlement import WAKE, Flight, Piece, Settlement, Unsent
+from lambdakit.invocation import Batch, Invoker, Outcome
+from lambdakit.records.batching import BatchStream, Envelope, ReadAhead
+
+__all__ = ["Engine", "Plan"]
+
+log = logging.getLogger("lambdakit.engine.scheduler")
+
+_STOP = object()  # put on the work queue once per worker thread when the run ends
+_ONE = (0,)  # the positions of a one-item batch
+# Pieces queued for workers beyond the in-flight limit, so that a worker back from an
+# invocation starts the next one at once and completions are settled several at a time.
+# Only for small batches (big ones cost more to hold than their bookkeeping) and only until
+# the first throttle: from then on nothing more is queued beyond the adaptive limit.
+_SMALL_BODY = 64 * 1024
+_SETTLE_EVERY = 16  # completions waiting that make a worker take the scheduler's turn
+_SETTLE_AFTER_S = 0.05  # ... or the time since the last turn (progress stays live)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run goes: everything the Engine needs besides its source, invoker and record."""
+
+    target: Any  # discovery.Target
+    envelope: Envelope
+    concurrency: int
+    retry: Retry
+    cache: Cache | None
+    run_id: str
+    tolerated: Callable[[int, int], bool]  # (failed records, records read) -> still fine
+    sleep: Callable[[float], None] | None  # None: an interruptible wait (cancel() wakes it)
+    clock: Callable[[], float]
+    grace_s: float
+
+
+class Engine:
+    """Runs one stream of batches through an Invoker; `run()` is called in its own thread.
+
+    The Engine owns the threads and the turns at its lock; what becomes of each attempt that
+    comes back is its Settlement's (settlement.py), which it calls under that lock.
+    """
+
+    def __init__(
+        self, stream: BatchStream, invoker: Invoker, record: RunRecord, tracker: Tracker, plan: Plan
+    ) -> None:
+        self.stream = stream
+        self.invoker = invoker
+        self.record = record
+        self.tracker = tracker
+        self.plan = plan
+        self.target, self.cache = plan.target, plan.cache
+        self.concurrency, self.clock = plan.concurrency, plan.clock
+        self._cancel = threading.Event()
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._extra = plan.concurrency  # see _SMALL_BODY; 0 once throttled or batches are big
+        self._last_turn = 0.0  # time.monotonic() of the last scheduler turn
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._flight = Flight()
+        self._source = ReadAhead(stream, ahead=plan.concurrency)
+        self.settlement = Settlement(
+            stream=stream,
+            record=record,
+            tracker=tracker,
+            target=plan.target,
+            envelope=plan.envelope,
+            cache=plan.cache,
+            retry=plan.retry,
+            tolerated=plan.tolerated,
+            run_id=plan.run_id,
+            grace_s=plan.grace_s,
+            clock=plan.clock,
+            concurrency=plan.concurrency,
+            flight=self._flight,
+            cancel=self._cancel,
+            done=self._done,
+            source=self._source,
+        )
+        # The scheduler's state is changed only under _lock, by whichever thread holds it: a
+        # worker back from an invocation settles it and submits the next piece itself (see
+        # _pump), so the common path wakes no other thread. run()'s thread is woken through
+        # _wake only when it is needed: nothing in flight, a retry to time, a stop, an error,
+        # read-ahead running low; and it ticks every _SETTLE_AFTER_S while work is in flight.
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._draining = False  # the run is ending: run()'s thread handles what comes back
+        self._failure: BaseException | None = None  # raised in a worker's turn at the lock
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run stopped early: "cancelled", "tolerance", or None."""
+        return self.settlement.stop_reason
+
+    def cancel(self) -> None:
+        """Stop submitting; in-flight work gets the grace period (callable from any thread)."""
+        self._cancel.set()
+        self._wake.set()
+        self._done.put(WAKE)
+
+    # -- main loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Drive the stream to the end (or a stop), then wait out the grace for in-flight work."""
+        self.tracker.emit("start")
+        settlement = self.settlement
+        settlement.open()
+        # Not a `with` block: its exit would join workers still busy after the grace period.
+        try:
+            while True:
+                with self._lock:
+                    self._step()
+                    done = (
+                        self._source.empty and not self._flight.in_flight and not settlement.delayed
+                    )
+                    if settlement.stopping() or done:
+                        # Set in the same turn: from here no worker takes a turn, so nothing
+                        # (an error included) can be settled behind the drain's back.
+                        self._draining = True
+                        break
+                    timeout, idle = self._timeout(), not self._flight.in_flight
+                self._wait_for_work(timeout, idle)
+        except BaseException as exc:
+            # Workers stop taking turns and sending queued pieces at once.
+            self._failure = self._failure or exc
+            raise
+        finally:
+            with self._lock:
+                self._draining = True
+            settlement.drain()
+            # Not joined: a worker still in an abandoned invocation ends when it returns.
+            for _ in self._workers:
+                self._inbox.put(_STOP)
+            settlement.close()  # completed batches are on disk before the result exists
+
+    def _room(self) -> bool:
+        # At most `concurrency` worker threads: pieces beyond the limit wait in the inbox.
+        return self._flight.in_flight < self.settlement.limit_value + self._extra
+
+    def _submit_ready(self) -> None:
+        settlement, now = self.settlement, self.clock()
+        while self._room() and (piece := settlement.due_retry(now)) is not None:
+            self._submit(piece)
+        # New batches only while retries waiting plus work in flight stay bounded: that is
+        # what keeps memory flat however long the source is.
+        while self._room() and not settlement.stopping():
+            if self._flight.in_flight + len(settlement.delayed) >= 3 * self.concurrency:
+                break
+            batch = self._source.take()
+            if batch is None:
+                self.tracker.set(records_read=self.stream.records)
+                return
+            self._start_batch(batch)
+
+    def _start_batch(self, batch: Batch) -> None:
+        self.tracker.batch_read(self.stream.records, self.stream.rejected)
+        if self._extra and len(batch.body) > _SMALL_BODY:
+            self._extra = 0
+        n = len(batch.items)
+        self._submit(self.settlement.open_batch(batch, _ONE if n == 1 else tuple(range(n))))
+
+    def _submit(self, piece: Piece) -> None:
+        flight, settlement = self._flight, self.settlement
+        piece.limit, piece.epoch = settlement.limit_value, settlement.epoch
+        flight.in_flight += 1
+        flight.flying[id(piece)] = piece
+        workers = len(self._workers)
+        if flight.in_flight > workers and workers < self.concurrency:  # started as needed
+            worker = threading.Thread(
+                target=self._work, args=(workers,), name="lambdakit-invoke", daemon=True
+            )
+            self._workers.append(worker)
+            worker.start()
+        self._inbox.put(piece)
+
+    def _work(self, slot: int) -> None:
+        """Worker thread `slot` (its lane in the timeline): attempt pieces until the run ends.
+
+        A plain queue, not a ThreadPoolExecutor: its Future, Condition and semaphore per
+        submit were a third of the scheduler's time at batch_size=1. Daemon threads, so an
+        abandoned invocation never holds up the interpreter's exit.
+        """
+        inbox = self._inbox
+        while (piece := inbox.get()) is not _STOP:
+            piece.slot = slot
+            self._attempt(piece)
+
+    def _attempt(self, piece: Piece) -> None:
+        """Worker thread: a cache lookup and/or one invocation; all is handed back, never lost."""
+        started_at, start_s, end_s = time.time(), 0.0, 0.0
+        flight = self._flight
+        outcome: Outcome | None = None
+        cached: CacheEntry | None = None
+        error: BaseException | None = None
+        try:
+            start_s = end_s = self.tracker.elapsed()  # the run's clock may be the user's
+            # Looked up here, not on the scheduler thread: sqlite releases the GIL, and the
+            # scheduler would then wait for it behind every busy worker.
+            if piece.lookup and self.cache is not None:
+                cached = self.cache.lookup(self.target, piece.batch.body)
+                cached = cached if cached and len(cached.outputs) == len(piece.batch) else None
+            if cached is None:
+                if (
+                    self._cancel.is_set()
+                    or self.settlement.stop_reason is not None
+                    or self._failure is not None
+                    or self._draining
+                ):
+                    # Queued before the stop or the error: an ending run sends nothing more.
+                    self._done.put(Unsent(piece))
+                    self._pump()
+                    return
+                with flight.lock:
+                    if piece.abandoned:
+                        return  # the run stopped before this was sent: nothing to record
+                    piece.sent = True
+                    piece.started_at, piece.start_s = started_at, start_s
+                    flight.running += 1
+                outcome = self.invoker.invoke(piece.batch)
+            end_s = self.tracker.elapsed()
+        except BaseException as exc:  # handed to the scheduler, which ends the run with it
+            error = exc
+        done = Attempt(piece, piece.slot, piece.limit, piece.epoch, started_at, start_s, end_s,
+                       time.time(), outcome, error, cached)  # fmt: skip
+        with flight.lock:
+            if piece.sent:
+                flight.running -= 1
+            abandoned = piece.abandoned
+            if not abandoned:
+                self._done.put(done)
+        if abandoned:
+            self.settlement.finish_late(done)
+        elif (
+            error is not None  # ends the run: no queued piece may go out first
+            or self._inbox.empty()
+            or self._done.qsize() >= _SETTLE_EVERY
+            or time.monotonic() - self._last_turn > _SETTLE_AFTER_S
+        ):
+            self._pump()  # else the next piece is waiting: settle this one with later ones
+
+    def _pump(self) -> None:
+        """Worker thread: take the scheduler's turn here, unless another thread has it.
+
+        Whoever holds the lock handles every completion queued so far. A worker that held it
+        re-checks the queue after letting go; run()'s thread checks before it waits, and its
+        tick settles the rest; so none is left behind.
+        """
+        while self._failure is None:
+            if not self._lock.acquire(blocking=False):
+                return  # the holder will see what this thread queued
+            try:
+                if self._draining:
+                    return  # run()'s thread takes what comes back now
+                self._step()
+                if (
+                    not self._flight.in_flight
+                    or self.settlement.delayed
+                    or self.settlement.stop_reason is not None
+                    or (self._source.running_low and not self._extra)
+                ):
+                    self._wake.set()  # run()'s thread has something to decide, time or read
+            except BaseException as exc:  # ends the run, raised by run()'s thread
+                self._failure = exc
+                self._wake.set()
+            finally:
+                self._lock.release()
+            if self._done.empty():
+                return
+
+    def _step(self) -> None:
+        """Handle every completion waiting, then submit what is ready (under the lock)."""
+        if self._failure is not None:
+            raise self._failure
+        self._last_turn = time.monotonic()
+        settlement = self.settlement
+        while True:
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                break
+            settlement.handle(item)
+        if self._extra and settlement.throttled:
+            self._extra = 0  # after the first throttle nothing more is queued beyond the limit
+        if not settlement.stopping():
+            self._submit_ready()
+        self.tracker.set_in_flight(self._flight.running)
+
+    def _timeout(self) -> float | None:
+        """How long run()'s thread may wait: until the next retry is due (if it can go)."""
+        due = self.settlement.next_due()
+        if due is None or not (self._room() or not self._flight.in_flight):
+            return None
+        return max(0.0, due - self.clock())
+
+    def _wait_for_work(self, timeout: float | None, idle: bool) -> None:
+        """run()'s thread: read ahead while workers are busy, then wait to be needed.
+
+        `timeout` and `idle` (nothing in flight) were decided in the same turn at the lock.
+        """
+        if idle:
+            if timeout is not None and self.plan.sleep is not None:
+                self.plan.sleep(timeout)
+                return
+            if timeout is None:
+                return  # nothing in flight or waiting: nobody would wake this thread
+        # Workers are busy: batch ahead now, one batch per turn at the lock, and stop as soon
+        # as a completion waits (a worker that found the lock taken left it to this thread).
+        # Not while small pieces are queued for the workers (_extra): they build the next
+        # batches in their own turns, which costs less than waking this thread to do it.
+        while (
+            self._flight.in_flight
+            and not self._extra
+            and not self._wake.is_set()
+            and self._done.empty()
+        ):
+            with self._lock:
+                if self.settlement.stopping() or not self._source.prefetch():
+                    break
+        if self._flight.in_flight:
+            # Workers leave completions to be settled in groups; while they are all busy in
+            # long invocations, this thread settles what came back, so progress stays live.
+            timeout = _SETTLE_AFTER_S if timeout is None else min(timeout, _SETTLE_AFTER_S)
+        if self._done.empty():
+            self._wake.wait(timeout)
+        self._wake.clear()
+
+    def finish(self, state: str) -> None:
+        """Publish the final counters and close the event stream."""
+        self.tracker.set(records_read=self.stream.records, in_flight=self._flight.in_flight)
+        self.tracker.finish(state)

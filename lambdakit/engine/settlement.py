@@ -1,0 +1,454 @@
+"""What becomes of each attempt that comes back: settled, retried, bisected, cached, abandoned."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lambdakit.engine.cache import CacheEntry, CacheWriter
+from lambdakit.engine.progress import CANCELLING, Tracker
+from lambdakit.engine.record import Attempt, BatchState, RunRecord
+from lambdakit.engine.retry import AdaptiveLimit
+from lambdakit.invocation import (
+    CANCELLED,
+    OK,
+    PAYLOAD_TOO_LARGE,
+    REPORTED_FAILURE,
+    THROTTLE,
+    Batch,
+    Outcome,
+)
+from lambdakit.records.batching import BatchStream, Envelope, ReadAhead, split_batch, sub_batch
+
+if TYPE_CHECKING:
+    from lambdakit.engine.cache import Cache, CacheWriter
+    from lambdakit.engine.retry import Retry
+
+__all__ = ["WAKE", "Flight", "Piece", "Settlement", "Unsent"]
+
+log = logging.getLogger("lambdakit.engine.scheduler")  # the engine's logger: one run, one source
+
+# A 413 on the request, or a response over Lambda's 6 MB: smaller batches get through.
+_TOO_LARGE = (PAYLOAD_TOO_LARGE, "Function.ResponseSizeTooLarge")
+WAKE = object()  # put on the completion queue by cancel(), to end the drain's wait at once
+
+
+@dataclass(slots=True)
+class Piece:
+    """Some items of a batch, sent together: the whole batch, a bisected half, or a retry."""
+
+    batch: Batch
+    state: BatchState
+    positions: tuple[int, ...]  # position of each item in the source batch
+    failures: int = 0  # failed attempts so far (throttles excluded)
+    throttles: int = 0
+    due: float = 0.0
+    lookup: bool = False  # a fresh batch: the worker first looks it up in the cache
+    # Set when sent; each piece is sent once (a retry is a new piece).
+    slot: int = 0
+    limit: int = 0
+    epoch: int = 0
+    started_at: float = 0.0
+    start_s: float = 0.0
+    sent: bool = False  # handed to the invoker (until then, the end of the grace drops it)
+    abandoned: bool = False  # not back when the grace ended: the run stopped waiting for it
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    """A queued piece a worker did not send because the run was stopping."""
+
+    piece: Piece
+
+
+class Flight:
+    """The pieces handed to workers and not yet settled: shared by the Engine and Settlement.
+
+    The Engine adds a piece when it submits one and counts the invocations running; the
+    Settlement takes each piece off when its completion is settled, or abandons what is left
+    when the grace period ends. `lock` orders a worker's hand-over against that abandoning.
+    """
+
+    __slots__ = ("flying", "in_flight", "lock", "running")
+
+    def __init__(self) -> None:
+        self.in_flight = 0  # submitted and not yet settled (pieces queued for workers included)
+        self.running = 0  # invocations going on now (under `lock`): what progress shows
+        self.flying: dict[int, Piece] = {}  # sent or queued and not yet handed back, by id
+        self.lock = threading.Lock()
+
+
+class Settlement:
+    """What becomes of each attempt that comes back: recorded, retried, bisected or cached.
+
+    The Engine's collaborator: it owns the batches under way, the retries waiting, the
+    adaptive in-flight limit and why the run stops. It runs under the Engine's lock, in
+    whichever thread takes the turn; once the run is draining, in run()'s thread alone.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: BatchStream,
+        record: RunRecord,
+        tracker: Tracker,
+        target: Any,
+        envelope: Envelope,
+        cache: Cache | None,
+        retry: Retry,
+        tolerated: Any,
+        run_id: str,
+        grace_s: float,
+        clock: Any,
+        concurrency: int,
+        flight: Flight,
+        cancel: threading.Event,
+        done: queue.SimpleQueue[Any],
+        source: ReadAhead,
+    ) -> None:
+        self.stream, self.record, self.tracker = stream, record, tracker
+        self.target, self.envelope, self.cache = target, envelope, cache
+        self.retry, self.tolerated, self.run_id = retry, tolerated, run_id
+        self.grace_s, self.clock = grace_s, clock
+        self.flight, self._cancel, self._done, self._source = flight, cancel, done, source
+        self.limit = AdaptiveLimit(concurrency)
+        # Its current value and epoch, as settling last set them: read on every submit, and
+        # the limit only changes here, through on_success/on_throttle.
+        self.limit_value, self.epoch = self.limit.limit, self.limit.epoch
+        self.throttled = False  # a throttle came back: the Engine stops queuing beyond the limit
+        self.stop_reason: str | None = None  # "cancelled" or "tolerance"
+        self.active: dict[int, BatchState] = {}  # batches under way, by index
+        self.delayed: list[tuple[float, int, Piece]] = []  # retries waiting, by due time
+        self._seq = itertools.count()
+        self._writer: CacheWriter | None = None
+
+    def open(self) -> None:
+        """Start the cache writer (completed batches are written in the background)."""
+        self._writer = self.cache.writer() if self.cache is not None else None
+
+    def close(self) -> None:
+        """Flush the cache writer: completed batches are on disk before the result exists."""
+        if self._writer is not None:
+            self._writer.close()
+
+    def open_batch(self, batch: Batch, positions: tuple[int, ...]) -> Piece:
+        """A fresh batch under way: its state, and the first piece to send (a cache lookup)."""
+        state = BatchState(batch)
+        if self.cache is not None:
+            state.outputs = [None] * len(batch.items)
+        self.active[batch.index] = state
+        return Piece(batch, state, positions, lookup=self.cache is not None)
+
+    def due_retry(self, now: float) -> Piece | None:
+        """The retry whose time has come, taken off the waiting list; None when none is due."""
+        if self.delayed and self.delayed[0][0] <= now:
+            return heapq.heappop(self.delayed)[2]
+        return None
+
+    def next_due(self) -> float | None:
+        """When the next waiting retry is due (the run's clock), or None."""
+        return self.delayed[0][0] if self.delayed else None
+
+    def stopping(self) -> bool:
+        """Whether the run is stopping (a cancel seen here becomes the stop reason)."""
+        if self._cancel.is_set() and self.stop_reason is None:
+            self.stop("cancelled")
+        return self.stop_reason is not None
+
+    def stop(self, reason: str) -> None:
+        """Stop the run for `reason`: nothing new is submitted, retries are left undone."""
+        self.stop_reason = reason
+        self.tracker.set_state(CANCELLING)
+
+    def drain(self) -> None:
+        """run()'s thread, at the end: wait out the grace for in-flight work, then record
+        every batch still under way (and every batch read but never sent) as cancelled."""
+        deadline = time.monotonic() + self.grace_s
+        while self.flight.in_flight:
+            try:
+                item = self._done.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            try:
+                self.handle(item)
+            except BaseException:  # the run is already ending with the first error
+                log.exception("error while finishing in-flight work")
+        if self.flight.in_flight:
+            self._abandon_in_flight()
+        self.delayed.clear()  # their batches are still active: recorded as cancelled below
+        for state in list(self.active.values()):
+            self.record.add_batch(state, status="cancelled")
+        self.active.clear()
+        # Batches read ahead but never sent: their records are counted, so they get rows.
+        for batch in self._source.take_ready():
+            self.record.add_batch(BatchState(batch), status="cancelled")
+
+    def _abandon_in_flight(self) -> None:
+        """Give each invocation still running at the end of the grace a `cancelled` attempt row.
+
+        What came back before the lock is handled as usual; the rest is abandoned, and a worker
+        finishing later stores a success in the cache only (see `_finish_late`).
+        """
+        with self.flight.lock:
+            arrived = []
+            while True:
+                try:
+                    arrived.append(self._done.get_nowait())
+                except queue.Empty:
+                    break
+            for item in arrived:
+                try:
+                    self.handle(item)
+                except BaseException:  # the run is already ending with the first error
+                    log.exception("error while finishing in-flight work")
+            abandoned = list(self.flight.flying.values())
+            for piece in abandoned:
+                piece.abandoned = True
+        self.flight.flying.clear()
+        self.flight.in_flight = 0
+        # Never taken up by a worker: not an invocation, only the batch's cancelled row.
+        abandoned = [piece for piece in abandoned if piece.sent]
+        if abandoned:
+            log.warning(
+                "%d invocations still running after the grace period (%.1f s): recorded as "
+                "cancelled (they may still run; a late success is cached)",
+                len(abandoned),
+                self.grace_s,
+            )
+        message = (
+            f"still running when the run stopped waiting ({self.grace_s:g} s grace "
+            "period); the function may have run, its result is not in this run"
+        )
+        for piece in abandoned:
+            outcome = Outcome(CANCELLED, error_type="Lambdakit.Cancelled", error_message=message)
+            state = piece.state
+            state.attempts += 1
+            end_s = self.tracker.elapsed()
+            done = Attempt(piece, piece.slot, piece.limit, piece.epoch, piece.started_at,
+                           piece.start_s, end_s, time.time(), outcome)  # fmt: skip
+            done.attempt = state.attempts
+            self.record.add_attempt(piece.batch, done, outcome)
+            state.timed(done.start_s, end_s)
+            self.tracker.add(invocations=1, retries=done.attempt > 1)
+            self.tracker.emit_attempt(
+                piece.batch.index, done.attempt, len(piece.batch), outcome, end_s - done.start_s
+            )
+        self.tracker.set(in_flight=self.flight.in_flight)
+
+    def finish_late(self, done: Attempt) -> None:
+        """Worker thread, after the run stopped waiting: keep a whole batch's success cached.
+
+        Only a whole batch has the key a rerun looks up; a bisected half or a retry of some
+        items has a body of its own, so its success cannot spare the rerun an invocation.
+        """
+        piece, outcome = done.piece, done.outcome
+        if self.cache is None or outcome is None or outcome.outcome != OK:
+            return
+        batch = piece.batch
+        if batch is not piece.state.batch:
+            return
+        outputs = outcome.outputs or [None] * len(batch)
+        metrics = self.record.metrics_of(done, outcome)
+        try:
+            self.cache.store(self.target, outcome.executed_version, batch.body, outputs,
+                             run_id=self.run_id, metrics=metrics)  # fmt: skip
+        except Exception:  # nobody is left to raise to: the run has already returned
+            log.exception("could not cache batch %d, which finished after the run", batch.index)
+            return
+        log.info("batch %d finished after the run stopped; its success is cached", batch.index)
+
+    # -- completions -----------------------------------------------------------------------
+
+    def handle(self, item: Any) -> None:
+        """Settle one completion from the queue (an Attempt, an Unsent piece, or WAKE)."""
+        if item is WAKE:
+            return
+        if type(item) is Unsent:  # its batch stays active: recorded as cancelled
+            self.flight.in_flight -= 1
+            del self.flight.flying[id(item.piece)]
+            return
+        done: Attempt = item
+        self.flight.in_flight -= 1
+        del self.flight.flying[id(done.piece)]
+        if done.error is not None:
+            raise done.error
+        piece, outcome, state = done.piece, done.outcome, done.piece.state
+        if done.cached is not None:
+            self._serve_cached(state.batch, done.cached)
+            return
+        assert outcome is not None
+        state.attempts += 1
+        done.attempt = state.attempts
+        self.record.add_attempt(piece.batch, done, outcome)
+        state.timed(done.start_s, done.end_s)
+        throttled = outcome.outcome == THROTTLE
+        if throttled:
+            self.limit_value = self.limit.on_throttle(done.epoch)
+            self.epoch = self.limit.epoch
+            self.throttled = True
+        elif outcome.outcome == OK:
+            self.limit_value = self.limit.on_success()
+        self.tracker.attempt_done(done.attempt > 1, throttled, self.limit_value)
+        failed = self._settle(piece, done, outcome)
+        if self.tracker.events is not None:
+            latency = done.end_s - done.start_s
+            self.tracker.emit_attempt(
+                piece.batch.index, done.attempt, len(piece.batch), outcome, latency
+            )
+        if failed:
+            failed_records = self.tracker.counts["failed_records"]
+            if not self.tolerated(failed_records, self.stream.records):
+                self.stop("tolerance")
+        if state.pending == 0:
+            self._finish_batch(state)
+
+    def _serve_cached(self, batch: Batch, entry: CacheEntry) -> None:
+        del self.active[batch.index]
+        self.record.outputs.put(batch.record_indices, entry.outputs)
+        self.record.add_cached_batch(batch, entry)
+        n = len(batch)
+        self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
+        self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
+
+    def _settle(self, piece: Piece, done: Attempt, outcome: Outcome) -> bool:
+        """Store what succeeded, schedule what may be retried; True if records failed for good."""
+        state = piece.state
+        n = len(piece.batch)
+        if outcome.outcome == OK and not outcome.failed_items:  # the common case
+            self._deliver(piece, range(n), outcome.outputs or [None] * n, outcome, done)
+            state.pending -= 1
+            return False
+        if outcome.outcome == OK or (outcome.outcome == REPORTED_FAILURE and outcome.failed_items):
+            bad = sorted(set(outcome.failed_items)) if outcome.outcome != OK else []
+            failed_set = set(bad)
+            good = [p for p in range(n) if p not in failed_set] if bad else range(n)
+            outputs = outcome.outputs or [None] * n
+            if good:
+                self._deliver(piece, good, outputs, outcome, done)
+            if not bad:
+                state.pending -= 1
+                return False
+            piece.failures += 1
+            delay = self._delay(piece, outcome)
+            if delay is not None:
+                self._requeue(piece, sub_batch(piece.batch, bad, self.envelope), bad, delay)
+                return False
+            return self._fail(piece, bad, outcome)
+        if outcome.error_type in _TOO_LARGE:
+            # The request (413) or the response was too big, not wrong: bisect and send both
+            # halves now, without using up the retry budget. One record cannot shrink.
+            if n == 1:
+                return self._fail(piece, [0], outcome)
+            if self.stopping():
+                state.pending -= 1  # left undone, not failed: the run is stopping
+                return False
+            left, right = split_batch(piece.batch, self.envelope)
+            state.pending += 1
+            self._requeue(piece, left, range(len(left)), 0.0)
+            self._requeue(piece, right, range(len(left), n), 0.0)
+            return False
+        if outcome.outcome == THROTTLE:
+            piece.throttles += 1
+        else:
+            piece.failures += 1
+        delay = self._delay(piece, outcome)
+        if delay is not None:
+            self._requeue(piece, piece.batch, range(n), delay)
+            return False
+        return self._fail(piece, list(range(n)), outcome)
+
+    def _delay(self, piece: Piece, outcome: Outcome) -> float | None:
+        count = piece.throttles if outcome.outcome == THROTTLE else piece.failures
+        return self.retry.next_delay(outcome.outcome, count, outcome.retry_after_s)
+
+    def _requeue(self, piece: Piece, batch: Batch, positions: Any, delay: float) -> None:
+        if self.stopping():
+            # Worth retrying, but the run is stopping: the items are left undone, not failed.
+            piece.state.pending -= 1
+            return
+        kept = tuple(piece.positions[p] for p in positions)
+        again = Piece(batch, piece.state, kept, piece.failures, piece.throttles)
+        again.due = self.clock() + delay
+        heapq.heappush(self.delayed, (again.due, next(self._seq), again))
+
+    def _deliver(
+        self,
+        piece: Piece,
+        good: Sequence[int],
+        outputs: list[Any],
+        outcome: Outcome,
+        done: Attempt,
+    ) -> None:
+        state = piece.state
+        if len(good) == len(piece.batch):  # the common case, without per-record copies
+            indices: Sequence[int] = piece.batch.record_indices
+            values = outputs
+        else:
+            indices = [piece.batch.record_indices[p] for p in good]
+            values = [outputs[p] for p in good]
+        self.record.outputs.put(indices, values)
+        state.ok += len(good)
+        if outcome.executed_version:
+            state.versions.add(outcome.executed_version)
+        if state.outputs is not None:  # kept only to fill the cache, with the metrics
+            for p, value in zip(good, values, strict=True):
+                state.outputs[piece.positions[p]] = value
+            state.metrics = self.record.metrics_of(done, outcome)
+        self.tracker.add(ok_records=len(good))
+
+    def _fail(self, piece: Piece, bad: list[int], outcome: Outcome) -> bool:
+        state = piece.state
+        for p in bad:
+            self.record.add_failure(piece.batch, p, outcome)
+        state.failed += len(bad)
+        state.pending -= 1
+        state.error_type, state.error_message = outcome.error_type, outcome.error_message
+        state.log_tail = outcome.log_tail
+        self.tracker.add(failed_records=len(bad))
+        return True
+
+    def _finish_batch(self, state: BatchState) -> None:
+        del self.active[state.batch.index]
+        incomplete = state.ok + state.failed < len(state.batch)
+        if incomplete:
+            status = "cancelled"
+        elif state.failed == 0:
+            status = "ok"
+        else:
+            status = "failed" if state.ok == 0 else "partial"
+        self.record.add_batch(state, status=status)
+        if status == "ok":
+            self._store_in_cache(state)
+        self.tracker.batch_done(status in ("failed", "partial"))
+        if not self.tracker.wants_batch_events:
+            return
+        failed = status != "ok"
+        self.tracker.emit(
+            "batch",
+            batch=state.batch.index,
+            records=len(state.batch),
+            outcome=status,
+            error_type=state.error_type if failed else None,
+            error_message=state.error_message if failed else None,
+            log_tail=state.log_tail if failed else None,
+        )
+
+    def _store_in_cache(self, state: BatchState) -> None:
+        if self._writer is None or state.outputs is None:
+            return
+        if len(state.versions) > 1:
+            # Pieces of one batch ran on different versions of a weighted alias: no single
+            # version produced these outputs, so there is nothing honest to key them by.
+            log.info("batch %d ran on versions %s; not cached", state.batch.index, state.versions)
+            return
+        version = next(iter(state.versions), None)
+        body, outputs = state.batch.body, state.outputs
+        run_id, metrics = self.run_id, state.metrics
+        self._writer.put(self.target, version, body, outputs, run_id=run_id, metrics=metrics)

@@ -1,0 +1,246 @@
+"""The form's choosers: which function and qualifier to run, and which dataset file to read."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+
+from lambdakit.notebook.dashboard import guarded
+
+__all__ = [
+    "LATEST",
+    "PREVIEW_ROWS",
+    "SUFFIXES",
+    "DatasetChooser",
+    "TargetChooser",
+    "path_problem",
+    "preview_html",
+    "problem_html",
+]
+
+LATEST = "$LATEST"
+SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
+PREVIEW_ROWS = 5
+_NOT_FOUND = " (not found)"
+_LABEL_STYLE = {"description_width": "110px"}
+_ERROR_STYLE = "color:#b00020"
+
+
+class TargetChooser:
+    """A function Dropdown (ListFunctions, every page) with Refresh, and its qualifiers."""
+
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        *,
+        report_error: Callable[..., None],
+        function: str | None = None,
+        qualifier: str | None = None,
+    ) -> None:
+        from lambdakit.aws.discovery import split_function_name
+
+        self._client = client
+        self.report_error = report_error
+        if function is not None:
+            # "name:alias" and ARNs are accepted as lambdakit.run accepts them.
+            function, embedded = split_function_name(function)
+            qualifier = qualifier or embedded
+        self._wanted_function = function
+        self._wanted_qualifier = qualifier
+        self._listed: dict[str, Any] = {}
+        self._quiet = False
+        full = widgets.Layout(width="auto")
+        self.function = widgets.Dropdown(
+            description="function", style=_LABEL_STYLE, layout=widgets.Layout(width="60%")
+        )
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.info = widgets.HTML()
+        self.qualifier = widgets.Dropdown(description="qualifier", style=_LABEL_STYLE, layout=full)
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.function, self.refresh_button, self.info]), self.qualifier]
+        )
+        self.refresh_button.on_click(self.refresh)
+        self.function.observe(self._on_function, names="value")
+
+    @guarded
+    def refresh(self, _button: Any = None) -> None:
+        """List the functions again, keeping the current choice when it still exists."""
+        from lambdakit.aws.discovery import list_functions
+
+        listed = {info.name: info for info in list_functions(self._client())}
+        preset, self._wanted_function = self._wanted_function, None
+        self._listed = listed
+        names = list(listed)
+        wanted = _listed_name(listed, preset) if preset else self.function.value
+        if wanted is not None and wanted not in listed:
+            if preset is not None:
+                # Keep a preset that is not listed visible, so validation can name it.
+                names.append(wanted)
+            else:
+                wanted = None  # the chosen function is gone: fall back to the first one
+        chosen = wanted if wanted is not None else (names[0] if names else None)
+        # Setting options makes the Dropdown jump to its first entry; that transient value
+        # must not list qualifiers (nor consume a preset one), so events are ignored meanwhile.
+        self._quiet = True
+        try:
+            self.function.options = names
+            self.function.value = chosen
+        finally:
+            self._quiet = False
+        self._on_function({"new": chosen})
+
+    @guarded
+    def _on_function(self, change: dict[str, Any]) -> None:
+        """Fill the qualifier list for the chosen function: $LATEST, aliases, versions."""
+        from lambdakit.aws.discovery import list_aliases, list_versions
+
+        if self._quiet:
+            return
+        function = change["new"]
+        preset, self._wanted_qualifier = self._wanted_qualifier, None
+        wanted = preset or self.qualifier.value or LATEST
+        info = self._listed.get(function)
+        if info is not None:
+            runtime = html.escape(str(info.runtime or "custom runtime"))
+            self.info.value = (
+                f"<small>{runtime}, {info.memory_mb} MB, timeout {info.timeout_s} s</small>"
+            )
+        else:
+            self.info.value = "" if self._listed else "<small>no functions found</small>"
+        if info is None:
+            # Nothing to list; a preset qualifier waits for a Refresh that finds the function.
+            self._wanted_qualifier = preset
+            self.qualifier.options = []
+            return
+        options: list[tuple[str, str]] = [(LATEST, LATEST)]
+        client = self._client()
+        for alias in list_aliases(client, function):
+            options.append((_alias_label(alias), alias.name))
+        for version in list_versions(client, function):
+            if version.version != LATEST:
+                options.append((f"version {version.version}", version.version))
+        if wanted not in [value for _, value in options]:
+            if preset is None:
+                wanted = LATEST  # the previous function's alias: start again from $LATEST
+            else:
+                # A preset stays visible, marked, so that validation can name it.
+                options.append((f"{wanted}{_NOT_FOUND}", wanted))
+        self.qualifier.options = options
+        self.qualifier.value = wanted
+
+    def problems(self) -> list[str]:
+        """What is wrong with the current choice, in words."""
+        function, qualifier = self.function.value, self.qualifier.value
+        if function is None:
+            return ["Choose a function (none is listed: deploy one, or check the endpoint)."]
+        if function not in self._listed:
+            return [
+                f"Function {function!r} was not found at this endpoint "
+                "(check its name and the region, or deploy it)."
+            ]
+        if qualifier is None:
+            return ["Choose a qualifier ($LATEST, an alias or a version)."]
+        if self.qualifier.label.endswith(_NOT_FOUND):
+            return [f"{function!r} has no alias or version {qualifier!r}."]
+        return []
+
+    @property
+    def inputs(self) -> list[widgets.DOMWidget]:
+        """The widgets to disable while a run goes on."""
+        return [self.function, self.refresh_button, self.qualifier]
+
+
+class DatasetChooser:
+    """A file path (.jsonl, .csv, .parquet) and a preview of its first rows."""
+
+    def __init__(self, *, report_error: Callable[..., None], path: str = "") -> None:
+        self.report_error = report_error
+        self.path = widgets.Text(
+            value=str(path),
+            description="dataset",
+            placeholder="path to a .jsonl, .csv or .parquet file",
+            continuous_update=False,
+            style=_LABEL_STYLE,
+            layout=widgets.Layout(width="auto"),
+        )
+        self.preview = widgets.HTML()
+        self.widget = widgets.VBox([self.path, self.preview])
+        self.path.observe(self._on_path, names="value")
+        if path:
+            self._on_path({"new": path})
+
+    @guarded
+    def _on_path(self, change: dict[str, Any]) -> None:
+        """Show the first rows of the chosen file, or what is wrong with the path."""
+        path = str(change["new"]).strip()
+        problem = path_problem(path)
+        if problem:
+            self.preview.value = problem_html([problem]) if path else ""
+            return
+        self.preview.value = preview_html(Path(path).expanduser())
+
+    def problems(self) -> list[str]:
+        """What is wrong with the path, in words."""
+        problem = path_problem(self.path.value.strip())
+        return [problem] if problem else []
+
+    @property
+    def source(self) -> str:
+        """The path to hand to the run (lambdakit streams the file)."""
+        return str(Path(self.path.value.strip()).expanduser())
+
+
+def preview_html(path: Path, rows: int = PREVIEW_ROWS) -> str:
+    """The first `rows` records of a .jsonl/.csv/.parquet file as an HTML table."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame = pd.read_csv(path, nrows=rows)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        first = next(pq.ParquetFile(path).iter_batches(batch_size=rows), None)
+        frame = first.to_pandas() if first is not None else pd.DataFrame()
+    else:
+        frame = pd.read_json(path, lines=True, nrows=rows)
+    caption = f"first {len(frame)} rows of {html.escape(path.name)}"
+    return f"<small>{caption}</small>" + frame.to_html(max_rows=rows, border=0, index=False)
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` cannot be a dataset, or None when it can."""
+    if not path:
+        return "Enter the path of the dataset (.jsonl, .csv or .parquet)."
+    target = Path(path).expanduser()
+    if target.suffix.lower() not in SUFFIXES:
+        return f"Unsupported file type {target.suffix or '(none)'!r}: use .jsonl, .csv or .parquet."
+    if not target.is_file():
+        return f"File not found: {path}"
+    return None
+
+
+def problem_html(problems: list[str]) -> str:
+    """Problems as a red HTML list."""
+    items = "".join(f"<li>{html.escape(p, quote=False)}</li>" for p in problems)
+    return f'<ul style="{_ERROR_STYLE};margin:0">{items}</ul>'
+
+
+def _listed_name(listed: dict[str, Any], ref: str) -> str:
+    """The listed function a name, ARN or partial ARN refers to (else `ref` itself)."""
+    for name, info in listed.items():
+        if ref in (name, info.arn) or info.arn.endswith(f":{ref}"):
+            return name
+    return ref
+
+
+def _alias_label(alias: Any) -> str:
+    """`live → 3`, or `live → 3 (90%), 4 (10%)` for a weighted alias."""
+    if len(alias.weights) <= 1:
+        return f"{alias.name} → {alias.function_version}"
+    shares = ", ".join(f"{v} ({w:.0%})" for v, w in alias.weights.items())
+    return f"{alias.name} → {shares}"

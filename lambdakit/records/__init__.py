@@ -1,0 +1,1 @@
+"""Records in, batches out: sources become validated streams, cut by count and by bytes."""

@@ -1,0 +1,329 @@
+"""Record sources -> streamed Batch objects, split by count and by serialised bytes (orjson)."""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import decimal
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from lambdakit.errors import InvalidInput
+from lambdakit.invocation import Batch
+from lambdakit.records.sources import BadLine, iter_records
+from lambdakit.records.validation import Rejection, Validator
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES",
+    "LAMBDA_PAYLOAD_LIMIT",
+    "BatchStream",
+    "Envelope",
+    "ReadAhead",
+    "dumps",
+    "iter_batches",
+    "split_batch",
+    "sub_batch",
+]
+
+log = logging.getLogger("lambdakit.records.batching")
+
+DEFAULT_MAX_BATCH_BYTES = 5_000_000
+LAMBDA_PAYLOAD_LIMIT = 6_291_456  # synchronous Invoke request limit (413 above it)
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _default(value: Any) -> Any:
+    """orjson fallback for what DataFrames and Parquet produce: NaT, Timestamps, Decimals."""
+    if type(value).__name__ == "NaTType":
+        return None
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return orjson.Fragment(str(value)) if value.is_finite() else None
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if hasattr(value, "tolist"):  # numpy/pyarrow leftovers the option flags do not cover
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise like a batch item: orjson, NaN -> null, timestamps -> ISO strings."""
+    return orjson.dumps(value, default=_default, option=_OPTIONS)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """How items become a request body: `{"Items": [...]}`, BatchInput, or a `payload=` callable."""
+
+    payload: Callable[[list[Any]], Any] | None = None
+    batch_input: Any = None
+    _tail: bytes = field(init=False, repr=False, default=b"]}")
+
+    def __post_init__(self) -> None:
+        if self.payload is not None and not callable(self.payload):
+            raise InvalidInput(f"payload must be a callable(items) -> dict, got {self.payload!r}")
+        if self.batch_input is not None:
+            if not isinstance(self.batch_input, dict):
+                raise InvalidInput("batch_input must be a dict (sent as BatchInput)")
+            try:
+                tail = b'],"BatchInput":' + dumps(self.batch_input) + b"}"
+            except TypeError as exc:
+                raise InvalidInput(f"batch_input is not JSON-serialisable: {exc}") from exc
+            object.__setattr__(self, "_tail", tail)
+
+    @property
+    def overhead(self) -> int:
+        """Bytes of the standard envelope around the comma-joined items."""
+        return len(b'{"Items":[') + len(self._tail)
+
+    def body(self, items: Sequence[Any], parts: Sequence[bytes] | None = None) -> bytes:
+        """The request body for these items (`parts` = their serialised forms, if known)."""
+        if self.payload is not None:
+            # The user's callable fails mid-run: say which argument did, keeping the cause.
+            try:
+                shaped = self.payload(list(items))
+            except Exception as exc:
+                raise InvalidInput(
+                    f"payload callable raised {type(exc).__name__}: {exc} "
+                    f"(on a batch of {len(items)} items)"
+                ) from exc
+            try:
+                return shaped if isinstance(shaped, bytes) else dumps(shaped)
+            except TypeError as exc:
+                raise InvalidInput(
+                    f"payload callable returned something not JSON-serialisable: {exc}"
+                ) from exc
+        if parts is None:
+            parts = [dumps(item) for item in items]
+        return b'{"Items":[' + b",".join(parts) + self._tail
+
+
+class BatchStream(Iterator[Batch]):
+    """Iterator of Batches that also counts records and fingerprints the dataset as it goes."""
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        batch_size: int,
+        max_batch_bytes: int,
+        envelope: Envelope,
+        validator: Validator | None,
+        on_reject: Callable[[Rejection], None] | None,
+    ) -> None:
+        self.records = 0  # records read so far, rejected ones included
+        self.rejected = 0
+        self.batches = 0  # batches emitted so far; the next one's index
+        self._sha = hashlib.sha256()
+        self._on_reject = on_reject
+        # Opened here, not lazily, so that a bad path or source type is reported at once.
+        records = iter_records(source)
+        self._iter = self._generate(records, batch_size, max_batch_bytes, envelope, validator)
+
+    def __next__(self) -> Batch:
+        return next(self._iter)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the serialised records read so far (complete once exhausted)."""
+        return self._sha.hexdigest()
+
+    def _reject(self, index: int, reason: str, record: Any) -> None:
+        self.rejected += 1
+        if self._on_reject is None:
+            raise InvalidInput(f"record {index} was rejected: {reason}")
+        self._on_reject(Rejection(index=index, reason=reason, input=record))
+
+    def _generate(
+        self,
+        records: Iterator[Any],
+        batch_size: int,
+        max_batch_bytes: int,
+        envelope: Envelope,
+        validator: Validator | None,
+    ) -> Iterator[Batch]:
+        # The hot loop of a run: locals, and no per-record attribute writes, on purpose.
+        serialise, default, options = orjson.dumps, _default, _OPTIONS
+        # The fingerprint: every record's serialised bytes and a newline, in input order.
+        # Hashed record by record: hashlib releases the GIL for inputs over 2 KB, and getting
+        # it back from busy worker threads costs more than the hashing itself.
+        digest = self._sha.update
+        check = validator.check if validator is not None else None
+        overhead = envelope.overhead
+        indices: list[int] = []
+        items: list[Any] = []
+        parts: list[bytes] = []
+        size = overhead - 1  # minus the comma the first item will not need
+        index = -1
+        for index, record in enumerate(records):
+            if type(record) is BadLine:
+                digest(record.text.encode() + b"\n")
+                self._reject(index, record.reason, record.text)
+                continue
+            try:
+                part = serialise(record, default=default, option=options)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                digest(f"\0{type(record).__name__}\n".encode())
+                self._reject(index, f"not JSON-serialisable: {exc}", record)
+                continue
+            digest(part)
+            digest(b"\n")
+            n = len(part)
+            reason = check(record) if check is not None else None
+            if reason is None and overhead + n > max_batch_bytes:
+                reason = (
+                    f"record is {n:,} bytes serialised ({overhead + n:,} with the request "
+                    f"envelope), over max_batch_bytes={max_batch_bytes:,}"
+                )
+            if reason is not None:
+                self._reject(index, reason, record)
+                continue
+            # A first item always fits: the single-record check above guarantees it.
+            if len(items) >= batch_size or size + 1 + n > max_batch_bytes:
+                # Not index + 1: this record opens the next batch, and a run stopped now
+                # must not count a record that is in no batch (it would vanish unaccounted).
+                self.records = index
+                yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
+                indices, items, parts, size = [], [], [], overhead - 1
+            indices.append(index)
+            items.append(record)
+            parts.append(part)
+            size += 1 + n
+        self.records = index + 1
+        if items:
+            yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
+
+    def _emit(
+        self,
+        indices: list[int],
+        items: list[Any],
+        parts: list[bytes],
+        envelope: Envelope,
+        max_batch_bytes: int,
+    ) -> Iterator[Batch]:
+        body = envelope.body(items, parts)
+        if len(body) <= max_batch_bytes:
+            # Numbered as emitted: the halves of an over-large body are batches of their own.
+            yield Batch(self.batches, tuple(indices), items, body)
+            self.batches += 1
+            return
+        # Only a payload= callable can make the body bigger than the sum of its parts.
+        if len(items) == 1:
+            reason = (
+                f"the payload= callable made a {len(body):,}-byte request for this record, "
+                f"over max_batch_bytes={max_batch_bytes:,}"
+            )
+            self.rejected += 1
+            if self._on_reject is None:
+                raise InvalidInput(f"record {indices[0]} was rejected: {reason}")
+            self._on_reject(Rejection(index=indices[0], reason=reason, input=items[0]))
+            return
+        mid = len(items) // 2
+        yield from self._emit(indices[:mid], items[:mid], parts[:mid], envelope, max_batch_bytes)
+        yield from self._emit(indices[mid:], items[mid:], parts[mid:], envelope, max_batch_bytes)
+
+
+class ReadAhead:
+    """The stream of batches, read a little ahead so that a freed slot never waits on batching."""
+
+    def __init__(self, stream: BatchStream, ahead: int) -> None:
+        self._iter: Iterator[Batch] = iter(stream)
+        self._ready: collections.deque[Batch] = collections.deque()
+        self._ahead = ahead
+        self.exhausted = False  # nothing left to read (some may still be ready)
+
+    @property
+    def empty(self) -> bool:
+        """No batch left, read or unread."""
+        return self.exhausted and not self._ready
+
+    @property
+    def running_low(self) -> bool:
+        """Half or less of the batches to read ahead are ready, and more are left to read."""
+        return not self.exhausted and len(self._ready) <= self._ahead // 2
+
+    def take(self) -> Batch | None:
+        """The next batch, or None at the end."""
+        if self._ready:
+            return self._ready.popleft()
+        return None if self.exhausted else self._read()
+
+    def take_ready(self) -> list[Batch]:
+        """Every batch read ahead but not yet taken (a stopping run records them as not run)."""
+        ready = list(self._ready)
+        self._ready.clear()
+        return ready
+
+    def prefetch(self) -> bool:
+        """Read one batch ahead if there is room; False when there is nothing to do."""
+        if self.exhausted or len(self._ready) >= self._ahead:
+            return False
+        batch = self._read()
+        if batch is not None:
+            self._ready.append(batch)
+        return batch is not None
+
+    def _read(self) -> Batch | None:
+        batch = next(self._iter, None)
+        self.exhausted = batch is None
+        return batch
+
+
+def iter_batches(
+    source: Any,
+    *,
+    batch_size: int = 100,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    payload: Callable[[list[Any]], Any] | None = None,
+    batch_input: dict[str, Any] | None = None,
+    validator: Validator | None = None,
+    on_reject: Callable[[Rejection], None] | None = None,
+) -> BatchStream:
+    """Stream `source` as Batches; rejected records go to `on_reject` (or raise without one).
+
+    >>> [b.body for b in iter_batches([1, 2, 3], batch_size=2)]
+    [b'{"Items":[1,2]}', b'{"Items":[3]}']
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInput(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not isinstance(max_batch_bytes, int) or not 64 <= max_batch_bytes <= LAMBDA_PAYLOAD_LIMIT:
+        raise InvalidInput(
+            f"max_batch_bytes must be a whole number of bytes from 64 to {LAMBDA_PAYLOAD_LIMIT:,} "
+            f"(Lambda's synchronous request limit), got {max_batch_bytes!r}"
+        )
+    return BatchStream(
+        source,
+        batch_size=batch_size,
+        max_batch_bytes=max_batch_bytes,
+        envelope=Envelope(payload=payload, batch_input=batch_input),
+        validator=validator,
+        on_reject=on_reject,
+    )
+
+
+def split_batch(batch: Batch, envelope: Envelope | None = None) -> tuple[Batch, Batch]:
+    """Bisect a batch (after a 413): two halves that keep the batch index."""
+    if len(batch.items) < 2:
+        raise InvalidInput(f"batch {batch.index} has a single record and cannot be split")
+    mid = len(batch.items) // 2
+    return sub_batch(batch, range(mid), envelope), sub_batch(
+        batch, range(mid, len(batch.items)), envelope
+    )
+
+
+def sub_batch(batch: Batch, positions: Iterable[int], envelope: Envelope | None = None) -> Batch:
+    """The batch restricted to `positions` (0-based within it): to retry only failed items."""
+    chosen = sorted(set(positions))
+    if not chosen or chosen[0] < 0 or chosen[-1] >= len(batch.items):
+        raise InvalidInput(f"positions {chosen} are not within batch {batch.index}")
+    items = [batch.items[p] for p in chosen]
+    body = (envelope or Envelope()).body(items)
+    return Batch(batch.index, tuple(batch.record_indices[p] for p in chosen), items, body)

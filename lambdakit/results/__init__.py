@@ -1,0 +1,1 @@
+"""What a finished run is and shows: RunResult, outputs, storage, report, plots, cost."""

@@ -1,0 +1,158 @@
+"""A run's report: manifest.json, the report folder and the HTML summary card."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lambdakit.errors import InvalidInput
+from lambdakit.results.redact import scrub
+from lambdakit.results.storage import encode_meta
+
+if TYPE_CHECKING:
+    from lambdakit.results.result import RunResult
+
+__all__ = ["manifest", "save_report", "summary_card"]
+
+
+def manifest(result: RunResult) -> dict[str, Any]:
+    """What ran, on what, when: the contents of a report's manifest.json (no credentials)."""
+    from lambdakit import __version__
+
+    meta = result.meta
+    document = {
+        "function": meta.get("function"),
+        "function_arn": meta.get("function_arn"),
+        "qualifier": meta.get("qualifier"),
+        "executed_versions": list(meta.get("executed_versions") or []),
+        "code_sha256": meta.get("code_sha256"),
+        "params": meta.get("params") or {},
+        "dataset_fingerprint": meta.get("dataset_fingerprint"),
+        "lambdakit_version": meta.get("lambdakit_version") or __version__,
+        "started_at": meta.get("started_at"),
+        "ended_at": meta.get("ended_at"),
+        "elapsed_s": result.elapsed_s(),
+        "cancelled": bool(meta.get("cancelled", False)),
+        "summary": result.summary(),
+    }
+    return _plain_json(scrub(document))
+
+
+def _plain_json(value: Any) -> Any:
+    """JSON-ready: timestamps as ISO text, NaN as null, settings objects as their repr."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    encoded = encode_meta(value)
+    if isinstance(encoded, dict) and len(encoded) == 1:  # a tagged scalar
+        return next(iter(encoded.values()))
+    return encoded
+
+
+def save_report(
+    result: RunResult, directory: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the report folder: one PNG per plot, batches/attempts/errors as Parquet and
+    CSV, and manifest.json (with `extra` merged in, scrubbed). Returns the folder."""
+    from lambdakit.results.plots import PLOTS, to_png
+
+    if extra is not None and not isinstance(extra, dict):
+        raise InvalidInput(f"extra must be a dict merged into manifest.json, got {extra!r}")
+
+    folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput(f"report folder {folder} is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, make in PLOTS.items():
+        (folder / f"{name}.png").write_bytes(to_png(make(result)))
+    tables = {"batches": result.batches, "attempts": result.attempts, "errors": result.errors()}
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+        # Parquet needs one type per column; error logs and failed_items are kept as text.
+        text = {c: table[c].map(_cell_text) for c in table.columns if table[c].dtype == object}
+        table.assign(**text).to_parquet(folder / f"{name}.parquet", engine="pyarrow")
+    document = manifest(result)
+    if extra:
+        document.update(_plain_json(scrub(extra)))
+    (folder / "manifest.json").write_text(json.dumps(document, indent=2) + "\n")
+    return folder
+
+
+def _cell_text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else str(value)
+
+
+def _fmt(value: float, unit: str = "", digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:,.{digits}g}{unit}"
+
+
+def summary_card(result: RunResult) -> str:
+    """A compact HTML card: counts, throughput, latency, errors, cache hits, cost."""
+    s = result.summary()
+    e = html.escape
+    name = str(result.meta.get("function") or "?")
+    if result.meta.get("qualifier"):
+        name += f":{result.meta['qualifier']}"
+    outcomes = result.attempts["outcome"].value_counts()
+    breakdown = ", ".join(f"{e(str(k))} {int(v)}" for k, v in outcomes.items() if k != "ok")
+    try:
+        cost = result.cost()
+        cost_text = f"${cost['usd']:.6f} ({cost['gb_seconds']:.3f} GB-s, {cost['requests']} req)"
+    except InvalidInput:  # an unpriced region: the card still renders
+        cost_text = f"n/a (no built-in prices for region {e(str(result.region))})"
+    batches = max(s["batches"], 1)
+    ok = int(result.batches["ok_records"].fillna(0).sum())
+    not_run = s["records"] - ok - s["failed_records"] - s["rejected_records"]
+    rows = [
+        (
+            "records",
+            f"{s['records']:,} · failed {s['failed_records']:,} · "
+            f"rejected {s['rejected_records']:,}"
+            + (f" · not run {not_run:,}" if not_run > 0 else ""),
+        ),
+        ("batches", f"{s['batches']:,} · ok {s['ok_batches']:,} · failed {s['failed_batches']:,}"),
+        (
+            "invocations",
+            f"{s['invocations']:,} · retries {s['retries']:,} · throttles {s['throttles']:,}",
+        ),
+        (
+            "throughput",
+            f"{_fmt(s['records_per_s'])} records/s · "
+            f"{_fmt(s['invocations_per_s'])} invocations/s in {_fmt(s['elapsed_s'], ' s')}",
+        ),
+        (
+            "latency",
+            f"p50 {_fmt(s['latency_p50_s'], ' s')} · p95 {_fmt(s['latency_p95_s'], ' s')}"
+            f" · p99 {_fmt(s['latency_p99_s'], ' s')}",
+        ),
+        (
+            "errors",
+            f"{s['error_rate']:.1%} of invocations" + (f": {breakdown}" if breakdown else ""),
+        ),
+        (
+            "cache hits",
+            f"{s['cached_batches']:,} of {s['batches']:,} batches "
+            f"({s['cached_batches'] / batches:.0%})",
+        ),
+        ("estimated cost", cost_text),
+    ]
+    if result.meta.get("cancelled"):
+        # A partial result must not read like a complete one (the form shows it after Cancel).
+        reason = e(str(result.meta.get("stop_reason") or "cancelled"))
+        rows.append(("stopped", f"stopped ({reason}) before every batch ran"))
+    body = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{v}</td></tr>"
+        for k, v in rows
+    )
+    style = "border:1px solid #ccc;border-radius:6px;padding:8px;display:inline-block"
+    title = f"<b>lambdakit run · {e(name)}</b>"
+    return f"<div class='lambdakit-run' style='{style}'>{title}<table>{body}</table></div>"

@@ -1,0 +1,166 @@
+"""Save a RunResult to a folder (Parquet tables, outputs, meta.json) and load it back exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from lambdakit.errors import InvalidInput
+from lambdakit.results.outputs import OutputStore
+
+if TYPE_CHECKING:
+    from lambdakit.results.result import RunResult
+
+__all__ = ["decode_meta", "encode_meta", "load_result", "save_result"]
+
+log = logging.getLogger("lambdakit.results.storage")
+
+FORMAT = 1
+TABLES = ("attempts", "batches", "failures", "rejections")
+META_FILE = "meta.json"
+OUTPUTS_DIR = "outputs"
+
+
+def encode_meta(value: Any) -> Any:
+    """Turn meta into JSON, tagging what JSON cannot say (timestamps, tuples, NaN)."""
+    if isinstance(value, dict):
+        return {str(k): encode_meta(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return {"$tuple": [encode_meta(v) for v in value]}
+    if isinstance(value, (list, set, frozenset)):
+        return [encode_meta(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return {"$timestamp": value.isoformat()}
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, np.generic):
+        return encode_meta(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value)}
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    # Settings objects (a Retry, a Cache) are kept readable rather than failing the save.
+    log.debug("meta value %r saved as its repr", value)
+    return repr(value)
+
+
+def decode_meta(value: Any) -> Any:
+    """Inverse of encode_meta."""
+    if isinstance(value, list):
+        return [decode_meta(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((tag, inner),) = value.items()
+        if tag == "$tuple":
+            return tuple(decode_meta(v) for v in inner)
+        if tag == "$timestamp":
+            return pd.Timestamp(inner)
+        if tag == "$datetime":
+            return dt.datetime.fromisoformat(inner)
+        if tag == "$float":
+            return float(inner)
+    return {k: decode_meta(v) for k, v in value.items()}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value)
+
+
+def _encode_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """JSON-encode object columns holding more than strings, so Parquet stores them as-is."""
+    encoded: dict[str, str] = {}
+    out = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        values = [v for v in frame[column] if v is not None]
+        if all(isinstance(v, str) for v in values):
+            continue
+        kind = "json-tuple" if values and all(isinstance(v, tuple) for v in values) else "json"
+        out[column] = [
+            None
+            if v is None
+            else orjson.dumps(v, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            for v in frame[column]
+        ]
+        encoded[str(column)] = kind
+    return out, encoded
+
+
+def _decode_table(frame: pd.DataFrame, encoded: dict[str, str]) -> pd.DataFrame:
+    for column, kind in encoded.items():
+        values = [None if v is None else orjson.loads(v) for v in frame[column]]
+        if kind == "json-tuple":
+            values = [None if v is None else tuple(v) for v in values]
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
+    return frame
+
+
+def save_result(result: RunResult, path: str | os.PathLike[str]) -> Path:
+    """Write `result` to the folder `path` (replacing a previous save there)."""
+    from lambdakit.results.redact import scrub
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput(f"{folder} is a file; save a RunResult to a folder")
+    if folder.exists() and not (folder / META_FILE).exists() and any(folder.iterdir()):
+        raise InvalidInput(f"{folder} exists and is not a saved RunResult; choose an empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    encoded: dict[str, dict[str, str]] = {}
+    for name in TABLES:
+        table, encoded[name] = _encode_table(getattr(result, name))
+        table.to_parquet(folder / f"{name}.parquet", engine="pyarrow")
+    outputs = folder / OUTPUTS_DIR
+    if outputs.exists() and outputs.resolve() != result.store.directory.resolve():
+        shutil.rmtree(outputs)
+    result.store.save(outputs)
+    document = {
+        "format": FORMAT,
+        "records": result.records,
+        "encoded_columns": encoded,
+        # Credentials never reach disk, even in the run's own folder.
+        "meta": encode_meta(scrub(result.meta)),
+    }
+    (folder / META_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
+    return folder
+
+
+def load_result(path: str | os.PathLike[str]) -> RunResult:
+    """Read a RunResult written by save_result."""
+    from lambdakit.results.result import RunResult
+
+    folder = Path(path)
+    meta_path = folder / META_FILE
+    if not meta_path.exists():
+        raise InvalidInput(f"{folder} is not a saved RunResult (no {META_FILE})")
+    document = json.loads(meta_path.read_text())
+    if document.get("format") != FORMAT:
+        raise InvalidInput(f"{meta_path} has format {document.get('format')!r}, expected {FORMAT}")
+    tables = {
+        name: _decode_table(
+            pd.read_parquet(folder / f"{name}.parquet", engine="pyarrow"),
+            document["encoded_columns"].get(name, {}),
+        )
+        for name in TABLES
+    }
+    return RunResult(
+        **tables,
+        outputs=OutputStore.open(folder / OUTPUTS_DIR),
+        records=int(document["records"]),
+        meta=decode_meta(document["meta"]),
+    )

@@ -1,0 +1,175 @@
+"""`lambdakit run FUNCTION INPUT`: a headless batch against lambdakit local, with its report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import lambdakit
+from lambdakit.cli.commands import format_summary
+from lambdakit.cli.main import main
+
+FUNCTIONS = Path(__file__).resolve().parents[2] / "notebooks" / "functions"
+
+
+@pytest.fixture
+def processor(lambda_client) -> str:
+    """batch_processor deployed under a fresh name."""
+    name = f"cli-run-{uuid.uuid4().hex[:8]}"
+    lambdakit.deploy(lambda_client, name, FUNCTIONS / "batch_processor")
+    yield name
+    lambda_client.delete_function(FunctionName=name)
+
+
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _records(n: int, bad: tuple[int, ...] = ()) -> list[dict]:
+    return [{"id": f"r{i}", "value": "oops" if i in bad else i * 2} for i in range(n)]
+
+
+def _run(local_lambda, *args: str) -> int:
+    return main(["run", *args, "--endpoint-url", local_lambda.endpoint_url, "--no-progress"])
+
+
+def test_run_prints_a_summary_and_writes_the_report(local_lambda, processor, tmp_path, capsys):
+    data = _jsonl(tmp_path / "in.jsonl", _records(45))
+    report = tmp_path / "report"
+    code = _run(
+        local_lambda, processor, str(data), "--batch-size", "10", "--concurrency", "3",
+        "--cache-dir", str(tmp_path / "cache"), "--report", str(report),
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"RunResult {processor}" in out
+    assert "records: 45 (ok 45, failed 0, rejected 0)" in out
+    table = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("batches "))
+    assert table["batches"].strip() == "5"
+    assert f"report: {report}" in out
+
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["function"] == processor
+    assert manifest["params"]["batch_size"] == 10
+    assert manifest["params"]["concurrency"] == 3
+    assert manifest["summary"]["records"] == 45
+    assert len(list(report.glob("*.png"))) >= 3
+    assert len(pd.read_csv(report / "batches.csv")) == 5
+    outputs = [json.loads(line) for line in (report / "outputs.jsonl").read_text().splitlines()]
+    assert [o["record"] for o in outputs] == list(range(45))
+    assert [o["output"]["score"] for o in outputs] == [i * 2 for i in range(45)]
+
+
+def test_failed_records_exit_1_and_stay_in_the_report(local_lambda, processor, tmp_path, capsys):
+    data = _jsonl(tmp_path / "in.jsonl", _records(30, bad=(3, 17)))
+    report = tmp_path / "report"
+    code = _run(
+        local_lambda, processor, str(data), "--batch-size", "8", "--max-attempts", "1",
+        "--no-cache", "--report", str(report),
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "records: 30 (ok 28, failed 2, rejected 0)" in captured.out
+    assert "2 records failed" in captured.err and "errors.csv" in captured.err
+    errors = pd.read_csv(report / "errors.csv")
+    assert sorted(errors["record"]) == [3, 17]
+    outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
+    assert outputs[3] is None and outputs[17] is None
+    assert sum(o is not None for o in outputs) == 28
+
+
+def test_cache_dir_serves_a_rerun_and_no_cache_does_not(local_lambda, processor, tmp_path, capsys):
+    data = _jsonl(tmp_path / "in.jsonl", _records(20))
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    for folder in ("first", "second"):
+        args = [processor, str(data), "--batch-size", "5", *cache, "--report"]
+        assert _run(local_lambda, *args, str(tmp_path / folder)) == 0
+    assert _run(local_lambda, processor, str(data), "--batch-size", "5", "--no-cache",
+                "--report", str(tmp_path / "uncached")) == 0  # fmt: skip
+    capsys.readouterr()
+
+    def summary(folder: str) -> dict:
+        return json.loads((tmp_path / folder / "manifest.json").read_text())["summary"]
+
+    assert summary("first")["cached_batches"] == 0
+    assert summary("second")["cached_batches"] == 4 and summary("second")["invocations"] == 0
+    assert summary("uncached")["cached_batches"] == 0 and summary("uncached")["invocations"] == 4
+
+
+def test_missing_input_is_a_clear_error(local_lambda, tmp_path, capsys):
+    code = _run(local_lambda, "anything", str(tmp_path / "nope.jsonl"))
+    assert code == 2
+    assert "nope.jsonl" in capsys.readouterr().err
+
+
+def test_unknown_function_is_a_clear_error(local_lambda, tmp_path, capsys):
+    data = _jsonl(tmp_path / "in.jsonl", _records(3))
+    code = _run(local_lambda, "no-such-function-here", str(data), "--report", str(tmp_path / "r"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no-such-function-here" in err and "not found" in err.lower()
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--batch-size", "0"), ("--concurrency", "x"), ("--timeout", "-1")]
+)
+def test_bad_numbers_are_refused_by_the_parser(option, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "fn", str(tmp_path / "in.jsonl"), option, value])
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_format_summary_aligns_and_spells_out_nan():
+    text = format_summary({"records": 1200, "latency_p50_s": float("nan"), "error_rate": 0.125})
+    lines = text.splitlines()
+    assert lines[0].split() == ["records", "1,200"]
+    assert lines[1].split() == ["latency_p50_s", "n/a"]
+    assert lines[2].split() == ["error_rate", "0.125"]
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_an_interrupt_writes_the_partial_report_and_exits_130(local_lambda, tmp_path):
+    name = f"cli-run-slow-{uuid.uuid4().hex[:8]}"
+    client = local_lambda.client()
+    lambdakit.deploy(client, name, FUNCTIONS / "slow_flaky", environment={"SLEEP_MS": 300})
+    data = _jsonl(tmp_path / "in.jsonl", _records(40))
+    report = tmp_path / "report"
+    command = [
+        sys.executable, "-m", "lambdakit", "run", name, str(data), "--batch-size", "1",
+        "--concurrency", "2", "--no-cache", "--no-progress", "--report", str(report),
+        "--endpoint-url", local_lambda.endpoint_url,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        # Interrupt once a few invocations have ended (their REPORT lines are logged).
+        while sum(line.startswith("REPORT") for line in local_lambda.logs(name)) < 3:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        client.delete_function(FunctionName=name)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["cancelled"] is True
+    done = manifest["summary"]["invocations"]
+    assert 3 <= done < 40
+    assert "cancelled before every batch ran" in out
+    outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
+    assert sum(o is not None for o in outputs) >= 3

@@ -1,0 +1,95 @@
+"""`lambdakit lab`: a local service and JupyterLab pointed at it, both stopped together.
+
+(`lambdakit demo` is exercised in tests/test_notebooks_papermill.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from lambdakit.cli.demo import ENDPOINT_ENV, notebooks_dir
+
+_DEADLINE_S = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str) -> object | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def _poll(what: str, check, process: subprocess.Popen) -> object:
+    deadline = time.monotonic() + _DEADLINE_S
+    while True:
+        value = check()
+        if value:
+            return value
+        assert process.poll() is None, f"lambdakit lab exited ({process.returncode}) {what}"
+        assert time.monotonic() < deadline, f"no {what} after {_DEADLINE_S} s"
+        time.sleep(0.2)
+
+
+def test_notebooks_dir_is_the_repository_folder():
+    folder = notebooks_dir()
+    assert folder == Path(__file__).resolve().parents[2] / "notebooks"
+    assert (folder / "02_batch_run.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_lab_points_jupyterlab_at_a_local_service_and_stops_both(tmp_path):
+    port, token = _free_port(), "lab-test-token"
+    command = [
+        sys.executable, "-m", "lambdakit", "lab", "--port", "0", "--state-dir",
+        str(tmp_path / "state"), "--", "--no-browser", "--allow-root", f"--port={port}",
+        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+        f"--ServerApp.runtime_dir={tmp_path / 'runtime'}",
+    ]  # fmt: skip
+    lab = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _poll("Jupyter server", lambda: _get_json(f"{base}/api/status?token={token}"), lab)
+        listing = _get_json(f"{base}/api/contents?token={token}")
+        assert isinstance(listing, dict)
+        assert "01_quickstart.ipynb" in {item["name"] for item in listing["content"]}
+
+        def jupyter() -> psutil.Process | None:
+            # `python -m jupyter lab` execs the jupyter-lab script in the same process.
+            for child in psutil.Process(lab.pid).children(recursive=True):
+                try:
+                    names = [Path(arg).name for arg in child.cmdline()[:2]]
+                except psutil.Error:  # a short-lived helper that just exited (or a zombie)
+                    continue
+                if "jupyter-lab" in names:
+                    return child
+            return None
+
+        server = _poll("jupyter child process", jupyter, lab)
+        endpoint = server.environ()[ENDPOINT_ENV]
+        functions = _get_json(f"{endpoint}/2015-03-31/functions")
+        assert isinstance(functions, dict) and "Functions" in functions
+        family = [psutil.Process(lab.pid), *psutil.Process(lab.pid).children(recursive=True)]
+    finally:
+        lab.send_signal(signal.SIGTERM)
+        lab.wait(timeout=60)
+    _gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+    assert _get_json(f"{endpoint}/2015-03-31/functions") is None
