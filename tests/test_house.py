@@ -72,7 +72,13 @@ def read_imports(package: Path) -> list[Import]:
         tree = ast.parse(path.read_text(), filename=str(path))
         is_package = path.name == "__init__.py"
 
-        def visit(node: ast.AST, top: bool, type_only: bool, module: str = module) -> None:
+        def visit(
+            node: ast.AST,
+            top: bool,
+            type_only: bool,
+            module: str = module,
+            is_package: bool = is_package,
+        ) -> None:
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                     visit(child, False, type_only)

@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lambdakit.local.faults import FaultInjector, FaultSettings
-from tests.test_local_api import ECHO, raw
+from tests.local.test_local_api import ECHO, raw
 
 
 def outcomes(injector: FaultInjector, name: str, n: int) -> list[str]:

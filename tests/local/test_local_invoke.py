@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.test_local_api import ARN_PREFIX, ECHO, error_of, raw
+from tests.local.test_local_api import ARN_PREFIX, ECHO, error_of, raw
 
 SLEEPER = (
     "import time\ndef handler(event, context):\n    time.sleep(event['s'])\n    return 'slept'\n"
