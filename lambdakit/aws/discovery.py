@@ -182,10 +182,14 @@ def config_hash(cfg: dict[str, Any]) -> str:
 
 
 def _cache_token(cfg: dict[str, Any]) -> str:
+    """`<version>@<CodeSha256>:<config hash>`, for $LATEST and published versions alike.
+
+    A version number alone is not an identity: numbers restart at 1 when a function is
+    deleted and created again (on AWS as in `lambdakit local`), so the token names the code
+    and the behaviour-affecting configuration that the version runs.
+    """
     version = cfg.get("Version", "$LATEST")
-    if version != "$LATEST":
-        return str(version)  # published versions are immutable: the number is enough
-    return f"$LATEST@{cfg.get('CodeSha256', '')}:{config_hash(cfg)}"
+    return f"{version}@{cfg.get('CodeSha256', '')}:{config_hash(cfg)}"
 
 
 def _get_configuration(client: Any, ref: str, qualifier: str | None) -> dict[str, Any]:
@@ -208,8 +212,9 @@ def _not_found(client: Any, ref: str, what: str, exc: FunctionNotFound) -> Funct
 def resolve_target(client: Any, function: str, qualifier: str | None = None) -> Target:
     """Resolve a function (name, name:qualifier or ARN) and qualifier into a `Target`.
 
-    An alias becomes the version(s) it routes to with their weights; `$LATEST` gets a cache
-    token made of its CodeSha256 and a hash of its behaviour-affecting configuration.
+    An alias becomes the version(s) it routes to with their weights; each version gets a
+    cache token made of its number, its CodeSha256 and a hash of its behaviour-affecting
+    configuration (a recreated function's v1 is not the old v1).
     Raises FunctionNotFound, naming what is missing.
     """
     ref, embedded = split_function_name(function)

@@ -1,4 +1,4 @@
-"""Disk cache of successful batches, keyed by function ARN, executed version and payload bytes."""
+"""Disk cache of successful batches, keyed by function ARN, the executed code and payload bytes."""
 
 from __future__ import annotations
 
@@ -136,9 +136,13 @@ class Cache:
     def lookup(self, target: Any, body: bytes) -> CacheEntry | None:
         """A hit for any version the target currently routes to (weighted aliases have two)."""
         for version in target.versions:
-            token = target.cache_tokens.get(version, version)
+            token = target.cache_tokens.get(version)
+            if token is None:
+                continue
             entry = self.get(cache_key(target.function_arn, token, body))
-            if entry is not None:
+            # The entry must say it was written under this very token: an entry from an
+            # older token scheme (a bare version number) is ignored, never misread.
+            if entry is not None and entry.cache_token == token:
                 with self._lock:
                     self.hits += 1
                 return entry
@@ -193,10 +197,9 @@ class Cache:
         if executed_version is None:
             # Without an ExecutedVersion only an unweighted target says what ran.
             return next(iter(target.cache_tokens.values())) if len(target.versions) == 1 else None
-        if executed_version in target.cache_tokens:
-            return target.cache_tokens[executed_version]
-        # A published version that the alias moved to mid-run: its number is its identity.
-        return executed_version if executed_version.isdigit() else None
+        # A version the alias moved to mid-run has no known code (its number alone is no
+        # identity: numbers restart when a function is recreated), so it is not cached.
+        return target.cache_tokens.get(executed_version)
 
     def _matching(self, function: str | None, run_id: str | None) -> list[CacheEntry]:
         store = self._open()

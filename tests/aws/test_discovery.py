@@ -137,7 +137,12 @@ def test_resolve_version_alias_and_weights(lambda_client, make_function, zip_cod
     target = resolve_target(lambda_client, name, "live")
     assert target.qualifier == "live"
     assert target.versions == {v1: 0.75, v2: 0.25}
-    assert target.cache_tokens == {v1: v1, v2: v2}
+    # A published version's token names its code and configuration, not just its number.
+    configs = {v: lambda_client.get_function_configuration(FunctionName=name, Qualifier=v)
+               for v in (v1, v2)}  # fmt: skip
+    for v in (v1, v2):
+        assert target.cache_tokens[v].startswith(f"{v}@{configs[v]['CodeSha256']}:")
+    assert target.cache_tokens[v1] != target.cache_tokens[v2]
     assert target.invoke_name == f"{target.function_arn}:live"
     # Each routed version's code, for the run's manifest (it had none for an alias).
     shas = {v: lambda_client.get_function(FunctionName=name, Qualifier=v) for v in (v1, v2)}
@@ -154,7 +159,7 @@ def test_resolve_version_alias_and_weights(lambda_client, make_function, zip_cod
         assert resolve_target(lambda_client, spelling) == target
 
     pinned = resolve_target(lambda_client, name, v2)
-    assert (pinned.versions, pinned.cache_tokens) == ({v2: 1.0}, {v2: v2})
+    assert (pinned.versions, pinned.cache_tokens) == ({v2: 1.0}, {v2: target.cache_tokens[v2]})
 
 
 def test_missing_function_alias_or_version_is_named(lambda_client, make_function):

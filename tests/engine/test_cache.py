@@ -67,16 +67,35 @@ def test_latest_code_or_config_change_misses(tmp_path):
 
 def test_weighted_alias_hits_only_routed_versions_and_records_executed(tmp_path):
     cache = Cache(tmp_path)
-    alias = Routed(ARN, versions={"3": 0.9, "4": 0.1}, cache_tokens={"3": "3", "4": "4"})
+    tokens = {"3": "3@abc:cfg1", "4": "4@def:cfg1"}
+    alias = Routed(ARN, versions={"3": 0.9, "4": 0.1}, cache_tokens=tokens)
     entry = cache.store(alias, "4", b"body", ["out"], run_id="r1")
-    assert entry.executed_version == "4" and entry.cache_token == "4"
+    assert entry.executed_version == "4" and entry.cache_token == "4@def:cfg1"
     assert cache.lookup(alias, b"body").executed_version == "4"
     # Alias moved to 5 only: version 4's result is no longer what the alias would run.
-    moved = Routed(ARN, versions={"5": 1.0}, cache_tokens={"5": "5"})
+    moved = Routed(ARN, versions={"5": 1.0}, cache_tokens={"5": "5@ghi:cfg1"})
     assert cache.lookup(moved, b"body") is None
+    # A version the alias moved to mid-run: its code is unknown, so nothing is stored.
+    assert cache.store(alias, "5", b"body", [1], run_id="r1") is None
     # Unknown executed version with two routed versions: nothing is stored.
     assert cache.store(alias, None, b"other", [1], run_id="r1") is None
     assert cache.lookup(alias, b"other") is None
+
+
+def test_a_recreated_version_and_old_scheme_entries_miss(tmp_path):
+    cache = Cache(tmp_path)
+    old_v1 = Routed(ARN, versions={"1": 1.0}, cache_tokens={"1": "1@code-a:cfg1"})
+    cache.store(old_v1, "1", b"body", ["A"], run_id="r1")
+    new_v1 = Routed(ARN, versions={"1": 1.0}, cache_tokens={"1": "1@code-b:cfg1"})
+    assert cache.lookup(new_v1, b"body") is None
+    # An entry written under the old scheme (the bare number as the token) is ignored,
+    # even when it sits under the very key asked for.
+    store = cache._open()
+    key = cache_key(ARN, "1@code-b:cfg1", b"other")
+    old = cache.store(Routed(ARN, versions={"1": 1.0}, cache_tokens={"1": "1"}), "1", b"x", [0],
+                      run_id="old")  # fmt: skip
+    store.set(key, {**{f: getattr(old, f) for f in old.__dataclass_fields__}, "key": key})
+    assert cache.lookup(new_v1, b"other") is None
 
 
 def test_entries_and_clear_by_function_and_run(tmp_path):

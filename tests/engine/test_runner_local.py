@@ -153,6 +153,40 @@ def test_alias_move_and_latest_update_make_the_cache_miss(
     assert "twice" in next(iter(updated.outputs()))
 
 
+def test_recreated_function_v1_never_hits_the_old_v1_cache(
+    go, lambda_client, make_function, zip_code
+):
+    # Version numbers restart at 1 when a function is deleted and created again: the cache
+    # token must name the code, not the number.
+    source = "def handler(event, context):\n    return [{'code': 'A'} for _ in event['Items']]\n"
+    name = make_function(source)
+    assert lambda_client.publish_version(FunctionName=name)["Version"] == "1"
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    records = [{"i": i} for i in range(3)]
+    first = go(name, records, qualifier="live", batch_size=3)
+    assert [o["code"] for o in first.outputs()] == ["A", "A", "A"]
+
+    lambda_client.delete_function(FunctionName=name)
+    lambda_client.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role="arn:aws:iam::123456789012:role/lambdakit-test",
+        Handler="app.handler",
+        Code={"ZipFile": zip_code(source.replace("'A'", "'B'"))},
+    )
+    deadline_poll(
+        lambda: lambda_client.get_function_configuration(FunctionName=name)["State"] == "Active",
+        what="the recreated function",
+    )
+    assert lambda_client.publish_version(FunctionName=name)["Version"] == "1"
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    second = go(name, records, qualifier="live", batch_size=3)
+    s = second.summary()
+    assert (s["cached_batches"], s["invocations"]) == (0, 1)
+    assert [o["code"] for o in second.outputs()] == ["B", "B", "B"]
+    assert second.meta["code_sha256"] != first.meta["code_sha256"]
+
+
 def test_transient_failures_are_retried_to_success_and_counted(counting, go, local_lambda):
     name, _ = counting()
     set_faults(local_lambda, name, error_rate=0.3, seed=7)
