@@ -92,7 +92,8 @@ class LocalLambda:
             self._temp_dir = tempfile.mkdtemp(prefix="lambdakit-local-")
             self.state_dir = Path(self._temp_dir)
         assert self.state_dir is not None
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Private: the state holds code, payloads and logs (mkdtemp's folder is 0700 too).
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         command = [
             sys.executable, "-m", "lambdakit", "local",
             "--host", self.host, "--port", str(self.port), "--state-dir", str(self.state_dir),
@@ -105,7 +106,8 @@ class LocalLambda:
         # The server has its own session (a notebook's Ctrl-C must not reach it), so it
         # watches this process instead and exits if it dies without calling stop().
         command += ["--exit-with-parent", str(os.getpid())]
-        with open(self.server_log, "ab") as stderr:
+        log_fd = os.open(self.server_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(log_fd, "ab") as stderr:
             self._process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1,
                 start_new_session=True,  # a Ctrl-C in the notebook must not hit the server

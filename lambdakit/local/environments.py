@@ -2,7 +2,8 @@
 
 An environment runs ``python -m awslambdaric module.fn`` (python3.x) or the zip's
 ``bootstrap`` (provided.*), pointed at this server's Runtime API under
-``/env/<env_id>``. It serves one invocation at a time, is reused while warm, and is thrown
+``/env/<token>``, where the token is a per-environment secret (the env id, which names its
+log stream, grants nothing). It serves one invocation at a time, is reused while warm, and is thrown
 away after a timeout, a crash, going over its memory, or ``idle_timeout_s`` of idleness.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 import time
 import uuid
 from collections import Counter
@@ -93,8 +95,11 @@ class EnvironmentManager:
         self.region = region
         # Lambda's init phase limit: a runtime that never polls /next fails after this.
         self.init_timeout_s = init_timeout_s
+        # The umask runtime processes get (None: the server's own); see server.serve.
+        self.child_umask: int | None = None
         raise_open_file_limit()
         self._envs: dict[str, RuntimeProcess] = {}
+        self._by_token: dict[str, RuntimeProcess] = {}  # Runtime API secret -> environment
         self._idle: dict[tuple[str, str], list[RuntimeProcess]] = {}
         self._busy_by_function: Counter[str] = Counter()
         self._busy_total = 0
@@ -107,16 +112,25 @@ class EnvironmentManager:
 
     def register(self, app: web.Application) -> None:
         """Mount the Runtime API on `app`, and stop every environment when it shuts down."""
+        self.mount_runtime_api(app)
+        self.close_on_shutdown(app)
+
+    def mount_runtime_api(self, app: web.Application) -> None:
+        """Mount the Runtime API routes on `app` (the server's loopback-only listener)."""
         RuntimeAPI(self._channel).register(app)
+
+    def close_on_shutdown(self, app: web.Application) -> None:
+        """Stop every environment when `app` shuts down."""
 
         async def _close(_app: web.Application) -> None:
             await self.close()
 
-        # on_shutdown, not on_cleanup: pending /next long-polls must be answered first.
+        # on_shutdown, not on_cleanup: pending /next long-polls and the invocations waiting on
+        # them must be answered before the server waits for its handlers to finish.
         app.on_shutdown.append(_close)
 
-    def _channel(self, env_id: str) -> RuntimeChannel | None:
-        env = self._envs.get(env_id)
+    def _channel(self, token: str) -> RuntimeChannel | None:
+        env = self._by_token.get(token)
         return env.channel if env is not None else None
 
     def read_logs(self, function_name: str, *, tail: int | None = None) -> list[str]:
@@ -286,16 +300,21 @@ class EnvironmentManager:
         if len(self._envs) >= self.account_concurrency:
             self._evict_one()
         env_id = uuid.uuid4().hex
+        # The Runtime API's only credential: 256 random bits, given to the process alone.
+        token = secrets.token_urlsafe(32)
         env = RuntimeProcess(
             spec,
             env_id,
             state_dir=self.state_dir,
-            runtime_api=f"{self.runtime_api}/env/{env_id}",
+            runtime_api=f"{self.runtime_api}/env/{token}",
+            secret=token,
+            umask=-1 if self.child_umask is None else self.child_umask,
             endpoint_url=self.endpoint_url or f"http://{self.runtime_api}",
             region=self.region,
             on_gone=self._forget,
         )
         self._envs[env_id] = env
+        self._by_token[token] = env
         env.start()
         return env
 
@@ -307,6 +326,7 @@ class EnvironmentManager:
 
     def _forget(self, env: RuntimeProcess) -> None:
         self._envs.pop(env.env_id, None)
+        self._by_token.pop(env.secret, None)
         if not env.busy:
             env.stream.close()  # a busy one still writes its invocation's log, then closes
         pool = self._idle.get(env.key)

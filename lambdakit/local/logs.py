@@ -163,7 +163,9 @@ class LogStream:
     ) -> None:
         self.name = name
         group = log_group_dir(state_dir, function_name)
-        group.mkdir(parents=True, exist_ok=True)
+        # Logs hold payloads and outputs: private to this user (0700 folders, 0600 files).
+        group.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        group.mkdir(mode=0o700, exist_ok=True)
         self.path = group / _file_name(name)
         self._max_bytes = max_stream_bytes
         _prune(group, keep=max_streams - 1)
@@ -175,7 +177,7 @@ class LogStream:
             # Pruned while open: writing on would lose the lines.
             self.close()
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._size = os.fstat(self._fd).st_size
         return self._fd
 

@@ -172,9 +172,14 @@ class RuntimeProcess:
         endpoint_url: str,
         region: str,
         on_gone: Callable[[RuntimeProcess], None],
+        secret: str = "",
+        umask: int = -1,
     ) -> None:
         self.spec = spec
         self.env_id = env_id
+        # The Runtime API token inside runtime_api: kept out of every log line written here.
+        self.secret = secret
+        self._umask = umask  # the runtime's umask (-1: this process's); the server's is 077
         self.key = (spec.function_name, spec.version)
         self.channel = RuntimeChannel()
         self.channel.on_first_poll = self._init_done
@@ -229,6 +234,7 @@ class RuntimeProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=write_fd,
                 stderr=write_fd,
+                umask=self._umask,
             )
         except OSError as exc:
             os.close(read_fd)
@@ -325,13 +331,20 @@ class RuntimeProcess:
                 self._sink.append(data)
             else:
                 # Between invocations (background threads): the stream gets it, no invocation.
-                self.stream.write(data.decode("utf-8", "replace").splitlines())
+                self.stream.write(self._redact(data.decode("utf-8", "replace").splitlines()))
+
+    def _redact(self, lines: list[str]) -> list[str]:
+        """The lines with the Runtime API token blanked (a runtime's error may quote it)."""
+        secret = self.secret
+        if not secret or not any(secret in line for line in lines):
+            return lines
+        return [line.replace(secret, "<token>") for line in lines]
 
     def _init_done(self) -> None:
         """The first GET /next: init output goes to the stream, before START."""
         self._drain()
         if self._init_output is not None:
-            self.stream.write(self._init_output.lines())
+            self.stream.write(self._redact(self._init_output.lines()))
         self._init_output = None
         self._sink = self._pending
         self._pending = None
@@ -355,7 +368,8 @@ class RuntimeProcess:
             outputs = [self._sink]
         self._init_output = self._pending = self._sink = None
         self.busy = False
-        return [line for output in outputs if output is not None for line in output.lines()]
+        lines = [line for output in outputs if output is not None for line in output.lines()]
+        return self._redact(lines)
 
     # -- memory -----------------------------------------------------------------------------
 

@@ -48,9 +48,7 @@ def error_response(exc: ApiError, request_id: str | None = None) -> web.Response
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Turn every failure into an AWS-shaped error reply; the Runtime API is left alone."""
-    if request.path.startswith("/env/"):
-        return await handler(request)
+    """Turn every failure into an AWS-shaped error reply."""
     request_id = str(uuid.uuid4())
     request["request_id"] = request_id
     try:

@@ -1,8 +1,13 @@
-"""The Lambda Runtime API that execution environments poll, under /env/{env_id}/2018-06-01/.
+"""The Lambda Runtime API that execution environments poll, under /env/{token}/2018-06-01/.
 
 Each environment owns a `RuntimeChannel`: the manager hands it one invocation at a time, the
 runtime's `GET /next` takes it, and the first of its answer, its crash, a timer or the memory
 watch settles the invocation's `Outcome`.
+
+The API is the environments' alone: it is served on its own loopback listener (never the
+public port), and the path prefix is a per-environment secret token that is handed to the
+runtime process only through its environment. A second poll while one is pending, and an
+answer for a request id the environment was not given, are refused.
 """
 
 from __future__ import annotations
@@ -126,8 +131,22 @@ class RuntimeChannel:
         self._waiter = None
         waiter.set_result(invocation)
 
+    def polling(self) -> bool:
+        """True while a GET /next is waiting for an invocation."""
+        return self._waiter is not None and not self._waiter.done()
+
+    def abandon_poll(self) -> None:
+        """The pending poll's connection is gone: forget it, so that a new poll may wait."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self._waiter = None
+
     async def next(self) -> Invocation | None:
         """Wait for the next invocation (None once the environment is shut down)."""
+        if self.polling():
+            # One runtime polls once at a time: a second poll would take the next payload
+            # away from it (see RuntimeAPI.next, which refuses it before calling here).
+            raise RuntimeError("a GET /next is already pending for this environment")
         if self.init_done_at is None:
             self.init_done_at = time.monotonic()
             if self.on_first_poll is not None:
@@ -135,9 +154,6 @@ class RuntimeChannel:
         if self._closed:
             return None
         waiter = asyncio.get_running_loop().create_future()
-        if self._waiter is not None and not self._waiter.done():
-            # A runtime that polls twice: the older poll is answered as closed.
-            self._waiter.set_result(None)
         self._waiter = waiter
         invocation = self.current
         if (
@@ -201,21 +217,27 @@ def _accepted() -> web.Response:
 
 
 class RuntimeAPI:
-    """aiohttp handlers for /env/{env_id}/2018-06-01/runtime/...; `lookup` finds a channel."""
+    """aiohttp handlers for /env/{token}/2018-06-01/runtime/...; `lookup` finds a channel.
+
+    `lookup` takes the secret token of the path and returns None for any token that is not
+    a live environment's, so that a guess gets the same answer as a stopped environment.
+    """
 
     def __init__(self, lookup: Callable[[str], RuntimeChannel | None]) -> None:
         self._lookup = lookup
+        # The request of each channel's pending poll, to tell a dropped poll from a live one.
+        self._polls: dict[RuntimeChannel, web.BaseRequest] = {}
 
     def register(self, app: web.Application) -> None:
         """Mount the Runtime API routes on `app`."""
-        base = "/env/{env_id}/2018-06-01/runtime"
+        base = "/env/{token}/2018-06-01/runtime"
         app.router.add_get(f"{base}/invocation/next", self.next)
         app.router.add_post(f"{base}/invocation/{{request_id}}/response", self.response)
         app.router.add_post(f"{base}/invocation/{{request_id}}/error", self.error)
         app.router.add_post(f"{base}/init/error", self.init_error)
 
     def _channel(self, request: web.Request) -> RuntimeChannel:
-        channel = self._lookup(request.match_info["env_id"])
+        channel = self._lookup(request.match_info["token"])
         if channel is None:
             # Only an environment that was already shut down gets here; it should exit.
             raise web.HTTPGone(
@@ -228,7 +250,23 @@ class RuntimeAPI:
     async def next(self, request: web.Request) -> web.StreamResponse:
         """GET /runtime/invocation/next: long-poll for the next event."""
         channel = self._channel(request)
-        invocation = await channel.next()
+        if channel.polling():
+            pending = self._polls.get(channel)
+            transport = pending.transport if pending is not None else None
+            if transport is not None and not transport.is_closing():
+                # Someone else polls for this environment: never let it take the payload.
+                raise web.HTTPConflict(
+                    text='{"errorType": "Runtime.ConcurrentPoll", "errorMessage": "a GET '
+                    '/runtime/invocation/next is already pending for this environment"}',
+                    content_type="application/json",
+                )
+            channel.abandon_poll()  # the runtime's earlier connection is gone
+        self._polls[channel] = request
+        try:
+            invocation = await channel.next()
+        finally:
+            if self._polls.get(channel) is request:
+                del self._polls[channel]
         if invocation is None:
             raise web.HTTPGone(text="this execution environment was shut down")
         deadline_ms = int(time.time() * 1000 + invocation.timeout_s * 1000)
@@ -249,7 +287,12 @@ class RuntimeAPI:
     def _in_flight(self, request: web.Request) -> RuntimeChannel:
         channel = self._channel(request)
         current = channel.current
-        if current is None or current.request_id != request.match_info["request_id"]:
+        # Only the request id this environment was handed by GET /next may be answered.
+        if (
+            current is None
+            or current.delivered_at is None
+            or current.request_id != request.match_info["request_id"]
+        ):
             raise web.HTTPBadRequest(
                 text='{"errorType": "InvalidRequestID", "errorMessage": "no invocation '
                 f'{request.match_info["request_id"]} is in flight here"}}',
@@ -368,31 +411,61 @@ def _body_error_type(body: bytes) -> str | None:
     return error_type if isinstance(error_type, str) and error_type else None
 
 
-_INIT_ERROR_LINE = re.compile(r"^\[ERROR\] (Runtime\.[A-Za-z]+): (.*)$")
+# awslambdaric's report of an init failure: "[ERROR] <type>: <message>", then its stack
+# trace with the indentation turned into no-break spaces (ERROR_LOG_IDENT).
+_INIT_ERROR_LINE = re.compile(r"^\[ERROR\] ([A-Za-z_][\w.]*)(?:: (.*))?$")
+_TRACE_HEAD = "Traceback (most recent call last):"
+_IDENT = "\u00a0"
 _PREFIX_FAILURE = "http.client.InvalidURL: nonnumeric port"
 
 
 def recover_init_error(lines: list[str], at: float) -> tuple[Outcome, list[str]] | None:
     """The init error of an awslambdaric that exited before its first poll, read from its log.
 
-    awslambdaric 4.2.2 posts /init/error with http.client, which rejects the /env/<id> path
+    awslambdaric 4.2.2 posts /init/error with http.client, which rejects the /env/<token> path
     prefix, so the post never arrives; the runtime has printed ``[ERROR] <type>: <message>``
-    first. Returns the outcome and the log with the failed post's traceback replaced by a note.
+    and the stack trace first. Only a log that ends in that failed post is read, so that a
+    handler's own "[ERROR]" lines are never taken for the runtime's report. Returns the
+    outcome (type, message and stack trace as the runtime would have posted them) and the
+    log with the failed post's traceback replaced by a note.
     """
-    match = next(filter(None, map(_INIT_ERROR_LINE.match, lines)), None)
-    if match is None:
+    failed = [i for i, text in enumerate(lines) if text.startswith(_PREFIX_FAILURE)]
+    if not failed:
         return None
-    error_type, message = match.groups()
-    body = {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": []}
-    kept = lines
-    if lines and lines[-1].startswith(_PREFIX_FAILURE):
-        # The failed post's traceback starts at the last "Traceback" before http/client.py.
-        first = next((i for i, text in enumerate(lines) if "http/client.py" in text), len(lines))
-        starts = [i for i in range(first) if lines[i] == "Traceback (most recent call last):"]
-        cut = starts[-1] if starts else len(lines) - 1
-        kept = [
-            *lines[:cut],
-            "[lambdakit] awslambdaric could not post this init error to the Runtime API "
-            "(its http.client rejects the /env/<id> prefix); it was read from the log above",
-        ]
+    # The failed post's traceback starts at the last "Traceback" before http/client.py.
+    first = next((i for i, text in enumerate(lines) if "http/client.py" in text), failed[-1])
+    starts = [i for i in range(first) if lines[i] == _TRACE_HEAD]
+    cut = starts[-1] if starts else failed[-1]
+    report = [i for i in range(cut) if _INIT_ERROR_LINE.match(lines[i])]
+    if not report:
+        return None
+    error_type, message = _INIT_ERROR_LINE.match(lines[report[-1]]).groups()  # type: ignore[union-attr]
+    body = {
+        "errorMessage": message or "",
+        "errorType": error_type,
+        "requestId": "",
+        "stackTrace": _stack_trace(lines[report[-1] + 1 : cut]),
+    }
+    kept = [
+        *lines[:cut],
+        "[lambdakit] awslambdaric could not post this init error to the Runtime API "
+        "(its http.client rejects the /env/<token> prefix); it was read from the log above",
+    ]
     return Outcome("init_error", json.dumps(body).encode(), error_type, at=at), kept
+
+
+def _stack_trace(lines: list[str]) -> list[str]:
+    """awslambdaric's stackTrace entries back from the indented lines it printed."""
+    if not lines or lines[0] != _TRACE_HEAD:
+        return []
+    frames: list[str] = []
+    for text in lines[1:]:
+        if not text.startswith(_IDENT):
+            break
+        depth = len(text) - len(text.lstrip(_IDENT))
+        line = " " * depth + text[depth:] + "\n"
+        if depth <= 2 or not frames:
+            frames.append(line)  # '  File "...", line N, in f'
+        else:
+            frames[-1] += line  # the frame's source line
+    return frames

@@ -1,7 +1,9 @@
 """Process entry of `lambdakit local`: builds the app, binds, reports readiness, stops on signals.
 
-One aiohttp app and one port serve the Lambda REST API, the Runtime API of every execution
-environment (under /env/<id>/...) and the fault management endpoint.
+One aiohttp app on the public port serves the Lambda REST API and the management endpoints
+(faults, code). The Runtime API of every execution environment (under /env/<token>/...) has
+an app and a listener of its own, always on 127.0.0.1 and on a port of its own, so that
+nothing reaching the public port can poll for payloads or post results.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import random
 import signal
 import socket
@@ -18,7 +21,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["ServerConfig", "build_app", "default_state_dir", "is_loopback", "serve"]
+__all__ = [
+    "ServerConfig",
+    "build_app",
+    "build_runtime_app",
+    "default_state_dir",
+    "is_loopback",
+    "serve",
+]
 
 log = logging.getLogger("lambdakit.local.server")
 
@@ -106,7 +116,7 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
     add_management_routes(app)
     add_invoke_routes(app)
     add_fault_routes(app, service.faults, store.record)
-    environments.register(app)
+    environments.close_on_shutdown(app)
 
     async def on_startup(app: web.Application) -> None:
         # Code whose unpack was cut short by a stop is unpacked again before it serves.
@@ -129,28 +139,55 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
     return app
 
 
+def build_runtime_app(app: web.Application) -> web.Application:
+    """The Runtime API of `app`'s environments, as an app for the loopback-only listener."""
+    from lambdakit.local.api import SERVICE
+
+    runtime_app = web.Application()
+    app[SERVICE].environments.mount_runtime_api(runtime_app)
+    return runtime_app
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
 async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     """Run until SIGINT/SIGTERM; on_ready gets the endpoint URL once requests are accepted."""
+    from lambdakit.local.api import SERVICE
+
     if not is_loopback(config.host):
         log.warning(
             "lambdakit local is listening on %s, not loopback: anyone who can reach this host "
             "can run code through it (it checks no credentials).",
             config.host,
         )
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
+    # Everything the server writes (records, code, logs, queued events) is private to this
+    # user; the handlers it runs keep the umask the server was started with.
+    child_umask = os.umask(0o077)
+    state_dir = config.state_dir or default_state_dir()
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
+    runtime_sock = _bind("127.0.0.1", 0)
+    runtime_api = f"127.0.0.1:{runtime_sock.getsockname()[1]}"
     # Environments run on this machine: reach the server over loopback unless bound elsewhere.
     wildcard = config.host in ("0.0.0.0", "::")
     local_host = "127.0.0.1" if wildcard or is_loopback(config.host) else config.host
     shown_host = f"[{local_host}]" if ":" in local_host else local_host
     endpoint_url = f"http://{shown_host}:{port}"
-    app = build_app(config, f"{shown_host}:{port}", endpoint_url)
+    app = build_app(config, runtime_api, endpoint_url)
+    app[SERVICE].environments.child_umask = child_umask
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=2.0)
+    runtime_runner = web.AppRunner(build_runtime_app(app), handle_signals=False, access_log=None)
+    await runtime_runner.setup()
+    runtime_site = web.SockSite(runtime_runner, runtime_sock, shutdown_timeout=2.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -159,6 +196,7 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     if config.parent_pid is not None:
         watchdog = loop.create_task(_watch_parent(config.parent_pid, stop))
     try:
+        await runtime_site.start()
         await site.start()
         on_ready(endpoint_url)
         await stop.wait()
@@ -168,7 +206,10 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
             loop.remove_signal_handler(signum)
         if watchdog is not None:
             watchdog.cancel()
+        # The public side first: its shutdown stops the environments, which answers the
+        # Runtime API's pending polls, so the runtime listener then closes at once.
         await runner.cleanup()
+        await runtime_runner.cleanup()
 
 
 async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
