@@ -493,7 +493,14 @@ def test_boto3_init_errors(lambda_client, make_function, source, handler, error_
         assert response["FunctionError"] == "Unhandled"
         assert body["errorType"] == error_type
         assert body["errorMessage"].startswith(message)
-        assert body["requestId"] == "" and body["stackTrace"] == []
+        assert body["requestId"] == ""
+        # What awslambdaric posts: no frames for a missing module or handler, the line for
+        # a syntax error.
+        if error_type == "Runtime.UserCodeSyntaxError":
+            [frame] = body["stackTrace"]
+            assert re.fullmatch(r'  File ".*/app\.py" Line 1\n    def handler\(e, c\)\n', frame)
+        else:
+            assert body["stackTrace"] == []
         report = tail_report(tail, rid)
         assert (report["status"], report["etype"]) == ("error", error_type)
 
