@@ -24,7 +24,7 @@ from lambdakit.local.process import FunctionSpec
 from lambdakit.local.protocol import parse_function_name
 from lambdakit.local.state import LATEST
 
-__all__ = ["add_invoke_routes", "invoke", "log_tail", "run_event"]
+__all__ = ["add_invoke_routes", "invoke", "invoke_sync", "log_tail", "run_event"]
 
 log = logging.getLogger("lambdakit.local.invocations")
 
@@ -184,6 +184,20 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if tail:
         headers["X-Amz-Log-Result"] = base64.b64encode(log_tail(result.log)).decode()
     return web.Response(status=200, body=result.payload, headers=headers)
+
+
+async def invoke_sync(
+    service: Service, name: str, qualifier: str | None, payload: bytes, request_id: str
+) -> tuple[str, InvokeResult]:
+    """(executed version, result) of one RequestResponse invocation, as Invoke runs it.
+
+    Routing, faults, throttles (ApiError 429), concurrency, timeouts and logs are Invoke's
+    own; function URLs call this, so they cannot drift apart.
+    """
+    version, invoked_arn = _route(service, name, qualifier)
+    spec = _spec(service, name, version)
+    result = await _run(service, spec, payload, request_id, invoked_arn, None, wait=False)
+    return version, result
 
 
 async def _run(

@@ -85,8 +85,10 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
     from lambdakit.local.events import EventQueue
     from lambdakit.local.faults import FaultInjector, add_fault_routes
     from lambdakit.local.invocations import add_invoke_routes, run_event
+    from lambdakit.local.policy import add_policy_routes
     from lambdakit.local.protocol import error_middleware
     from lambdakit.local.state import Store
+    from lambdakit.local.urls import add_url_routes
 
     state_dir = config.state_dir or default_state_dir()
     store = Store(state_dir, region=config.region, account_concurrency=config.account_concurrency)
@@ -115,6 +117,8 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
     app[SERVICE] = service
     add_management_routes(app)
     add_invoke_routes(app)
+    add_policy_routes(app)
+    add_url_routes(app)
     add_fault_routes(app, service.faults, store.record)
     environments.close_on_shutdown(app)
 

@@ -93,6 +93,10 @@ class Store:
         tmp.write_text(json.dumps(self._functions[name], indent=1, sort_keys=True))
         os.replace(tmp, path)  # atomic: a crash never leaves half a record
 
+    def save(self, name: str) -> None:
+        """Write a function's record after a change made outside this class (policies, URLs)."""
+        self._save(name)
+
     def _forget(self, name: str) -> None:
         del self._functions[name]
         (self._functions_dir / f"{name}.json").unlink(missing_ok=True)
