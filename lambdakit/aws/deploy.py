@@ -233,12 +233,15 @@ def deploy(
     publish: bool = False,
     alias: str | None = None,
     description: str | None = None,
+    url: str | None = None,
 ) -> dict[str, Any]:
     """Create or update function `name` from `folder` and wait until it is ready to invoke.
 
     The function ends up exactly as described (an omitted `environment` clears it). Code and
     configuration are only sent when they differ. `alias` implies `publish`: the new version
-    is published and the alias created or moved to it.
+    is published and the alias created or moved to it. `url="NONE" | "AWS_IAM"` also gives
+    the function (the alias, when given) a function URL, with the public-access statement a
+    NONE URL needs; its address is returned as "function_url".
 
     >>> deploy(client, "orders", "functions/enrich_orders", alias="live")  # doctest: +SKIP
     """
@@ -251,6 +254,8 @@ def deploy(
         raise DeployError(
             f"alias name {alias!r} must be 1-128 letters, digits, '-' or '_', not only digits"
         )
+    if url not in (None, "NONE", "AWS_IAM"):
+        raise DeployError(f"url must be None, 'NONE' or 'AWS_IAM', got {url!r}")
     if not callable(getattr(client, "get_function_configuration", None)):
         raise DeployError(f"client must be a boto3 Lambda client, got {type(client).__name__}")
     validate_handler(folder, handler, runtime)
@@ -291,6 +296,12 @@ def deploy(
         version = publish_version(client, name, description=description)
     if alias:
         set_alias(client, name, alias, version)
+    function_url = None
+    if url is not None:
+        from lambdakit.aws.function_urls import create_function_url
+
+        with _step(name, "creating its function URL"):
+            function_url = create_function_url(client, name, url, qualifier=alias)
     with _step(name, "reading the result"):
         final = call_api(client, "get_function_configuration", FunctionName=name, Qualifier=version)
     log.info("%s %s (version %s, alias %s)", action, name, version, alias)
@@ -302,6 +313,7 @@ def deploy(
         "code_sha256": final.get("CodeSha256"),
         "action": action,
         "configuration": final,
+        **({"function_url": function_url} if function_url is not None else {}),
     }
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ import orjson
 import urllib3
 
 from lambdakit.aws.connection import CONNECT_TIMEOUT_S
+from lambdakit.aws.function_urls import parse_function_url, safe_url
 from lambdakit.aws.reply import read_item_errors, read_response
 from lambdakit.errors import InvalidInput, translate_client_error
 from lambdakit.invocation import (
@@ -28,19 +30,41 @@ from lambdakit.invocation import (
 if TYPE_CHECKING:
     from lambdakit.invocation import Batch
 
-__all__ = ["HttpInvoker"]
+__all__ = ["AuthHook", "HttpInvoker", "HttpRequest"]
 
 _MAX_MESSAGE = 2000  # an HTML error page is not worth keeping whole
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One request as an `auth` callable sees it, before it is sent."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+AuthHook = Callable[[HttpRequest], Mapping[str, str]]
 
 
 class HttpInvoker:
     """POST each batch to a function URL or API Gateway route; never raises for failures.
 
-    The reply body is read by the same batch contract as Invoke's payload. A URL says nothing
-    about which code answered, so the cache is keyed by `version` (a release tag, the
-    deployed CodeSha256, ...): change it when the code behind the URL changes, or run with
-    cache=False. `auth="aws_iam"` signs requests with SigV4 from the standard credential chain
-    (function URLs with AuthType AWS_IAM, IAM-authorised API routes).
+    The reply body is read by the same batch contract as Invoke's payload. Unless a resolved
+    `target` says which code answers (see `function_urls.url_target`), the cache is keyed by
+    the URL and `version` (the cache namespace: a release tag, the deployed CodeSha256, ...):
+    change it when the code behind the URL changes, or run with cache=False.
+
+    auth: None; "aws_iam" signs requests with SigV4 from the standard credential chain
+    (function URLs with AuthType AWS_IAM, IAM-authorised API routes; a lambdakit local URL
+    falls back to its dummy credentials); or a callable(HttpRequest) -> headers to add, called
+    for every request (a fresh bearer token, a custom signature). `headers` go with every
+    request (x-api-key, Authorization); their values are never recorded anywhere.
+
+    Statuses: 2xx -> the batch contract; 429 and 503 -> throttle (Retry-After honoured);
+    502 -> function_error; 504 and read timeouts -> timeout; other 5xx -> service_error;
+    413 -> the batch is bisected; other 4xx -> client_error (not retried).
 
     >>> lambdakit.run(records=orders, invoker=HttpInvoker(url, version="v7"))  # doctest: +SKIP
     """
@@ -54,41 +78,67 @@ class HttpInvoker:
         concurrency: int = 16,
         id_field: str | None = None,
         version: str = "url",
-        auth: str | None = None,
+        auth: str | AuthHook | None = None,
         region: str | None = None,
         profile: str | None = None,
+        target: Target | None = None,
+        executed_version: str | None = None,
     ) -> None:
         parts = urlsplit(url if isinstance(url, str) else "")
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidInput(f"url must be an http(s) URL, got {url!r}")
+            raise InvalidInput(f"url must be an http(s) URL, got {safe_url(str(url))!r}")
         if not timeout or timeout <= 0:
             raise InvalidInput(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if auth not in (None, "aws_iam"):
-            raise InvalidInput(f"auth must be None or 'aws_iam', got {auth!r}")
+        if auth not in (None, "aws_iam") and not callable(auth):
+            raise InvalidInput(
+                f"auth must be None, 'aws_iam' or a callable(request) -> headers, got {auth!r}"
+            )
+        if headers is not None and not (
+            isinstance(headers, Mapping)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise InvalidInput("headers must map header names to string values")
         self.url = url
+        self.safe_url = safe_url(url)
         self.id_field = id_field
         self.version = str(version)
         self.headers = {"Content-Type": "application/json", **dict(headers or {})}
-        self.target = Target(
-            function_name=f"{parts.netloc}{parts.path}",
-            function_arn=url,
+        self.target = target or Target(
+            function_name=self.safe_url,
+            function_arn=self.safe_url,
             qualifier=None,
             versions={self.version: 1.0},
             cache_tokens={self.version: f"url:{self.version}"},
             timeout_s=math.ceil(timeout),
             memory_mb=0,
         )
+        self.executed_version = executed_version or next(iter(self.target.versions))
         # Retries off for the same reason as in make_client: lambdakit's policy decides.
         self._pool = urllib3.PoolManager(
             maxsize=max(int(concurrency), 1),
             retries=False,
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=float(timeout)),
         )
-        self._signer = _Signer(parts.netloc, region, profile) if auth else None
+        self._hook: AuthHook | None = auth if callable(auth) else None
+        self._signer = _Signer(url, region, profile) if auth == "aws_iam" else None
+
+    def __repr__(self) -> str:
+        # The URL without its query string: a key passed there must not reach a log.
+        return f"HttpInvoker({self.safe_url!r})"
 
     def invoke(self, batch: Batch) -> Outcome:
         """POST `batch.body` once and read the reply by the batch contract."""
         headers = dict(self.headers)
+        if self._hook is not None:
+            try:
+                added = self._hook(HttpRequest("POST", self.url, dict(headers), batch.body))
+                headers.update({str(k): str(v) for k, v in dict(added or {}).items()})
+            except Exception as exc:  # the user's hook: its failure is this attempt's failure
+                return Outcome(
+                    CLIENT_ERROR,
+                    error_type="Lambdakit.AuthHookFailed",
+                    error_message=f"auth callable raised {type(exc).__name__}: {exc}",
+                )
         if self._signer is not None:
             headers = self._signer.sign(self.url, batch.body, headers)
         try:
@@ -97,9 +147,13 @@ class HttpInvoker:
             )
         except urllib3.exceptions.ReadTimeoutError as exc:
             # The function may have run: the retry policy decides whether to send it again.
-            return Outcome(TIMEOUT, error_type="ReadTimeoutError", error_message=str(exc))
+            return Outcome(
+                TIMEOUT, error_type="ReadTimeoutError", error_message=self._scrubbed(exc)
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            return Outcome(CONNECTION_ERROR, error_type=type(exc).__name__, error_message=str(exc))
+            return Outcome(
+                CONNECTION_ERROR, error_type=type(exc).__name__, error_message=self._scrubbed(exc)
+            )
 
         status = response.status
         request_id = response.headers.get("x-amzn-RequestId") or response.headers.get(
@@ -114,7 +168,7 @@ class HttpInvoker:
             return Outcome(
                 outcome,
                 http_status=status,
-                executed_version=self.version,
+                executed_version=self.executed_version,
                 request_id=request_id,
                 error_type=error_type,
                 error_message=message,
@@ -133,14 +187,20 @@ class HttpInvoker:
             retry_after_s=_seconds(retry_after),
         )
 
+    def _scrubbed(self, exc: BaseException) -> str:
+        """An exception's text with the URL's query string (maybe a key) left out."""
+        text = str(exc)
+        query = urlsplit(self.url).query
+        return text.replace(query, "***") if query else text
+
     def _ids(self, items: list[Any]) -> list[Any]:
         return [item.get(self.id_field) if isinstance(item, dict) else None for item in items]
 
 
 def _classify(status: int) -> str:
     """The outcome class of an HTTP error status from a function URL or API Gateway."""
-    if status == 429:
-        return THROTTLE
+    if status in (429, 503):
+        return THROTTLE  # 503: the gateway or the function's concurrency is full; nothing ran
     if status == 502:
         return FUNCTION_ERROR  # both answer 502 when the function raised or replied badly
     if status == 504:
@@ -173,19 +233,25 @@ def _seconds(value: str | None) -> float | None:
 class _Signer:
     """SigV4 signing for IAM-authorised function URLs ("lambda") and API routes."""
 
-    def __init__(self, host: str, region: str | None, profile: str | None) -> None:
+    def __init__(self, url: str, region: str | None, profile: str | None) -> None:
         import boto3
+        from botocore.credentials import Credentials
         from botocore.exceptions import BotoCoreError, NoCredentialsError
 
-        labels = host.split(".")
+        parts = urlsplit(url)
+        labels = parts.netloc.split(".")
+        local = parse_function_url(url).kind == "local"
         # <id>.lambda-url.<region>.on.aws or <id>.execute-api.<region>.amazonaws.com
-        self.service = "lambda" if "lambda-url" in labels else "execute-api"
+        self.service = "lambda" if "lambda-url" in labels or local else "execute-api"
         for marker in ("lambda-url", "execute-api"):
             if region is None and marker in labels and labels.index(marker) + 1 < len(labels):
                 region = labels[labels.index(marker) + 1]
         try:
             session = boto3.Session(profile_name=profile, region_name=region)
             self.credentials = session.get_credentials()
+            if self.credentials is None and local:
+                # What make_client signs with for the local service, which knows these keys.
+                self.credentials = Credentials("lambdakit-local", "local")
             if self.credentials is None:
                 raise NoCredentialsError()
         except BotoCoreError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -14,7 +15,7 @@ from lambdakit.engine.cache import DEFAULT, Cache
 from lambdakit.engine.handle import RunHandle
 from lambdakit.engine.progress import FINISHED, EventStream, ProgressBar, Tracker
 from lambdakit.engine.retry import Retry
-from lambdakit.errors import InvalidInput
+from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.records.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches
 from lambdakit.records.sources import source_length
 from lambdakit.records.validation import Validator
@@ -114,6 +115,10 @@ def start(
     grace_s: float = DEFAULT_GRACE_S,
     output_dir: str | None = None,
     events: bool = True,
+    url: str | None = None,
+    auth: Any = None,
+    headers: Mapping[str, str] | None = None,
+    cache_namespace: str | None = None,
 ) -> RunHandle:
     """Start a run in the background and return its RunHandle (arguments as for `run`).
 
@@ -123,11 +128,17 @@ def start(
 
     The function is resolved first, so a missing function or alias raises FunctionNotFound
     here, before any batch is read or sent.
+
+    `url=` runs over HTTP instead (see `run`): `start(records, url=...)` needs no function.
     """
     from lambdakit.engine.record import RunRecord
     from lambdakit.engine.scheduler import Engine, Plan
     from lambdakit.results.outputs import OutputStore
 
+    if url is not None and records is None:
+        function, records = None, function  # start(records, url=...): no function needed
+    if url is None and (auth is not None or headers is not None or cache_namespace is not None):
+        raise InvalidInput("auth=, headers= and cache_namespace= go with url=")
     concurrency = _positive_int("concurrency", concurrency)
     retry_policy = Retry.coerce(retry)
     cache_store = Cache.coerce(cache)
@@ -152,7 +163,12 @@ def start(
         validator=validator,
         on_reject=record.on_reject,
     )
-    if invoker is None:
+    if invoker is None and url is not None:
+        invoker, target = _http_invoker(
+            url, function, qualifier, auth, headers, cache_namespace, concurrency, timeout,
+            id_field, endpoint_url, region, profile, client,
+        )  # fmt: skip
+    elif invoker is None:
         invoker, target = _lambda_invoker(
             function, qualifier, concurrency, timeout, id_field, endpoint_url, region, profile,
             client,
@@ -201,6 +217,12 @@ def start(
         "id_field": id_field,
         "tolerated_failure": tolerated_failure,
     }
+    if url is not None:
+        # What reached the URL, never the secrets: no query string, no header values.
+        params["url"] = getattr(invoker, "safe_url", None)
+        params["auth"] = auth if auth in (None, "aws_iam") else "callable"
+        params["headers"] = sorted(headers or {})
+        params["cache_namespace"] = cache_namespace
 
     def finish(state: str) -> RunResult:
         from lambdakit import __version__
@@ -272,6 +294,61 @@ def _lambda_invoker(
     return LambdaInvoker(invoking, target, id_field=id_field, function_name=plain), target
 
 
+def _http_invoker(
+    url: Any,
+    function: str | None,
+    qualifier: str | None,
+    auth: Any,
+    headers: Mapping[str, str] | None,
+    cache_namespace: str | None,
+    concurrency: int,
+    timeout: float | None,
+    id_field: str | None,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+    client: Any,
+) -> tuple[Any, Any]:
+    """The HttpInvoker for run(url=...), keyed by the function behind the URL when it can be."""
+    from lambdakit.aws.connection import DEFAULT_FUNCTION_TIMEOUT_S
+    from lambdakit.aws.function_urls import parse_function_url, url_target
+    from lambdakit.aws.http_invoker import HttpInvoker
+
+    if not isinstance(url, str):
+        raise InvalidInput(f"url must be an http(s) URL string, got {type(url).__name__}")
+    if qualifier is not None:
+        raise InvalidInput("qualifier= does not go with url=: the URL names what it invokes")
+    if cache_namespace is not None and not isinstance(cache_namespace, str):
+        raise InvalidInput(f"cache_namespace must be a str, got {cache_namespace!r}")
+    namespace = cache_namespace or ""
+    lookup = client
+    if lookup is None:
+        shape = parse_function_url(url)
+        where = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
+        if shape.kind == "local":
+            where["endpoint_url"] = endpoint_url or shape.endpoint_url
+        if shape.kind == "aws":
+            where["region"] = region or shape.region
+        if shape.kind != "other":
+            from lambdakit.aws.connection import make_client
+
+            try:
+                lookup = make_client(**where, concurrency=2)
+            except LambdakitError as exc:  # no credentials: the URL still works, uncached by code
+                log.info("no Lambda client to find the function behind the URL: %s", exc)
+    target, executed = url_target(
+        url, namespace=namespace, client=lookup, function=function,
+        timeout_s=math.ceil(timeout) if timeout is not None else DEFAULT_FUNCTION_TIMEOUT_S,
+    )  # fmt: skip
+    # As for Invoke: outlast the function's own timeout (Lambda's maximum when unknown).
+    read_timeout = float(timeout) if timeout is not None else target.timeout_s + 20.0
+    invoker = HttpInvoker(
+        url, headers=headers, timeout=read_timeout, concurrency=concurrency, id_field=id_field,
+        auth=auth, region=region, profile=profile, target=target, executed_version=executed,
+    )  # fmt: skip
+    return invoker, target
+
+
 def run(
     function: str | None = None,
     records: Any = None,
@@ -293,6 +370,10 @@ def run(
     profile: str | None = None,
     client: Any = None,
     progress: bool = True,
+    url: str | None = None,
+    auth: Any = None,
+    headers: Mapping[str, str] | None = None,
+    cache_namespace: str | None = None,
     **engine_options: Any,
 ) -> RunResult:
     """Push `records` through `function` in batches and return the complete RunResult.
@@ -305,6 +386,13 @@ def run(
     lets in-flight batches finish for a short grace and returns the partial result; its
     completed batches are cached, so a rerun invokes only what is missing. Further keywords
     (invoker, sleep, clock, grace_s, output_dir) go to `start`.
+
+    `url=`: POST each batch to an HTTP endpoint instead (a function URL, an API Gateway
+    route, a proxy), with the same engine, cache and results; `run(records, url=...)` needs
+    no function. `auth`: None, "aws_iam" (SigV4) or a callable(HttpRequest) -> headers;
+    `headers`: sent with every request, never recorded. The cache is keyed by the function
+    version behind a lambdakit local or AWS function URL when it can be found (the function
+    may be named with `function=`), else by the URL and `cache_namespace`.
 
     >>> result = lambdakit.run("my-fn", df, batch_size=50)  # doctest: +SKIP
     >>> result.summary()["failed_records"]  # doctest: +SKIP
@@ -335,6 +423,10 @@ def run(
         progress=progress,
         **engine_options,
         events=False,
+        url=url,
+        auth=auth,
+        headers=headers,
+        cache_namespace=cache_namespace,
     )
     try:
         return handle.wait()
