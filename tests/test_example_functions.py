@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import sys
@@ -63,6 +64,14 @@ def test_batch_processor_gives_one_output_per_record(batch_processor):
         {"id": 1, "value": 2, "score": 6.0, "tags": []},
         {"id": "b", "value": 0.5, "score": 1.5, "tags": ["x", "y"]},
     ]
+
+
+def test_batch_processor_reads_the_body_of_a_function_url_event(batch_processor):
+    batch = {"Items": [{"id": 1, "value": 2}], "BatchInput": {"multiplier": 3}}
+    event = {"version": "2.0", "rawPath": "/", "body": json.dumps(batch), "isBase64Encoded": False}
+    assert batch_processor.handler(event, None) == [{"id": 1, "value": 2, "score": 6.0, "tags": []}]
+    encoded = {**event, "body": base64.b64encode(json.dumps(batch).encode()).decode()}
+    assert batch_processor.handler({**encoded, "isBase64Encoded": True}, None)[0]["score"] == 6.0
 
 
 def test_batch_processor_reports_invalid_records_by_position(batch_processor, monkeypatch):

@@ -13,6 +13,10 @@ Environment:
               {"statusCode": 400, "body": ...} contract, which fails the whole batch.
   ID_FIELD    record field to report as itemIdentifier instead of the position.
 
+Behind a function URL or an API Gateway HTTP API (payload format 2.0), the batch is the
+JSON body of the event; the reply is the same (Lambda sends a list or a dict without
+statusCode as 200 JSON, and {"statusCode": 400, ...} as HTTP 400).
+
 A malformed request (no Items list) raises: an unhandled error is reported by Lambda as a
 function error, never swallowed into a success.
 """
@@ -55,8 +59,21 @@ def process(record: Any, multiplier: float) -> dict[str, Any]:
     }
 
 
+def http_batch(event: Any) -> Any:
+    """The batch request inside a function URL / HTTP API event, or the event itself."""
+    if not (isinstance(event, dict) and event.get("version") == "2.0" and "rawPath" in event):
+        return event
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        import base64
+
+        body = base64.b64decode(body).decode("utf-8")
+    return json.loads(body) if body else {}
+
+
 def handler(event: dict[str, Any], context: Any) -> Any:
     """Lambda entry point."""
+    event = http_batch(event)
     items = event.get("Items") if isinstance(event, dict) else None
     if not isinstance(items, list):
         raise ValueError('expected a batch request {"Items": [...]}; got ' + type(event).__name__)
