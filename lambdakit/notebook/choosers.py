@@ -9,6 +9,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from lambdakit.errors import InvalidInput
 from lambdakit.notebook.dashboard import guarded
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "SUFFIXES",
     "DatasetChooser",
     "TargetChooser",
+    "UrlChooser",
     "path_problem",
     "preview_html",
     "problem_html",
@@ -152,6 +154,72 @@ class TargetChooser:
     def inputs(self) -> list[widgets.DOMWidget]:
         """The widgets to disable while a run goes on."""
         return [self.function, self.refresh_button, self.qualifier]
+
+
+class UrlChooser:
+    """The form's URL mode: the endpoint, its auth, and headers whose values are masked."""
+
+    AUTH_CHOICES = (("none", None), ("AWS IAM (SigV4)", "aws_iam"))
+
+    def __init__(
+        self,
+        *,
+        url: str = "",
+        auth: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if auth not in (None, "aws_iam"):
+            raise InvalidInput(f"the form's auth is None or 'aws_iam', got {auth!r}")
+        self.url = widgets.Text(
+            value=str(url or ""),
+            description="URL",
+            placeholder="https://<id>.lambda-url.<region>.on.aws/ or a lambdakit local URL",
+            style=_LABEL_STYLE,
+            layout=widgets.Layout(width="auto"),
+        )
+        self.auth = widgets.Dropdown(
+            options=list(self.AUTH_CHOICES), value=auth, description="auth", style=_LABEL_STYLE
+        )
+        self.add_button = widgets.Button(description="add header", icon="plus")
+        self.rows = widgets.VBox()
+        self.header_rows: list[tuple[widgets.Text, widgets.Password]] = []
+        self.widget = widgets.VBox(
+            [self.url, widgets.HBox([self.auth, self.add_button]), self.rows]
+        )
+        self.add_button.on_click(lambda _button: self.add_header())
+        for name, value in (headers or {}).items():
+            self.add_header(name, value)
+
+    def add_header(self, name: str = "", value: str = "") -> tuple[widgets.Text, widgets.Password]:
+        """Add a header row: its name in clear, its value in a Password box (shown masked)."""
+        name_box = widgets.Text(value=name, placeholder="header, e.g. x-api-key")
+        value_box = widgets.Password(value=value, placeholder="value (masked)")
+        self.header_rows.append((name_box, value_box))
+        self.rows.children = [widgets.HBox(list(row)) for row in self.header_rows]
+        return name_box, value_box
+
+    def headers(self) -> dict[str, str]:
+        """The headers to send: rows with a name (a row left empty is ignored)."""
+        return {n.value.strip(): v.value for n, v in self.header_rows if n.value.strip()}
+
+    def problems(self) -> list[str]:
+        """What is wrong with the URL or the headers, in words."""
+        from urllib.parse import urlsplit
+
+        found = []
+        parts = urlsplit(self.url.value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            found.append("Enter the URL to POST batches to (http:// or https://).")
+        for name, value in self.header_rows:
+            if value.value and not name.value.strip():
+                found.append("A header has a value but no name.")
+        return found
+
+    @property
+    def inputs(self) -> list[widgets.DOMWidget]:
+        """The widgets to disable while a run goes on."""
+        boxes = [box for row in self.header_rows for box in row]
+        return [self.url, self.auth, self.add_button, *boxes]
 
 
 class DatasetChooser:

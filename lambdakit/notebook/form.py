@@ -13,7 +13,13 @@ import ipywidgets as widgets
 
 from lambdakit.engine.cache import DEFAULT
 from lambdakit.errors import InvalidInput, LambdakitError
-from lambdakit.notebook.choosers import LATEST, DatasetChooser, TargetChooser, problem_html
+from lambdakit.notebook.choosers import (
+    LATEST,
+    DatasetChooser,
+    TargetChooser,
+    UrlChooser,
+    problem_html,
+)
 from lambdakit.notebook.dashboard import Dashboard, RunLogCapture, guarded, show_error
 
 __all__ = ["BOUNDS", "Form", "form"]
@@ -21,6 +27,7 @@ __all__ = ["BOUNDS", "Form", "form"]
 log = logging.getLogger("lambdakit.notebook.form")
 
 IDLE, RUNNING, CANCELLING = "idle", "running", "cancelling"
+FUNCTION_MODE, URL_MODE = "function", "URL"
 FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"
 
 # Limits of the numeric inputs. timeout 0 means "the function's timeout plus a margin".
@@ -37,7 +44,7 @@ _LABELS = {
     "max_attempts": "max attempts",
 }
 # Form fields a caller may preset through form(**defaults); other keywords go to start().
-_FIELDS = ("function", "qualifier", "path", *BOUNDS)
+_FIELDS = ("function", "qualifier", "path", "url", "auth", "headers", *BOUNDS)
 # Arguments of start() that the form itself decides.
 _MANAGED = ("function", "records", "qualifier", "progress", "endpoint_url", "client", "cache")
 _ERROR_STYLE = "color:#b00020"
@@ -54,8 +61,9 @@ def form(
     """Build the run form; `records` is the dataset, else the form offers a file chooser.
 
     `defaults` preset the fields (function, qualifier, path, batch_size, timeout,
-    concurrency, max_attempts); any other keyword (validate=, payload=, retry=, ...) is
-    passed to `lambdakit.start` unchanged.
+    concurrency, max_attempts; url, auth and headers start the form in URL mode, which
+    POSTs batches to an HTTP endpoint as `lambdakit.run(url=...)` does); any other keyword
+    (validate=, payload=, retry=, ...) is passed to `lambdakit.start` unchanged.
 
     >>> f = lambdakit.form(df, function="echo", endpoint_url=url)  # doctest: +SKIP
     >>> f  # displays itself; click Run (or f.run_button.click()), then f.wait()  # doctest: +SKIP
@@ -105,6 +113,17 @@ class Form(widgets.VBox):
         self.function = self.targets.function
         self.qualifier = self.targets.qualifier
         self.refresh_button = self.targets.refresh_button
+        self.urls = UrlChooser(
+            url=fields.get("url") or "", auth=fields.get("auth"), headers=fields.get("headers")
+        )
+        self.url = self.urls.url
+        self.auth = self.urls.auth
+        self.mode = widgets.ToggleButtons(
+            options=[FUNCTION_MODE, URL_MODE],
+            value=URL_MODE if fields.get("url") else FUNCTION_MODE,
+            tooltips=["Invoke a Lambda function", "POST to an HTTP endpoint (a function URL)"],
+        )
+        self._listed_once = False
         self.dataset = (
             DatasetChooser(report_error=self.report_error, path=fields.get("path", ""))
             if records is None
@@ -137,7 +156,9 @@ class Form(widgets.VBox):
         super().__init__(
             children=[
                 widgets.HTML("<b>lambdakit run</b>"),
+                self.mode,
                 self.targets.widget,
+                self.urls.widget,
                 widgets.HBox([self.batch_size, self.timeout]),
                 widgets.HBox([self.concurrency, self.max_attempts]),
                 self.cache,
@@ -152,19 +173,39 @@ class Form(widgets.VBox):
         )
         # Stable CSS classes (lambdakit-<part>) for users' styles and the browser test.
         self.add_class("lambdakit-form")
-        parts = "function qualifier refresh_button cache run_button cancel_button status message"
+        parts = (
+            "function qualifier refresh_button cache run_button cancel_button status message "
+            "mode url auth"
+        )
         for name in [*parts.split(), *BOUNDS, "summary", "figure", "output"]:
             getattr(self, name).add_class("lambdakit-" + name.replace("_", "-"))
-        self._inputs = [
+        self.run_button.on_click(self._on_run)
+        self.cancel_button.on_click(self._on_cancel)
+        self.mode.observe(self._on_mode, names="value")
+        self._on_mode({"new": self.mode.value})
+
+    @property
+    def _inputs(self) -> list[Any]:
+        # A property: header rows can be added after the form is built.
+        return [
+            self.mode,
             *self.targets.inputs,
+            *self.urls.inputs,
             *(getattr(self, name) for name in BOUNDS),
             self.cache,
             *([self.dataset.path] if self.dataset is not None else []),
             self.run_button,
         ]
-        self.run_button.on_click(self._on_run)
-        self.cancel_button.on_click(self._on_cancel)
-        self.targets.refresh()
+
+    @guarded
+    def _on_mode(self, change: dict[str, Any]) -> None:
+        """Show the function choosers or the URL inputs; list functions when first needed."""
+        url_mode = change["new"] == URL_MODE
+        self.targets.widget.layout.display = "none" if url_mode else ""
+        self.urls.widget.layout.display = "" if url_mode else "none"
+        if not url_mode and not self._listed_once:
+            self._listed_once = True
+            self.targets.refresh()
 
     @property
     def handle(self) -> Any:
@@ -182,7 +223,11 @@ class Form(widgets.VBox):
         return self.dataset.preview if self.dataset is not None else None
 
     def __repr__(self) -> str:
-        # Stable for nbval: no widget ids, no timestamps.
+        # Stable for nbval: no widget ids, no timestamps; never a header value or a query.
+        if self.mode.value == URL_MODE:
+            from lambdakit.aws.function_urls import safe_url
+
+            return f"Form(url={safe_url(self.url.value.strip())!r}, state={self.state!r})"
         return (
             f"Form(function={self.function.value!r}, qualifier={self.qualifier.value!r}, "
             f"state={self.state!r})"
@@ -212,7 +257,8 @@ class Form(widgets.VBox):
 
     def validate(self) -> list[str]:
         """Problems that prevent a run, in words; empty when the inputs are usable."""
-        problems = self.targets.problems()
+        url_mode = self.mode.value == URL_MODE
+        problems = self.urls.problems() if url_mode else self.targets.problems()
         for name, (low, high) in BOUNDS.items():
             value = getattr(self, name).value
             if not low <= value <= high:
@@ -226,10 +272,12 @@ class Form(widgets.VBox):
     def run_kwargs(self) -> dict[str, Any]:
         """The keyword arguments that a Run click passes to `lambdakit.start`."""
         kwargs = dict(self._extra)
+        url_mode = self.mode.value == URL_MODE
+        qualifier = None if self.qualifier.value == LATEST else self.qualifier.value
         kwargs.update(
-            function=self.function.value,
+            function=None if url_mode else self.function.value,
             records=self._records if self.dataset is None else self.dataset.source,
-            qualifier=None if self.qualifier.value == LATEST else self.qualifier.value,
+            qualifier=None if url_mode else qualifier,
             batch_size=self.batch_size.value,
             concurrency=self.concurrency.value,
             timeout=self.timeout.value or None,
@@ -240,6 +288,12 @@ class Form(widgets.VBox):
             # The dashboard is the progress display; a tqdm bar would land in another cell.
             progress=False,
         )
+        if url_mode:
+            kwargs.update(
+                url=self.url.value.strip(),
+                auth=self.auth.value,
+                headers=self.urls.headers() or None,
+            )
         if self._client is not None:
             kwargs["client"] = self._client
         else:
