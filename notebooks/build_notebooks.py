@@ -186,6 +186,46 @@ summary = again.summary()
 print(f"{summary['cached_batches']} of {summary['batches']} batches from the cache")
 print(f"{summary['failed_records']} records failed again; outputs kept for the rest")
 """),
+    md("""
+## The same job through a function URL
+
+Functions behind an HTTP endpoint (a function URL, an API Gateway route) run with the same
+engine: `lambdakit.run(records, url=...)`. `deploy(..., url="AWS_IAM")` gives the function a
+URL that takes SigV4-signed requests only (`auth="aws_iam"` signs them; `url="NONE"` would
+make it public, with the permission statement AWS requires). On `lambdakit local` the URL is
+served by the same port, under `/lambda-url/<function>/`. The function receives each batch
+as the body of a payload format 2.0 event; `batch_processor` reads it from there and answers
+exactly as for Invoke. The cache knows which function answers the URL, so it is keyed by the
+version that runs, not by the address.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+deployed = lambdakit.deploy(
+    client, "batch-processor", "functions/batch_processor", url="AWS_IAM", **role
+)
+processor_url = deployed["function_url"]
+via_url = lambdakit.run(
+    records,
+    url=processor_url,
+    auth="aws_iam",
+    batch_size=20,
+    concurrency=4,
+    cache=False,
+    progress=False,
+)
+for label, run in (("Invoke", result), ("function URL", via_url)):
+    s = run.summary()
+    print(f"{label:>12}: {s['records']} records, {s['failed_records']} failed, "
+          f"{s['batches']} batches")
+print("same outputs:", list(via_url.outputs()) == list(result.outputs()))
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+table, latency_figure, throughput_figure = lambdakit.compare(
+    result, via_url, labels=["Invoke", "function URL"]
+)
+table
+"""),
 ]
 
 BATCH_RUN = [
