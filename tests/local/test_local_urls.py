@@ -371,3 +371,18 @@ def test_build_event_and_http_reply_rules() -> None:
     assert http_reply(b'{"statusCode": 204}') == (204, [], b"")
     status, _, body = http_reply(b'{"statusCode": 400, "body": "no"}')
     assert (status, body) == (400, b"no")
+
+
+def test_a_timed_out_function_answers_502_and_logs_its_timeout(
+    lambda_client: Any, make_function: Any, http: Any, local_lambda: Any
+) -> None:
+    sleeper = "import time\n\ndef handler(event, context):\n    time.sleep(30)\n"
+    name = make_function(sleeper, Timeout=1)
+    url = lambda_client.create_function_url_config(FunctionName=name, AuthType="NONE")[
+        "FunctionUrl"
+    ]
+    _public(lambda_client, name)
+    reply = http.request("GET", url)
+    assert reply.status == 502 and json.loads(reply.data) == {"Message": "Internal Server Error"}
+    report = [line for line in local_lambda.logs(name) if line.startswith("REPORT")]
+    assert report and "Status: timeout" in report[-1]
