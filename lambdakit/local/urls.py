@@ -66,6 +66,7 @@ _INVOKE_MODES = ("BUFFERED", "RESPONSE_STREAM")
 _CORS_LISTS = {"AllowHeaders": 100, "AllowMethods": 6, "AllowOrigins": 100, "ExposeHeaders": 100}
 _METHODS = {"GET", "PUT", "HEAD", "POST", "PATCH", "DELETE", "*"}
 _TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "csv")
+_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
 _FORBIDDEN = "Forbidden"
 _BAD_GATEWAY = {"Message": "Internal Server Error"}
 
@@ -522,6 +523,8 @@ async def serve_url(request: web.Request) -> web.StreamResponse:
         return web.json_response(_BAD_GATEWAY, status=502, headers=extra)
     response = web.Response(status=status, body=data)
     for header, value in headers:
+        if header.lower() in _HOP_BY_HOP:
+            continue  # the server frames the reply itself; a function's value would break it
         if header.lower() == "content-type":
             response.headers["Content-Type"] = value
         else:

@@ -36,7 +36,8 @@ def handler(event, context):
                 "body": base64.b64encode(bytes(range(256))).decode(), "isBase64Encoded": True}
     return {
         "statusCode": 201,
-        "headers": {"Content-Type": "application/json", "X-Echo": "yes", "X-Number": 7},
+        "headers": {"Content-Type": "application/json", "X-Echo": "yes", "X-Number": 7,
+                    "Content-Length": "1"},
         "multiValueHeaders": {"X-Multi": ["a", "b"]},
         "cookies": ["session=abc; Path=/", "theme=dark"],
         "body": json.dumps(event),
