@@ -47,6 +47,7 @@ _MAX_POLICY_BYTES = 20_480  # AWS's limit on a function's policy document
 
 
 def _policies(store: Store, name: str) -> dict[str, dict[str, Any]]:
+    """The function's policies by qualifier; deleting an alias or version drops its own."""
     return store.record(name).setdefault("policies", {})
 
 
@@ -169,7 +170,7 @@ def allows_public_url(store: Store, name: str, qualifier: str | None) -> bool:
     NONE.
     """
     key = "" if qualifier in (None, LATEST) else qualifier
-    policy = store.record(name).get("policies", {}).get(key, {})
+    policy = _policies(store, name).get(key, {})
     for statement in policy.get("Statement", []):
         if statement.get("Effect") != "Allow" or statement.get("Principal") != "*":
             continue

@@ -301,6 +301,7 @@ class Store:
         if users:
             raise conflict(f"Unable to delete version: the aliases {users} use it.")
         del record["versions"][qualifier]
+        record.get("policies", {}).pop(qualifier, None)  # a version's policy goes with it
         self._save(name)
         self.collect_garbage()
 
@@ -370,7 +371,11 @@ class Store:
     def delete_alias(self, name: str, alias_name: str) -> None:
         """Delete an alias (404 when missing)."""
         self.alias(name, alias_name)
-        del self.record(name)["aliases"][alias_name]
+        record = self.record(name)
+        del record["aliases"][alias_name]
+        # Its function URL and resource policy go with it, as on AWS (urls.py, policy.py).
+        record.get("urls", {}).pop(alias_name, None)
+        record.get("policies", {}).pop(alias_name, None)
         self._save(name)
 
     def put_concurrency(self, name: str, value: Any) -> int:

@@ -170,6 +170,7 @@ def _shown(service: Service, name: str, key: str, cfg: dict[str, Any]) -> dict[s
 
 
 def _urls(store: Store, name: str) -> dict[str, dict[str, Any]]:
+    """The function's URL configs ("" for $LATEST); Store.delete_alias drops an alias's."""
     return store.record(name).setdefault("urls", {})
 
 
@@ -241,11 +242,8 @@ async def list_url_configs(request: web.Request) -> web.Response:
     """ListFunctionUrlConfigs, paginated by Marker/MaxItems."""
     service = request.app[SERVICE]
     name, _ = parse_function_name(request.match_info["name"])
-    record = service.store.record(name)
     items = [
-        _shown(service, name, key, cfg)
-        for key, cfg in sorted(_urls(service.store, name).items())
-        if not key or key in record["aliases"]  # a deleted alias takes its URL with it
+        _shown(service, name, key, cfg) for key, cfg in sorted(_urls(service.store, name).items())
     ]
     return page(request, items, "FunctionUrl", "FunctionUrlConfigs")
 

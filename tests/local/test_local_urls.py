@@ -387,3 +387,23 @@ def test_a_timed_out_function_answers_502_and_logs_its_timeout(
     assert reply.status == 502 and json.loads(reply.data) == {"Message": "Internal Server Error"}
     report = [line for line in local_lambda.logs(name) if line.startswith("REPORT")]
     assert report and "Status: timeout" in report[-1]
+
+
+def test_a_deleted_alias_takes_its_url_and_policy_with_it(
+    lambda_client: Any, make_function: Any, http: Any
+) -> None:
+    name = make_function(ROUTER)
+    lambda_client.publish_version(FunctionName=name)
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    lambda_client.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="NONE")
+    _public(lambda_client, name, "live")
+    lambda_client.delete_alias(FunctionName=name, Name="live")
+    lambda_client.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    assert lambda_client.list_function_url_configs(FunctionName=name)["FunctionUrlConfigs"] == []
+    with pytest.raises(ClientError) as exc:
+        lambda_client.get_policy(FunctionName=name, Qualifier="live")
+    assert error_of(exc)[:2] == ("ResourceNotFoundException", 404)
+    url = lambda_client.create_function_url_config(
+        FunctionName=name, Qualifier="live", AuthType="NONE"
+    )["FunctionUrl"]
+    assert http.request("GET", url + "plain").status == 403  # the old statement is gone
