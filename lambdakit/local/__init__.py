@@ -240,11 +240,14 @@ class LocalLambda:
         data = json.dumps(body).encode() if body is not None else None
         url = f"{self.endpoint_url}/_lambdakit/faults/{urllib.parse.quote(function_name)}"
         request = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 text = response.read()
         except urllib.error.HTTPError as exc:
-            detail = json.loads(exc.read() or b"{}").get("Message", exc.reason)
+            reply = json.loads(exc.read() or b"{}")
+            detail = reply.get("message") or reply.get("Message") or exc.reason
             raise LocalServiceError(f"faults of {function_name!r}: {detail}") from None
         return json.loads(text) if text else {}
 

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 __all__ = [
+    "LOWER_CASE_MESSAGE",
     "ApiError",
     "alias_version",
     "bad_content",
@@ -43,6 +44,24 @@ _RESERVED_ENV = {
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
 }  # fmt: skip
 _MAX_ENV_BYTES = 4096
+# Error shapes whose message member botocore's model spells lower-case (the rest spell it
+# "Message"), plus RequestEntityTooLargeException, which AWS sends for the model's
+# RequestTooLargeException, and the signature layer's errors. tests/local pin it to the model.
+LOWER_CASE_MESSAGE = frozenset({
+    "AliasLimitExceededException", "CapacityProviderLimitExceededException",
+    "CodeArtifactUserDeletedException", "CodeArtifactUserFailedException",
+    "CodeArtifactUserPendingException", "CodeStorageExceededException",
+    "FunctionVersionsPerCapacityProviderLimitExceededException",
+    "InvalidParameterValueException", "InvalidRequestContentException",
+    "ModeNotSupportedException", "PolicyLengthExceededException", "PreconditionFailedException",
+    "ProvisionedConcurrencyConfigNotFoundException", "RequestTooLargeException",
+    "ResourceConflictException", "ResourceNotReadyException", "RuntimeAliasDeletedException",
+    "RuntimeVersionDeletedException", "SerializedRequestEntityTooLargeException",
+    "TooManyRequestsException", "UnsupportedMediaTypeException",
+    "RequestEntityTooLargeException", "UnrecognizedClientException",
+    "InvalidSignatureException", "IncompleteSignatureException", "AccessDeniedException",
+    "MissingAuthenticationTokenException",
+})  # fmt: skip
 
 
 class ApiError(Exception):
@@ -68,7 +87,8 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The JSON body AWS sends with this error."""
-        out: dict[str, Any] = {"Type": self.error_type, "Message": self.message}
+        key = "message" if self.code in LOWER_CASE_MESSAGE else "Message"
+        out: dict[str, Any] = {"Type": self.error_type, key: self.message}
         if self.reason:
             out["Reason"] = self.reason
         return out

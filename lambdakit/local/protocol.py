@@ -1,7 +1,8 @@
 """The wire protocol shared by every route: AWS error replies, JSON bodies, names, pagination.
 
 Every error leaves as AWS sends it: the `x-amzn-ErrorType` header with the full code and a
-JSON body `{"Type", "Message"}` (plus `Reason` and a `Retry-After` header for a 429).
+JSON body `{"Type", "Message"}` (`message` for the error shapes whose botocore model spells
+it so), plus `Reason` and a `Retry-After` header for a 429.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import socket
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ class ServerConfig:
     event_retry_delays: tuple[float, ...] = (1.0, 2.0)  # AWS waits 1 then 2 minutes
     event_workers: int = 16  # Event invocations run at once, per function
     parent_pid: int | None = None  # stop when this process is gone (LocalLambda's owner)
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the bound address's
 
     def __post_init__(self) -> None:
         if self.state_dir is not None and not isinstance(self.state_dir, Path):
@@ -84,6 +86,7 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
     from lambdakit.local.environments import EnvironmentManager
     from lambdakit.local.events import EventQueue
     from lambdakit.local.faults import FaultInjector, add_fault_routes
+    from lambdakit.local.guard import RequestGuard, allowed_hosts
     from lambdakit.local.invocations import add_invoke_routes, run_event
     from lambdakit.local.policy import add_policy_routes
     from lambdakit.local.protocol import error_middleware
@@ -113,7 +116,15 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
         workers=config.event_workers,
         retry_delays=config.event_retry_delays,
     )
-    app = web.Application(middlewares=[error_middleware], client_max_size=_CLIENT_MAX_SIZE)
+    port = urllib.parse.urlsplit(endpoint_url).port or 0
+    guard = RequestGuard(
+        hosts=allowed_hosts(config.host, config.allowed_hosts),
+        port=port,
+        any_address=config.host in ("0.0.0.0", "::"),
+    )
+    app = web.Application(
+        middlewares=[error_middleware, guard.middleware], client_max_size=_CLIENT_MAX_SIZE
+    )
     app[SERVICE] = service
     add_management_routes(app)
     add_invoke_routes(app)

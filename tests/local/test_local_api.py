@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from lambdakit.local.checks import LOWER_CASE_MESSAGE
+
 ECHO = "def handler(event, context):\n    return {'event': event}\n"
 ARN_PREFIX = "arn:aws:lambda:us-east-1:123456789012:function:"
 RETURN_ONE = "def handler(event, context):\n    return 1\n"
@@ -19,9 +21,15 @@ RETURN_TWO = "def handler(event, context):\n    return 2\n"
 
 
 def raw(local: Any, method: str, path: str, body: bytes | None = None, headers=None):
-    """(status, headers, parsed-or-raw body) of one plain HTTP request to the service."""
+    """(status, headers, parsed-or-raw body) of one plain HTTP request to the service.
+
+    A body goes as application/json unless `headers` names another Content-Type.
+    """
+    headers = dict(headers or {})
+    if body is not None and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"
     request = urllib.request.Request(
-        f"{local.endpoint_url}{path}", data=body, method=method, headers=headers or {}
+        f"{local.endpoint_url}{path}", data=body, method=method, headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -32,6 +40,14 @@ def raw(local: Any, method: str, path: str, body: bytes | None = None, headers=N
         return status, head, json.loads(data) if data else None
     except ValueError:
         return status, head, data
+
+
+def message_of(headers: Any, body: dict[str, Any]) -> str:
+    """An error body's message, checking that it is spelled as botocore's model has it."""
+    code = headers["x-amzn-ErrorType"]
+    key = "message" if code in LOWER_CASE_MESSAGE else "Message"
+    assert key in body and ({"message", "Message"} - {key}).isdisjoint(body), (code, body)
+    return body[key]
 
 
 def error_of(exc_info: pytest.ExceptionInfo[ClientError]) -> tuple[str, int, str]:
@@ -347,7 +363,7 @@ def test_bad_settings_are_refused_by_name(local_lambda, zip_code, settings, fiel
     )
     assert status == 400
     assert headers["x-amzn-ErrorType"] == "InvalidParameterValueException"
-    assert field in reply["Message"]
+    assert field in message_of(headers, reply)
     assert reply["Type"] == "User"
 
 
@@ -377,7 +393,7 @@ def test_malformed_requests_get_aws_errors(local_lambda, make_function):
     for method, path, body, status, code in cases:
         got_status, headers, reply = raw(local_lambda, method, path, body)
         assert (got_status, headers["x-amzn-ErrorType"]) == (status, code), (method, path)
-        assert reply["Message"], (method, path)
+        assert message_of(headers, reply), (method, path)
     # The server is still healthy afterwards.
     status, _, reply = raw(local_lambda, "GET", f"/2015-03-31/functions/{name}")
     assert status == 200 and reply["Configuration"]["FunctionName"] == name
@@ -418,7 +434,7 @@ def test_garbage_bodies_never_cause_a_server_error(local_lambda, make_function):
             assert status < 500, (method, path, body, reply)
             if status >= 400:
                 assert headers["x-amzn-ErrorType"], (method, path, body)
-                assert reply["Message"], (method, path, body)
+                assert message_of(headers, reply), (method, path, body)
 
 
 def test_oversized_code_upload_is_refused_before_it_is_read(local_lambda):
@@ -435,7 +451,7 @@ def test_oversized_code_upload_is_refused_before_it_is_read(local_lambda):
     response = connection.getresponse()
     assert response.status == 413
     assert response.getheader("x-amzn-ErrorType") == "RequestEntityTooLargeException"
-    assert "69905067" in json.loads(response.read())["Message"]
+    assert "69905067" in json.loads(response.read())["message"]
     connection.close()
 
 

@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lambdakit.local.faults import FaultInjector, FaultSettings
-from tests.local.test_local_api import ECHO, raw
+from tests.local.test_local_api import ECHO, message_of, raw
 
 
 def outcomes(injector: FaultInjector, name: str, n: int) -> list[str]:
@@ -77,7 +77,7 @@ def test_endpoint_errors(local_lambda, make_function):
     for bad in (b"{oops", b"[1]", b'{"error_rate": 2}', b'{"rate": 1}'):
         status, headers, body = raw(local_lambda, "PUT", f"/_lambdakit/faults/{name}", bad)
         assert status == 400, bad
-        assert body["Message"], bad
+        assert message_of(headers, body), bad
 
 
 def test_clients_see_throttles_and_errors_in_the_seeded_order(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.local.test_local_api import ARN_PREFIX, ECHO, error_of, raw
+from tests.local.test_local_api import ARN_PREFIX, ECHO, error_of, message_of, raw
 
 SLEEPER = (
     "import time\ndef handler(event, context):\n    time.sleep(event['s'])\n    return 'slept'\n"
@@ -199,7 +199,7 @@ def test_bad_invoke_headers(local_lambda, make_function):
     ):
         status, headers, body = raw(local_lambda, "POST", path, b"{}", header)
         assert (status, headers["x-amzn-ErrorType"]) == (400, "InvalidParameterValueException")
-        assert body["Message"]
+        assert message_of(headers, body)
 
 
 def test_a_function_whose_code_cannot_unpack_is_failed_and_refuses_invokes(
