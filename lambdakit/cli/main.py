@@ -2,8 +2,9 @@
 
     lambdakit local [--host 127.0.0.1] [--port 9001] [--state-dir DIR]
     lambdakit local logs FUNCTION [--tail N] [--state-dir DIR]
-    lambdakit local faults FUNCTION [--throttle-rate R] [--error-rate R] [--latency-ms MS]
-                                    [--seed N] [--clear] [--endpoint-url URL]
+    lambdakit local faults [FUNCTION] [--throttle-rate R] [--error-rate R] [--latency-ms MS]
+                                      [--seed N] [--clear] [--endpoint-url URL]
+                                      (no FUNCTION: show, or with --clear remove, them all)
     lambdakit run FUNCTION INPUT [...]     lambdakit demo [...]     lambdakit lab [...]
                                     (see lambdakit/commands.py)
 
@@ -19,6 +20,7 @@ import json
 import logging
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,7 +77,7 @@ def add_local_command(subparsers: Any) -> None:
     logs.set_defaults(func=_logs)
 
     faults = actions.add_parser("faults", help="show or set a function's injected faults")
-    faults.add_argument("function")
+    faults.add_argument("function", nargs="?", help="the function (default: every function)")
     faults.add_argument("--throttle-rate", type=_rate)
     faults.add_argument("--error-rate", type=_rate)
     faults.add_argument("--latency-ms", type=float)
@@ -153,7 +155,9 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _faults(args: argparse.Namespace) -> int:
-    url = f"{args.endpoint_url.rstrip('/')}/_lambdakit/faults/{args.function}"
+    url = f"{args.endpoint_url.rstrip('/')}/_lambdakit/faults"
+    if args.function is not None:
+        url += f"/{urllib.parse.quote(args.function, safe='')}"
     settings = {
         "throttle_rate": args.throttle_rate,
         "error_rate": args.error_rate,
@@ -161,6 +165,9 @@ def _faults(args: argparse.Namespace) -> int:
         "seed": args.fault_seed,
     }
     given = {k: v for k, v in settings.items() if v is not None}
+    if given and args.function is None:
+        print("lambdakit local faults: name the FUNCTION to set faults on", file=sys.stderr)
+        return 2
     if args.clear:
         request = urllib.request.Request(url, method="DELETE")
     elif given:
@@ -183,7 +190,7 @@ def _faults(args: argparse.Namespace) -> int:
         )
         return 1
     if args.clear:
-        print(f"faults of {args.function} cleared")
+        print(f"faults of {args.function or 'every function'} cleared")
     else:
         print(text or "{}")
     return 0

@@ -30,6 +30,7 @@ from lambdakit.local.codezip import (
     MAX_UNZIPPED_BYTES,
     MAX_ZIPPED_BYTES,
     CodeInfo,
+    check_handler,
     check_zip,
     store_zip,
     unpack,
@@ -110,10 +111,22 @@ def _zip_bytes(body: dict[str, Any], field_name: str) -> bytes:
         ) from None
 
 
-async def _store_code(service: Service, data: bytes) -> CodeInfo:
-    """Check, then store and pin a zip; nothing is written when the check refuses it."""
+def _checked_zip(data: bytes, cfg: dict[str, Any]) -> CodeInfo:
+    """check_zip, plus the handler's module, unless layers may bring it."""
+    info = check_zip(data)
+    if not cfg.get("Layers"):
+        check_handler(info, cfg.get("Handler"), cfg.get("Runtime"))
+    return info
+
+
+async def _store_code(service: Service, data: bytes, cfg: dict[str, Any]) -> CodeInfo:
+    """Check, then store and pin a zip; nothing is written when the check refuses it.
+
+    `cfg` is the function's configuration (or CreateFunction's body): its Handler and
+    Runtime say which module or bootstrap the zip must hold.
+    """
     loop = asyncio.get_running_loop()
-    info = await loop.run_in_executor(None, check_zip, data)
+    info = await loop.run_in_executor(None, _checked_zip, data, cfg)
     service.store.pin(info.sha_hex)  # the caller unpins once a record refers to it
     try:
         await loop.run_in_executor(None, store_zip, service.store.code_root, data, info)
@@ -134,7 +147,7 @@ async def create_function(request: web.Request) -> web.Response:
     optional(body, "Publish", bool)
     check_tags(optional(body, "Tags", dict) or {})
     data = _zip_bytes(optional(body, "Code", dict) or {}, "ZipFile")
-    info = await _store_code(service, data)
+    info = await _store_code(service, data, body)
     try:
         cfg = service.store.create_function(body, info)
     finally:
@@ -198,10 +211,12 @@ async def update_code(request: web.Request) -> web.Response:
     service.store.check_updatable(name, optional(body, "RevisionId", str))  # before writing
     publish = bool(optional(body, "Publish", bool))
     data = _zip_bytes(body, "ZipFile")
+    current = service.store.config(name)
     if optional(body, "DryRun", bool):
-        info = await asyncio.get_running_loop().run_in_executor(None, check_zip, data)
-        return web.json_response(public(service.store.config(name), CodeSha256=info.sha256))
-    info = await _store_code(service, data)
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, _checked_zip, data, current)
+        return web.json_response(public(current, CodeSha256=info.sha256))
+    info = await _store_code(service, data, current)
     try:
         cfg = service.store.update_code(name, info, body.get("RevisionId"), publish=publish)
     finally:

@@ -6,24 +6,37 @@ Off by default. Set through `lambdakit local faults FUNCTION ...` or the managem
     GET    /_lambdakit/faults/{name}   the current settings ({} when none)
     DELETE /_lambdakit/faults/{name}   back to no faults
     GET    /_lambdakit/faults          every function's settings
+    DELETE /_lambdakit/faults          no faults anywhere
 
-With a seed (per function, or the server's `--fault-seed`), the sequence of decisions for a
-function is reproducible, so tests built on it are deterministic.
+Settings are kept in `<state_dir>/faults.json`, so a restarted service injects the same
+faults (each function's random sequence starts over). With a seed (per function, or the
+server's `--fault-seed`), the sequence of decisions for a function is reproducible, so tests
+built on it are deterministic.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from lambdakit.local.checks import bad_content, invalid
 
-__all__ = ["FaultDecision", "FaultInjector", "FaultSettings", "add_fault_routes"]
+__all__ = ["MAX_LATENCY_MS", "FaultDecision", "FaultInjector", "FaultSettings", "add_fault_routes"]
+
+log = logging.getLogger("lambdakit.local.faults")
+
+# Lambda's longest timeout (15 minutes): more added latency than that is never a test.
+MAX_LATENCY_MS = 900_000.0
 
 
 @dataclass(frozen=True)
@@ -38,15 +51,14 @@ class FaultSettings:
     def __post_init__(self) -> None:
         for name in ("throttle_rate", "error_rate"):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value <= 1
-            ):
+            if not _finite(value) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
         latency = self.latency_ms
-        if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
-            raise ValueError(f"latency_ms must be a number >= 0, got {latency!r}")
+        if not _finite(latency) or not 0 <= latency <= MAX_LATENCY_MS:
+            raise ValueError(
+                f"latency_ms must be a number between 0 and {MAX_LATENCY_MS:.0f} "
+                f"(Lambda's longest timeout), got {latency!r}"
+            )
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
@@ -63,6 +75,11 @@ class FaultSettings:
         return cls(**body)
 
 
+def _finite(value: Any) -> bool:
+    """A JSON number that is not NaN or infinite (json.loads takes 'Infinity' and 'NaN')."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class FaultDecision:
     """What happens to one invocation: wait latency_s, then throttle or fail (or neither)."""
@@ -75,13 +92,42 @@ class FaultDecision:
 class FaultInjector:
     """Per-function fault settings and their (seedable) random decisions."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, path: Path | None = None) -> None:
         self.seed = seed
+        self.path = path  # where settings persist (None: in memory only)
         self._settings: dict[str, FaultSettings] = {}
         self._rngs: dict[str, random.Random] = {}
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            stored = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.error("ignoring unreadable fault settings %s: %s", path, exc)
+            return
+        for name, body in (stored if isinstance(stored, dict) else {}).items():
+            try:
+                self._apply(name, FaultSettings.from_json(body))
+            except (TypeError, ValueError) as exc:
+                log.error("ignoring stored faults of %s: %s", name, exc)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        text = json.dumps({k: asdict(v) for k, v in sorted(self._settings.items())}, indent=1)
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)  # atomic: a crash never leaves half the settings
 
     def set(self, function_name: str, settings: FaultSettings) -> None:
         """Replace a function's settings; this restarts its random sequence."""
+        self._apply(function_name, settings)
+        self._save()
+
+    def _apply(self, function_name: str, settings: FaultSettings) -> None:
         self._settings[function_name] = settings
         seed = settings.seed if settings.seed is not None else self.seed
         # A string seed mixes in the name, so functions draw independent, reproducible sequences.
@@ -95,8 +141,15 @@ class FaultInjector:
 
     def clear(self, function_name: str) -> None:
         """Remove a function's faults (also used when the function is deleted)."""
-        self._settings.pop(function_name, None)
+        if self._settings.pop(function_name, None) is not None:
+            self._save()
         self._rngs.pop(function_name, None)
+
+    def clear_all(self) -> None:
+        """Remove every function's faults."""
+        self._settings.clear()
+        self._rngs.clear()
+        self._save()
 
     def all(self) -> dict[str, FaultSettings]:
         """Every function's settings."""
@@ -152,7 +205,12 @@ def add_fault_routes(
         injector.clear(request.match_info["name"])
         return web.Response(status=204)
 
+    async def delete_all(request: web.Request) -> web.Response:
+        injector.clear_all()
+        return web.Response(status=204)
+
     app.router.add_get("/_lambdakit/faults", list_all)
+    app.router.add_delete("/_lambdakit/faults", delete_all)
     app.router.add_get("/_lambdakit/faults/{name}", get_one)
     app.router.add_put("/_lambdakit/faults/{name}", put_one)
     app.router.add_delete("/_lambdakit/faults/{name}", delete_one)

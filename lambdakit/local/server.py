@@ -107,7 +107,7 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
     service = Service(
         store=store,
         environments=environments,
-        faults=FaultInjector(config.seed),
+        faults=FaultInjector(config.seed, path=state_dir / "faults.json"),
         rng=random.Random(config.seed),
     )
     service.events = EventQueue(

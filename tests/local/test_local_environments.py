@@ -476,8 +476,8 @@ def test_boto3_runtime_that_exits(lambda_client, make_function):
 @pytest.mark.parametrize(
     ("source", "handler", "error_type", "message"),
     [
-        ("x = 1\n", "missing.handler", "Runtime.ImportModuleError",
-         "Unable to import module 'missing': No module named 'missing'"),
+        ("import missing\n", "app.handler", "Runtime.ImportModuleError",
+         "Unable to import module 'app': No module named 'missing'"),
         ("def other(e, c): pass\n", "app.handler", "Runtime.HandlerNotFound",
          "Handler 'handler' missing on module 'app'"),
         ("def handler(e, c)\n", "app.handler", "Runtime.UserCodeSyntaxError",

@@ -74,7 +74,11 @@ def test_endpoint_errors(local_lambda, make_function):
     name = make_function(ECHO)
     status, headers, body = raw(local_lambda, "PUT", "/_lambdakit/faults/nobody", b"{}")
     assert (status, headers["x-amzn-ErrorType"]) == (404, "ResourceNotFoundException")
-    for bad in (b"{oops", b"[1]", b'{"error_rate": 2}', b'{"rate": 1}'):
+    absurd = (
+        b'{"latency_ms": Infinity}', b'{"latency_ms": NaN}', b'{"error_rate": NaN}',
+        b'{"latency_ms": 1e12}', b'{"latency_ms": -1}', b'{"throttle_rate": -Infinity}',
+    )  # fmt: skip
+    for bad in (b"{oops", b"[1]", b'{"error_rate": 2}', b'{"rate": 1}', *absurd):
         status, headers, body = raw(local_lambda, "PUT", f"/_lambdakit/faults/{name}", bad)
         assert status == 400, bad
         assert message_of(headers, body), bad
@@ -127,3 +131,42 @@ def test_local_lambda_fault_helpers(local_lambda, lambda_client, make_function):
     with pytest.raises(LocalServiceError) as exc_info:
         local_lambda.set_faults("nobody-at-all", throttle_rate=0.5)
     assert "Function not found" in str(exc_info.value)
+
+
+def test_faults_persist_across_a_restart_and_clear_removes_them(tmp_path, zip_code, capsys):
+    from lambdakit.cli.main import main
+    from lambdakit.local import LocalLambda
+
+    with LocalLambda(state_dir=tmp_path / "state") as local:
+        client = local.client()
+        for name in ("kept-a", "kept-b"):
+            client.create_function(
+                FunctionName=name, Runtime="python3.11", Handler="app.handler",
+                Role="arn:aws:iam::123456789012:role/x", Code={"ZipFile": zip_code(ECHO)},
+            )  # fmt: skip
+            client.get_waiter("function_active_v2").wait(FunctionName=name)
+        local.set_faults("kept-a", error_rate=1.0, seed=3)
+        local.set_faults("kept-b", throttle_rate=1.0)
+        local.restart()
+        client = local.client()
+        assert local.faults("kept-a") == {
+            "throttle_rate": 0.0, "error_rate": 1.0, "latency_ms": 0.0, "seed": 3,
+        }  # fmt: skip
+        assert client.invoke(FunctionName="kept-a")["FunctionError"] == "Unhandled"
+        with pytest.raises(client.exceptions.TooManyRequestsException):
+            client.invoke(FunctionName="kept-b")
+        assert main(["local", "faults", "--clear", "--endpoint-url", local.endpoint_url]) == 0
+        assert "every function" in capsys.readouterr().out
+        assert local.faults("kept-a") == {} and local.faults("kept-b") == {}
+        local.restart()
+        assert local.faults("kept-a") == {}
+        assert "FunctionError" not in local.client().invoke(FunctionName="kept-a")
+
+
+def test_unreadable_stored_faults_are_ignored(tmp_path):
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps({"ok": {"error_rate": 0.5}, "bad": {"latency_ms": "inf"}}))
+    injector = FaultInjector(path=path)
+    assert injector.all() == {"ok": FaultSettings(error_rate=0.5)}
+    path.write_text("{not json")
+    assert FaultInjector(path=path).all() == {}

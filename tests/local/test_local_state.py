@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import time
+import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from lambdakit.errors import LocalServiceError
 from lambdakit.local import LocalLambda, codezip
@@ -289,3 +294,99 @@ def test_unreadable_records_are_skipped_on_load(tmp_path, caplog):
     again = new_store(tmp_path)
     assert again.names() == ["good"]
     assert "broken.json" in caplog.text and "odd.json" in caplog.text
+
+
+def _zip_with(entries: list[tuple[str, bytes, int]]) -> bytes:
+    """A zip of (name, content, unix mode) entries; S_IFLNK modes make symlinks."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content, mode in entries:
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = mode << 16
+            archive.writestr(info, content)
+    return buffer.getvalue()
+
+
+LINK = stat.S_IFLNK | 0o777
+FILE = stat.S_IFREG | 0o644
+LINKED_HANDLER = (
+    "import pathlib\n"
+    "def handler(event, context):\n"
+    "    here = pathlib.Path(__file__).parent\n"
+    "    return {'data': (here / 'data.txt').read_text(), 'link': (here / 'data.txt').is_symlink(),"
+    " 'lib': (here / 'lib' / 'value.txt').read_text()}\n"
+)
+
+
+def test_symlinks_are_stored_as_symlinks_resolved_inside_the_package(
+    lambda_client, make_function, invoke_json
+):
+    name = make_function("def handler(event, context):\n    return 0\n")
+    package = _zip_with([
+        ("app.py", LINKED_HANDLER.encode(), FILE),
+        ("real/data.txt", b"payload", FILE),
+        ("data.txt", b"real/data.txt", LINK),
+        ("vendor/lib/value.txt", b"v1", FILE),
+        ("lib", b"vendor/lib", LINK),
+    ])  # fmt: skip
+    lambda_client.update_function_code(FunctionName=name, ZipFile=package)
+    lambda_client.get_waiter("function_updated_v2").wait(FunctionName=name)
+    _, body = invoke_json(name)
+    assert body == {"data": "payload", "link": True, "lib": "v1"}
+
+
+@pytest.mark.parametrize(
+    ("entries", "words"),
+    [
+        ([("app.py", b"x = 1", FILE), ("evil", b"/etc/passwd", LINK)], "outside"),
+        ([("app.py", b"x = 1", FILE), ("sub/evil", b"../../x", LINK)], "outside"),
+        ([("app.py", b"x = 1", FILE), ("a", b"b/../..", LINK), ("b", b".", LINK)], "outside"),
+        ([("app.py", b"x = 1", FILE), ("up", b"..", LINK), ("down", b"up/etc", LINK)], "outside"),
+        ([("app.py", b"x = 1", FILE), ("d", b"/tmp", LINK), ("d/x.py", b"1", FILE)], "through"),
+        ([("app.py", b"x = 1", FILE), ("loop", b"loop", LINK)], "outside"),
+        ([], "non-empty"),
+        ([("folder/", b"", stat.S_IFDIR | 0o755)], "non-empty"),
+        ([("other.py", b"def handler(e, c): pass", FILE)], "no module for handler"),
+    ],
+)  # fmt: skip
+def test_bad_packages_are_refused_at_create_and_update(
+    lambda_client, make_function, entries, words
+):
+    package = _zip_with(entries)
+    with pytest.raises(ClientError) as caught:
+        lambda_client.create_function(
+            FunctionName=f"bad-zip-{uuid.uuid4().hex[:8]}", Runtime="python3.11",
+            Role="arn:aws:iam::123456789012:role/x", Handler="app.handler",
+            Code={"ZipFile": package},
+        )  # fmt: skip
+    error = caught.value.response["Error"]
+    assert error["Code"] == "InvalidParameterValueException"
+    assert words in error["Message"]
+    name = make_function("def handler(event, context):\n    return 1\n")
+    with pytest.raises(ClientError) as caught:
+        lambda_client.update_function_code(FunctionName=name, ZipFile=package)
+    assert caught.value.response["Error"]["Code"] == "InvalidParameterValueException"
+    assert words in caught.value.response["Error"]["Message"]
+
+
+def test_custom_runtime_zip_needs_a_bootstrap(lambda_client):
+    with pytest.raises(ClientError) as caught:
+        lambda_client.create_function(
+            FunctionName=f"no-bootstrap-{uuid.uuid4().hex[:8]}", Runtime="provided.al2023",
+            Role="arn:aws:iam::123456789012:role/x", Handler="x",
+            Code={"ZipFile": _zip_with([("run.sh", b"#!/bin/sh", FILE)])},
+        )  # fmt: skip
+    assert "bootstrap" in caught.value.response["Error"]["Message"]
+
+
+def test_handler_in_a_package_or_subfolder_is_found(make_function, invoke_json):
+    name = make_function(
+        {"pkg/__init__.py": "", "pkg/mod.py": "def handler(event, context):\n    return 7\n"},
+        handler="pkg.mod.handler",
+    )
+    assert invoke_json(name)[1] == 7
+    name = make_function(
+        {"src/app/__init__.py": "def handler(event, context):\n    return 8\n"},
+        handler="src/app.handler",
+    )
+    assert invoke_json(name)[1] == 8
