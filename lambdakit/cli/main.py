@@ -1,6 +1,9 @@
 """The `lambdakit` command line: `lambdakit local ...` (and the commands other modules add).
 
     lambdakit local [--host 127.0.0.1] [--port 9001] [--state-dir DIR]
+                    [--tls-cert PEM --tls-key PEM | --insecure-http]
+                    [--access-key ID:SECRET ...] [--keys-file FILE]
+        (a --host off loopback needs TLS, or --insecure-http, and at least one signing key)
     lambdakit local logs FUNCTION [--tail N] [--state-dir DIR]
     lambdakit local faults [FUNCTION] [--throttle-rate R] [--error-rate R] [--latency-ms MS]
                                       [--seed N] [--clear] [--endpoint-url URL]
@@ -66,6 +69,19 @@ def add_local_command(subparsers: Any) -> None:
     local.add_argument("--seed", type=int, help="seed alias routing and injected faults")
     local.add_argument("--event-retry-delays", type=_delays, default=(1.0, 2.0), metavar="S,S")
     local.add_argument("--log-level", default="INFO", help="server log level (stderr)")
+    local.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this chain")
+    local.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's key")
+    local.add_argument(
+        "--insecure-http", action="store_true", help="allow plain HTTP off loopback (warned)"
+    )
+    local.add_argument(
+        "--access-key", action="append", default=[], metavar="ID:SECRET",
+        help="an access key allowed to sign requests (repeatable); requests must then be "
+        "SigV4-signed by one",
+    )  # fmt: skip
+    local.add_argument("--keys-file", type=Path, help="allowed keys: ID:SECRET lines or JSON")
+    local.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a Host name to answer besides the bound address")  # fmt: skip
     local.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     local.set_defaults(func=_serve)
     actions = local.add_subparsers(dest="local_command", metavar="{logs,faults}")
@@ -105,27 +121,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from lambdakit.local.server import ServerConfig, default_state_dir, serve
+    from lambdakit.local.server import ServerConfig, default_state_dir, is_loopback, serve
 
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )  # fmt: skip
+    from lambdakit.local.auth import load_keys_file, parse_access_key
+
     try:
+        keys = dict(parse_access_key(text) for text in args.access_key)
+        if args.keys_file is not None:
+            keys.update(load_keys_file(args.keys_file))
         config = ServerConfig(
             host=args.host, port=args.port, state_dir=args.state_dir, region=args.region,
             account_concurrency=args.account_concurrency, idle_timeout_s=args.idle_timeout,
             seed=args.seed, event_retry_delays=args.event_retry_delays,
-            parent_pid=args.exit_with_parent,
+            parent_pid=args.exit_with_parent, allowed_hosts=tuple(args.allowed_host),
+            tls_cert=args.tls_cert, tls_key=args.tls_key, insecure_http=args.insecure_http,
+            access_keys=tuple(keys.items()),
         )  # fmt: skip
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         print(f"lambdakit local: {exc}", file=sys.stderr)
         return 2
+    if args.insecure_http and not is_loopback(config.host):
+        print(
+            f"lambdakit local: WARNING: plain HTTP on {config.host}, which is not loopback: "
+            "anyone on the network path can read payloads and results.",
+            file=sys.stderr,
+        )
 
     def ready(url: str) -> None:
-        # LocalLambda waits for exactly this line.
+        # LocalLambda waits for exactly this line (the URL, then what was bound).
         state = config.state_dir or default_state_dir()
-        print(f"lambdakit local listening on {url} (state: {state})", flush=True)
+        port = url.rsplit(":", 1)[1]
+        print(
+            f"lambdakit local listening on {url} (bound {config.host}:{port}, state: {state})",
+            flush=True,
+        )
 
     try:
         asyncio.run(serve(config, ready))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from lambdakit.errors import LocalServiceError
 __all__ = ["LocalLambda"]
 
 _READY_PREFIX = "lambdakit local listening on "
+_BOUND = re.compile(r"\(bound (.+):(\d+), ")
 
 
 class LocalLambda:
@@ -38,6 +41,12 @@ class LocalLambda:
     state_dir=None uses a temporary folder removed on exit; give a folder to keep functions
     across runs. port=0 picks a free port. `seed` makes alias routing and injected faults
     reproducible. `event_retry_delays` are the waits before an Event's 2nd and 3rd attempts.
+
+    `access_key=(id, secret)` makes the service accept only requests SigV4-signed with that
+    key (and `.client()`, `set_faults()` sign with it). A `host` off loopback needs it, and
+    `tls_cert`/`tls_key` (or `insecure_http=True`); it warns with a `UserWarning`.
+    `ca_bundle` is what clients verify the certificate with (default: `tls_cert`).
+    `bound` is the (host, port) the server actually bound.
     """
 
     def __init__(
@@ -52,6 +61,11 @@ class LocalLambda:
         seed: int | None = None,
         event_retry_delays: tuple[float, ...] = (1.0, 2.0),
         startup_timeout_s: float = 60.0,
+        access_key: tuple[str, str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        insecure_http: bool = False,
+        ca_bundle: str | os.PathLike[str] | None = None,
     ) -> None:
         self._given_state_dir = Path(state_dir) if state_dir is not None else None
         self.port = port
@@ -62,6 +76,12 @@ class LocalLambda:
         self.seed = seed
         self.event_retry_delays = tuple(event_retry_delays)
         self.startup_timeout_s = startup_timeout_s
+        self.access_key = tuple(access_key) if access_key is not None else None
+        self.tls_cert = Path(tls_cert) if tls_cert is not None else None
+        self.tls_key = Path(tls_key) if tls_key is not None else None
+        self.insecure_http = insecure_http
+        self.ca_bundle = Path(ca_bundle) if ca_bundle is not None else self.tls_cert
+        self.bound: tuple[str, int] | None = None
         self.state_dir: Path | None = self._given_state_dir
         self.endpoint_url: str | None = None
         self._process: subprocess.Popen[str] | None = None
@@ -103,6 +123,12 @@ class LocalLambda:
         ]  # fmt: skip
         if self.seed is not None:
             command += ["--seed", str(self.seed)]
+        if self.access_key is not None:
+            command += ["--access-key", ":".join(self.access_key)]
+        if self.tls_cert is not None and self.tls_key is not None:
+            command += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
+        if self.insecure_http:
+            command += ["--insecure-http"]
         # The server has its own session (a notebook's Ctrl-C must not reach it), so it
         # watches this process instead and exits if it dies without calling stop().
         command += ["--exit-with-parent", str(os.getpid())]
@@ -114,6 +140,16 @@ class LocalLambda:
             )  # fmt: skip
         self.endpoint_url = self._wait_ready()
         atexit.register(self.stop)
+        from lambdakit.local.server import is_loopback
+
+        if not is_loopback(self.host):
+            warnings.warn(
+                f"lambdakit local is listening on {self.host} (bound {self.bound}), not "
+                "loopback: anyone who can reach this machine can try it; only requests signed "
+                "with its access key are served.",
+                UserWarning,
+                stacklevel=2,
+            )
         return self
 
     def _wait_ready(self) -> str:
@@ -127,6 +163,9 @@ class LocalLambda:
             for line in stdout:
                 if not found and line.startswith(_READY_PREFIX):
                     found.append(line[len(_READY_PREFIX) :].split()[0])
+                    bound = _BOUND.search(line)
+                    if bound is not None:
+                        self.bound = (bound.group(1).strip("[]"), int(bound.group(2)))
                     done.set()
             done.set()
 
@@ -197,12 +236,14 @@ class LocalLambda:
             "max_pool_connections": 32,
         }
         settings.update(config)
+        key_id, secret = self.access_key or ("lambdakit", "lambdakit")
         return boto3.client(
             "lambda",
             endpoint_url=self.endpoint_url,
             region_name=self.region,
-            aws_access_key_id="lambdakit",
-            aws_secret_access_key="lambdakit",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            verify=str(self.ca_bundle) if self.ca_bundle is not None else None,
             config=Config(**settings),
         )
 
@@ -239,17 +280,36 @@ class LocalLambda:
             raise LocalServiceError("LocalLambda has not been started")
         data = json.dumps(body).encode() if body is not None else None
         url = f"{self.endpoint_url}/_lambdakit/faults/{urllib.parse.quote(function_name)}"
-        request = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self.access_key is not None:
+            headers = self._signed(method, url, data, headers)
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        context = None
+        if self.ca_bundle is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.ca_bundle))
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=context) as response:
                 text = response.read()
         except urllib.error.HTTPError as exc:
             reply = json.loads(exc.read() or b"{}")
             detail = reply.get("message") or reply.get("Message") or exc.reason
             raise LocalServiceError(f"faults of {function_name!r}: {detail}") from None
         return json.loads(text) if text else {}
+
+    def _signed(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str]
+    ) -> dict[str, str]:
+        """`headers` plus a SigV4 signature by this service's access key (service lambda)."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        assert self.access_key is not None
+        request = AWSRequest(method=method, url=url, data=data or b"", headers=headers)
+        SigV4Auth(Credentials(*self.access_key), "lambda", self.region).add_auth(request)
+        return dict(request.headers.items())
 
     def logs(self, function_name: str, tail: int | None = None) -> list[str]:
         """A function's stored log lines (the last `tail` when given), oldest first."""

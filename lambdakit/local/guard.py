@@ -29,7 +29,7 @@ from aiohttp import web
 
 from lambdakit.local.checks import ApiError
 
-__all__ = ["RequestGuard", "allowed_hosts"]
+__all__ = ["RequestGuard", "allowed_hosts", "is_api_path"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # The Lambda REST API (dated paths) and lambdakit's management endpoints.
@@ -41,6 +41,11 @@ _SIMPLE_TYPES = frozenset(
 )
 _BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 _SIGNED_PREFIX = "AWS4-HMAC-SHA256 "
+
+
+def is_api_path(path: str) -> bool:
+    """True for the Lambda REST API's paths and the management endpoints (faults, code)."""
+    return _API_PATH.match(path) is not None
 
 
 def allowed_hosts(bind_host: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
@@ -98,7 +103,7 @@ class RequestGuard:
                 f"(accepted: {', '.join(sorted(self.hosts))})."
             )
         path = request.path
-        if not _API_PATH.match(path):
+        if not is_api_path(path):
             return
         signed = request.headers.get("Authorization", "").startswith(_SIGNED_PREFIX)
         if not signed:

@@ -39,7 +39,7 @@ READS_PER_WAKEUP = 16
 READS_PER_DRAIN = 64
 
 # Test credentials, as Lambda injects its role's: handlers that call the local service sign
-# with them (the service accepts any signature).
+# with them (used where no per-server pair is given; see auth.session_credentials).
 _CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "ASIALAMBDAKITLOCAL00",
     "AWS_SECRET_ACCESS_KEY": "lambdakit-local-secret-access-key",
@@ -65,14 +65,24 @@ class FunctionSpec:
 
 
 def runtime_environment(
-    spec: FunctionSpec, *, runtime_api: str, endpoint_url: str, region: str, stream: str
+    spec: FunctionSpec,
+    *,
+    runtime_api: str,
+    endpoint_url: str,
+    region: str,
+    stream: str,
+    credentials: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The variables Lambda sets, over the function's own Environment (Lambda's win)."""
+    """The variables Lambda sets, over the function's own Environment (Lambda's win).
+
+    `credentials` are the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN handed to
+    handlers (the server makes a pair per start; test credentials when None).
+    """
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "LANG": "en_US.UTF-8",
         **spec.environment,
-        **_CREDENTIALS,
+        **(credentials or _CREDENTIALS),
         "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
         "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
@@ -174,6 +184,7 @@ class RuntimeProcess:
         on_gone: Callable[[RuntimeProcess], None],
         secret: str = "",
         umask: int = -1,
+        server_environment: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.env_id = env_id
@@ -189,13 +200,17 @@ class RuntimeProcess:
         self.busy = False
         self.retired = False  # its function changed or was deleted: never reuse it
         self.pid: int | None = None
+        server_env = server_environment or {}
         self._environ = runtime_environment(
             spec,
             runtime_api=runtime_api,
             endpoint_url=endpoint_url,
             region=region,
             stream=self.stream.name,
+            credentials={k: v for k, v in server_env.items() if k in _CREDENTIALS} or None,
         )
+        # Set by the server, not the function: besides credentials, AWS_CA_BUNDLE with TLS.
+        self._environ.update({k: v for k, v in server_env.items() if k not in _CREDENTIALS})
         self._on_gone = on_gone
         self._popen: subprocess.Popen[bytes] | None = None
         self._ps: psutil.Process | None = None

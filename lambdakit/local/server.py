@@ -53,10 +53,31 @@ class ServerConfig:
     event_workers: int = 16  # Event invocations run at once, per function
     parent_pid: int | None = None  # stop when this process is gone (LocalLambda's owner)
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the bound address's
+    tls_cert: Path | None = None  # PEM certificate chain: serve HTTPS
+    tls_key: Path | None = None  # its PEM private key
+    insecure_http: bool = False  # allow plain HTTP off loopback (warned about)
+    access_keys: tuple[tuple[str, str], ...] = ()  # (id, secret) allowed to sign requests
 
     def __post_init__(self) -> None:
-        if self.state_dir is not None and not isinstance(self.state_dir, Path):
-            object.__setattr__(self, "state_dir", Path(self.state_dir))
+        for name in ("state_dir", "tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "access_keys", tuple(tuple(k) for k in self.access_keys))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: give both or neither")
+        if not is_loopback(self.host):
+            if self.tls_cert is None and not self.insecure_http:
+                raise ValueError(
+                    f"refusing to listen on {self.host}, which is not loopback, without TLS: "
+                    "give --tls-cert and --tls-key (or --insecure-http to accept plain HTTP)"
+                )
+            if not self.access_keys:
+                raise ValueError(
+                    f"refusing to listen on {self.host}, which is not loopback, without "
+                    "authentication: allow signing keys with --access-key ID:SECRET or "
+                    "--keys-file FILE"
+                )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.account_concurrency < 1:
@@ -80,9 +101,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.Application:
-    """The aiohttp app with every route mounted; its cleanup stops environments and events."""
+def build_app(
+    config: ServerConfig, runtime_api: str, endpoint_url: str, public_url: str | None = None
+) -> web.Application:
+    """The aiohttp app with every route mounted; its cleanup stops environments and events.
+
+    `endpoint_url` is where environments reach the service; `public_url` (default the same)
+    is the one clients use, whose origin the cross-site guard accepts.
+    """
     from lambdakit.local.api import SERVICE, Service, add_management_routes
+    from lambdakit.local.auth import Authenticator, session_credentials
     from lambdakit.local.environments import EnvironmentManager
     from lambdakit.local.events import EventQueue
     from lambdakit.local.faults import FaultInjector, add_fault_routes
@@ -116,14 +144,19 @@ def build_app(config: ServerConfig, runtime_api: str, endpoint_url: str) -> web.
         workers=config.event_workers,
         retry_delays=config.event_retry_delays,
     )
-    port = urllib.parse.urlsplit(endpoint_url).port or 0
+    port = urllib.parse.urlsplit(public_url or endpoint_url).port or 0
     guard = RequestGuard(
         hosts=allowed_hosts(config.host, config.allowed_hosts),
         port=port,
         any_address=config.host in ("0.0.0.0", "::"),
     )
+    credentials = session_credentials()
+    environments.server_environment = dict(credentials)
+    auth = Authenticator(keys=dict(config.access_keys), region=config.region)
+    auth = auth.with_environments(credentials)
     app = web.Application(
-        middlewares=[error_middleware, guard.middleware], client_max_size=_CLIENT_MAX_SIZE
+        middlewares=[error_middleware, guard.middleware, auth.middleware],
+        client_max_size=_CLIENT_MAX_SIZE,
     )
     app[SERVICE] = service
     add_management_routes(app)
@@ -175,12 +208,19 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     """Run until SIGINT/SIGTERM; on_ready gets the endpoint URL once requests are accepted."""
     from lambdakit.local.api import SERVICE
 
-    if not is_loopback(config.host):
+    if not is_loopback(config.host) and config.tls_cert is None:
         log.warning(
-            "lambdakit local is listening on %s, not loopback: anyone who can reach this host "
-            "can run code through it (it checks no credentials).",
+            "lambdakit local is listening on %s, not loopback, over plain HTTP "
+            "(--insecure-http): signatures are checked, but anyone on the network path can "
+            "read payloads and results.",
             config.host,
         )
+    ssl_context = None
+    if config.tls_cert is not None:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     # Everything the server writes (records, code, logs, queued events) is private to this
     # user; the handlers it runs keep the umask the server was started with.
     child_umask = os.umask(0o077)
@@ -194,12 +234,19 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     wildcard = config.host in ("0.0.0.0", "::")
     local_host = "127.0.0.1" if wildcard or is_loopback(config.host) else config.host
     shown_host = f"[{local_host}]" if ":" in local_host else local_host
-    endpoint_url = f"http://{shown_host}:{port}"
-    app = build_app(config, runtime_api, endpoint_url)
+    scheme = "https" if ssl_context is not None else "http"
+    endpoint_url = f"{scheme}://{shown_host}:{port}"
+    # With TLS, handlers calling the service (AWS_ENDPOINT_URL_LAMBDA) use a plain-HTTP
+    # listener on loopback instead, so they need not trust the certificate; it serves the
+    # same app, signatures required alike.
+    inner_sock = _bind("127.0.0.1", 0) if ssl_context is not None else None
+    inner_url = f"http://127.0.0.1:{inner_sock.getsockname()[1]}" if inner_sock else endpoint_url
+    app = build_app(config, runtime_api, inner_url, endpoint_url)
     app[SERVICE].environments.child_umask = child_umask
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.SockSite(runner, sock, shutdown_timeout=2.0)
+    site = web.SockSite(runner, sock, shutdown_timeout=2.0, ssl_context=ssl_context)
+    inner_site = web.SockSite(runner, inner_sock, shutdown_timeout=2.0) if inner_sock else None
     runtime_runner = web.AppRunner(build_runtime_app(app), handle_signals=False, access_log=None)
     await runtime_runner.setup()
     runtime_site = web.SockSite(runtime_runner, runtime_sock, shutdown_timeout=2.0)
@@ -212,6 +259,8 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
         watchdog = loop.create_task(_watch_parent(config.parent_pid, stop))
     try:
         await runtime_site.start()
+        if inner_site is not None:
+            await inner_site.start()
         await site.start()
         on_ready(endpoint_url)
         await stop.wait()

@@ -172,7 +172,8 @@ def test_lambdakit_local_starts_prints_its_url_and_stops_on_sigterm(tmp_path):
 def test_lambdakit_local_warns_when_not_loopback(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "lambdakit", "local", "--host", "0.0.0.0", "--port", "0",
-         "--state-dir", str(tmp_path / "state")],
+         "--state-dir", str(tmp_path / "state"), "--insecure-http",
+         "--access-key", "AKIDCLITEST:secret"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
