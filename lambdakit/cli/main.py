@@ -80,6 +80,8 @@ def add_local_command(subparsers: Any) -> None:
         "SigV4-signed by one",
     )  # fmt: skip
     local.add_argument("--keys-file", type=Path, help="allowed keys: ID:SECRET lines or JSON")
+    local.add_argument("--read-timeout", type=float, default=30.0, metavar="S",
+                       help="longest wait for a request's headers, or in its body")  # fmt: skip
     local.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="a Host name to answer besides the bound address")  # fmt: skip
     local.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
@@ -139,7 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
             seed=args.seed, event_retry_delays=args.event_retry_delays,
             parent_pid=args.exit_with_parent, allowed_hosts=tuple(args.allowed_host),
             tls_cert=args.tls_cert, tls_key=args.tls_key, insecure_http=args.insecure_http,
-            access_keys=tuple(keys.items()),
+            access_keys=tuple(keys.items()), read_timeout_s=args.read_timeout,
         )  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"lambdakit local: {exc}", file=sys.stderr)

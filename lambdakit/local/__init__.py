@@ -46,7 +46,8 @@ class LocalLambda:
     key (and `.client()`, `set_faults()` sign with it). A `host` off loopback needs it, and
     `tls_cert`/`tls_key` (or `insecure_http=True`); it warns with a `UserWarning`.
     `ca_bundle` is what clients verify the certificate with (default: `tls_cert`).
-    `bound` is the (host, port) the server actually bound.
+    `bound` is the (host, port) the server actually bound. `read_timeout_s` bounds the wait
+    for a request's headers, and any pause in its body.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class LocalLambda:
         tls_key: str | os.PathLike[str] | None = None,
         insecure_http: bool = False,
         ca_bundle: str | os.PathLike[str] | None = None,
+        read_timeout_s: float = 30.0,
     ) -> None:
         self._given_state_dir = Path(state_dir) if state_dir is not None else None
         self.port = port
@@ -82,6 +84,7 @@ class LocalLambda:
         self.insecure_http = insecure_http
         self.ca_bundle = Path(ca_bundle) if ca_bundle is not None else self.tls_cert
         self.bound: tuple[str, int] | None = None
+        self.read_timeout_s = read_timeout_s
         self.state_dir: Path | None = self._given_state_dir
         self.endpoint_url: str | None = None
         self._process: subprocess.Popen[str] | None = None
@@ -120,6 +123,7 @@ class LocalLambda:
             "--region", self.region, "--account-concurrency", str(self.account_concurrency),
             "--idle-timeout", str(self.idle_timeout_s),
             "--event-retry-delays", ",".join(f"{d:g}" for d in self.event_retry_delays),
+            "--read-timeout", f"{self.read_timeout_s:g}",
         ]  # fmt: skip
         if self.seed is not None:
             command += ["--seed", str(self.seed)]

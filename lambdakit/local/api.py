@@ -91,7 +91,7 @@ SERVICE: web.AppKey[Service] = web.AppKey("lambdakit_service", Service)
 def _target(request: web.Request) -> tuple[Service, str, str | None]:
     service = request.app[SERVICE]
     name, qualifier = parse_function_name(
-        request.match_info["name"], request.query.get("Qualifier")
+        request.match_info["name"], request.query.get("Qualifier"), **service.store.home
     )
     return service, name, qualifier
 
@@ -328,7 +328,7 @@ async def delete_concurrency(request: web.Request) -> web.Response:
 
 def _tagged(request: web.Request) -> tuple[Service, str]:
     service = request.app[SERVICE]
-    name, qualifier = parse_function_name(request.match_info["arn"])
+    name, qualifier = parse_function_name(request.match_info["arn"], **service.store.home)
     if qualifier:
         raise invalid(
             "Tags apply to a function, not to a version or alias: use its unqualified ARN."

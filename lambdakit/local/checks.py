@@ -46,7 +46,8 @@ _RESERVED_ENV = {
 _MAX_ENV_BYTES = 4096
 # Error shapes whose message member botocore's model spells lower-case (the rest spell it
 # "Message"), plus RequestEntityTooLargeException, which AWS sends for the model's
-# RequestTooLargeException, and the signature layer's errors. tests/local pin it to the model.
+# RequestTooLargeException, the signature layer's errors and the connection's (timeouts,
+# headers too large). tests/local pin it to the model.
 LOWER_CASE_MESSAGE = frozenset({
     "AliasLimitExceededException", "CapacityProviderLimitExceededException",
     "CodeArtifactUserDeletedException", "CodeArtifactUserFailedException",
@@ -60,7 +61,8 @@ LOWER_CASE_MESSAGE = frozenset({
     "TooManyRequestsException", "UnsupportedMediaTypeException",
     "RequestEntityTooLargeException", "UnrecognizedClientException",
     "InvalidSignatureException", "IncompleteSignatureException", "AccessDeniedException",
-    "MissingAuthenticationTokenException",
+    "MissingAuthenticationTokenException", "RequestTimeoutException",
+    "RequestHeaderFieldsTooLargeException",
 })  # fmt: skip
 
 

@@ -192,6 +192,10 @@ def add_fault_routes(
             body = json.loads(await request.read() or b"{}")
         except ValueError as exc:
             raise bad_content(f"Could not parse request body into json: {exc}") from None
+        except RecursionError:
+            raise bad_content(
+                "Could not parse request body into json: nested too deeply."
+            ) from None
         if not isinstance(body, dict):
             raise bad_content("Fault settings must be a JSON object.")
         try:

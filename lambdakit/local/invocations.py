@@ -161,7 +161,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     """The Invoke operation."""
     service = request.app[SERVICE]
     name, qualifier = parse_function_name(
-        request.match_info["name"], request.query.get("Qualifier")
+        request.match_info["name"], request.query.get("Qualifier"), **service.store.home
     )
     invocation_type, tail, context = _headers(request)
     version, invoked_arn = _route(service, name, qualifier)

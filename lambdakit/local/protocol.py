@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lambdakit.local.checks import ApiError, bad_content, invalid
+from lambdakit.local.checks import ApiError, bad_content, invalid, not_found
 
 __all__ = [
     "error_middleware",
@@ -32,8 +32,8 @@ log = logging.getLogger("lambdakit.local.protocol")
 
 _QUALIFIER_RE = re.compile(r"^(\$LATEST|[a-zA-Z0-9_-]{1,128})$")
 _NAME_RE = re.compile(
-    r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:)?(?:\d{12}:)?(?:function:)?"
-    r"([a-zA-Z0-9_-]{1,64})(?::(\$LATEST|[a-zA-Z0-9_-]{1,128}))?$"
+    r"^(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):)?(?:(?P<account>\d{12}):)?"
+    r"(?:function:)?([a-zA-Z0-9_-]{1,64})(?::(\$LATEST|[a-zA-Z0-9_-]{1,128}))?$"
 )
 
 
@@ -103,20 +103,39 @@ async def read_json(request: web.Request, *, limit: int = 6_291_456) -> dict[str
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_content(f"Could not parse request body into json: {exc}") from None
+    except RecursionError:
+        raise bad_content(
+            "Could not parse request body into json: it is nested too deeply."
+        ) from None
     if not isinstance(body, dict):
         raise bad_content("Could not parse request body into json: expected a JSON object.")
     return body
 
 
-def parse_function_name(raw: str, qualifier: str | None = None) -> tuple[str, str | None]:
-    """(name, qualifier) from a name, name:qualifier, a full ARN or a partial ARN."""
+def parse_function_name(
+    raw: str,
+    qualifier: str | None = None,
+    *,
+    region: str | None = None,
+    account: str | None = None,
+) -> tuple[str, str | None]:
+    """(name, qualifier) from a name, name:qualifier, a full ARN or a partial ARN.
+
+    An ARN naming another region or account than the service's (when given) names no
+    function here: ResourceNotFoundException, as AWS answers.
+    """
     match = _NAME_RE.match(raw or "")
     if match is None:
         raise invalid(
             f"Invalid function name or ARN {raw!r}: expected a name, name:qualifier, "
             "a full ARN or a partial ARN (123456789012:function:name)."
         )
-    name, derived = match.group(1), match.group(2)
+    name, derived = match.group(3), match.group(4)
+    elsewhere = (region is not None and match["region"] not in (None, region)) or (
+        account is not None and match["account"] not in (None, account)
+    )
+    if elsewhere:
+        raise not_found(f"Function not found: {raw}")
     if qualifier == "":
         qualifier = None
     if qualifier is not None and not _QUALIFIER_RE.match(qualifier):

@@ -57,6 +57,7 @@ class ServerConfig:
     tls_key: Path | None = None  # its PEM private key
     insecure_http: bool = False  # allow plain HTTP off loopback (warned about)
     access_keys: tuple[tuple[str, str], ...] = ()  # (id, secret) allowed to sign requests
+    read_timeout_s: float = 30.0  # for a request's headers, and for any pause in its body
 
     def __post_init__(self) -> None:
         for name in ("state_dir", "tls_cert", "tls_key"):
@@ -80,6 +81,8 @@ class ServerConfig:
                 )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if not 0 < self.read_timeout_s <= 3600:
+            raise ValueError(f"read_timeout_s must be in (0, 3600], got {self.read_timeout_s}")
         if self.account_concurrency < 1:
             raise ValueError(f"account_concurrency must be >= 1, got {self.account_concurrency}")
 
@@ -207,6 +210,7 @@ def _bind(host: str, port: int) -> socket.socket:
 async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     """Run until SIGINT/SIGTERM; on_ready gets the endpoint URL once requests are accepted."""
     from lambdakit.local.api import SERVICE
+    from lambdakit.local.connection import AwsSite
 
     if not is_loopback(config.host) and config.tls_cert is None:
         log.warning(
@@ -245,8 +249,12 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     app[SERVICE].environments.child_umask = child_umask
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.SockSite(runner, sock, shutdown_timeout=2.0, ssl_context=ssl_context)
-    inner_site = web.SockSite(runner, inner_sock, shutdown_timeout=2.0) if inner_sock else None
+    timeouts = {"header_timeout_s": config.read_timeout_s,
+                "idle_body_timeout_s": config.read_timeout_s}  # fmt: skip
+    site = AwsSite(runner, sock, shutdown_timeout=2.0, ssl_context=ssl_context, **timeouts)
+    inner_site = (
+        AwsSite(runner, inner_sock, shutdown_timeout=2.0, **timeouts) if inner_sock else None
+    )
     runtime_runner = web.AppRunner(build_runtime_app(app), handle_signals=False, access_log=None)
     await runtime_runner.setup()
     runtime_site = web.SockSite(runtime_runner, runtime_sock, shutdown_timeout=2.0)

@@ -119,6 +119,11 @@ class Store:
                 used.add(cfg["_CodeHex"])
         remove_unused_code(self.code_root, used)
 
+    @property
+    def home(self) -> dict[str, str]:
+        """The region and account whose ARNs name functions here (parse_function_name's)."""
+        return {"region": self.region, "account": ACCOUNT_ID}
+
     def arn(self, name: str, qualifier: str | None = None) -> str:
         """The function ARN, qualified when a qualifier is given."""
         base = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
