@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from lambdakit.local.guard import is_api_path
-from lambdakit.local.sigv4 import Credential, key_lookup, verify_request
+from lambdakit.local.sigv4 import Credential, KeyLookup, key_lookup, verify_request
 
 __all__ = ["Authenticator", "load_keys_file", "parse_access_key", "session_credentials"]
 
@@ -82,6 +82,11 @@ class Authenticator:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_lookup", key_lookup(dict(self.keys)))
+
+    @property
+    def lookup(self) -> KeyLookup:
+        """The allowed keys as a sigv4 KeyLookup (for function URLs with AuthType AWS_IAM)."""
+        return self._lookup  # type: ignore[attr-defined, no-any-return]
 
     @property
     def enabled(self) -> bool:

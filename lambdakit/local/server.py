@@ -165,7 +165,8 @@ def build_app(
     add_management_routes(app)
     add_invoke_routes(app)
     add_policy_routes(app)
-    add_url_routes(app)
+    # With keys configured, AWS_IAM function URLs take exactly those (never the test keys).
+    add_url_routes(app, auth.lookup if auth.enabled else None)
     add_fault_routes(app, service.faults, store.record)
     environments.close_on_shutdown(app)
 

@@ -186,3 +186,37 @@ def test_keys_files_and_key_arguments(tmp_path):
     bad.write_text("AKID1 one\n")
     with pytest.raises(ValueError, match="line 1"):
         load_keys_file(bad)
+
+
+def signed_post(url: str, key: tuple[str, str], body: bytes) -> int:
+    """The status of a SigV4-signed (service lambda) POST to a function URL."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="POST", url=url, data=body,
+                         headers={"Content-Type": "application/json"})  # fmt: skip
+    SigV4Auth(Credentials(*key), "lambda", "us-east-1").add_auth(request)
+    prepared = urllib.request.Request(url, data=body, method="POST",
+                                      headers=dict(request.headers.items()))  # fmt: skip
+    try:
+        with urllib.request.urlopen(prepared, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_aws_iam_function_urls_take_only_the_configured_keys(tmp_path):
+    with LocalLambda(state_dir=tmp_path / "state", access_key=KEY) as local:
+        client = local.client()
+        client.create_function(
+            FunctionName="iam-url", Runtime="python3.11", Handler="app.handler",
+            Role="arn:aws:iam::123456789012:role/x",
+            Code={"ZipFile": build_zip("def handler(event, context):\n    return 1\n")},
+        )  # fmt: skip
+        client.get_waiter("function_active_v2").wait(FunctionName="iam-url")
+        url = client.create_function_url_config(FunctionName="iam-url", AuthType="AWS_IAM")[
+            "FunctionUrl"
+        ]
+        assert signed_post(url, KEY, b"{}") == 200
+        assert signed_post(url, ("lambdakit", "lambdakit"), b"{}") == 403
