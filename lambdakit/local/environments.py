@@ -97,8 +97,8 @@ class EnvironmentManager:
         self.init_timeout_s = init_timeout_s
         # The umask runtime processes get (None: the server's own); see server.serve.
         self.child_umask: int | None = None
-        # Variables the server gives every runtime: its credentials, AWS_CA_BUNDLE with TLS.
-        self.server_environment: dict[str, str] = {}
+        # The AWS_* credentials handed to handlers (None: process.py's test credentials).
+        self.credentials: dict[str, str] | None = None
         raise_open_file_limit()
         self._envs: dict[str, RuntimeProcess] = {}
         self._by_token: dict[str, RuntimeProcess] = {}  # Runtime API secret -> environment
@@ -311,7 +311,7 @@ class EnvironmentManager:
             runtime_api=f"{self.runtime_api}/env/{token}",
             secret=token,
             umask=-1 if self.child_umask is None else self.child_umask,
-            server_environment=self.server_environment,
+            credentials=self.credentials,
             endpoint_url=self.endpoint_url or f"http://{self.runtime_api}",
             region=self.region,
             on_gone=self._forget,

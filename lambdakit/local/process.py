@@ -184,7 +184,7 @@ class RuntimeProcess:
         on_gone: Callable[[RuntimeProcess], None],
         secret: str = "",
         umask: int = -1,
-        server_environment: dict[str, str] | None = None,
+        credentials: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.env_id = env_id
@@ -200,17 +200,14 @@ class RuntimeProcess:
         self.busy = False
         self.retired = False  # its function changed or was deleted: never reuse it
         self.pid: int | None = None
-        server_env = server_environment or {}
         self._environ = runtime_environment(
             spec,
             runtime_api=runtime_api,
             endpoint_url=endpoint_url,
             region=region,
             stream=self.stream.name,
-            credentials={k: v for k, v in server_env.items() if k in _CREDENTIALS} or None,
+            credentials=credentials,
         )
-        # Set by the server, not the function: besides credentials, AWS_CA_BUNDLE with TLS.
-        self._environ.update({k: v for k, v in server_env.items() if k not in _CREDENTIALS})
         self._on_gone = on_gone
         self._popen: subprocess.Popen[bytes] | None = None
         self._ps: psutil.Process | None = None

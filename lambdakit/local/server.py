@@ -154,7 +154,7 @@ def build_app(
         any_address=config.host in ("0.0.0.0", "::"),
     )
     credentials = session_credentials()
-    environments.server_environment = dict(credentials)
+    environments.credentials = dict(credentials)
     auth = Authenticator(keys=dict(config.access_keys), region=config.region)
     auth = auth.with_environments(credentials)
     app = web.Application(
