@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "Retry": "lambdakit.engine.retry",
     "RunHandle": "lambdakit.engine.handle",
     "RunResult": "lambdakit.results.result",
+    "SourceError": "lambdakit.errors",
     "Target": "lambdakit.invocation",
     "Throttled": "lambdakit.errors",
     "ToleranceExceeded": "lambdakit.errors",

@@ -14,6 +14,7 @@ __all__ = [
     "LambdakitError",
     "LocalServiceError",
     "PayloadTooLarge",
+    "SourceError",
     "Throttled",
     "ToleranceExceeded",
     "translate_client_error",
@@ -102,6 +103,16 @@ class ToleranceExceeded(LambdakitError):
     def __init__(self, message: str, *, result: Any = None) -> None:
         super().__init__(message)
         # The partial RunResult, so that nothing done so far is lost.
+        self.result = result
+
+
+class SourceError(LambdakitError):
+    """The record source raised while the run read it; the run stopped (partial result kept)."""
+
+    def __init__(self, message: str, *, records_read: int, result: Any = None) -> None:
+        super().__init__(message)
+        self.records_read = records_read  # records the source gave before it raised
+        # The partial RunResult, attached when the run has ended, so nothing done is lost.
         self.result = result
 
 

@@ -34,6 +34,7 @@ EXPECTED = [
     "Retry",
     "RunHandle",
     "RunResult",
+    "SourceError",
     "Target",
     "Throttled",
     "ToleranceExceeded",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lambdakit.engine.progress import CANCELLED, FAILED, FINISHED, EventStream, Progress
-from lambdakit.errors import ToleranceExceeded
+from lambdakit.errors import SourceError, ToleranceExceeded
 
 if TYPE_CHECKING:
     # Type-only, as in runner: results pulls in pandas, and the engine loads when a run
@@ -54,6 +54,8 @@ class RunHandle:
         except BaseException as exc:
             self._error = self._error or exc
             state = FAILED
+        if isinstance(self._error, SourceError) and self._error.result is None:
+            self._error.result = self._result  # what was done before the source raised
         if self._error is None and self._engine.stop_reason == "tolerance":
             state = FAILED
             limit = self._result.meta["params"]["tolerated_failure"] if self._result else "?"

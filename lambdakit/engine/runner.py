@@ -153,6 +153,9 @@ def start(
     tolerated = _tolerance(tolerated_failure, records_total)
     envelope = Envelope(payload=payload, batch_input=batch_input)
     record = RunRecord(OutputStore(output_dir))
+    # The ids the function reports failures by (a custom invoker may have its own): no batch
+    # may hold one twice, or a failure it reports would fail every record sharing it.
+    ids_by = id_field if invoker is None else getattr(invoker, "id_field", None)
     # Made (and so checked) before the function is looked up; nothing is read yet.
     stream = iter_batches(
         records,
@@ -162,6 +165,7 @@ def start(
         batch_input=batch_input,
         validator=validator,
         on_reject=record.on_reject,
+        id_field=ids_by if isinstance(ids_by, str) else None,
     )
     if invoker is None and url is not None:
         invoker, target = _http_invoker(
@@ -243,6 +247,9 @@ def start(
             "elapsed_s": time.monotonic() - t0,
             "cancelled": state != FINISHED or engine.stop_reason is not None,
             "stop_reason": engine.stop_reason,
+            # Ids seen twice within what would have been one batch (split apart: see BatchStream).
+            "repeated_ids": list(stream.repeated_ids),
+            "repeated_id_records": stream.repeated_id_records,
         }
         return record.build(records=stream.records, meta=meta)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from lambdakit.errors import InvalidInput
+from lambdakit.errors import InvalidInput, SourceError
 from lambdakit.invocation import Batch
 from lambdakit.records.sources import BadLine, iter_records
 from lambdakit.records.validation import Rejection, Validator
@@ -34,6 +34,7 @@ log = logging.getLogger("lambdakit.records.batching")
 
 DEFAULT_MAX_BATCH_BYTES = 5_000_000
 LAMBDA_PAYLOAD_LIMIT = 6_291_456  # synchronous Invoke request limit (413 above it)
+_REPEATED_IDS_KEPT = 20  # repeated ids named in the warning and in BatchStream.repeated_ids
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -106,8 +107,31 @@ class Envelope:
         return b'{"Items":[' + b",".join(parts) + self._tail
 
 
+class _SourceRaised(Exception):
+    """The record source itself raised (not batching): carries the source's exception."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _guarded(records: Iterator[Any]) -> Iterator[Any]:
+    """The source's records; an exception the source raises becomes _SourceRaised."""
+    try:
+        yield from records
+    except Exception as exc:
+        raise _SourceRaised(exc) from exc
+
+
 class BatchStream(Iterator[Batch]):
-    """Iterator of Batches that also counts records and fingerprints the dataset as it goes."""
+    """Iterator of Batches that also counts records and fingerprints the dataset as it goes.
+
+    With `id_field`, a batch never holds two records with the same id: a record whose id is
+    already in the batch being built starts the next batch, since `batchItemFailures` could
+    not say which of the two failed. Records without the field (or with None) are not split:
+    no identifier can name them. The repeated ids are kept in `repeated_ids` (the first few)
+    and counted in `repeated_id_records`, and a warning names the first.
+    """
 
     def __init__(
         self,
@@ -118,14 +142,18 @@ class BatchStream(Iterator[Batch]):
         envelope: Envelope,
         validator: Validator | None,
         on_reject: Callable[[Rejection], None] | None,
+        id_field: str | None = None,
     ) -> None:
         self.records = 0  # records read so far, rejected ones included
         self.rejected = 0
+        self.id_field = id_field
+        self.repeated_ids: list[str] = []  # the first ids seen twice within a batch
+        self.repeated_id_records = 0  # records that started a new batch for their id
         self.batches = 0  # batches emitted so far; the next one's index
         self._sha = hashlib.sha256()
         self._on_reject = on_reject
         # Opened here, not lazily, so that a bad path or source type is reported at once.
-        records = iter_records(source)
+        records = _guarded(iter_records(source))
         self._iter = self._generate(records, batch_size, max_batch_bytes, envelope, validator)
 
     def __next__(self) -> Batch:
@@ -135,6 +163,26 @@ class BatchStream(Iterator[Batch]):
     def fingerprint(self) -> str:
         """sha256 over the serialised records read so far (complete once exhausted)."""
         return self._sha.hexdigest()
+
+    def _note_repeated(self, key: str) -> None:
+        self.repeated_id_records += 1
+        if len(self.repeated_ids) < _REPEATED_IDS_KEPT and key not in self.repeated_ids:
+            self.repeated_ids.append(key)
+            if len(self.repeated_ids) == 1:
+                log.warning(
+                    "%s %r repeats within a batch: the batch is split so that each id is "
+                    "unique (batchItemFailures names records by id)",
+                    self.id_field,
+                    key,
+                )
+
+    def _source_failed(self, failure: _SourceRaised, read: int) -> SourceError:
+        cause = failure.cause
+        return SourceError(
+            f"the record source raised {type(cause).__name__}: {cause} (after {read:,} "
+            f"records were read; the run stopped, its partial result is in .result)",
+            records_read=read,
+        )
 
     def _reject(self, index: int, reason: str, record: Any) -> None:
         self.rejected += 1
@@ -162,41 +210,63 @@ class BatchStream(Iterator[Batch]):
         items: list[Any] = []
         parts: list[bytes] = []
         size = overhead - 1  # minus the comma the first item will not need
+        id_field = self.id_field
+        ids: set[str] = set()  # ids in the batch being built (with id_field only)
+        cut = False  # the record's id is already in the batch: it starts the next one
         index = -1
-        for index, record in enumerate(records):
-            if type(record) is BadLine:
-                digest(record.text.encode() + b"\n")
-                self._reject(index, record.reason, record.text)
-                continue
-            try:
-                part = serialise(record, default=default, option=options)
-            except (TypeError, orjson.JSONEncodeError) as exc:
-                digest(f"\0{type(record).__name__}\n".encode())
-                self._reject(index, f"not JSON-serialisable: {exc}", record)
-                continue
-            digest(part)
-            digest(b"\n")
-            n = len(part)
-            reason = check(record) if check is not None else None
-            if reason is None and overhead + n > max_batch_bytes:
-                reason = (
-                    f"record is {n:,} bytes serialised ({overhead + n:,} with the request "
-                    f"envelope), over max_batch_bytes={max_batch_bytes:,}"
-                )
-            if reason is not None:
-                self._reject(index, reason, record)
-                continue
-            # A first item always fits: the single-record check above guarantees it.
-            if len(items) >= batch_size or size + 1 + n > max_batch_bytes:
-                # Not index + 1: this record opens the next batch, and a run stopped now
-                # must not count a record that is in no batch (it would vanish unaccounted).
-                self.records = index
+        try:
+            for index, record in enumerate(records):
+                if type(record) is BadLine:
+                    digest(record.text.encode() + b"\n")
+                    self._reject(index, record.reason, record.text)
+                    continue
+                try:
+                    part = serialise(record, default=default, option=options)
+                except (TypeError, orjson.JSONEncodeError) as exc:
+                    digest(f"\0{type(record).__name__}\n".encode())
+                    self._reject(index, f"not JSON-serialisable: {exc}", record)
+                    continue
+                digest(part)
+                digest(b"\n")
+                n = len(part)
+                reason = check(record) if check is not None else None
+                if reason is None and overhead + n > max_batch_bytes:
+                    reason = (
+                        f"record is {n:,} bytes serialised ({overhead + n:,} with the request "
+                        f"envelope), over max_batch_bytes={max_batch_bytes:,}"
+                    )
+                if reason is not None:
+                    self._reject(index, reason, record)
+                    continue
+                key = None
+                if id_field is not None and isinstance(record, dict):
+                    value = record.get(id_field)
+                    key = None if value is None else str(value)  # as reply.py matches ids
+                    if key is not None and key in ids:
+                        self._note_repeated(key)
+                        cut = True
+                # A first item always fits: the single-record check above guarantees it.
+                if cut or len(items) >= batch_size or size + 1 + n > max_batch_bytes:
+                    # Not index + 1: this record opens the next batch, and a run stopped now
+                    # must not count a record that is in no batch (it would vanish unaccounted).
+                    self.records = index
+                    yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
+                    indices, items, parts, size = [], [], [], overhead - 1
+                    ids.clear()
+                    cut = False
+                if key is not None:
+                    ids.add(key)
+                indices.append(index)
+                items.append(record)
+                parts.append(part)
+                size += 1 + n
+        except _SourceRaised as failure:
+            # What was read before the source raised still goes out: every record read is
+            # in a batch, and the error (with the partial result) ends the run after it.
+            self.records = index + 1
+            if items:
                 yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
-                indices, items, parts, size = [], [], [], overhead - 1
-            indices.append(index)
-            items.append(record)
-            parts.append(part)
-            size += 1 + n
+            raise self._source_failed(failure, index + 1) from failure.cause
         self.records = index + 1
         if items:
             yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
@@ -286,8 +356,13 @@ def iter_batches(
     batch_input: dict[str, Any] | None = None,
     validator: Validator | None = None,
     on_reject: Callable[[Rejection], None] | None = None,
+    id_field: str | None = None,
 ) -> BatchStream:
     """Stream `source` as Batches; rejected records go to `on_reject` (or raise without one).
+
+    `id_field`: no batch holds two records with the same value of that field (see
+    BatchStream). A source that raises ends the stream with SourceError (after the batch of
+    what was read before it).
 
     >>> [b.body for b in iter_batches([1, 2, 3], batch_size=2)]
     [b'{"Items":[1,2]}', b'{"Items":[3]}']
@@ -306,6 +381,7 @@ def iter_batches(
         envelope=Envelope(payload=payload, batch_input=batch_input),
         validator=validator,
         on_reject=on_reject,
+        id_field=id_field,
     )
 
 

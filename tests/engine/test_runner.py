@@ -673,3 +673,25 @@ def test_progress_counts_running_invocations_not_the_pieces_queued_for_workers()
     gate.set()
     assert handle.wait(timeout=60).summary()["ok_batches"] == 50
     assert handle.progress.in_flight == 0
+
+
+def test_a_source_that_raises_midway_ends_the_run_with_the_partial_result():
+    from lambdakit.errors import SourceError
+
+    def source():
+        yield from range(25)
+        raise ValueError("row 26 is unreadable")
+
+    invoker = FakeInvoker()
+    with pytest.raises(SourceError, match="after 25 records were read") as info:
+        go(source(), invoker, batch_size=10)
+    result = info.value.result
+    assert result is not None and info.value.records_read == 25
+    assert isinstance(info.value.__cause__, ValueError)
+    # Nothing read is lost: every record read is in a batch row, and the finished ones are ok.
+    assert result.summary()["records"] == 25
+    assert_every_record_accounted_for(result)
+    done = result.batches[result.batches["status"] == "ok"]
+    outputs = list(result.outputs())
+    for first, n in zip(done["first_record"], done["records"], strict=True):
+        assert outputs[first : first + n] == [i * i for i in range(first, first + n)]

@@ -261,6 +261,25 @@ def test_partial_batch_failure_retries_only_failed_items(make_function, go, tmp_
     assert set(result.batches["status"]) == {"ok"}
 
 
+def test_repeated_ids_are_split_apart_so_a_reported_failure_names_one_record(
+    make_function, go, tmp_path
+):
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    name = make_function(PARTIAL, Environment={"Variables": {"SEEN_DIR": str(seen)}})
+    # Ids repeat every 4 records: a batch of 6 would hold rec-0 twice (records 0 and 4).
+    records = [{"i": i, "id": f"rec-{i % 4}"} for i in range(12)]
+    result = go(name, records, batch_size=6, id_field="id", concurrency=1)
+    assert list(result.outputs()) == [i * 10 for i in range(12)]
+    for first, n in zip(result.batches["first_record"], result.batches["records"], strict=True):
+        ids = [records[k]["id"] for k in range(first, first + n)]
+        assert len(ids) == len(set(ids))
+    # Only the records that failed were sent again, not those sharing their id.
+    assert seen_counts(seen) == Counter({i: 2 if i % 3 == 0 else 1 for i in range(12)})
+    assert result.meta["repeated_ids"] == ["rec-0"]
+    assert result.summary()["failed_records"] == 0
+
+
 class PaddedInvoker:
     """A real LambdaInvoker whose requests carry 1.4 MB per item, so 8 items overflow 6 MB."""
 

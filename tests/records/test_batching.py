@@ -221,3 +221,42 @@ def test_payload_and_batch_input_problems_are_named():
         collect([1, 2], payload=broken)
     with pytest.raises(InvalidInput, match="payload callable returned something not JSON"):
         collect([1, 2], payload=lambda items: {"rows": object()})
+
+
+def test_a_repeated_id_starts_the_next_batch_so_ids_are_unique_per_batch(caplog):
+    records = [{"id": i % 4, "n": i} for i in range(10)]  # ids 0 1 2 3 0 1 2 3 0 1
+    records.append({"n": 10})  # no id: never split for it
+    records.append({"n": 11})
+    with caplog.at_level("WARNING", logger="lambdakit.records.batching"):
+        batches, _, stream = collect(records, batch_size=6, id_field="id")
+    assert [b.record_indices for b in batches] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9, 10, 11)]
+    for batch in batches:
+        ids = [item["id"] for item in batch.items if "id" in item]
+        assert len(ids) == len(set(ids))
+    assert stream.repeated_ids == ["0"]  # id 0 cut both times, before 1 could repeat
+    assert stream.repeated_id_records == 2
+    assert "id '0' repeats within a batch" in caplog.text
+    # Text, as batchItemFailures identifiers are matched: 7 and "7" are the same id.
+    batches, _, stream = collect([{"id": 7}, {"id": "7"}], id_field="id")
+    assert [b.record_indices for b in batches] == [(0,), (1,)]
+    # Without id_field nothing changes.
+    batches, _, stream = collect(records, batch_size=6)
+    assert [len(b) for b in batches] == [6, 6] and stream.repeated_ids == []
+
+
+def test_a_source_that_raises_midway_ends_the_stream_with_the_count_read():
+    from lambdakit.errors import SourceError
+
+    def source():
+        yield from range(7)
+        raise OSError("disk went away")
+
+    stream = iter_batches(source(), batch_size=3)
+    taken = []
+    with pytest.raises(SourceError, match=r"OSError: disk went away \(after 7 records") as info:
+        for batch in stream:
+            taken.append(batch.record_indices)
+    # Every record read is in a batch before the error ends the stream.
+    assert taken == [(0, 1, 2), (3, 4, 5), (6,)]
+    assert stream.records == 7 and info.value.records_read == 7
+    assert isinstance(info.value.__cause__, OSError)
