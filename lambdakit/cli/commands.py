@@ -3,25 +3,29 @@
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
                   [--timeout S] [--max-attempts N] [--id-field F] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
-                  [--no-progress]
+                  [--grace S] [--no-progress]
     lambdakit run --url URL INPUT [--auth aws_iam] [--header 'Name: value' ...]
                   [--cache-namespace NS] [...the options above]
     lambdakit demo [--runs-dir runs] [--n-records N] [--batch-size N] [--concurrency N]
     lambdakit lab [--port 9001] [--state-dir runs/lab-local-state] [-- JUPYTER LAB ARGS]
 
 `run` exits 0 when every record succeeded, 1 when some failed or were rejected (the report
-says which), 2 on bad input or when the run could not start, 130 when interrupted (the
-partial report is still written).
+says which), 2 on bad input or when the run could not start, 130 when interrupted by Ctrl-C
+and 143 by SIGTERM (the partial report is still written). The first Ctrl-C or SIGTERM stops
+submitting and lets in-flight batches finish for --grace seconds; a second stops waiting for
+them; only a third aborts at once, without a report.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import math
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,12 @@ __all__ = [
     "write_outputs",
 ]
 
-_EXIT_FAILED_RECORDS, _EXIT_BAD_INPUT, _EXIT_INTERRUPTED = 1, 2, 130
+_EXIT_FAILED_RECORDS, _EXIT_BAD_INPUT = 1, 2
+_EXIT_BY_SIGNAL = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, a CI cancel, docker stop), raised where Ctrl-C would be: it drains."""
 
 
 def _positive(text: str) -> int:
@@ -53,6 +62,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def _grace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
     return value
 
 
@@ -88,6 +107,12 @@ def add_run_command(subparsers: Any) -> None:
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     cache.add_argument("--cache-dir", type=Path, help="cache folder (default: user cache dir)")
     run.add_argument("--report", type=Path, help="report folder (default runs/run-<fn>-<time>)")
+    run.add_argument(
+        "--grace",
+        type=_grace,
+        default=10.0,
+        help="seconds an interrupt lets in-flight batches finish (default 10)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.set_defaults(func=_run)
 
@@ -155,7 +180,19 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lambdakit run: input file {str(args.input)!r} does not exist", file=sys.stderr)
         return _EXIT_BAD_INPUT
     cache: Any = False if args.no_cache else (args.cache_dir or DEFAULT)
-    interrupted = False
+    signals: list[int] = []  # the interrupts received, in order
+
+    def interrupted(count: int) -> None:
+        what = "SIGTERM" if signals and signals[-1] == signal.SIGTERM else "interrupted"
+        if count == 1:
+            print(f"lambdakit run: {what}, finishing in-flight batches", file=sys.stderr)
+        else:
+            print(
+                f"lambdakit run: {what} again, no longer waiting for in-flight batches "
+                "(once more aborts without a report)",
+                file=sys.stderr,
+            )
+
     try:
         handle = start(
             args.function,
@@ -171,19 +208,15 @@ def _run(args: argparse.Namespace) -> int:
             region=args.region,
             profile=args.profile,
             progress=not args.no_progress,
+            grace_s=args.grace,
             **(
                 {"url": args.url, "auth": args.auth, "headers": headers or None,
                  "cache_namespace": args.cache_namespace}
                 if args.url is not None else {}
             ),
         )  # fmt: skip
-        try:
-            result = handle.wait()
-        except KeyboardInterrupt:
-            interrupted = True
-            print("lambdakit run: interrupted, finishing in-flight batches", file=sys.stderr)
-            handle.cancel()
-            result = handle.wait()
+        with _interrupts_counted(signals):
+            result = handle.wait_through_interrupts(interrupted)
     except LambdakitError as exc:
         print(f"lambdakit run: {exc}", file=sys.stderr)
         return _EXIT_BAD_INPUT
@@ -195,8 +228,8 @@ def _run(args: argparse.Namespace) -> int:
     print(repr(result))
     print(format_summary(summary))
     print(f"report: {report}")
-    if interrupted:
-        return _EXIT_INTERRUPTED
+    if signals:
+        return _EXIT_BY_SIGNAL[signals[0]]
     if summary["failed_records"] or summary["rejected_records"]:
         print(
             f"lambdakit run: {summary['failed_records']} records failed and "
@@ -205,6 +238,22 @@ def _run(args: argparse.Namespace) -> int:
         )
         return _EXIT_FAILED_RECORDS
     return 0
+
+
+@contextlib.contextmanager
+def _interrupts_counted(signals: list[int]) -> Iterator[None]:
+    """While the run goes on: note each Ctrl-C and SIGTERM, and raise both as interrupts."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        signals.append(signum)
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_demo_command(subparsers: Any) -> None:

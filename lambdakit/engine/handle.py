@@ -90,9 +90,37 @@ class RunHandle:
         """The RunResult once the run has ended (partial if it was cancelled or failed)."""
         return self._result
 
-    def cancel(self) -> None:
-        """Stop submitting batches; in-flight ones get a short grace, then a partial result."""
-        self._engine.cancel()
+    def cancel(self, now: bool = False) -> None:
+        """Stop submitting batches; in-flight ones get a short grace (none when `now`).
+
+        Either way the run ends with a partial result: with `now`, invocations still running
+        get attempt rows with outcome "cancelled" (a late success is still cached).
+        """
+        self._engine.cancel(now)
+
+    def wait_through_interrupts(
+        self, on_interrupt: Callable[[int], None] | None = None
+    ) -> RunResult:
+        """wait(), where Ctrl-C (KeyboardInterrupt) stops the run instead of losing it.
+
+        The first interrupt stops submitting and lets in-flight work finish for the grace
+        period; the second stops waiting for it; both still return the partial result. Only
+        a third propagates. `on_interrupt(n)` is called with the count before each stop.
+        """
+        interrupts = handled = 0
+        while True:
+            # Acted on inside the `try`: an interrupt arriving meanwhile is counted, not lost.
+            try:
+                while handled < interrupts:
+                    handled += 1
+                    if on_interrupt is not None:
+                        on_interrupt(handled)
+                    self.cancel(now=handled >= 2)
+                return self.wait()
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts >= 3:
+                    raise
 
     def wait(self, timeout: float | None = None) -> RunResult:
         """Block until the run ends and return its RunResult (raises what ended the run)."""

@@ -391,7 +391,8 @@ def run(
     `tolerated_failure`: a count or a fraction of records that may fail before the run stops
     with ToleranceExceeded. A KeyboardInterrupt (Jupyter's stop button) stops submitting,
     lets in-flight batches finish for a short grace and returns the partial result; its
-    completed batches are cached, so a rerun invokes only what is missing. Further keywords
+    completed batches are cached, so a rerun invokes only what is missing; a second one stops
+    waiting for in-flight batches and still returns; only a third raises. Further keywords
     (invoker, sleep, clock, grace_s, output_dir) go to `start`.
 
     `url=`: POST each batch to an HTTP endpoint instead (a function URL, an API Gateway
@@ -435,9 +436,12 @@ def run(
         headers=headers,
         cache_namespace=cache_namespace,
     )
-    try:
-        return handle.wait()
-    except KeyboardInterrupt:
-        log.warning("interrupted: stopping run %s after in-flight batches", handle.run_id)
-        handle.cancel()
-        return handle.wait()
+
+    def interrupted(count: int) -> None:
+        if count == 1:
+            log.warning("interrupted: stopping run %s after in-flight batches", handle.run_id)
+        else:
+            log.warning("interrupted again: run %s stops waiting for in-flight batches "
+                        "(interrupt once more to abort)", handle.run_id)  # fmt: skip
+
+    return handle.wait_through_interrupts(interrupted)

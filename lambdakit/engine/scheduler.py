@@ -67,6 +67,7 @@ class Engine:
         self.target, self.cache = plan.target, plan.cache
         self.concurrency, self.clock = plan.concurrency, plan.clock
         self._cancel = threading.Event()
+        self._hurry = threading.Event()  # cancel(now=True): stop waiting for in-flight work
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._extra = plan.concurrency  # see _SMALL_BODY; 0 once throttled or batches are big
         self._last_turn = 0.0  # time.monotonic() of the last scheduler turn
@@ -89,6 +90,7 @@ class Engine:
             concurrency=plan.concurrency,
             flight=self._flight,
             cancel=self._cancel,
+            hurry=self._hurry,
             done=self._done,
             source=self._source,
         )
@@ -107,8 +109,14 @@ class Engine:
         """Why the run stopped early: "cancelled", "tolerance", or None."""
         return self.settlement.stop_reason
 
-    def cancel(self) -> None:
-        """Stop submitting; in-flight work gets the grace period (callable from any thread)."""
+    def cancel(self, now: bool = False) -> None:
+        """Stop submitting; in-flight work gets the grace period, or none when `now`.
+
+        Callable from any thread, and again: a second call with `now=True` ends the grace
+        of a run already stopping.
+        """
+        if now:
+            self._hurry.set()
         self._cancel.set()
         self._wake.set()
         self._done.put(WAKE)

@@ -110,6 +110,7 @@ class Settlement:
         concurrency: int,
         flight: Flight,
         cancel: threading.Event,
+        hurry: threading.Event,
         done: queue.SimpleQueue[Any],
         source: ReadAhead,
     ) -> None:
@@ -118,6 +119,7 @@ class Settlement:
         self.retry, self.tolerated, self.run_id = retry, tolerated, run_id
         self.grace_s, self.clock = grace_s, clock
         self.flight, self._cancel, self._done, self._source = flight, cancel, done, source
+        self._hurry = hurry  # set: the grace is over now (a second interrupt)
         self.limit = AdaptiveLimit(concurrency)
         # Its current value and epoch, as settling last set them: read on every submit, and
         # the limit only changes here, through on_success/on_throttle.
@@ -171,7 +173,7 @@ class Settlement:
         """run()'s thread, at the end: wait out the grace for in-flight work, then record
         every batch still under way (and every batch read but never sent) as cancelled."""
         deadline = time.monotonic() + self.grace_s
-        while self.flight.in_flight:
+        while self.flight.in_flight and not self._hurry.is_set():
             try:
                 item = self._done.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -222,9 +224,10 @@ class Settlement:
                 len(abandoned),
                 self.grace_s,
             )
+        why = "interrupted again" if self._hurry.is_set() else f"{self.grace_s:g} s grace period"
         message = (
-            f"still running when the run stopped waiting ({self.grace_s:g} s grace "
-            "period); the function may have run, its result is not in this run"
+            f"still running when the run stopped waiting ({why}); the function may have "
+            "run, its result is not in this run"
         )
         for piece in abandoned:
             outcome = Outcome(CANCELLED, error_type="Lambdakit.Cancelled", error_message=message)

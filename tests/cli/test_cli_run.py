@@ -173,3 +173,92 @@ def test_an_interrupt_writes_the_partial_report_and_exits_130(local_lambda, tmp_
     assert "cancelled before every batch ran" in out
     outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
     assert sum(o is not None for o in outputs) >= 3
+
+
+SLOW_MARKED = """
+import os, time, uuid
+
+def handler(event, context):
+    open(os.path.join(os.environ["STARTED_DIR"], uuid.uuid4().hex), "w").close()
+    time.sleep(float(os.environ["SLEEP_S"]))
+    return [{"echo": item} for item in event["Items"]]
+"""
+
+
+def _start_slow_run(make_function, local_lambda, tmp_path, sleep_s, *options):
+    """Start `lambdakit run` on a slow function; return once two invocations are running."""
+    started = tmp_path / "started"
+    started.mkdir()
+    variables = {"STARTED_DIR": str(started), "SLEEP_S": str(sleep_s)}
+    name = make_function(SLOW_MARKED, Environment={"Variables": variables}, Timeout=120)
+    data = _jsonl(tmp_path / "in.jsonl", _records(20))
+    report = tmp_path / "report"
+    command = [
+        sys.executable, "-m", "lambdakit", "run", name, str(data), "--batch-size", "1",
+        "--concurrency", "2", "--no-cache", "--no-progress", "--report", str(report),
+        "--endpoint-url", local_lambda.endpoint_url, *options,
+    ]  # fmt: skip
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as err:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+    deadline = time.monotonic() + 60
+    while len(list(started.iterdir())) < 2:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    return process, report, stderr
+
+
+def _wait_for_text(path, text, process, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text():
+        assert process.poll() is None, path.read_text()
+        assert time.monotonic() < deadline, f"never printed {text!r}: {path.read_text()}"
+        time.sleep(0.05)
+
+
+def test_a_second_interrupt_stops_waiting_for_in_flight_work_and_still_writes_the_report(
+    make_function, local_lambda, tmp_path
+):
+    # Invocations last a minute and the grace ten: only the second Ctrl-C can end it early.
+    process, report, err = _start_slow_run(
+        make_function, local_lambda, tmp_path, 60, "--grace", "600"
+    )
+    try:
+        process.send_signal(signal.SIGINT)
+        _wait_for_text(err, "finishing in-flight batches", process)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err.read_text()
+    assert "no longer waiting for in-flight batches" in err.read_text()
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["cancelled"] is True
+    attempts = pd.read_csv(report / "attempts.csv")
+    # The two invocations still running got rows saying so, and nothing else was sent.
+    assert list(attempts["outcome"]) == ["cancelled", "cancelled"]
+    assert attempts["error_message"].str.contains("interrupted again").all()
+    outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
+    assert outputs == [None] * len(outputs) and len(outputs) == manifest["summary"]["records"]
+
+
+def test_sigterm_drains_like_a_first_interrupt_and_exits_143(make_function, local_lambda, tmp_path):
+    process, report, err = _start_slow_run(make_function, local_lambda, tmp_path, 1.5)
+    try:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, err.read_text()
+    assert "SIGTERM, finishing in-flight batches" in err.read_text()
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["cancelled"] is True
+    attempts = pd.read_csv(report / "attempts.csv")
+    # The invocations in flight at the signal finished within the grace period.
+    assert len(attempts) >= 2 and set(attempts["outcome"]) == {"ok"}
+    assert manifest["summary"]["invocations"] < 20
+    outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
+    assert sum(o is not None for o in outputs) == len(attempts)

@@ -3,6 +3,7 @@
 Integration tests with real boto3 against `lambdakit local` are in test_runner_local.py.
 """
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -695,3 +696,51 @@ def test_a_source_that_raises_midway_ends_the_run_with_the_partial_result():
     outputs = list(result.outputs())
     for first, n in zip(done["first_record"], done["records"], strict=True):
         assert outputs[first : first + n] == [i * i for i in range(first, first + n)]
+
+
+def test_a_second_interrupt_stops_waiting_for_in_flight_work_and_still_returns():
+    import _thread
+
+    gate, started = threading.Event(), threading.Event()
+
+    def stuck(items, seen):
+        if items[0] == 2:
+            started.set()
+            gate.wait(60)
+        return None
+
+    handle = start(None, range(20), invoker=FakeInvoker(stuck), batch_size=1, concurrency=1,
+                   progress=False, cache=False, grace_s=600)  # fmt: skip
+    assert started.wait(10)
+    seen = []
+
+    def interrupted(count):
+        seen.append(count)
+        if count == 1:
+            _thread.interrupt_main()  # the second Ctrl-C, while the first one drains
+
+    def first_interrupt():
+        # Sent once the main thread is inside wait_through_interrupts, as a Ctrl-C would be.
+        main = threading.main_thread().ident
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            while frame is not None and frame.f_code.co_name != "wait_through_interrupts":
+                frame = frame.f_back
+            if frame is not None:
+                _thread.interrupt_main()
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=first_interrupt, daemon=True).start()
+    try:
+        result = handle.wait_through_interrupts(interrupted)
+    finally:
+        gate.set()
+    assert seen == [1, 2]
+    assert list(result.outputs())[:2] == [0, 1]
+    stuck_rows = result.attempts[result.attempts["batch"] == 2]
+    assert list(stuck_rows["outcome"]) == ["cancelled"]
+    assert "interrupted again" in stuck_rows["error_message"].iloc[0]
+    assert result.meta["cancelled"] is True
+    assert_every_record_accounted_for(result)
