@@ -30,6 +30,7 @@ class LambdaInvoker:
     `batchItemFailures`; without it the identifier is the item's position in the batch.
     `function_name` is the FunctionName sent (default: the target's ARN); give the plain name
     the target was resolved from, as run() does, since botocore sends an ARN more slowly.
+    `probe_client` (short timeouts) is what `probe()` asks; default: `client`.
     """
 
     def __init__(
@@ -40,10 +41,12 @@ class LambdaInvoker:
         id_field: str | None = None,
         qualifier: str | None = None,
         function_name: str | None = None,
+        probe_client: Any = None,
     ) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         self.client = client
+        self.probe_client = probe_client if probe_client is not None else client
         self.target = target
         self.function_name = function_name or target.function_arn
         self.id_field = id_field
@@ -84,6 +87,21 @@ class LambdaInvoker:
             report=parse_report(log_tail),
             item_errors=reasons,
         )
+
+    def probe(self) -> bool:
+        """Whether the Lambda endpoint answers at all (GetFunctionConfiguration; never raises).
+
+        Any reply below 500 counts, an access denial included: the question is whether the
+        endpoint is there, not whether this call is allowed. Nothing is invoked.
+        """
+        try:
+            self.probe_client.get_function_configuration(FunctionName=self.function_name)
+        except self._errors[0] as exc:  # ClientError: an answer, unless the service failed
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status is None or status < 500
+        except self._errors[1]:  # BotoCoreError: refused, reset, timed out
+            return False
+        return True
 
     def _ids(self, items: Sequence[Any]) -> list[Any]:
         # A record without the field gets None; an identifier naming it then matches nothing

@@ -3,15 +3,16 @@
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
                   [--timeout S] [--max-attempts N] [--id-field F] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
-                  [--grace S] [--no-progress]
+                  [--grace S] [--outage-timeout S | --wait-for-ever] [--no-progress]
     lambdakit run --url URL INPUT [--auth aws_iam] [--header 'Name: value' ...]
                   [--cache-namespace NS] [...the options above]
     lambdakit demo [--runs-dir runs] [--n-records N] [--batch-size N] [--concurrency N]
     lambdakit lab [--port 9001] [--state-dir runs/lab-local-state] [-- JUPYTER LAB ARGS]
 
-`run` exits 0 when every record succeeded, 1 when some failed or were rejected (the report
-says which), 2 on bad input or when the run could not start, 130 when interrupted by Ctrl-C
-and 143 by SIGTERM (the partial report is still written). The first Ctrl-C or SIGTERM stops
+`run` exits 0 when every record succeeded, 1 when some failed or were rejected, or the
+endpoint stayed unreachable past --outage-timeout (the report says which), 2 on bad input
+or when the run could not start, 130 when interrupted by Ctrl-C and 143 by SIGTERM (the
+partial report is still written). The first Ctrl-C or SIGTERM stops
 submitting and lets in-flight batches finish for --grace seconds; a second stops waiting for
 them; only a third aborts at once, without a report.
 """
@@ -113,6 +114,18 @@ def add_run_command(subparsers: Any) -> None:
         default=10.0,
         help="seconds an interrupt lets in-flight batches finish (default 10)",
     )
+    outage = run.add_mutually_exclusive_group()
+    outage.add_argument(
+        "--outage-timeout",
+        type=_seconds,
+        default=300.0,
+        help="seconds the endpoint may stay unreachable before the run stops (default 300)",
+    )
+    outage.add_argument(
+        "--wait-for-ever",
+        action="store_true",
+        help="wait for an unreachable endpoint however long it takes",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.set_defaults(func=_run)
 
@@ -209,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
             profile=args.profile,
             progress=not args.no_progress,
             grace_s=args.grace,
+            outage_timeout=None if args.wait_for_ever else args.outage_timeout,
             **(
                 {"url": args.url, "auth": args.auth, "headers": headers or None,
                  "cache_namespace": args.cache_namespace}
@@ -230,6 +244,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"report: {report}")
     if signals:
         return _EXIT_BY_SIGNAL[signals[0]]
+    if result.meta.get("stop_reason") == "outage":
+        print(
+            f"lambdakit run: the endpoint stayed unreachable for {args.outage_timeout:g} s; "
+            f"the batches not done are not run (not failed); rerun to finish them",
+            file=sys.stderr,
+        )
+        return _EXIT_FAILED_RECORDS
     if summary["failed_records"] or summary["rejected_records"]:
         print(
             f"lambdakit run: {summary['failed_records']} records failed and "

@@ -47,7 +47,7 @@ class RunHandle:
         except BaseException as exc:  # kept for wait(): an error in the run is never lost
             self._error = exc
             state = FAILED
-        if state == FINISHED and self._engine.stop_reason == "cancelled":
+        if state == FINISHED and self._engine.stop_reason in ("cancelled", "outage"):
             state = CANCELLED
         try:
             self._result = self._finish(state)

@@ -28,7 +28,7 @@ FINISHED = "finished"
 CANCELLED = "cancelled"
 FAILED = "failed"
 _ENDED = (FINISHED, CANCELLED, FAILED)
-_NOT_COUNTS = ("state", "records_total", "records_done", "elapsed_s")
+_NOT_COUNTS = ("state", "records_total", "records_done", "elapsed_s", "unreachable_s", "retry_in_s")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class Progress:
     in_flight: int = 0
     in_flight_limit: int = 0
     elapsed_s: float = 0.0
+    # An outage (engine/outage.py): seconds the endpoint has not answered (None: no outage)
+    # and seconds until it is probed again (None while not waiting for a probe).
+    unreachable_s: float | None = None
+    retry_in_s: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -218,6 +222,7 @@ class Tracker:
         self._clock = clock
         self._t0 = clock()
         self._snapshot: Progress | None = None
+        self._outage: tuple[float, float | None] | None = None  # (since, next probe), run clock
         # Readers (dashboards) run in other threads: without the lock one could cache a
         # snapshot built just before a change, and show it forever once the run ends.
         self._lock = threading.Lock()
@@ -280,11 +285,17 @@ class Tracker:
             self.counts.update(values)
             self._snapshot = None
 
+    def set_outage(self, since: float | None, probe_at: float | None) -> None:
+        """An outage began at `since` (run clock; None: it is over), next probe at `probe_at`."""
+        with self._lock:
+            self._outage = None if since is None else (since, probe_at)
+            self._snapshot = None
+
     def snapshot(self) -> Progress:
-        """The counters as a frozen Progress (rebuilt only after a change)."""
+        """The counters as a frozen Progress (rebuilt only after a change, or in an outage)."""
         with self._lock:
             snapshot = self._snapshot
-            if snapshot is None:
+            if snapshot is None or self._outage is not None:  # an outage's clocks keep going
                 counts = self.counts
                 done = counts["ok_records"] + counts["failed_records"] + counts["rejected_records"]
                 # Filled in directly: a frozen dataclass's __init__ sets each of its 18 fields
@@ -296,7 +307,14 @@ class Tracker:
                     records_total=self.records_total,
                     records_done=done,
                     elapsed_s=self.elapsed(),
+                    unreachable_s=None,
+                    retry_in_s=None,
                 )
+                if self._outage is not None:
+                    now, (since, probe_at) = self._clock(), self._outage
+                    snapshot.__dict__["unreachable_s"] = now - since
+                    if probe_at is not None:
+                        snapshot.__dict__["retry_in_s"] = max(0.0, probe_at - now)
                 self._snapshot = snapshot
             return snapshot
 

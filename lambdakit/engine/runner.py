@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambdakit.engine.cache import DEFAULT, Cache
 from lambdakit.engine.handle import RunHandle
+from lambdakit.engine.outage import DEFAULT_OUTAGE_TIMEOUT_S
 from lambdakit.engine.progress import FINISHED, EventStream, ProgressBar, Tracker
 from lambdakit.engine.retry import Retry
 from lambdakit.errors import InvalidInput, LambdakitError
@@ -28,6 +29,7 @@ __all__ = ["RunHandle", "run", "start"]
 log = logging.getLogger("lambdakit.engine.runner")
 
 DEFAULT_GRACE_S = 10.0
+_PROBE_TIMEOUT_S = 5.0  # connect and read timeout of an outage's probes
 DEFAULT_RETRY = Retry()  # frozen, so one shared default is safe
 
 
@@ -71,6 +73,16 @@ def _unknown_keywords(names: list[str]) -> str:
     return f"run() got unknown keyword arguments: {', '.join(parts)}"
 
 
+def _outage_timeout(value: Any) -> float | None:
+    """Seconds an outage may last before the run stops (None: wait for ever)."""
+    if value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0 < value < float("inf"):
+        raise InvalidInput(f"outage_timeout must be seconds > 0 or None, got {value!r}")
+    return float(value)
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInput(f"{name} must be an int >= 1, got {value!r}")
@@ -104,6 +116,7 @@ def start(
     batch_input: dict[str, Any] | None = None,
     id_field: str | None = None,
     tolerated_failure: int | float | None = None,
+    outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT_S,
     endpoint_url: str | None = None,
     region: str | None = None,
     profile: str | None = None,
@@ -149,6 +162,7 @@ def start(
         raise InvalidInput(f"grace_s must be >= 0, got {grace_s!r}")
     if id_field is not None and not isinstance(id_field, str):
         raise InvalidInput(f"id_field must be the name of a record field (a str), got {id_field!r}")
+    outage_timeout = _outage_timeout(outage_timeout)
     records_total = source_length(records)
     tolerated = _tolerance(tolerated_failure, records_total)
     envelope = Envelope(payload=payload, batch_input=batch_input)
@@ -204,6 +218,10 @@ def start(
         sleep=sleep,
         clock=clock,
         grace_s=float(grace_s),
+        outage_timeout=outage_timeout,
+        # The invoker's own way to ask whether the endpoint answers (optional: without one,
+        # a single trial invocation tells after a pause).
+        probe=getattr(invoker, "probe", None),
     )
     engine = Engine(stream, invoker, record, tracker, plan)
     started_at = _dt.datetime.now(_dt.timezone.utc)
@@ -220,6 +238,7 @@ def start(
         "batch_input": batch_input,
         "id_field": id_field,
         "tolerated_failure": tolerated_failure,
+        "outage_timeout": outage_timeout,
     }
     if url is not None:
         # What reached the URL, never the secrets: no query string, no header values.
@@ -247,6 +266,7 @@ def start(
             "elapsed_s": time.monotonic() - t0,
             "cancelled": state != FINISHED or engine.stop_reason is not None,
             "stop_reason": engine.stop_reason,
+            "outages": engine.breaker.trips,  # times the endpoint stopped answering
             # Ids seen twice within what would have been one batch (split apart: see BatchStream).
             "repeated_ids": list(stream.repeated_ids),
             "repeated_id_records": stream.repeated_id_records,
@@ -298,7 +318,18 @@ def _lambda_invoker(
     # at batch_size=1). An ARN (possibly another account's) is sent as the ARN.
     name, _ = split_function_name(function)
     plain = None if ":" in name else name
-    return LambdaInvoker(invoking, target, id_field=id_field, function_name=plain), target
+    # In an outage the endpoint is probed with short timeouts: a hung service must not hold
+    # the run for a whole invocation timeout per probe.
+    probing = lookup
+    if client is None:
+        probing = make_client(
+            **where, read_timeout=_PROBE_TIMEOUT_S, connect_timeout=_PROBE_TIMEOUT_S,
+            session=session,
+        )  # fmt: skip
+    invoker = LambdaInvoker(
+        invoking, target, id_field=id_field, function_name=plain, probe_client=probing
+    )
+    return invoker, target
 
 
 def _http_invoker(
@@ -372,6 +403,7 @@ def run(
     batch_input: dict[str, Any] | None = None,
     id_field: str | None = None,
     tolerated_failure: int | float | None = None,
+    outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT_S,
     endpoint_url: str | None = None,
     region: str | None = None,
     profile: str | None = None,
@@ -389,7 +421,12 @@ def run(
     (streamed). `retry`: a Retry, an int (attempts), False, or a dict. `cache`: DEFAULT, a
     folder, a Cache, or False. `validate`: a JSON Schema or a callable that raises.
     `tolerated_failure`: a count or a fraction of records that may fail before the run stops
-    with ToleranceExceeded. A KeyboardInterrupt (Jupyter's stop button) stops submitting,
+    with ToleranceExceeded. When the endpoint stops answering (connection errors, or read
+    timeouts far beyond the usual latency, for most of what is in flight) the run pauses and
+    probes it with backoff, resuming when it answers; attempts lost to the outage do not
+    count against max_attempts. After `outage_timeout` seconds (default 300; None waits for
+    ever) it stops: the batches not done are "not_run" ("endpoint unreachable"), never
+    failed. A KeyboardInterrupt (Jupyter's stop button) stops submitting,
     lets in-flight batches finish for a short grace and returns the partial result; its
     completed batches are cached, so a rerun invokes only what is missing; a second one stops
     waiting for in-flight batches and still returns; only a third raises. Further keywords
@@ -424,6 +461,7 @@ def run(
         batch_input=batch_input,
         id_field=id_field,
         tolerated_failure=tolerated_failure,
+        outage_timeout=outage_timeout,
         endpoint_url=endpoint_url,
         region=region,
         profile=profile,

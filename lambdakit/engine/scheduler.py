@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdakit.engine.cache import Cache, CacheEntry
+from lambdakit.engine.outage import Breaker
 from lambdakit.engine.progress import Tracker
 from lambdakit.engine.record import Attempt, RunRecord
 from lambdakit.engine.retry import Retry
@@ -47,6 +48,8 @@ class Plan:
     sleep: Callable[[float], None] | None  # None: an interruptible wait (cancel() wakes it)
     clock: Callable[[], float]
     grace_s: float
+    outage_timeout: float | None = None  # stop after this long unreachable (None: never)
+    probe: Callable[[], bool] | None = None  # does the endpoint answer? (composition root)
 
 
 class Engine:
@@ -75,6 +78,7 @@ class Engine:
         self._workers: list[threading.Thread] = []
         self._flight = Flight()
         self._source = ReadAhead(stream, ahead=plan.concurrency)
+        self.breaker = Breaker(plan.probe, outage_timeout=plan.outage_timeout, clock=plan.clock)
         self.settlement = Settlement(
             stream=stream,
             record=record,
@@ -93,6 +97,7 @@ class Engine:
             hurry=self._hurry,
             done=self._done,
             source=self._source,
+            breaker=self.breaker,
         )
         # The scheduler's state is changed only under _lock, by whichever thread holds it: a
         # worker back from an invocation settles it and submits the next piece itself (see
@@ -106,7 +111,7 @@ class Engine:
 
     @property
     def stop_reason(self) -> str | None:
-        """Why the run stopped early: "cancelled", "tolerance", or None."""
+        """Why the run stopped early: "cancelled", "tolerance", "outage", or None."""
         return self.settlement.stop_reason
 
     def cancel(self, now: bool = False) -> None:
@@ -133,8 +138,14 @@ class Engine:
             while True:
                 with self._lock:
                     self._step()
+                    if self.breaker.expired() and not settlement.stopping():
+                        settlement.stop("outage")
                     done = (
-                        self._source.empty and not self._flight.in_flight and not settlement.delayed
+                        self._source.empty
+                        and not self._flight.in_flight
+                        and not settlement.delayed
+                        and not settlement.parked
+                        and not settlement.suspects
                     )
                     if settlement.stopping() or done:
                         # Set in the same turn: from here no worker takes a turn, so nothing
@@ -142,6 +153,10 @@ class Engine:
                         self._draining = True
                         break
                     timeout, idle = self._timeout(), not self._flight.in_flight
+                    probe_due = self.breaker.probe_due(self.clock())
+                if probe_due:
+                    self._probe()
+                    continue
                 self._wait_for_work(timeout, idle)
         except BaseException as exc:
             # Workers stop taking turns and sending queued pieces at once.
@@ -157,8 +172,24 @@ class Engine:
             settlement.close()  # completed batches are on disk before the result exists
 
     def _room(self) -> bool:
+        breaker = self.breaker
+        if breaker.state != "closed":  # an outage: nothing goes out, or one at a time on trial
+            return breaker.trial and not self._flight.in_flight
         # At most `concurrency` worker threads: pieces beyond the limit wait in the inbox.
         return self._flight.in_flight < self.settlement.limit_value + self._extra
+
+    def _probe(self) -> None:
+        """run()'s thread, outside the lock: does the endpoint answer? (see outage.Breaker)"""
+        probe = self.plan.probe
+        reachable = True  # without a probe, a trial invocation is the probe
+        if probe is not None:
+            try:
+                reachable = bool(probe())
+            except Exception:  # a probe that cannot reach the endpoint says so by failing
+                log.debug("endpoint probe failed", exc_info=True)
+                reachable = False
+        with self._lock:
+            self.settlement.probed(reachable)
 
     def _submit_ready(self) -> None:
         settlement, now = self.settlement, self.clock()
@@ -228,8 +259,10 @@ class Engine:
                     or self.settlement.stop_reason is not None
                     or self._failure is not None
                     or self._draining
+                    or self.breaker.open
                 ):
-                    # Queued before the stop or the error: an ending run sends nothing more.
+                    # Queued before the stop or the error: an ending run sends nothing more;
+                    # nor, in an outage, one still going on (the piece is parked till it ends).
                     self._done.put(Unsent(piece))
                     self._pump()
                     return
@@ -280,6 +313,7 @@ class Engine:
                     or self.settlement.delayed
                     or self.settlement.stop_reason is not None
                     or (self._source.running_low and not self._extra)
+                    or self.breaker.open
                 ):
                     self._wake.set()  # run()'s thread has something to decide, time or read
             except BaseException as exc:  # ends the run, raised by run()'s thread
@@ -310,6 +344,8 @@ class Engine:
 
     def _timeout(self) -> float | None:
         """How long run()'s thread may wait: until the next retry is due (if it can go)."""
+        if self.breaker.open and self.breaker.probe_at is not None:
+            return max(0.0, self.breaker.probe_at - self.clock())
         due = self.settlement.next_due()
         if due is None or not (self._room() or not self._flight.in_flight):
             return None

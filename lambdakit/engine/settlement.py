@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lambdakit.engine.cache import CacheEntry, CacheWriter
+from lambdakit.engine.outage import UNREACHABLE, Breaker
 from lambdakit.engine.progress import CANCELLING, Tracker
 from lambdakit.engine.record import Attempt, BatchState, RunRecord
 from lambdakit.engine.retry import AdaptiveLimit
@@ -59,6 +60,7 @@ class Piece:
     start_s: float = 0.0
     sent: bool = False  # handed to the invoker (until then, the end of the grace drops it)
     abandoned: bool = False  # not back when the grace ended: the run stopped waiting for it
+    unanswered: bool = False  # a retry after an attempt that got no answer (see Breaker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ class Settlement:
         hurry: threading.Event,
         done: queue.SimpleQueue[Any],
         source: ReadAhead,
+        breaker: Breaker,
     ) -> None:
         self.stream, self.record, self.tracker = stream, record, tracker
         self.target, self.envelope, self.cache = target, envelope, cache
@@ -130,6 +133,12 @@ class Settlement:
         self.delayed: list[tuple[float, int, Piece]] = []  # retries waiting, by due time
         self._seq = itertools.count()
         self._writer: CacheWriter | None = None
+        # Outages (outage.py): pieces waiting for the endpoint to answer again, and pieces
+        # whose last attempt got no answer, kept until it is clear whether that was an
+        # outage (then they are parked, the attempt not counted) or a failure (then failed).
+        self.breaker = breaker
+        self.parked: list[Piece] = []
+        self.suspects: list[tuple[Piece, Outcome]] = []
 
     def open(self) -> None:
         """Start the cache writer (completed batches are written in the background)."""
@@ -172,7 +181,9 @@ class Settlement:
     def drain(self) -> None:
         """run()'s thread, at the end: wait out the grace for in-flight work, then record
         every batch still under way (and every batch read but never sent) as cancelled."""
-        deadline = time.monotonic() + self.grace_s
+        outage = self.stop_reason == "outage"
+        # Unreachable: nothing in flight will answer, so the run ends within outage_timeout.
+        deadline = time.monotonic() + (0.0 if outage else self.grace_s)
         while self.flight.in_flight and not self._hurry.is_set():
             try:
                 item = self._done.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -185,12 +196,29 @@ class Settlement:
         if self.flight.in_flight:
             self._abandon_in_flight()
         self.delayed.clear()  # their batches are still active: recorded as cancelled below
+        self.parked.clear()
+        for piece, outcome in self.suspects:  # no outage came of it: they failed
+            self._fail(piece, list(range(len(piece.batch))), outcome)
+        self.suspects.clear()
+        status = "not_run" if outage else "cancelled"
         for state in list(self.active.values()):
-            self.record.add_batch(state, status="cancelled")
+            self._unfinished(state)
+            self.record.add_batch(state, status=status)
         self.active.clear()
         # Batches read ahead but never sent: their records are counted, so they get rows.
         for batch in self._source.take_ready():
-            self.record.add_batch(BatchState(batch), status="cancelled")
+            state = BatchState(batch)
+            self._unfinished(state)
+            self.record.add_batch(state, status=status)
+
+    def _unfinished(self, state: BatchState) -> None:
+        """An outage stopped the run: the batch says why its records did not run."""
+        if self.stop_reason == "outage" and state.failed == 0:
+            state.error_type = "Lambdakit.EndpointUnreachable"
+            state.error_message = (
+                f"{UNREACHABLE}: no answer for {self.breaker.elapsed():.0f} s "
+                f"(outage_timeout={self.breaker.outage_timeout:g} s); not run, not failed"
+            )
 
     def _abandon_in_flight(self) -> None:
         """Give each invocation still running at the end of the grace a `cancelled` attempt row.
@@ -225,6 +253,7 @@ class Settlement:
                 self.grace_s,
             )
         why = "interrupted again" if self._hurry.is_set() else f"{self.grace_s:g} s grace period"
+        why = UNREACHABLE if self.stop_reason == "outage" else why
         message = (
             f"still running when the run stopped waiting ({why}); the function may have "
             "run, its result is not in this run"
@@ -276,6 +305,8 @@ class Settlement:
         if type(item) is Unsent:  # its batch stays active: recorded as cancelled
             self.flight.in_flight -= 1
             del self.flight.flying[id(item.piece)]
+            if self.stop_reason is None:  # held back by an outage: sent once it is over
+                self._park(item.piece)
             return
         done: Attempt = item
         self.flight.in_flight -= 1
@@ -299,7 +330,8 @@ class Settlement:
         elif outcome.outcome == OK:
             self.limit_value = self.limit.on_success()
         self.tracker.attempt_done(done.attempt > 1, throttled, self.limit_value)
-        failed = self._settle(piece, done, outcome)
+        unanswered = self._heard(outcome, done.end_s - done.start_s)
+        failed = self._settle(piece, done, outcome, unanswered)
         if self.tracker.events is not None:
             latency = done.end_s - done.start_s
             self.tracker.emit_attempt(
@@ -320,7 +352,106 @@ class Settlement:
         self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
         self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
 
-    def _settle(self, piece: Piece, done: Attempt, outcome: Outcome) -> bool:
+    # -- outages ---------------------------------------------------------------------------
+
+    def _heard(self, outcome: Outcome, latency_s: float) -> bool:
+        """Tell the breaker whether the endpoint answered; True if this attempt got no answer."""
+        breaker = self.breaker
+        if outcome.outcome != OK and breaker.unanswered(outcome, latency_s):
+            # Only what the policy would retry: a timed-out call may have run, and a policy
+            # that never retries timeouts must not see one sent again after an outage.
+            return outcome.outcome in self.retry.on and self.retry.max_attempts > 1
+        if breaker.answered(latency_s):
+            self._release()
+        if self.suspects:
+            # The endpoint answers: the attempts held back as possible outage casualties
+            # failed like any other (their retries were already used up).
+            suspects, self.suspects = self.suspects, []
+            for piece, held in suspects:
+                self._fail(piece, list(range(len(piece.batch))), held)
+                failed_records = self.tracker.counts["failed_records"]
+                if not self.tolerated(failed_records, self.stream.records):
+                    self.stop("tolerance")
+                if piece.state.pending == 0:
+                    self._finish_batch(piece.state)
+        return False
+
+    def _no_answer(self, piece: Piece, outcome: Outcome) -> bool | None:
+        """An attempt got no answer: park it in an outage; None: settle it as a failure."""
+        breaker = self.breaker
+        if breaker.trial and breaker.probe is not None:
+            # The probe was answered but the invocation was not: the endpoint is up, so this
+            # is the function's (or the network's) failure, counted as usual.
+            breaker.answered_probe_only()
+            self._sync_outage()
+            return None
+        if breaker.no_answer(self.flight.in_flight + 1):
+            self._give_back()
+        self._sync_outage()
+        if breaker.open:
+            self._park(piece)
+            return False
+        piece.failures += 1
+        delay = self._delay(piece, outcome)
+        if delay is not None:
+            self._requeue(piece, piece.batch, range(len(piece.batch)), delay, unanswered=True)
+        else:
+            # Its last attempt: failed only once the endpoint is known to answer.
+            self.suspects.append((piece, outcome))
+        return False
+
+    def _give_back(self) -> None:
+        """The breaker opened: attempts that got no answer before it did are not counted."""
+        for piece, _ in self.suspects:
+            piece.failures -= 1
+            self._park(piece)
+        self.suspects.clear()
+        kept = []
+        for entry in self.delayed:
+            piece = entry[2]
+            if piece.unanswered:
+                piece.failures -= 1
+                piece.unanswered = False
+                self.parked.append(piece)
+            else:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self.delayed = kept
+
+    def _park(self, piece: Piece) -> None:
+        """Keep a piece until the endpoint answers again (a fresh piece: each is sent once)."""
+        if self.stopping():
+            piece.state.pending -= 1  # left undone, not failed: the run is stopping
+            return
+        again = Piece(piece.batch, piece.state, piece.positions, piece.failures, piece.throttles)
+        again.lookup = piece.lookup
+        self.parked.append(again)
+
+    def probed(self, reachable: bool) -> None:
+        """The probe's answer (under the Engine's lock): on trial, the parked pieces may go."""
+        self.breaker.probed(reachable)
+        if self.breaker.trial:
+            self._release()
+        self._sync_outage()
+
+    def _release(self) -> None:
+        """The endpoint answers: parked pieces are due now (in order, one at a time on trial)."""
+        now = self.clock()
+        for piece in self.parked:
+            piece.due = now
+            heapq.heappush(self.delayed, (now, next(self._seq), piece))
+        self.parked.clear()
+        self._sync_outage()
+
+    def _sync_outage(self) -> None:
+        breaker = self.breaker
+        self.tracker.set_outage(breaker.since, breaker.probe_at if breaker.open else None)
+
+    # -- settling --------------------------------------------------------------------------
+
+    def _settle(
+        self, piece: Piece, done: Attempt, outcome: Outcome, unanswered: bool = False
+    ) -> bool:
         """Store what succeeded, schedule what may be retried; True if records failed for good."""
         state = piece.state
         n = len(piece.batch)
@@ -357,6 +488,10 @@ class Settlement:
             self._requeue(piece, left, range(len(left)), 0.0)
             self._requeue(piece, right, range(len(left), n), 0.0)
             return False
+        if unanswered:
+            parked = self._no_answer(piece, outcome)
+            if parked is not None:
+                return parked
         if outcome.outcome == THROTTLE:
             piece.throttles += 1
         else:
@@ -371,13 +506,16 @@ class Settlement:
         count = piece.throttles if outcome.outcome == THROTTLE else piece.failures
         return self.retry.next_delay(outcome.outcome, count, outcome.retry_after_s)
 
-    def _requeue(self, piece: Piece, batch: Batch, positions: Any, delay: float) -> None:
+    def _requeue(
+        self, piece: Piece, batch: Batch, positions: Any, delay: float, unanswered: bool = False
+    ) -> None:
         if self.stopping():
             # Worth retrying, but the run is stopping: the items are left undone, not failed.
             piece.state.pending -= 1
             return
         kept = tuple(piece.positions[p] for p in positions)
         again = Piece(batch, piece.state, kept, piece.failures, piece.throttles)
+        again.unanswered = unanswered
         again.due = self.clock() + delay
         heapq.heappush(self.delayed, (again.due, next(self._seq), again))
 

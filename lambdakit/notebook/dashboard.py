@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import math
 import threading
 import time
 import traceback
@@ -334,7 +335,9 @@ def _rates_html(progress: Any, live: LiveRun) -> str:
 
     rate = live.records_per_s()
     p50, p95, _ = latency_percentiles(live.recent_latencies())
-    parts = [
+    outage = _outage_text(progress)
+    parts = [outage] if outage else []
+    parts += [
         f"throughput {_number(rate)} records/s",
         f"latency p50 {_number(p50, 3)} s",
         f"p95 {_number(p95, 3)} s",
@@ -342,6 +345,19 @@ def _rates_html(progress: Any, live: LiveRun) -> str:
         f"elapsed {progress.elapsed_s:.1f} s",
     ]
     return " · ".join(parts)
+
+
+def _outage_text(progress: Any) -> str:
+    """ "endpoint unreachable, retrying in N s" while the run waits out an outage, else ""."""
+    unreachable = getattr(progress, "unreachable_s", None)
+    if unreachable is None or progress.ended:
+        return ""
+    retry_in = getattr(progress, "retry_in_s", None)
+    if retry_in is None:
+        text = "endpoint unreachable, trying one invocation"
+    else:
+        text = f"endpoint unreachable, retrying in {math.ceil(retry_in):d} s"
+    return f"<b style='color:#b45309'>{text}</b> (for {unreachable:.0f} s)"
 
 
 def _number(value: float | None, digits: int = 1) -> str:

@@ -480,3 +480,90 @@ def test_weighted_alias_caches_under_the_version_that_ran(
     moved = go(name, records, qualifier="canary", batch_size=2)
     assert moved.summary()["invocations"] == sum(1 for v in ran.values() if v == v1)
     assert {o["tag"] for o in moved.outputs()} == {"two"}
+
+
+ECHO_SLOWLY = """
+import time
+
+def handler(event, context):
+    time.sleep(0.1)
+    return [{"i": item["i"], "double": item["i"] * 2} for item in event["Items"]]
+"""
+
+
+@pytest.fixture
+def own_local(tmp_path):
+    """A LocalLambda of the test's own, on a fixed port, to stop and start mid-run."""
+    import socket
+
+    from lambdakit.local import LocalLambda
+    from tests.conftest import _poll_function, build_zip
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    local = LocalLambda(state_dir=tmp_path / "own-state", port=port).start()
+    client = local.client()
+    client.create_function(
+        FunctionName="echo-slowly", Runtime="python3.11", Handler="app.handler",
+        Role="arn:aws:iam::123456789012:role/lambdakit-test", Timeout=10,
+        Code={"ZipFile": build_zip(ECHO_SLOWLY)},
+    )  # fmt: skip
+    _poll_function(client, "echo-slowly", lambda c: c.get("State") == "Active")
+    yield local
+    local.stop()
+
+
+def _start_then_stop(local, records, **options):
+    """Start a run on `local`, stop the service once a few batches are done."""
+    handle = lambdakit.start(
+        "echo-slowly", records, endpoint_url=local.endpoint_url, batch_size=2, concurrency=4,
+        cache=False, progress=False, **options,
+    )  # fmt: skip
+    deadline_poll(lambda: handle.progress.batches_done >= 8, what="a few batches done")
+    local.stop()
+    deadline_poll(lambda: handle.progress.unreachable_s is not None, what="the outage seen")
+    return handle
+
+
+def test_the_service_killed_mid_run_and_back_30_s_later_loses_and_fails_nothing(own_local):
+    records = [{"i": i} for i in range(240)]
+    handle = _start_then_stop(own_local, records)
+    stopped = time.monotonic()
+    # Down for 30 s: the run waits, and nothing is counted as failed meanwhile.
+    while time.monotonic() - stopped < 30:
+        progress = handle.progress
+        assert progress.failed_records == 0 and not progress.ended, progress
+        time.sleep(0.2)
+    assert handle.progress.unreachable_s >= 25
+    own_local.start()
+    result = handle.wait(timeout=300)
+    assert list(result.outputs()) == [{"i": i, "double": 2 * i} for i in range(240)]
+    summary = result.summary()
+    assert summary["failed_records"] == 0 and summary["records"] == 240
+    assert set(result.batches["status"]) == {"ok"}
+    assert result.meta["outages"] >= 1 and result.meta["stop_reason"] is None
+    # Connections were refused while it was down, and they cost no batch its attempts.
+    assert (result.attempts["outcome"] == "connection_error").any()
+
+
+def test_the_service_left_down_past_outage_timeout_leaves_the_rest_not_run(own_local):
+    records = [{"i": i} for i in range(240)]
+    handle = _start_then_stop(own_local, records, outage_timeout=5)
+    result = handle.wait(timeout=120)
+    batches = result.batches
+    summary = result.summary()
+    assert summary["failed_records"] == 0
+    assert result.meta["stop_reason"] == "outage" and result.meta["cancelled"] is True
+    assert set(batches["status"]) == {"ok", "not_run"}
+    unfinished = batches[batches["status"] == "not_run"]
+    assert len(unfinished) > 0
+    assert unfinished["error_message"].str.startswith("endpoint unreachable").all()
+    assert (unfinished["error_type"] == "Lambdakit.EndpointUnreachable").all()
+    # Every record read is ok or not run; the ok ones have their outputs.
+    assert summary["records"] == batches["records"].sum()
+    not_run = (unfinished["records"] - unfinished["ok_records"]).sum()
+    assert batches["ok_records"].sum() + not_run == summary["records"]
+    outputs = list(result.outputs())
+    for first, n in zip(unfinished["first_record"], unfinished["records"], strict=True):
+        assert outputs[first : first + n] == [None] * n
