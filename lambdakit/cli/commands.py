@@ -3,7 +3,8 @@
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
                   [--timeout S] [--max-attempts N] [--id-field F] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
-                  [--grace S] [--outage-timeout S | --wait-for-ever] [--no-progress]
+                  [--grace S] [--outage-timeout S | --wait-for-ever] [--shared-files]
+                  [--no-progress]
     lambdakit run --url URL INPUT [--auth aws_iam] [--header 'Name: value' ...]
                   [--cache-namespace NS] [...the options above]
     lambdakit demo [--runs-dir runs] [--n-records N] [--batch-size N] [--concurrency N]
@@ -24,11 +25,14 @@ import contextlib
 import datetime as _dt
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from lambdakit.results.folders import PRIVATE_FILE
 
 __all__ = [
     "add_demo_command",
@@ -126,6 +130,11 @@ def add_run_command(subparsers: Any) -> None:
         action="store_true",
         help="wait for an unreachable endpoint however long it takes",
     )
+    run.add_argument(
+        "--shared-files",
+        action="store_true",
+        help="create the report and cache folders with the umask's modes (default: 0700/0600)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     run.set_defaults(func=_run)
 
@@ -143,9 +152,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(result: Any, path: Path) -> Path:
-    """Write one JSON line per input record: {"record": i, "output": ...} (None if failed)."""
+def write_outputs(result: Any, path: Path, *, shared: bool = False) -> Path:
+    """Write one JSON line per input record: {"record": i, "output": ...} (None if failed).
+
+    The file is 0600 unless `shared` (outputs are the user's data)."""
     with path.open("w", encoding="utf-8") as out:
+        if not shared:
+            os.chmod(path, PRIVATE_FILE)
         for index, output in enumerate(result.outputs()):
             out.write(json.dumps({"record": index, "output": output}, default=str) + "\n")
     return path
@@ -168,7 +181,7 @@ def _url_name(url: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lambdakit.engine.cache import DEFAULT
+    from lambdakit.engine.cache import DEFAULT, Cache
     from lambdakit.engine.runner import start
     from lambdakit.errors import LambdakitError
 
@@ -193,6 +206,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lambdakit run: input file {str(args.input)!r} does not exist", file=sys.stderr)
         return _EXIT_BAD_INPUT
     cache: Any = False if args.no_cache else (args.cache_dir or DEFAULT)
+    if cache is not False and args.shared_files:
+        cache = Cache(args.cache_dir, shared=True)
     signals: list[int] = []  # the interrupts received, in order
 
     def interrupted(count: int) -> None:
@@ -236,8 +251,8 @@ def _run(args: argparse.Namespace) -> int:
         return _EXIT_BAD_INPUT
 
     report = args.report or _default_report(args.function or _url_name(args.url))
-    result.save_report(report)
-    write_outputs(result, report / "outputs.jsonl")
+    result.save_report(report, shared=args.shared_files)
+    write_outputs(result, report / "outputs.jsonl", shared=args.shared_files)
     summary = result.summary()
     print(repr(result))
     print(format_summary(summary))

@@ -81,8 +81,11 @@ class Cache:
     to inspect and `cache.clear(function="my-fn")` to forget.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, *, shared: bool = False
+    ) -> None:
         self._directory = Path(directory).expanduser() if directory is not None else None
+        self.shared = shared  # False: the folder is 0700 and its files 0600 (see folders.py)
         self._store: Any = None
         self._lock = threading.Lock()
         self.hits = 0
@@ -117,8 +120,12 @@ class Cache:
 
                 import diskcache
 
+                from lambdakit.results.folders import make_folder, seal
+
                 try:
+                    make_folder(self.directory, shared=self.shared)
                     self._store = diskcache.Cache(str(self.directory))
+                    seal(self.directory, shared=self.shared)  # the database diskcache made
                 except (OSError, sqlite3.Error) as exc:
                     raise InvalidInput(
                         f"cache folder {self.directory} cannot be used: {exc}"

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from lambdakit.errors import InvalidInput
+from lambdakit.results.folders import PRIVATE_FILE, make_folder
 
 __all__ = ["OutputStore"]
 
@@ -65,13 +66,14 @@ class OutputStore:
                 self, shutil.rmtree, str(self._dir), True
             )
         else:
-            self._dir = Path(directory)
-            self._dir.mkdir(parents=True, exist_ok=True)
+            self._dir = make_folder(directory)  # payload outputs: the user's alone
             self._cleanup = None
             self._open_existing()
         # Only this object knows a temp folder: nobody else can read it before it flushes.
         self._flush_each_put = directory is not None
         self._fh = open(self._dir / DATA_FILE, "ab")  # noqa: SIM115 - held for appends
+        if directory is not None:
+            os.chmod(self._dir / DATA_FILE, PRIVATE_FILE)
 
     @property
     def directory(self) -> Path:

@@ -57,10 +57,17 @@ def _plain_json(value: Any) -> Any:
 
 
 def save_report(
-    result: RunResult, directory: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+    result: RunResult,
+    directory: str | os.PathLike[str],
+    *,
+    extra: dict[str, Any] | None = None,
+    shared: bool = False,
 ) -> Path:
     """Write the report folder: one PNG per plot, batches/attempts/errors as Parquet and
-    CSV, and manifest.json (with `extra` merged in, scrubbed). Returns the folder."""
+    CSV, and manifest.json (with `extra` merged in, scrubbed). Returns the folder.
+
+    The folder is the user's alone (0700, files 0600) unless `shared` (then the umask's)."""
+    from lambdakit.results.folders import make_folder, seal
     from lambdakit.results.plots import PLOTS, to_png
 
     if extra is not None and not isinstance(extra, dict):
@@ -69,7 +76,7 @@ def save_report(
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
         raise InvalidInput(f"report folder {folder} is a file")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, shared=shared)
     for name, make in PLOTS.items():
         (folder / f"{name}.png").write_bytes(to_png(make(result)))
     tables = {"batches": result.batches, "attempts": result.attempts, "errors": result.errors()}
@@ -82,6 +89,7 @@ def save_report(
     if extra:
         document.update(_plain_json(scrub(extra)))
     (folder / "manifest.json").write_text(json.dumps(document, indent=2) + "\n")
+    seal(folder, shared=shared)
     return folder
 
 

@@ -262,26 +262,31 @@ class RunResult:
         return by_name(kind)(self, **options)
 
     def save_report(
-        self, directory: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        extra: dict[str, Any] | None = None,
+        shared: bool = False,
     ) -> Path:
         """Write PNGs, batches/attempts (Parquet + CSV) and manifest.json to `directory`.
 
         `extra` is merged into manifest.json (credentials scrubbed), e.g. a notebook's
-        parameters: `save_report(folder, extra={"notebook": {"parameters": params}})`.
+        parameters: `save_report(folder, extra={"notebook": {"parameters": params}})`. The
+        folder is private (0700, files 0600) unless `shared=True` (then the umask decides).
         """
         from lambdakit.results.report import save_report
 
-        return save_report(self, directory, extra=extra)
+        return save_report(self, directory, extra=extra, shared=shared)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, shared: bool = False) -> Path:
         """Save to a folder (Parquet tables, outputs, meta.json); `RunResult.load` reads it.
 
         Everything round-trips exactly, except meta values that look like credentials,
-        which are redacted before they reach disk.
+        which are redacted before they reach disk. Private (0700/0600) unless `shared`.
         """
         from lambdakit.results.storage import save_result
 
-        return save_result(self, path)
+        return save_result(self, path, shared=shared)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RunResult:

@@ -111,8 +111,12 @@ def _decode_table(frame: pd.DataFrame, encoded: dict[str, str]) -> pd.DataFrame:
     return frame
 
 
-def save_result(result: RunResult, path: str | os.PathLike[str]) -> Path:
-    """Write `result` to the folder `path` (replacing a previous save there)."""
+def save_result(result: RunResult, path: str | os.PathLike[str], *, shared: bool = False) -> Path:
+    """Write `result` to the folder `path` (replacing a previous save there).
+
+    Private (folders 0700, files 0600) unless `shared`, when the umask decides.
+    """
+    from lambdakit.results.folders import make_folder, seal
     from lambdakit.results.redact import scrub
 
     folder = Path(path)
@@ -120,7 +124,7 @@ def save_result(result: RunResult, path: str | os.PathLike[str]) -> Path:
         raise InvalidInput(f"{folder} is a file; save a RunResult to a folder")
     if folder.exists() and not (folder / META_FILE).exists() and any(folder.iterdir()):
         raise InvalidInput(f"{folder} exists and is not a saved RunResult; choose an empty folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, shared=shared)
     encoded: dict[str, dict[str, str]] = {}
     for name in TABLES:
         table, encoded[name] = _encode_table(getattr(result, name))
@@ -137,6 +141,7 @@ def save_result(result: RunResult, path: str | os.PathLike[str]) -> Path:
         "meta": encode_meta(scrub(result.meta)),
     }
     (folder / META_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
+    seal(folder, shared=shared)
     return folder
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -56,6 +57,11 @@ def test_run_prints_a_summary_and_writes_the_report(local_lambda, processor, tmp
     table = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("batches "))
     assert table["batches"].strip() == "5"
     assert f"report: {report}" in out
+    # Private: the report folder 0700, the outputs and tables in it 0600, the cache 0700.
+    assert stat.S_IMODE(report.stat().st_mode) == 0o700
+    for name in ("outputs.jsonl", "manifest.json", "batches.csv"):
+        assert stat.S_IMODE((report / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o700
 
     manifest = json.loads((report / "manifest.json").read_text())
     assert manifest["function"] == processor
