@@ -567,3 +567,32 @@ def test_the_service_left_down_past_outage_timeout_leaves_the_rest_not_run(own_l
     outputs = list(result.outputs())
     for first, n in zip(unfinished["first_record"], unfinished["records"], strict=True):
         assert outputs[first : first + n] == [None] * n
+
+
+def test_a_hung_service_ends_the_run_at_the_outage_timeout_not_after_every_batch_times_out(
+    own_local,
+):
+    records = [{"i": i} for i in range(240)]
+    handle = lambdakit.start(
+        "echo-slowly", records, endpoint_url=own_local.endpoint_url, batch_size=2,
+        concurrency=4, cache=False, progress=False, timeout=15, outage_timeout=6,
+    )  # fmt: skip
+    deadline_poll(lambda: handle.progress.batches_done >= 8, what="a few batches done")
+    # The service hangs: it accepts connections and never answers (no LocalLambda API for
+    # that, so its process is stopped; it is let go again before the fixture stops it).
+    server = own_local._process.pid
+    os.kill(server, signal.SIGSTOP)
+    try:
+        result = handle.wait(timeout=180)
+    finally:
+        os.kill(server, signal.SIGCONT)
+    summary = result.summary()
+    assert summary["failed_records"] == 0
+    assert result.meta["stop_reason"] == "outage"
+    assert set(result.batches["status"]) == {"ok", "not_run"}
+    # Only what was under way when it hung timed out (in flight, queued for the workers, a
+    # trial): the other batches (60 in all) never spent attempts on read timeouts.
+    timed_out = result.attempts[result.attempts["outcome"] == "timeout"]
+    assert 1 <= len(timed_out) <= 3 * 4
+    assert (result.batches["status"] == "not_run").sum() > len(timed_out)
+    assert timed_out["batch"].is_unique
