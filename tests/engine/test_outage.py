@@ -161,3 +161,24 @@ def test_the_dashboard_says_when_the_endpoint_is_unreachable():
     text = _outage_text(Progress(unreachable_s=12.0, retry_in_s=3.2))
     assert "endpoint unreachable, retrying in 4 s" in text
     assert "trying one invocation" in _outage_text(Progress(unreachable_s=12.0))
+
+
+class AnswersProbesOnly(ProbedEndpoint):
+    """The endpoint is there (probes answer) but every invocation's connection is dropped."""
+
+    def is_down(self):
+        return True
+
+    def probe(self):
+        return True
+
+
+def test_an_endpoint_that_answers_probes_but_not_invocations_fails_them_as_usual():
+    clock = FakeClock()
+    result = go(range(4), AnswersProbesOnly(None), clock=clock, batch_size=2, concurrency=1)
+    summary = result.summary()
+    # Not an outage for outage_timeout to end: each trial that got no answer counted.
+    assert summary["failed_records"] == 4 and result.meta["stop_reason"] is None
+    assert set(result.batches["status"]) == {"failed"}
+    assert (result.batches["attempts"] <= 4 * 3).all()  # trials in between, 3 counted
+    assert sum(clock.sleeps) < 300
