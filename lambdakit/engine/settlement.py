@@ -425,7 +425,11 @@ class Settlement:
             return
         again = Piece(piece.batch, piece.state, piece.positions, piece.failures, piece.throttles)
         again.lookup = piece.lookup
-        self.parked.append(again)
+        if self.breaker.open:
+            self.parked.append(again)
+        else:  # the endpoint answered meanwhile (a worker saw the breaker still open): due now
+            again.due = self.clock()
+            heapq.heappush(self.delayed, (again.due, next(self._seq), again))
 
     def probed(self, reachable: bool) -> None:
         """The probe's answer (under the Engine's lock): on trial, the parked pieces may go."""
