@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lambdakit"
 WINGS = ("base", "local", "records", "aws", "results", "engine", "notebook", "cli", "api")
 # The embedded service is a program of its own: only the CLI and the public names reach it.
 ONLY_FROM = {"local": {"local", "cli", "api"}}
-BASE_MODULES = {"errors", "invocation"}
+BASE_MODULES = {"errors", "expressions", "invocation"}
 # Deprecated aliases of old module paths: as high as the public names.
 ALIASES = {"runner", "invoke", "plots"}
 
