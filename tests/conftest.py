@@ -9,6 +9,7 @@ Fixtures:
   are fast (0.2 s, 0.4 s) so async tests finish quickly.
 - `lambda_client` (session): boto3 Lambda client for it, dummy credentials, us-east-1,
   botocore retries off, read_timeout 120 s, 32 pooled connections.
+- `scheduler_client` (session): boto3 EventBridge Scheduler client for it, likewise.
 - `make_function(source, handler="app.handler", runtime="python3.11", **config) -> name`:
   zips inline source (a str is `app.py`, or `bootstrap` for provided.* runtimes; a dict maps
   archive paths to str/bytes contents, `bootstrap` is made executable; a Path is a folder
@@ -104,6 +105,12 @@ def local_lambda(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLamb
 def lambda_client(local_lambda: LocalLambda) -> Any:
     """boto3 Lambda client bound to the session's service; botocore retries off."""
     return local_lambda.client(read_timeout=120, max_pool_connections=32)
+
+
+@pytest.fixture(scope="session")
+def scheduler_client(local_lambda: LocalLambda) -> Any:
+    """boto3 EventBridge Scheduler client bound to the session's service."""
+    return local_lambda.scheduler_client()
 
 
 @pytest.fixture

@@ -228,6 +228,13 @@ class LocalLambda:
         Keyword arguments override botocore Config settings (read_timeout, max_pool_connections,
         retries, ...).
         """
+        return self._boto_client("lambda", config)
+
+    def scheduler_client(self, **config: Any) -> Any:
+        """A boto3 EventBridge Scheduler client for this service (the same port, settings)."""
+        return self._boto_client("scheduler", config)
+
+    def _boto_client(self, service: str, config: dict[str, Any]) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -242,7 +249,7 @@ class LocalLambda:
         settings.update(config)
         key_id, secret = self.access_key or ("lambdakit", "lambdakit")
         return boto3.client(
-            "lambda",
+            service,
             endpoint_url=self.endpoint_url,
             region_name=self.region,
             aws_access_key_id=key_id,

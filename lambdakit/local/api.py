@@ -39,6 +39,7 @@ from lambdakit.local.environments import EnvironmentManager
 from lambdakit.local.events import EventQueue
 from lambdakit.local.faults import FaultInjector
 from lambdakit.local.protocol import page, parse_function_name, public, read_json
+from lambdakit.local.schedules import ScheduleStore
 from lambdakit.local.state import LATEST, Store
 
 __all__ = ["SERVICE", "Service", "add_management_routes"]
@@ -51,7 +52,8 @@ MAX_CODE_REQUEST_BYTES = 69_905_067
 
 @dataclass
 class Service:
-    """Everything the request handlers share: state, environments, faults, the event queue."""
+    """Everything the request handlers share: state, environments, faults, the event queue,
+    and the scheduler's schedules."""
 
     store: Store
     environments: EnvironmentManager
@@ -61,6 +63,8 @@ class Service:
     # (function, version) -> FunctionSpec, rebuilt whenever its revision or concurrency changes.
     specs: dict[tuple[str, str], Any] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    schedules: ScheduleStore | None = None  # set once the app is built
+    scheduler: Any = None  # the firing loop (scheduler.Scheduler), once the app is built
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a background job, keeping a reference so it is not garbage-collected."""

@@ -32,8 +32,12 @@ from lambdakit.local.checks import ApiError
 __all__ = ["RequestGuard", "allowed_hosts", "is_api_path"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-# The Lambda REST API (dated paths) and lambdakit's management endpoints.
-_API_PATH = re.compile(r"^/(?:\d{4}-\d\d-\d\d/|_lambdakit/(?:faults|code)(?:/|$))")
+# The Lambda REST API (dated paths), the Scheduler's (undated) and lambdakit's management
+# endpoints.
+_API_PATH = re.compile(
+    r"^/(?:\d{4}-\d\d-\d\d/|(?:schedules|schedule-groups|tags)(?:/|$)"
+    r"|_lambdakit/(?:faults|code|clock|schedules)(?:/|$))"
+)
 _INVOKE_PATH = re.compile(r"^/\d{4}-\d\d-\d\d/functions/[^/]+/invocations$")
 # What a page may send without a CORS preflight (the "CORS-safelisted" request types).
 _SIMPLE_TYPES = frozenset(
@@ -44,7 +48,7 @@ _SIGNED_PREFIX = "AWS4-HMAC-SHA256 "
 
 
 def is_api_path(path: str) -> bool:
-    """True for the Lambda REST API's paths and the management endpoints (faults, code)."""
+    """True for the Lambda and Scheduler APIs' paths and the management endpoints."""
     return _API_PATH.match(path) is not None
 
 

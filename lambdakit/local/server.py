@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import socket
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,12 +122,16 @@ def build_app(
     from lambdakit.local.invocations import add_invoke_routes, run_event
     from lambdakit.local.policy import add_policy_routes
     from lambdakit.local.protocol import error_middleware
+    from lambdakit.local.scheduler_api import add_scheduler_routes
+    from lambdakit.local.schedules import ScheduleStore
     from lambdakit.local.state import Store
     from lambdakit.local.urls import add_url_routes
 
     state_dir = config.state_dir or default_state_dir()
     store = Store(state_dir, region=config.region, account_concurrency=config.account_concurrency)
     unfinished = store.load()
+    schedules = ScheduleStore(state_dir, functions=store, clock=time.time)
+    schedules.load()
     environments = EnvironmentManager(
         runtime_api=runtime_api,
         state_dir=state_dir,
@@ -140,6 +145,7 @@ def build_app(
         environments=environments,
         faults=FaultInjector(config.seed, path=state_dir / "faults.json"),
         rng=random.Random(config.seed),
+        schedules=schedules,
     )
     service.events = EventQueue(
         lambda event: run_event(service, event),
@@ -167,6 +173,7 @@ def build_app(
     add_policy_routes(app)
     # With keys configured, AWS_IAM function URLs take exactly those (never the test keys).
     add_url_routes(app, auth.lookup if auth.enabled else None)
+    add_scheduler_routes(app)
     add_fault_routes(app, service.faults, store.record)
     environments.close_on_shutdown(app)
 
