@@ -57,6 +57,24 @@ def _rate(text: str) -> float:
     return value
 
 
+def _instant(text: str) -> float:
+    """--test-clock's value: an ISO 8601 time (UTC unless it says otherwise) or 'now'."""
+    import datetime as dt
+    import time
+
+    if text == "now":
+        return time.time()
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2025-03-29T12:00:00Z, or now; got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
+
+
 def add_local_command(subparsers: Any) -> None:
     """`lambdakit local`: serve, plus the `logs` and `faults` subcommands."""
     local = subparsers.add_parser("local", help="run the embedded AWS Lambda service")
@@ -84,6 +102,11 @@ def add_local_command(subparsers: Any) -> None:
                        help="longest wait for a request's headers, or in its body")  # fmt: skip
     local.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="a Host name to answer besides the bound address")  # fmt: skip
+    local.add_argument(
+        "--test-clock", type=_instant, metavar="TIME",
+        help="for tests: the scheduler's time starts at TIME (ISO 8601, or now) and moves "
+        "only through POST /_lambdakit/clock",
+    )  # fmt: skip
     local.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     local.set_defaults(func=_serve)
     actions = local.add_subparsers(dest="local_command", metavar="{logs,faults}")
@@ -142,6 +165,7 @@ def _serve(args: argparse.Namespace) -> int:
             parent_pid=args.exit_with_parent, allowed_hosts=tuple(args.allowed_host),
             tls_cert=args.tls_cert, tls_key=args.tls_key, insecure_http=args.insecure_http,
             access_keys=tuple(keys.items()), read_timeout_s=args.read_timeout,
+            test_clock=args.test_clock,
         )  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"lambdakit local: {exc}", file=sys.stderr)

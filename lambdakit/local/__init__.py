@@ -11,6 +11,7 @@ session never shares its event loop or its signal handlers.
 from __future__ import annotations
 
 import atexit
+import datetime
 import json
 import os
 import re
@@ -48,6 +49,10 @@ class LocalLambda:
     `ca_bundle` is what clients verify the certificate with (default: `tls_cert`).
     `bound` is the (host, port) the server actually bound. `read_timeout_s` bounds the wait
     for a request's headers, and any pause in its body.
+
+    `test_clock` (an aware datetime, or True for now) gives the scheduler a clock that moves
+    only through `.clock.advance(seconds)` / `.clock.set(when)`, which return once every run
+    due on the way has fired; only the scheduler reads it.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class LocalLambda:
         insecure_http: bool = False,
         ca_bundle: str | os.PathLike[str] | None = None,
         read_timeout_s: float = 30.0,
+        test_clock: datetime.datetime | bool | None = None,
     ) -> None:
         self._given_state_dir = Path(state_dir) if state_dir is not None else None
         self.port = port
@@ -85,6 +91,7 @@ class LocalLambda:
         self.ca_bundle = Path(ca_bundle) if ca_bundle is not None else self.tls_cert
         self.bound: tuple[str, int] | None = None
         self.read_timeout_s = read_timeout_s
+        self.test_clock = self._clock_start(test_clock)
         self.state_dir: Path | None = self._given_state_dir
         self.endpoint_url: str | None = None
         self._process: subprocess.Popen[str] | None = None
@@ -133,6 +140,8 @@ class LocalLambda:
             command += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
         if self.insecure_http:
             command += ["--insecure-http"]
+        if self.test_clock is not None:
+            command += ["--test-clock", self.test_clock.isoformat()]
         # The server has its own session (a notebook's Ctrl-C must not reach it), so it
         # watches this process instead and exits if it dies without calling stop().
         command += ["--exit-with-parent", str(os.getpid())]
@@ -155,6 +164,36 @@ class LocalLambda:
                 stacklevel=2,
             )
         return self
+
+    @staticmethod
+    def _clock_start(value: datetime.datetime | bool | None) -> datetime.datetime | None:
+        if value is None or value is False:
+            return None
+        if value is True:
+            return datetime.datetime.now(datetime.timezone.utc)
+        if not isinstance(value, datetime.datetime) or value.tzinfo is None:
+            raise LocalServiceError(
+                f"test_clock must be a timezone-aware datetime or True, got {value!r}"
+            )
+        return value
+
+    @property
+    def clock(self) -> Any:
+        """The scheduler's test clock (a local.clock.ClockControl); needs test_clock=."""
+        from lambdakit.local.clock import ClockControl
+
+        if self.test_clock is None:
+            raise LocalServiceError(
+                "this service runs its scheduler on the system clock: start it with "
+                "LocalLambda(test_clock=...) to move time"
+            )
+
+        def request(method: str, body: dict[str, Any] | None) -> dict[str, Any]:
+            reply = self._management(method, "/_lambdakit/clock", body, what="the test clock")
+            self.test_clock = datetime.datetime.fromtimestamp(reply["Now"], datetime.timezone.utc)
+            return reply
+
+        return ClockControl(request)
 
     def _wait_ready(self) -> str:
         assert self._process is not None and self._process.stdout is not None
@@ -212,8 +251,16 @@ class LocalLambda:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
 
-    def restart(self) -> LocalLambda:
-        """Stop and start again on the same state folder (and port, when one was given)."""
+    def restart(self, *, test_clock: datetime.datetime | None = None) -> LocalLambda:
+        """Stop and start again on the same state folder (and port, when one was given).
+
+        A test clock goes on from where it was, or from `test_clock` (the service was
+        stopped until then: runs due meanwhile were missed).
+        """
+        if test_clock is not None:
+            self.test_clock = self._clock_start(test_clock)
+        elif self.test_clock is not None and self.running:
+            self.clock.now()  # remember where it stands
         keep = self._temp_dir
         self._temp_dir = None  # keep the temporary state across the restart
         self.stop()
@@ -287,10 +334,17 @@ class LocalLambda:
     def _faults_request(
         self, method: str, function_name: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        path = f"/_lambdakit/faults/{urllib.parse.quote(function_name)}"
+        return self._management(method, path, body, what=f"faults of {function_name!r}")
+
+    def _management(
+        self, method: str, path: str, body: dict[str, Any] | None, *, what: str
+    ) -> dict[str, Any]:
+        """One call to a /_lambdakit endpoint; its JSON reply, or LocalServiceError."""
         if self.endpoint_url is None:
             raise LocalServiceError("LocalLambda has not been started")
         data = json.dumps(body).encode() if body is not None else None
-        url = f"{self.endpoint_url}/_lambdakit/faults/{urllib.parse.quote(function_name)}"
+        url = f"{self.endpoint_url}{path}"
         headers = {"Content-Type": "application/json"} if data is not None else {}
         if self.access_key is not None:
             headers = self._signed(method, url, data, headers)
@@ -301,13 +355,29 @@ class LocalLambda:
 
             context = ssl.create_default_context(cafile=str(self.ca_bundle))
         try:
-            with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            with urllib.request.urlopen(request, timeout=120, context=context) as response:
                 text = response.read()
         except urllib.error.HTTPError as exc:
             reply = json.loads(exc.read() or b"{}")
             detail = reply.get("message") or reply.get("Message") or exc.reason
-            raise LocalServiceError(f"faults of {function_name!r}: {detail}") from None
+            raise LocalServiceError(f"{what}: {detail}") from None
         return json.loads(text) if text else {}
+
+    def schedule_history(self, name: str, group: str = "default") -> list[dict[str, Any]]:
+        """A schedule's firings, oldest first (see lambdakit.local.firings), from the state dir."""
+        from lambdakit.local.firings import read_history
+
+        if self.state_dir is None:
+            raise LocalServiceError("LocalLambda has not been started")
+        return read_history(self.state_dir, name, group)
+
+    def dead_letters(self, queue: str) -> list[dict[str, Any]]:
+        """The dead-letter records kept for a DeadLetterConfig queue (its ARN or name)."""
+        from lambdakit.local.firings import read_dead_letters
+
+        if self.state_dir is None:
+            raise LocalServiceError("LocalLambda has not been started")
+        return read_dead_letters(self.state_dir, queue)
 
     def _signed(
         self, method: str, url: str, data: bytes | None, headers: dict[str, str]

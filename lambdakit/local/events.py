@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Event", "EventQueue", "EventResult"]
 
@@ -43,6 +44,7 @@ class Event:
     payload: bytes
     client_context: str | None = None
     attempts: int = 0  # attempts already made
+    tag: dict[str, Any] | None = None  # who sent it (the scheduler), told when it finishes
 
     def to_json(self) -> str:
         """The on-disk form (payload base64)."""
@@ -70,6 +72,7 @@ class EventQueue:
         workers: int = 16,
         retry_delays: tuple[float, ...] = (1.0, 2.0),
         throttle_delay_s: float = 0.5,
+        on_finished: Callable[[Event, str], None] | None = None,
     ) -> None:
         self._run = run
         self.directory = Path(directory)
@@ -81,6 +84,8 @@ class EventQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
+        # Told the final outcome (ok, error, gone) of every tagged event.
+        self.on_finished = on_finished
 
     def start(self) -> int:
         """Requeue events left on disk by the last run; returns how many there were."""
@@ -181,3 +186,8 @@ class EventQueue:
         elif outcome == EventResult.GONE:
             log.warning("event %s dropped: %s was deleted", event.event_id, event.invoked_arn)
         self._done(event)
+        if event.tag is not None and self.on_finished is not None:
+            try:
+                self.on_finished(event, outcome)
+            except Exception:
+                log.exception("recording the outcome of event %s failed", event.event_id)

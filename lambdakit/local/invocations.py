@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -24,7 +25,14 @@ from lambdakit.local.process import FunctionSpec
 from lambdakit.local.protocol import parse_function_name
 from lambdakit.local.state import LATEST
 
-__all__ = ["add_invoke_routes", "invoke", "invoke_sync", "log_tail", "run_event"]
+__all__ = [
+    "add_invoke_routes",
+    "invoke",
+    "invoke_event",
+    "invoke_sync",
+    "log_tail",
+    "run_event",
+]
 
 log = logging.getLogger("lambdakit.local.invocations")
 
@@ -171,9 +179,9 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204, headers=headers)
     if invocation_type == "Event":
         payload = await _payload(request, MAX_EVENT_PAYLOAD, "InvokeAsync")
-        event_id = request["request_id"]
         assert service.events is not None  # set by server.build_app before serving
-        service.events.put(Event(event_id, name, version, invoked_arn, payload, context))
+        event = Event(request["request_id"], name, version, invoked_arn, payload, context)
+        service.events.put(event)
         return web.Response(status=202, headers=headers)
     payload = await _payload(request, MAX_SYNC_PAYLOAD, "Invoke")
     request_id = request["request_id"]
@@ -184,6 +192,41 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if tail:
         headers["X-Amz-Log-Result"] = base64.b64encode(log_tail(result.log)).decode()
     return web.Response(status=200, body=result.payload, headers=headers)
+
+
+def invoke_event(
+    service: Service,
+    name: str,
+    qualifier: str | None,
+    payload: bytes,
+    request_id: str,
+    *,
+    tag: dict[str, Any] | None = None,
+) -> str:
+    """Accept one Event invocation as Invoke does (routing, state, 1 MB, JSON): its version.
+
+    Raises the ApiError Invoke would answer with; the scheduler fires targets through this.
+    `tag` comes back through the event queue's on_finished once the function has run.
+    """
+    version, invoked_arn = _route(service, name, qualifier)
+    _spec(service, name, version)
+    if len(payload) > MAX_EVENT_PAYLOAD:
+        raise ApiError(
+            413,
+            "RequestEntityTooLargeException",
+            f"Request must be smaller than {MAX_EVENT_PAYLOAD} bytes for the InvokeAsync operation",
+        )
+    if not payload.strip():
+        payload = b"{}"
+    try:
+        orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise bad_content(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+        ) from None
+    assert service.events is not None  # set by server.build_app before serving
+    service.events.put(Event(request_id, name, version, invoked_arn, payload, None, tag=tag))
+    return version
 
 
 async def invoke_sync(

@@ -5,16 +5,24 @@
 Schedules (Create/Get/Update/Delete/ListSchedules), schedule groups (Create/Get/Delete/
 ListScheduleGroups) and their tags (TagResource, UntagResource, ListTagsForResource). The
 records live in `schedules.ScheduleStore`; each change tells the scheduler, which fires them.
+
+lambdakit's own endpoints beside them:
+
+    GET  /_lambdakit/clock                              {"Now": epoch, "Manual": bool}
+    POST /_lambdakit/clock {"AdvanceSeconds": S} | {"Now": epoch}   move a test clock
+    GET  /_lambdakit/schedules/{group}/{name}/history   {"Firings": [...]} (firings.py)
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
 
 from lambdakit.local.api import SERVICE, Service
 from lambdakit.local.checks import ApiError
+from lambdakit.local.firings import read_history
 from lambdakit.local.protocol import read_json
 from lambdakit.local.schedules import ScheduleStore, page, tag_list, validation
 
@@ -165,6 +173,51 @@ async def list_tags(request: web.Request) -> web.Response:
     return web.json_response({"Tags": tags})
 
 
+async def get_clock(request: web.Request) -> web.Response:
+    """The scheduler's time, and whether it is a test clock."""
+    clock = request.app[SERVICE].scheduler.clock
+    return web.json_response({"Now": clock.now(), "Manual": clock.manual})
+
+
+async def move_clock(request: web.Request) -> web.Response:
+    """Move the test clock; answered once everything due on the way has fired."""
+    scheduler = request.app[SERVICE].scheduler
+    if not scheduler.clock.manual:
+        raise validation(
+            "The scheduler runs on the system clock: start lambdakit local with --test-clock "
+            "(LocalLambda(test_clock=...)) to move time."
+        )
+    body = await _body(request)
+    step, when = body.get("AdvanceSeconds"), body.get("Now")
+    for key, value in (("AdvanceSeconds", step), ("Now", when)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise validation(f"{key} must be a number of seconds, got {value!r}.")
+    if (step is None) == (when is None):
+        raise validation("Give one of AdvanceSeconds (seconds forward) or Now (epoch seconds).")
+    target = scheduler.clock.now() + step if step is not None else when
+    if step is not None and step < 0:
+        raise validation("AdvanceSeconds must be >= 0: the test clock only moves forward.")
+    try:
+        steps = scheduler.advance_to(float(target))
+    except ValueError as exc:
+        raise validation(str(exc)) from None
+    return web.json_response({"Now": scheduler.clock.now(), "Steps": steps})
+
+
+async def get_history(request: web.Request) -> web.Response:
+    """A schedule's firings (kept after it is deleted)."""
+    service, store = _store(request)
+    group, name = request.match_info["group"], request.match_info["name"]
+    rows = read_history(service.scheduler.history.state_dir, name, group)
+    if not rows:
+        store.schedule(group, name)  # 404 for a schedule that never existed
+    return web.json_response({"Firings": rows})
+
+
 def add_scheduler_routes(app: web.Application) -> None:
     """Mount every Scheduler operation at its botocore path."""
     app.router.add_get("/schedules", list_schedules)
@@ -180,3 +233,6 @@ def add_scheduler_routes(app: web.Application) -> None:
     app.router.add_post("/tags/{arn:.+}", tag_resource)
     app.router.add_delete("/tags/{arn:.+}", untag_resource)
     app.router.add_get("/tags/{arn:.+}", list_tags)
+    app.router.add_get("/_lambdakit/clock", get_clock)
+    app.router.add_post("/_lambdakit/clock", move_clock)
+    app.router.add_get("/_lambdakit/schedules/{group}/{name}/history", get_history)

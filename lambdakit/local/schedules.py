@@ -487,6 +487,18 @@ class ScheduleStore:
 
     def check_function(self, arn: str) -> tuple[str, str | None]:
         """(function, qualifier) a target ARN names; ValidationException when it names none."""
+        name, qualifier = self.parse_target(arn)
+        try:
+            if qualifier is not None and not qualifier.isdigit() and qualifier != "$LATEST":
+                self.functions.alias(name, qualifier)
+            else:
+                self.functions.config(name, qualifier)
+        except ApiError:
+            raise validation(f"The target function does not exist: {arn}") from None
+        return name, qualifier
+
+    def parse_target(self, arn: str) -> tuple[str, str | None]:
+        """(function, qualifier) of a Lambda function ARN of this region and account."""
         match = _FUNCTION_ARN_RE.match(arn)
         if match is None:
             raise validation(
@@ -498,15 +510,7 @@ class ScheduleStore:
                 f"Target.Arn {arn} names region {match['region']}, account "
                 f"{match['account']}: lambdakit local serves {self.region}, {ACCOUNT_ID}."
             )
-        name, qualifier = match["name"], match["qualifier"]
-        try:
-            if qualifier is not None and not qualifier.isdigit() and qualifier != "$LATEST":
-                self.functions.alias(name, qualifier)
-            else:
-                self.functions.config(name, qualifier)
-        except ApiError:
-            raise validation(f"The target function does not exist: {arn}") from None
-        return name, qualifier
+        return match["name"], match["qualifier"]
 
     # -- views ----------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import socket
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ class ServerConfig:
     insecure_http: bool = False  # allow plain HTTP off loopback (warned about)
     access_keys: tuple[tuple[str, str], ...] = ()  # (id, secret) allowed to sign requests
     read_timeout_s: float = 30.0  # for a request's headers, and for any pause in its body
+    test_clock: float | None = None  # the scheduler's time stands still here until moved
 
     def __post_init__(self) -> None:
         for name in ("state_dir", "tls_cert", "tls_key"):
@@ -115,13 +115,15 @@ def build_app(
     """
     from lambdakit.local.api import SERVICE, Service, add_management_routes
     from lambdakit.local.auth import Authenticator, session_credentials
+    from lambdakit.local.clock import ManualClock, SystemClock
     from lambdakit.local.environments import EnvironmentManager
     from lambdakit.local.events import EventQueue
     from lambdakit.local.faults import FaultInjector, add_fault_routes
     from lambdakit.local.guard import RequestGuard, allowed_hosts
-    from lambdakit.local.invocations import add_invoke_routes, run_event
+    from lambdakit.local.invocations import add_invoke_routes, invoke_event, run_event
     from lambdakit.local.policy import add_policy_routes
     from lambdakit.local.protocol import error_middleware
+    from lambdakit.local.scheduler import Scheduler
     from lambdakit.local.scheduler_api import add_scheduler_routes
     from lambdakit.local.schedules import ScheduleStore
     from lambdakit.local.state import Store
@@ -130,7 +132,8 @@ def build_app(
     state_dir = config.state_dir or default_state_dir()
     store = Store(state_dir, region=config.region, account_concurrency=config.account_concurrency)
     unfinished = store.load()
-    schedules = ScheduleStore(state_dir, functions=store, clock=time.time)
+    clock = ManualClock(config.test_clock) if config.test_clock is not None else SystemClock()
+    schedules = ScheduleStore(state_dir, functions=store, clock=clock.now)
     schedules.load()
     environments = EnvironmentManager(
         runtime_api=runtime_api,
@@ -152,6 +155,17 @@ def build_app(
         directory=state_dir / "events",
         workers=config.event_workers,
         retry_delays=config.event_retry_delays,
+        on_finished=lambda event, outcome: service.scheduler.event_finished(
+            event.tag, event.event_id, outcome
+        ),
+    )
+    service.scheduler = Scheduler(
+        schedules,
+        clock=clock,
+        deliver=lambda name, qualifier, payload, request_id, tag: invoke_event(
+            service, name, qualifier, payload, request_id, tag=tag
+        ),
+        state_dir=state_dir,
     )
     port = urllib.parse.urlsplit(public_url or endpoint_url).port or 0
     guard = RequestGuard(
@@ -185,8 +199,10 @@ def build_app(
         requeued = service.events.start()
         if requeued:
             log.info("requeued %d Event invocations left from the last run", requeued)
+        service.scheduler.start()  # after the event queue: what came due fires into it
 
     async def on_cleanup(app: web.Application) -> None:
+        await service.scheduler.close()
         await service.events.close()
         for task in list(service.tasks):
             task.cancel()
