@@ -39,6 +39,9 @@ _EXPORTS: dict[str, str] = {
     "ProgressEvent": "lambdakit.engine.progress",
     "Report": "lambdakit.invocation",
     "Retry": "lambdakit.engine.retry",
+    "Schedule": "lambdakit.aws.schedules",
+    "ScheduleNotFound": "lambdakit.errors",
+    "SchedulerError": "lambdakit.errors",
     "RunHandle": "lambdakit.engine.handle",
     "RunResult": "lambdakit.results.result",
     "SourceError": "lambdakit.errors",
@@ -60,6 +63,7 @@ _EXPORTS: dict[str, str] = {
     "read_response": "lambdakit.aws.reply",
     "resolve_target": "lambdakit.aws.discovery",
     "run": "lambdakit.engine.runner",
+    "schedule": "lambdakit.aws.schedules",
     "set_alias": "lambdakit.aws.deploy",
     "start": "lambdakit.engine.runner",
 }

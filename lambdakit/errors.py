@@ -14,6 +14,8 @@ __all__ = [
     "LambdakitError",
     "LocalServiceError",
     "PayloadTooLarge",
+    "ScheduleNotFound",
+    "SchedulerError",
     "SourceError",
     "Throttled",
     "ToleranceExceeded",
@@ -74,6 +76,14 @@ class PayloadTooLarge(LambdaServiceError):
     """The request payload was over Lambda's synchronous limit (413)."""
 
 
+class SchedulerError(LambdaServiceError):
+    """The EventBridge Scheduler API answered with an error (ValidationException, ...)."""
+
+
+class ScheduleNotFound(SchedulerError):
+    """The schedule (or its schedule group) does not exist."""
+
+
 class InvocationFailed(LambdakitError):
     """A batch failed for good; carries everything needed to understand why."""
 
@@ -132,8 +142,13 @@ _BY_CODE: dict[str, type[LambdaServiceError]] = {
 }
 
 
-def translate_client_error(exc: BaseException, *, operation: str | None = None) -> LambdakitError:
-    """Translate a botocore exception into lambdakit's tree (the only place that does)."""
+def translate_client_error(
+    exc: BaseException, *, operation: str | None = None, service: str = "lambda"
+) -> LambdakitError:
+    """Translate a botocore exception into lambdakit's tree (the only place that does).
+
+    `service` is the client's ("lambda" or "scheduler"): the same code means another thing.
+    """
     # Imported here so that importing lambdakit.errors stays cheap.
     from botocore.exceptions import (
         ClientError,
@@ -170,6 +185,8 @@ def translate_client_error(exc: BaseException, *, operation: str | None = None) 
     message = str(error.get("Message") or response.get("message") or exc)
     retry_after = headers.get("retry-after")
     cls = _BY_CODE.get(code, LambdaServiceError)
+    if service == "scheduler":
+        cls = ScheduleNotFound if code == "ResourceNotFoundException" else SchedulerError
     return cls(
         message,
         code=code,

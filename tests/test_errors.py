@@ -15,6 +15,8 @@ from lambdakit.errors import (
     LambdakitError,
     LambdaServiceError,
     PayloadTooLarge,
+    ScheduleNotFound,
+    SchedulerError,
     Throttled,
     translate_client_error,
 )
@@ -83,3 +85,18 @@ def test_unknown_profile_from_a_real_session_is_a_credentials_error(monkeypatch,
 def test_anything_else_is_still_a_lambdakit_error():
     error = translate_client_error(RuntimeError("boom"))
     assert isinstance(error, LambdakitError) and "boom" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "cls"),
+    [
+        ("ResourceNotFoundException", 404, ScheduleNotFound),
+        ("ValidationException", 400, SchedulerError),
+        ("ConflictException", 409, SchedulerError),
+    ],
+)
+def test_scheduler_codes_map_to_scheduler_classes(code, status, cls):
+    # The same ResourceNotFoundException names a schedule there, not a function.
+    error = translate_client_error(_client_error(code, status), service="scheduler")
+    assert type(error) is cls and isinstance(error, LambdaServiceError)
+    assert error.code == code and error.status == status

@@ -34,6 +34,9 @@ EXPECTED = [
     "Retry",
     "RunHandle",
     "RunResult",
+    "Schedule",
+    "ScheduleNotFound",
+    "SchedulerError",
     "SourceError",
     "Target",
     "Throttled",
@@ -54,6 +57,7 @@ EXPECTED = [
     "read_response",
     "resolve_target",
     "run",
+    "schedule",
     "set_alias",
     "start",
 ]

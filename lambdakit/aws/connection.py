@@ -14,6 +14,7 @@ __all__ = [
     "READ_TIMEOUT_MARGIN_S",
     "call_api",
     "make_client",
+    "make_scheduler_client",
     "make_session",
 ]
 
@@ -99,6 +100,46 @@ def make_client(
         return session.client("lambda", **kwargs)
     except BotoCoreError as exc:
         raise translate_client_error(exc, operation="make_client") from exc
+
+
+def make_scheduler_client(
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    session: Any = None,
+) -> Any:
+    """A boto3 EventBridge Scheduler client (the same endpoint as Lambda's, locally).
+
+    Management calls only, so botocore's standard retries stay on (3 attempts): each
+    Create/UpdateSchedule carries an idempotency token, and a retried create that finds
+    its own schedule is handled by schedule() as an update.
+    """
+    _check_where(endpoint_url, region, profile)
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=60,
+        retries={"total_max_attempts": 3, "mode": "standard"},
+    )
+    if session is None:
+        session = make_session(endpoint_url=endpoint_url, region=region, profile=profile)
+    try:
+        credentials = session.get_credentials()
+        kwargs: dict[str, Any] = {"config": config}
+        if endpoint_url is not None:
+            kwargs["endpoint_url"] = endpoint_url
+            if session.region_name is None:
+                kwargs["region_name"] = _LOCAL_REGION
+            if credentials is None:
+                kwargs.update(_LOCAL_CREDENTIALS)
+        elif credentials is None:
+            raise NoCredentialsError()
+        return session.client("scheduler", **kwargs)
+    except BotoCoreError as exc:
+        raise translate_client_error(exc, operation="make_scheduler_client") from exc
 
 
 def make_session(
@@ -189,10 +230,12 @@ def _warn_if_pool_too_small(client: Any, concurrency: int) -> None:
 
 
 def call_api(client: Any, operation: str, **kwargs: Any) -> Any:
-    """Call one Lambda API operation, turning botocore errors into lambdakit errors."""
+    """Call one Lambda (or Scheduler) API operation, turning botocore errors into ours."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    model = getattr(getattr(client, "meta", None), "service_model", None)
+    service = getattr(model, "service_name", None) or "lambda"
     try:
         return getattr(client, operation)(**kwargs)
     except (ClientError, BotoCoreError) as exc:
-        raise translate_client_error(exc, operation=operation) from exc
+        raise translate_client_error(exc, operation=operation, service=service) from exc

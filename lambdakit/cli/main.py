@@ -5,6 +5,8 @@
                     [--access-key ID:SECRET ...] [--keys-file FILE]
         (a --host off loopback needs TLS, or --insecure-http, and at least one signing key)
     lambdakit local logs FUNCTION [--tail N] [--state-dir DIR]
+    lambdakit local schedules [--group G] [--state-dir DIR]
+    lambdakit local schedules history NAME [--group G] [--tail N] [--state-dir DIR]
     lambdakit local faults [FUNCTION] [--throttle-rate R] [--error-rate R] [--latency-ms MS]
                                       [--seed N] [--clear] [--endpoint-url URL]
                                       (no FUNCTION: show, or with --clear remove, them all)
@@ -109,7 +111,7 @@ def add_local_command(subparsers: Any) -> None:
     )  # fmt: skip
     local.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
     local.set_defaults(func=_serve)
-    actions = local.add_subparsers(dest="local_command", metavar="{logs,faults}")
+    actions = local.add_subparsers(dest="local_command", metavar="{logs,faults,schedules}")
 
     logs = actions.add_parser("logs", help="print a function's logs from the state dir")
     logs.add_argument("function")
@@ -126,6 +128,18 @@ def add_local_command(subparsers: Any) -> None:
     faults.add_argument("--clear", action="store_true", help="remove every fault")
     faults.add_argument("--endpoint-url", default=_DEFAULT_ENDPOINT)
     faults.set_defaults(func=_faults)
+
+    schedules = actions.add_parser("schedules", help="list schedules, or one's firing history")
+    schedules.add_argument("--group", metavar="GROUP", help="only this schedule group")
+    schedules.add_argument("--state-dir", type=Path, dest="schedules_state_dir", metavar="DIR")
+    schedules.set_defaults(func=_schedules)
+    history = schedules.add_subparsers(dest="schedules_command", metavar="{history}")
+    firings = history.add_parser("history", help="a schedule's firings, oldest first")
+    firings.add_argument("name")
+    firings.add_argument("--group", default="default", dest="history_group", metavar="GROUP")
+    firings.add_argument("--tail", type=int, metavar="N", help="only the last N rows")
+    firings.add_argument("--state-dir", type=Path, dest="history_state_dir", metavar="DIR")
+    firings.set_defaults(func=_schedule_history)
 
 
 COMMANDS: list[Callable[[Any], None]] = [
@@ -210,6 +224,97 @@ def _logs(args: argparse.Namespace) -> int:
         return 1
     for event in events:
         print(event.format())
+    return 0
+
+
+def _state_dir(*candidates: Path | None) -> Path:
+    from lambdakit.local.server import default_state_dir
+
+    return Path(next((c for c in candidates if c is not None), None) or default_state_dir())
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from lambdakit.errors import InvalidInput
+    from lambdakit.local.schedules import ScheduleStore, read_schedules
+
+    state_dir = _state_dir(args.schedules_state_dir, args.state_dir)
+    records = [
+        r for r in read_schedules(state_dir) if args.group is None or r["GroupName"] == args.group
+    ]
+    if not records:
+        print(f"no schedules in {state_dir}" + (f" (group {args.group})" if args.group else ""))
+        return 0
+    rows = [["GROUP", "NAME", "STATE", "EXPRESSION", "TIMEZONE", "NEXT RUN", "TARGET"]]
+    now = dt.datetime.now(dt.timezone.utc)
+    for record in records:
+        upcoming = "-"
+        if record["State"] == "ENABLED":
+            try:
+                cursor = dt.datetime.fromtimestamp(record.get("_Cursor", 0), dt.timezone.utc)
+                run = next(ScheduleStore.timetable(record).runs(max(now, cursor)), None)
+                upcoming = run.isoformat() if run is not None else "none left"
+            except InvalidInput as exc:
+                upcoming = f"? ({exc})"
+        rows.append([
+            record["GroupName"], record["Name"], record["State"], record["ScheduleExpression"],
+            record["ScheduleExpressionTimezone"], upcoming, record["Target"]["Arn"],
+        ])  # fmt: skip
+    print(_table(rows))
+    return 0
+
+
+def _schedule_history(args: argparse.Namespace) -> int:
+    from lambdakit.local.firings import read_history
+    from lambdakit.local.schedules import read_schedules
+
+    state_dir = _state_dir(args.history_state_dir, args.schedules_state_dir, args.state_dir)
+    if args.tail is not None and args.tail < 0:
+        print("lambdakit local schedules history: --tail must be >= 0", file=sys.stderr)
+        return 2
+    group = args.history_group
+    firings = read_history(state_dir, args.name, group)
+    if not firings:
+        known = any(
+            r["Name"] == args.name and r["GroupName"] == group for r in read_schedules(state_dir)
+        )
+        if not known:
+            print(
+                f"lambdakit local schedules history: no schedule {group}/{args.name} in "
+                f"{state_dir}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{group}/{args.name} has not fired yet")
+        return 0
+    if args.tail is not None:
+        firings = firings[-args.tail :] if args.tail else []
+    rows = [["SCHEDULED", "FIRED", "ATTEMPT", "OUTCOME", "FUNCTION", "REQUEST ID", "DETAIL"]]
+    for row in firings:
+        detail = row.get("error_code") or ""
+        if row.get("error_message"):
+            detail += f": {row['error_message']}"
+        if row["outcome"] == "missed":
+            detail = f"{row['count']} runs missed, until {row['last_scheduled_time']}"
+        elif row["outcome"] == "deleted":
+            detail = row.get("reason", "")
+        elif row.get("next_attempt_at"):
+            detail += f" (next attempt {row['next_attempt_at']})"
+        rows.append([
+            row.get("scheduled_time") or "-", row.get("time") or "-",
+            str(row.get("attempt") or "-"), row["outcome"], row.get("function_outcome") or "-",
+            row.get("request_id") or "-", detail,
+        ])  # fmt: skip
+    print(_table(rows))
     return 0
 
 

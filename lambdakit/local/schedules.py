@@ -42,6 +42,7 @@ __all__ = [
     "conflict",
     "missing",
     "page",
+    "read_schedules",
     "tag_list",
     "validation",
 ]
@@ -176,6 +177,16 @@ def page(items: list[dict[str, Any]], key: Callable[[dict[str, Any]], str], quer
     chunk = items[start : start + limit]
     more = start + limit < len(items)
     return chunk, _token(key(items[start + limit])) if more else None
+
+
+def read_schedules(state_dir: Path) -> list[dict[str, Any]]:
+    """Every schedule record in a state dir, sorted by group then name (no service needed)."""
+    found = []
+    for path in sorted((Path(state_dir) / "scheduler" / "schedules").glob("_*/_*.json")):
+        record = ScheduleStore._read(path)
+        if record is not None:
+            found.append(record)
+    return sorted(found, key=lambda r: (r.get("GroupName", ""), r["Name"]))
 
 
 class ScheduleStore:
