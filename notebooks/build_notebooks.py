@@ -694,11 +694,151 @@ if local is not None:
 """),
 ]
 
+SCHEDULES = [
+    md("""
+# A nightly job on a timetable
+
+Run a function every night at 02:00 in your time zone, see when it will run next, and see
+that it ran. On AWS that is EventBridge Scheduler invoking Lambda; **`lambdakit local`**
+serves the same Scheduler API, so `lambdakit.schedule()` is one call for both.
+
+`LAMBDAKIT_TARGET=aws` uses your account: deploying needs `LAMBDAKIT_ROLE_ARN`, scheduling
+`LAMBDAKIT_SCHEDULER_ROLE_ARN`, a role EventBridge Scheduler may assume to invoke the
+function (the README gives its policy).
+"""),
+    code("""
+import atexit
+import datetime as dt
+import json
+import os
+import time
+
+import pandas as pd
+
+import lambdakit
+
+target = os.environ.get("LAMBDAKIT_TARGET", "local")  # "local" or "aws"
+endpoint_url = os.environ.get("LAMBDAKIT_ENDPOINT_URL")  # None: start a local service here
+analyst_tz = "Europe/Berlin"
+"""),
+    code(CONNECT),
+    md("""
+## The job: daily statistics
+
+`daily_stats` summarises a day of meter readings per station (count, mean, min, max). Here
+the readings travel in the event; a real job would read them from S3 or a database.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+deployed = lambdakit.deploy(client, "daily-stats", "functions/daily_stats", **role)
+print(deployed["function_name"], deployed["version"])
+
+readings = pd.DataFrame(
+    [
+        {"station": station, "hour": hour, "value": round(base + (hour % 6) * 0.4, 2)}
+        for station, base in (("north", 3.9), ("south", 5.2), ("harbour", 7.1))
+        for hour in range(24)
+    ]
+)
+readings.groupby("station")["value"].agg(["count", "mean", "min", "max"]).round(3)
+"""),
+    md("""
+## Schedule it every night at 02:00, Berlin time
+
+`cron(0 2 * * ? *)` is AWS's six-field dialect: minutes, hours, day of month, month, day of
+week (`?`: any), year. The payload is the event; `<aws.scheduler.scheduled-time>` becomes
+the time of the run it belongs to.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+scheduler_role = os.environ.get("LAMBDAKIT_SCHEDULER_ROLE_ARN")  # needed on AWS only
+nightly = lambdakit.schedule(
+    "daily-stats",
+    "cron(0 2 * * ? *)",
+    timezone=analyst_tz,
+    payload={"day": "<aws.scheduler.scheduled-time>", "readings": readings.to_dict("records")},
+    endpoint_url=endpoint_url,
+    role_arn=scheduler_role,
+)
+info = nightly.describe()
+print(nightly.name, info["ScheduleExpression"], info["ScheduleExpressionTimezone"], info["State"])
+"""),
+    md("The next five runs, in the analyst's time zone:"),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+pd.Series(nightly.next_runs(5), name=f"next runs ({analyst_tz})")
+"""),
+    md("""
+Across the change to summer time (30 March 2025) the run keeps its wall-clock time, 02:00,
+so its UTC time moves; and 02:00 does not exist that night in Berlin, so there is no run
+then, as on AWS:
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+for run in nightly.next_runs(5, after=dt.datetime(2025, 3, 28, tzinfo=dt.timezone.utc)):
+    print(run.isoformat(), "=", run.astimezone(dt.timezone.utc).strftime("%H:%M UTC"))
+"""),
+    md("""
+## Did it run? The history of a short `rate()` schedule
+
+Waiting for 02:00 makes a poor demo, and so would waiting minutes for `rate(1 minute)`.
+`lambdakit local` can run on a **test clock** that moves only when told: a second local
+service starts on one, and moving it three minutes fires every run due meanwhile, in order,
+each a real invocation of the function. (`history()` is lambdakit local's record; on AWS
+look at the `AWS/Scheduler` CloudWatch metrics and the function's logs.)
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+clocked = lambdakit.LocalLambda(test_clock=True).start()
+atexit.register(clocked.stop)
+clocked_client = lambdakit.make_client(endpoint_url=clocked.endpoint_url)
+lambdakit.deploy(clocked_client, "daily-stats", "functions/daily_stats")
+every_minute = lambdakit.schedule(
+    "daily-stats",
+    "rate(1 minute)",
+    name="every-minute",
+    payload={"day": "<aws.scheduler.scheduled-time>", "readings": readings.to_dict("records")},
+    endpoint_url=clocked.endpoint_url,
+)
+clocked.clock.advance(dt.timedelta(minutes=3))  # runs at +0, +1, +2 and +3 minutes
+
+# Lambda runs the events in the background: wait until each function has reported back.
+deadline = time.monotonic() + 60
+while (history := every_minute.history())["function_outcome"].isna().any():
+    assert time.monotonic() < deadline, "the function did not finish in time"
+    time.sleep(0.1)
+print(history[["outcome", "function_outcome"]].value_counts().to_string())
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+history[["scheduled_time", "time", "attempt", "outcome", "function_outcome", "request_id"]]
+"""),
+    md("What the last run computed, from the function's log:"),
+    code("""
+# NBVAL_CHECK_OUTPUT
+last = [line for line in clocked.logs("daily-stats") if line.startswith("daily-stats ")][-1]
+stations = pd.DataFrame(json.loads(last.split(" ", 1)[1])["stations"]).T
+stations.astype({"count": int})[["count", "mean", "min", "max"]]
+"""),
+    md("""
+`lambdakit local schedules` lists the schedules of a state dir with their next run, and
+`lambdakit local schedules history every-minute` prints this history. Clean up:
+"""),
+    code("""
+every_minute.delete()
+nightly.delete()
+clocked.stop()
+if local is not None:
+    local.stop()
+"""),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_batch_run.ipynb": BATCH_RUN,
     "03_compare_aliases.ipynb": COMPARE,
     "04_failure_modes.ipynb": FAILURES,
+    "05_scheduled_jobs.ipynb": SCHEDULES,
 }
 
 

@@ -357,3 +357,27 @@ def test_enrich_orders_deployed_reporting_order_ids(deployed, dataset, enrich_or
     nameless = invoker.invoke(batch_of([*with_ids[:3], {**with_ids[3], "order_id": None}]))
     assert (nameless.outcome, nameless.error_type) == (REPORTED_FAILURE, "InvalidItemIdentifier")
     assert nameless.failed_items == (0, 1, 2, 3)
+
+
+def test_daily_stats_summarises_per_station_and_names_what_it_skips():
+    daily_stats = load("daily_stats")
+    readings = [
+        {"station": "north", "hour": 0, "value": 4.0},
+        {"station": "north", "hour": 1, "value": 6.0},
+        {"station": "south", "hour": 0, "value": 1.5},
+        {"station": "south", "hour": 1, "value": "n/a"},
+        {"hour": 2, "value": 3.0},
+        {"station": "south", "hour": 3, "value": float("nan")},
+    ]
+    got = daily_stats.handler({"day": "2025-03-28T01:00:00Z", "readings": readings}, None)
+    assert got == {
+        "day": "2025-03-28",
+        "readings": 6,
+        "stations": {
+            "north": {"count": 2, "mean": 5.0, "min": 4.0, "max": 6.0},
+            "south": {"count": 1, "mean": 1.5, "min": 1.5, "max": 1.5},
+        },
+        "skipped": [3, 4, 5],
+    }
+    with pytest.raises(ValueError, match="readings"):
+        daily_stats.handler({"day": "2025-03-28"}, None)
