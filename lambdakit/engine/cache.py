@@ -113,6 +113,13 @@ class Cache:
         """The folder holding the cache (the per-user default unless one was given)."""
         return self._directory if self._directory is not None else default_cache_dir()
 
+    def check(self) -> None:
+        """Raise InvalidInput now if the cache folder cannot be written (creates nothing)."""
+        if self._store is None:
+            from lambdakit.results.folders import check_folder
+
+            check_folder(self.directory, "cache folder")
+
     def _open(self) -> Any:
         with self._lock:
             if self._store is None:

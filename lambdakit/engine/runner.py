@@ -20,6 +20,7 @@ from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.records.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches
 from lambdakit.records.sources import source_length
 from lambdakit.records.validation import Validator
+from lambdakit.results.folders import check_folder
 
 if TYPE_CHECKING:
     from lambdakit.results.result import RunResult
@@ -163,6 +164,12 @@ def start(
     if id_field is not None and not isinstance(id_field, str):
         raise InvalidInput(f"id_field must be the name of a record field (a str), got {id_field!r}")
     outage_timeout = _outage_timeout(outage_timeout)
+    # Folders first: one that cannot be written must stop the run before anything is paid
+    # for, not after the last batch (the cache is written as batches succeed).
+    if output_dir is not None:
+        check_folder(output_dir, "output_dir")
+    if cache_store is not None:
+        cache_store.check()
     records_total = source_length(records)
     tolerated = _tolerance(tolerated_failure, records_total)
     envelope = Envelope(payload=payload, batch_input=batch_input)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "make_folder", "seal"]
+from lambdakit.errors import InvalidInput
+
+__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "check_folder", "make_folder", "seal"]
 
 log = logging.getLogger("lambdakit.results.folders")
 
@@ -27,6 +30,36 @@ def make_folder(path: str | os.PathLike[str], *, shared: bool = False) -> Path:
     if not shared:
         for created in missing:
             os.chmod(created, PRIVATE_DIR)
+    return folder
+
+
+def check_folder(path: str | os.PathLike[str], what: str = "folder") -> Path:
+    """Check that `path` is, or can be created as, a folder we can write; create nothing.
+
+    Called before a run's first invocation, so a report, output or cache folder that cannot
+    be written fails the run at once (InvalidInput naming `what` and the path), not after
+    every batch was paid for.
+    """
+    folder = Path(path).expanduser()
+    try:
+        existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    except OSError as exc:  # a parent we may not even look into
+        raise InvalidInput(f"{what} {str(folder)!r} cannot be checked: {exc}") from exc
+    if not existing.is_dir():
+        if existing == folder:
+            raise InvalidInput(f"{what} {str(folder)!r} is a file, not a folder")
+        raise InvalidInput(f"{what} {str(folder)!r} cannot be created: {existing} is a file")
+    # Permission bits do not tell (root, ACLs, read-only mounts): try what the run will do.
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".lambdakit-check-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if existing == folder:
+            raise InvalidInput(f"{what} {str(folder)!r} is not writable: {reason}") from exc
+        raise InvalidInput(
+            f"{what} {str(folder)!r} cannot be created in {existing}: {reason}"
+        ) from exc
     return folder
 
 

@@ -744,3 +744,29 @@ def test_a_second_interrupt_stops_waiting_for_in_flight_work_and_still_returns()
     assert "interrupted again" in stuck_rows["error_message"].iloc[0]
     assert result.meta["cancelled"] is True
     assert_every_record_accounted_for(result)
+
+
+@pytest.mark.parametrize("where", ["output_dir", "cache"])
+def test_a_folder_that_cannot_be_written_stops_the_run_before_any_invocation(tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    invoker = FakeInvoker()
+    settings = {where: str(blocker / "inside")}
+    with pytest.raises(
+        InvalidInput, match=f"{'cache folder' if where == 'cache' else where}.*is a file"
+    ):
+        go(range(5), invoker, **settings)
+    assert invoker.calls == []
+    # The same settings with a usable folder do invoke: the check is what stopped it.
+    go(range(5), invoker, **{where: str(tmp_path / "usable")})
+    assert len(invoker.calls) == 1
+
+
+def test_a_cache_object_on_an_unusable_folder_is_refused_before_invoking(tmp_path):
+    from lambdakit.engine.cache import Cache
+
+    (tmp_path / "a-file").write_text("")
+    invoker = FakeInvoker()
+    with pytest.raises(InvalidInput, match="cache folder"):
+        go(range(5), invoker, cache=Cache(tmp_path / "a-file"))
+    assert invoker.calls == []

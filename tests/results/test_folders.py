@@ -71,3 +71,26 @@ def test_an_existing_folder_keeps_its_parents_modes(tmp_path, open_umask):
     mixed_run().save_report(team / "report")
     assert modes(team)["."] == 0o755  # not created by lambdakit: left as it was
     assert modes(team)["report"] == 0o700
+
+
+def test_check_folder_names_what_cannot_be_written_and_creates_nothing(tmp_path):
+    from lambdakit.errors import InvalidInput
+    from lambdakit.results.folders import check_folder
+
+    (tmp_path / "file").write_text("x")
+    assert check_folder(tmp_path / "new" / "deeper", "report folder") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()
+    assert check_folder(tmp_path) == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe left nothing
+    with pytest.raises(InvalidInput, match=r"report folder '.*/file' is a file, not a folder"):
+        check_folder(tmp_path / "file", "report folder")
+    with pytest.raises(
+        InvalidInput, match=r"output_dir '.*/file/x' cannot be created: .* is a file"
+    ):
+        check_folder(tmp_path / "file" / "x", "output_dir")
+    # Not writable whatever the permission bits say (this also holds for root): /sys is
+    # read-only to everyone for creating files.
+    with pytest.raises(
+        InvalidInput, match=r"cache folder '/sys/lambdakit-check' cannot be created"
+    ):
+        check_folder("/sys/lambdakit-check", "cache folder")
