@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "CredentialsError": "lambdakit.errors",
     "DEFAULT": "lambdakit.engine.cache",
     "DeployError": "lambdakit.errors",
+    "Deployment": "lambdakit.aws.deploy",
     "Form": "lambdakit.notebook.form",
     "FunctionInfo": "lambdakit.aws.discovery",
     "FunctionNotFound": "lambdakit.errors",

@@ -92,7 +92,7 @@ slow = lambdakit.deploy(
     client, "slow-flaky", "functions/slow_flaky", environment={"SLEEP_MS": 250}, **role
 )
 for deployed in (processor, slow):
-    print(deployed["function_name"], deployed["version"])
+    print(deployed.function_name, deployed.version)
 """),
     md("""
 ## A dataset
@@ -203,7 +203,7 @@ version that runs, not by the address.
 deployed = lambdakit.deploy(
     client, "batch-processor", "functions/batch_processor", url="AWS_IAM", **role
 )
-processor_url = deployed["function_url"]
+processor_url = deployed.function_url
 via_url = lambdakit.run(
     records,
     url=processor_url,
@@ -306,7 +306,7 @@ output_dir.mkdir(parents=True, exist_ok=True)
 # NBVAL_CHECK_OUTPUT
 if target == "local":
     deployed = lambdakit.deploy(client, function_name, function_dir, **role)
-    print("deployed", deployed["function_name"], deployed["version"])
+    print("deployed", deployed.function_name, deployed.version)
 
 if dataset:
     records = dataset  # streamed from the file, never loaded whole
@@ -417,7 +417,7 @@ name = "enrich-orders-versions"
     code(CONNECT),
     code("""
 # NBVAL_CHECK_OUTPUT
-v1 = lambdakit.deploy(client, name, "functions/enrich_orders", publish=True, **role)["version"]
+v1 = lambdakit.deploy(client, name, "functions/enrich_orders", publish=True, **role).version
 
 # v2: the same code with two changes, made on a copy of the folder.
 v2_dir = Path(tempfile.mkdtemp(prefix="enrich-v2-")) / "enrich_orders"
@@ -428,7 +428,7 @@ changed = app.replace('"EUR": Decimal("1.08")', '"EUR": Decimal("1.10")').replac
 )
 assert changed.count("1.10") == 1 and "qty < 0" in changed, "app.py changed: update this cell"
 (v2_dir / "app.py").write_text(changed)
-v2 = lambdakit.deploy(client, name, v2_dir, publish=True, **role)["version"]
+v2 = lambdakit.deploy(client, name, v2_dir, publish=True, **role).version
 
 lambdakit.set_alias(client, name, "live", v1)
 lambdakit.set_alias(client, name, "beta", v2)

@@ -12,6 +12,7 @@ EXPECTED = [
     "CredentialsError",
     "DEFAULT",
     "DeployError",
+    "Deployment",
     "Form",
     "FunctionInfo",
     "FunctionNotFound",

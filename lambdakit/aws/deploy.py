@@ -13,6 +13,7 @@ import stat
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from lambdakit.errors import (
 __all__ = [
     "KNOWN_RUNTIMES",
     "PLACEHOLDER_ROLE",
+    "Deployment",
     "deploy",
     "package",
     "publish_version",
@@ -58,6 +60,43 @@ _MAX_ZIP_BYTES = 50 * 1024 * 1024  # AWS's limit for a zip uploaded in the reque
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")  # AWS's pattern: not only digits
 _WAIT = {"Delay": 1, "MaxAttempts": 300}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What deploy() left: the function, the version it published (or $LATEST), its code.
+
+    `action` says what was sent: "created", "updated code", "updated configuration",
+    "updated code and configuration" or "unchanged". `function_url` is set by `url=`.
+    """
+
+    function_name: str
+    function_arn: str  # unqualified: arn:aws:lambda:<region>:<account>:function:<name>
+    version: str  # the published number, or "$LATEST" without publish/alias
+    code_sha256: str  # what Lambda reports as CodeSha256 for that version
+    alias: str | None = None
+    action: str = "unchanged"
+    function_url: str | None = None
+
+    @property
+    def qualified_arn(self) -> str:
+        """The ARN of what to invoke: the alias when there is one, else the version."""
+        return f"{self.function_arn}:{self.alias or self.version}"
+
+    def __getitem__(self, key: str) -> Any:
+        """`deployed["version"]`, the dict deploy() returned before; use the attributes.
+
+        Kept for one release, so that notebooks saved with the old form still run; the raw
+        GetFunctionConfiguration reply ("configuration") is no longer part of the result.
+        """
+        if key == "configuration":
+            raise KeyError(
+                "deploy() no longer returns the raw configuration: call "
+                "client.get_function_configuration(FunctionName=...) for it"
+            )
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
 
 
 def package(folder: str | os.PathLike[str]) -> bytes:
@@ -234,16 +273,17 @@ def deploy(
     alias: str | None = None,
     description: str | None = None,
     url: str | None = None,
-) -> dict[str, Any]:
-    """Create or update function `name` from `folder` and wait until it is ready to invoke.
+) -> Deployment:
+    """Create or update function `name` from `folder`, wait until it is ready; a Deployment.
 
     The function ends up exactly as described (an omitted `environment` clears it). Code and
     configuration are only sent when they differ. `alias` implies `publish`: the new version
     is published and the alias created or moved to it. `url="NONE" | "AWS_IAM"` also gives
     the function (the alias, when given) a function URL, with the public-access statement a
-    NONE URL needs; its address is returned as "function_url".
+    NONE URL needs; its address is the result's `function_url`.
 
-    >>> deploy(client, "orders", "functions/enrich_orders", alias="live")  # doctest: +SKIP
+    >>> deploy(client, "orders", "functions/enrich_orders", alias="live").version  # doctest: +SKIP
+    '1'
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise DeployError(f"function name must be 1-64 letters, digits, '-' or '_', got {name!r}")
@@ -305,16 +345,16 @@ def deploy(
     with _step(name, "reading the result"):
         final = call_api(client, "get_function_configuration", FunctionName=name, Qualifier=version)
     log.info("%s %s (version %s, alias %s)", action, name, version, alias)
-    return {
-        "function_name": final["FunctionName"],
-        "function_arn": final["FunctionArn"],
-        "version": version,
-        "alias": alias,
-        "code_sha256": final.get("CodeSha256"),
-        "action": action,
-        "configuration": final,
-        **({"function_url": function_url} if function_url is not None else {}),
-    }
+    return Deployment(
+        function_name=final["FunctionName"],
+        # GetFunctionConfiguration with a qualifier answers with the qualified ARN.
+        function_arn=":".join(final["FunctionArn"].split(":")[:7]),
+        version=version,
+        code_sha256=final.get("CodeSha256") or code_sha256,
+        alias=alias,
+        action=action,
+        function_url=function_url,
+    )
 
 
 def _update(

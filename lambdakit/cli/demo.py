@@ -96,7 +96,7 @@ def run_demo(
     with LocalLambda(state_dir=folder / "local-state") as local:
         client = make_client(endpoint_url=local.endpoint_url)
         deployed = deploy(client, name, notebooks / function_dir)
-        log.info("deployed %s (%s)", name, deployed["action"])
+        log.info("deployed %s (%s)", name, deployed.action)
         papermill.execute_notebook(
             str(notebooks / BATCH_NOTEBOOK),
             str(executed),

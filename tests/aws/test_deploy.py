@@ -10,6 +10,7 @@ import re
 import shutil
 import uuid
 import zipfile
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
@@ -197,35 +198,49 @@ def test_deploy_creates_then_updates_only_what_changed(lambda_client, fresh_name
     name = fresh_name()
     folder = write(tmp_path / "fn", {"app.py": ENV_HANDLER})
     created = deploy(lambda_client, name, folder, environment={"MODE": "a"}, timeout_s=5)
-    assert (created["action"], created["version"], created["alias"]) == ("created", "$LATEST", None)
-    config = created["configuration"]
+    assert (created.action, created.version, created.alias) == ("created", "$LATEST", None)
+    config = lambda_client.get_function_configuration(FunctionName=name)
     assert (config["State"], config["Timeout"], config["Handler"]) == ("Active", 5, "app.handler")
+    assert created.function_arn == config["FunctionArn"]
+    assert created.code_sha256 == config["CodeSha256"]
+    assert created.qualified_arn == f"{config['FunctionArn']}:$LATEST"
+    with pytest.raises(FrozenInstanceError):
+        created.version = "2"  # type: ignore[misc]
+    # The old dict form, for notebooks saved with it, reads the same fields.
+    assert (created["function_name"], created["version"]) == (name, "$LATEST")
+    with pytest.raises(KeyError, match="get_function_configuration"):
+        created["configuration"]
     assert call(lambda_client, name)["mode"] == "a"
 
     again = deploy(lambda_client, name, folder, environment={"MODE": "a"}, timeout_s=5)
-    assert again["action"] == "unchanged"
-    assert again["code_sha256"] == created["code_sha256"]
+    assert again.action == "unchanged"
+    assert again.code_sha256 == created.code_sha256
 
     switched = deploy(lambda_client, name, folder, environment={"MODE": "b"}, timeout_s=5)
-    assert switched["action"] == "updated configuration"
+    assert switched.action == "updated configuration"
     assert call(lambda_client, name)["mode"] == "b"
 
     (folder / "app.py").write_text(ENV_HANDLER + "# edited\n")
     edited = deploy(lambda_client, name, folder, environment={"MODE": "b"}, timeout_s=5)
-    assert edited["action"] == "updated code"
-    assert edited["code_sha256"] != created["code_sha256"]
-    assert edited["configuration"]["LastUpdateStatus"] == "Successful"
+    assert edited.action == "updated code"
+    assert edited.code_sha256 != created.code_sha256
+    assert lambda_client.get_function_configuration(FunctionName=name)["LastUpdateStatus"] == (
+        "Successful"
+    )
 
 
 def test_deploy_publishes_and_moves_an_alias(lambda_client, fresh_name, tmp_path):
     name = fresh_name()
     folder = write(tmp_path / "fn", {"app.py": ENV_HANDLER})
     first = deploy(lambda_client, name, folder, environment={"MODE": "v1"}, alias="live")
-    assert (first["version"], first["alias"]) == ("1", "live")
+    assert (first.version, first.alias) == ("1", "live")
+    assert first.qualified_arn == f"{first.function_arn}:live"
+    published = lambda_client.get_function_configuration(FunctionName=name, Qualifier="1")
+    assert first.code_sha256 == published["CodeSha256"]
     assert call(lambda_client, name, "live") == {"mode": "v1", "version": "1"}
 
     second = deploy(lambda_client, name, folder, environment={"MODE": "v2"}, alias="live")
-    assert second["version"] == "2"
+    assert second.version == "2"
     assert call(lambda_client, name, "live") == {"mode": "v2", "version": "2"}
     assert call(lambda_client, name, "1")["mode"] == "v1"  # versions are immutable
 
@@ -307,7 +322,7 @@ def test_custom_runtime_deploys_and_runs(lambda_client, fresh_name, tmp_path):
     result = deploy(
         lambda_client, name, folder, handler="function.handler", runtime="provided.al2023"
     )
-    assert result["action"] == "created"
+    assert result.action == "created"
     assert call(lambda_client, name) == {"got": {}}
 
 

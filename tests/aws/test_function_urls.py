@@ -33,24 +33,22 @@ def deployed(lambda_client: Any) -> Any:
 
 def test_deploy_with_a_public_url(deployed: Any, lambda_client: Any, local_lambda: Any) -> None:
     result = deployed(url="NONE")
-    name = result["function_name"]
-    assert result["function_url"] == f"{local_lambda.endpoint_url}/lambda-url/{name}/"
-    reply = urllib3.request(
-        "POST", result["function_url"], body=b'{"Items": [{"id": 1, "value": 2}]}'
-    )
+    name = result.function_name
+    assert result.function_url == f"{local_lambda.endpoint_url}/lambda-url/{name}/"
+    reply = urllib3.request("POST", result.function_url, body=b'{"Items": [{"id": 1, "value": 2}]}')
     assert reply.status == 200, reply.data
     assert json.loads(reply.data) == [{"id": 1, "value": 2, "score": 2.0, "tags": []}]
     policy = json.loads(lambda_client.get_policy(FunctionName=name)["Policy"])
     assert [s["Action"] for s in policy["Statement"]] == ["lambda:InvokeFunctionUrl"]
     # A redeploy keeps the URL and does not trip over the statement it added before.
     again = deploy(lambda_client, name, BATCH_PROCESSOR, url="NONE")
-    assert again["function_url"] == result["function_url"]
+    assert again.function_url == result.function_url
 
 
 def test_deploy_with_an_iam_url_on_an_alias(deployed: Any) -> None:
     result = deployed(alias="live", url="AWS_IAM")
-    url = result["function_url"]
-    assert url.endswith(f"/lambda-url/{result['function_name']}:live/")
+    url = result.function_url
+    assert url.endswith(f"/lambda-url/{result.function_name}:live/")
     assert urllib3.request("POST", url, body=b'{"Items": []}').status == 403
     run = lambdakit.run([{"id": i, "value": i} for i in range(5)], url=url, auth="aws_iam",
                         cache=False, progress=False)  # fmt: skip

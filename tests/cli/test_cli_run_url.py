@@ -19,7 +19,7 @@ def public_url(lambda_client) -> str:
     """batch_processor under a fresh name, with a NONE function URL."""
     name = f"cli-url-{uuid.uuid4().hex[:8]}"
     deployed = lambdakit.deploy(lambda_client, name, FUNCTIONS / "batch_processor", url="NONE")
-    yield deployed["function_url"]
+    yield deployed.function_url
     lambda_client.delete_function(FunctionName=name)
 
 

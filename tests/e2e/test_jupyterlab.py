@@ -35,7 +35,7 @@ lambdakit.deploy(
     "{SLOW_FUNCTION}",
     "functions/slow_flaky",
     environment={{"SLEEP_MS": 1500}},
-)["function_name"]"""
+).function_name"""
 README_IMAGE = REPO / "docs" / "img" / "quickstart.png"
 
 
