@@ -731,7 +731,7 @@ the readings travel in the event; a real job would read them from S3 or a databa
     code("""
 # NBVAL_CHECK_OUTPUT
 deployed = lambdakit.deploy(client, "daily-stats", "functions/daily_stats", **role)
-print(deployed["function_name"], deployed["version"])
+print(deployed.function_name, deployed.version)
 
 readings = pd.DataFrame(
     [
