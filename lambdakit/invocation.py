@@ -1,7 +1,8 @@
 """What one invocation is: the Batch sent, the Target it goes to, the Outcome that comes back.
 
 The vocabulary shared by the engine and the invokers, kept below both so that neither reaches
-up for it: the outcome classes, Batch, Target, Report, Outcome and the Invoker protocol.
+up for it: the outcome classes, the batch statuses, Batch, Target, Report, Outcome and the
+Invoker protocol.
 """
 
 from __future__ import annotations
@@ -10,6 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "BATCH_CACHED",
+    "BATCH_CANCELLED",
+    "BATCH_FAILED",
+    "BATCH_NOT_RUN",
+    "BATCH_OK",
+    "BATCH_PARTIAL",
+    "BATCH_STATUSES",
     "CANCELLED",
     "CLIENT_ERROR",
     "CONNECTION_ERROR",
@@ -49,6 +57,23 @@ OUTCOMES: tuple[str, ...] = (
     REPORTED_FAILURE,
     CLIENT_ERROR,
     CANCELLED,
+)
+
+# What became of a batch (RunResult.batches["status"]): the one vocabulary that every view
+# (print(result), summary(), the summary card, the dashboard, the CLI) counts batches in.
+BATCH_OK = "ok"  # every record ok
+BATCH_PARTIAL = "partial"  # some records ok, the others failed for good
+BATCH_FAILED = "failed"  # every record failed for good
+BATCH_CACHED = "cached"  # served from the cache, not invoked
+BATCH_CANCELLED = "cancelled"  # the run stopped before the batch was done
+BATCH_NOT_RUN = "not_run"  # the endpoint stayed unreachable (an outage), never failed
+BATCH_STATUSES: tuple[str, ...] = (
+    BATCH_OK,
+    BATCH_PARTIAL,
+    BATCH_FAILED,
+    BATCH_CACHED,
+    BATCH_CANCELLED,
+    BATCH_NOT_RUN,
 )
 
 # The code real AWS sends for a 413 (the service model calls it RequestTooLargeException);

@@ -140,16 +140,27 @@ def add_run_command(subparsers: Any) -> None:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A two-column text table of a run's summary (or of any flat dict)."""
+    """A two-column text table of a run's summary (or of any flat dict); rates in percent."""
+    from lambdakit.results.metrics import percent
+
     width = max((len(str(key)) for key in summary), default=0)
     lines = []
     for key, value in summary.items():
-        if isinstance(value, float):
+        if str(key).endswith("_rate") and isinstance(value, (int, float)):
+            text = percent(float(value))
+        elif isinstance(value, float):
             text = "n/a" if not math.isfinite(value) else f"{value:,.4g}"
         else:
             text = f"{value:,}" if isinstance(value, int) else str(value)
         lines.append(f"{key:<{width}}  {text:>12}")
     return "\n".join(lines)
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    """The run's headline: the record-level failure rate (failed records / records)."""
+    from lambdakit.results.metrics import share_text
+
+    return f"failed records: {share_text(summary['failed_records'], summary['records'])}"
 
 
 def write_outputs(result: Any, path: Path, *, shared: bool = False) -> Path:
@@ -323,6 +334,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"lambdakit demo: {exc}", file=sys.stderr)
         return _EXIT_BAD_INPUT
     print(f"function {demo.manifest.get('function')}, batch size {args.batch_size}")
+    print(_headline(demo.summary))
     print(format_summary(demo.summary))
     print(f"run folder: {demo.folder}")
     print(f"executed notebook: {demo.notebook}")

@@ -80,6 +80,7 @@ class ProgressEvent:
     error_message: str | None = None
     log_tail: str | None = None  # failed attempts, and batches that failed or partly failed
     failed_items: int = 0  # "attempt": records that failed inside an otherwise delivered reply
+    failed_records: int = 0  # "batch": the batch's records that failed for good
 
 
 # Every optional field of a ProgressEvent with its default, for Tracker.emit's fast path.
@@ -332,7 +333,7 @@ class Tracker:
             return
         progress = self.snapshot()
         # Filled in directly, as snapshot() does: a frozen dataclass's __init__ sets each of
-        # its 13 fields through object.__setattr__, and a run makes two events per attempt.
+        # its 14 fields through object.__setattr__, and a run makes two events per attempt.
         event = object.__new__(ProgressEvent)
         event.__dict__.update(_EVENT_DEFAULTS, kind=kind, t_s=self.elapsed(), progress=progress)
         if not fields.keys() <= _EVENT_DEFAULTS.keys():  # what __init__ would have refused

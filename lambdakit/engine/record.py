@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lambdakit.invocation import OK, THROTTLE
+from lambdakit.invocation import BATCH_CACHED, BATCH_OK, OK, THROTTLE
 from lambdakit.records.validation import Rejection
 from lambdakit.results.outputs import OutputStore
 
@@ -202,8 +202,8 @@ class RunRecord:
                 _nan(state.start_s),
                 _nan(state.end_s),
                 _nan(state.latency_s),
-                state.error_type if status != "ok" else None,
-                state.error_message if status != "ok" else None,
+                state.error_type if status != BATCH_OK else None,
+                state.error_message if status != BATCH_OK else None,
                 False,
             )
         )
@@ -217,7 +217,7 @@ class RunRecord:
                 batch.record_indices[0],
                 len(batch.items),
                 len(batch.body),
-                "cached",
+                BATCH_CACHED,
                 0,
                 entry.executed_version,
                 len(batch.items),

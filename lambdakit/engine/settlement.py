@@ -18,6 +18,12 @@ from lambdakit.engine.progress import CANCELLING, Tracker
 from lambdakit.engine.record import Attempt, BatchState, RunRecord
 from lambdakit.engine.retry import AdaptiveLimit
 from lambdakit.invocation import (
+    BATCH_CACHED,
+    BATCH_CANCELLED,
+    BATCH_FAILED,
+    BATCH_NOT_RUN,
+    BATCH_OK,
+    BATCH_PARTIAL,
     CANCELLED,
     OK,
     PAYLOAD_TOO_LARGE,
@@ -200,7 +206,7 @@ class Settlement:
         for piece, outcome in self.suspects:  # no outage came of it: they failed
             self._fail(piece, list(range(len(piece.batch))), outcome)
         self.suspects.clear()
-        status = "not_run" if outage else "cancelled"
+        status = BATCH_NOT_RUN if outage else BATCH_CANCELLED
         for state in list(self.active.values()):
             self._unfinished(state)
             self.record.add_batch(state, status=status)
@@ -350,7 +356,7 @@ class Settlement:
         self.record.add_cached_batch(batch, entry)
         n = len(batch)
         self.tracker.add(batches_done=1, cached_batches=1, cached_records=n, ok_records=n)
-        self.tracker.emit("batch", batch=batch.index, records=n, outcome="cached")
+        self.tracker.emit("batch", batch=batch.index, records=n, outcome=BATCH_CACHED)
 
     # -- outages ---------------------------------------------------------------------------
 
@@ -563,23 +569,24 @@ class Settlement:
         del self.active[state.batch.index]
         incomplete = state.ok + state.failed < len(state.batch)
         if incomplete:
-            status = "cancelled"
+            status = BATCH_CANCELLED
         elif state.failed == 0:
-            status = "ok"
+            status = BATCH_OK
         else:
-            status = "failed" if state.ok == 0 else "partial"
+            status = BATCH_FAILED if state.ok == 0 else BATCH_PARTIAL
         self.record.add_batch(state, status=status)
-        if status == "ok":
+        if status == BATCH_OK:
             self._store_in_cache(state)
-        self.tracker.batch_done(status in ("failed", "partial"))
+        self.tracker.batch_done(status in (BATCH_FAILED, BATCH_PARTIAL))
         if not self.tracker.wants_batch_events:
             return
-        failed = status != "ok"
+        failed = status != BATCH_OK
         self.tracker.emit(
             "batch",
             batch=state.batch.index,
             records=len(state.batch),
             outcome=status,
+            failed_records=state.failed,
             error_type=state.error_type if failed else None,
             error_message=state.error_message if failed else None,
             log_tail=state.log_tail if failed else None,

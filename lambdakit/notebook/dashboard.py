@@ -15,6 +15,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from lambdakit.invocation import BATCH_FAILED, BATCH_PARTIAL
+
 __all__ = ["Dashboard", "LiveRun", "RunLogCapture", "guarded", "show_error"]
 
 log = logging.getLogger("lambdakit.notebook.dashboard")
@@ -29,6 +31,7 @@ _LOG_TAIL_CHARS = 1_500
 # JupyterLab's default table style leaves cells unpadded and misaligned.
 _CELL = ' style="padding:2px 10px;text-align:right"'
 _TEXT_CELL = ' style="padding:2px 10px;text-align:left;vertical-align:top"'
+_ERROR_STYLE = "color:#b00020;font-weight:bold"
 
 ReportError = Callable[..., None]
 OnEnd = Callable[[Any, "BaseException | None"], None]
@@ -99,6 +102,7 @@ class Dashboard:
         self.batches_bar = widgets.IntProgress(value=0, min=0, max=1, description="batches")
         self.batches_text = widgets.HTML()
         self.counters = widgets.HTML()
+        self.headline = widgets.HTML()
         self.rates = widgets.HTML()
         self.live_figure = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.errors = widgets.HTML()
@@ -107,6 +111,7 @@ class Dashboard:
                 widgets.HBox([self.records_bar, self.records_text]),
                 widgets.HBox([self.batches_bar, self.batches_text]),
                 self.counters,
+                self.headline,
                 self.rates,
                 self.live_figure,
                 self.errors,
@@ -116,7 +121,8 @@ class Dashboard:
         # Stable CSS classes (lambdakit-<part>) for users' styles and the browser test.
         self.widget.add_class("lambdakit-dashboard")
         parts = (
-            "records_bar records_text batches_bar batches_text counters rates live_figure errors"
+            "records_bar records_text batches_bar batches_text counters headline rates "
+            "live_figure errors"
         )
         for name in parts.split():
             getattr(self, name).add_class("lambdakit-" + name.replace("_", "-"))
@@ -138,7 +144,8 @@ class Dashboard:
     def _reset(self) -> None:
         for bar in (self.records_bar, self.batches_bar):
             bar.value, bar.max, bar.bar_style = 0, 1, "info"
-        for box in (self.records_text, self.batches_text, self.counters, self.rates, self.errors):
+        texts = (self.records_text, self.batches_text, self.counters, self.headline, self.rates)
+        for box in (*texts, self.errors):
             box.value = ""
         self.live_figure.layout.display = "none"
 
@@ -158,6 +165,7 @@ class Dashboard:
             error, result = exc, getattr(exc, "result", None)
         try:
             live.add_all(handle.events.drain())
+            live.result = result  # from now on the numbers are the run's own, not live ones
             self.show(handle.progress, live)
         except Exception as exc:
             self._report_error(exc, where="dashboard")
@@ -206,6 +214,7 @@ class Dashboard:
         self.batches_bar.value = min(progress.batches_done, self.batches_bar.max)
         self.batches_text.value = _fraction(progress.batches_done, None, progress.batches_read)
         self.counters.value = _counters_html(progress)
+        self.headline.value = _headline_html(progress, live)
         self.rates.value = _rates_html(progress, live)
         self.errors.value = _errors_html(live.failed_batches)
         if progress.ended and total is None:
@@ -214,8 +223,14 @@ class Dashboard:
             self.batches_text.value = f"{progress.batches_done:,} of {progress.batches_read:,}"
 
     def show_end(self, state: str) -> None:
-        """Colour the bars by how the run ended (finished, cancelled or failed)."""
-        style = {"finished": "success", "cancelled": "warning", "failed": "danger"}
+        """Colour the bars by how the run ended (finished, finished with failures, cancelled
+        or failed): green only when every record was ok."""
+        style = {
+            "finished": "success",
+            "finished with failures": "danger",
+            "cancelled": "warning",
+            "failed": "danger",
+        }
         for bar in (self.records_bar, self.batches_bar):
             bar.bar_style = style.get(state, "info")
         # The form now shows the full dashboard figure, which includes these panels.
@@ -237,8 +252,14 @@ class LiveRun:
 
     def __init__(self) -> None:
         self.attempts: deque[dict[str, Any]] = deque(maxlen=self.MAX_ATTEMPTS)
+        # Finished batches (batch, records, failed_records): the verdicts the errors panel
+        # counts failed records by.
+        self.batches: deque[dict[str, Any]] = deque(maxlen=self.MAX_ATTEMPTS)
         self.failed_batches: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
         self._done_at: deque[tuple[float, int]] = deque()
+        self.result: Any = None
+        """The RunResult once the run has ended (None before, or if it ended in an error
+        without one): the dashboard then shows its overall figures."""
 
     def add_all(self, events: list[Any]) -> None:
         """Take several events in order."""
@@ -261,7 +282,15 @@ class LiveRun:
                     "latency_s": event.latency_s,
                 }
             )
-        elif event.kind == "batch" and event.outcome in ("failed", "partial"):
+        elif event.kind == "batch":
+            self.batches.append(
+                {
+                    "batch": event.batch,
+                    "records": event.records,
+                    "failed_records": event.failed_records,
+                }
+            )
+        if event.kind == "batch" and event.outcome in (BATCH_FAILED, BATCH_PARTIAL):
             self.failed_batches.append(
                 {
                     "batch": event.batch,
@@ -280,7 +309,12 @@ class LiveRun:
             self._done_at.popleft()
 
     def records_per_s(self) -> float | None:
-        """Records finished per second over the last few seconds; None before two samples."""
+        """Records finished per second over the last few seconds; None before two samples.
+
+        Once the run has ended, its overall rate (the summary's records_per_s).
+        """
+        if self.result is not None:
+            return float(self.result.summary()["records_per_s"])
         if len(self._done_at) < 2:
             return None
         (t0, n0), (t1, n1) = self._done_at[0], self._done_at[-1]
@@ -292,17 +326,18 @@ class LiveRun:
         return [self.attempts[-i]["latency_s"] for i in range(1, count + 1)]
 
     def figure(self) -> Any:
-        """Throughput, latency and error-rate panels over the attempts seen so far."""
+        """Throughput, latency and failed-records panels over the attempts seen so far."""
         import pandas as pd
 
         from lambdakit.results import plots
 
         frame = pd.DataFrame(list(self.attempts))
+        batches = pd.DataFrame(list(self.batches), columns=["batch", "records", "failed_records"])
         figure = plots.InlineFigure(figsize=(15, 3.6), layout="constrained")
         axes = figure.subplots(1, 3)
         plots.throughput(frame, ax=axes[0])
         plots.latency(frame, ax=axes[1])
-        plots.error_rate(frame, ax=axes[2])
+        plots.errors(frame, batches=batches, ax=axes[2])
         for ax in axes:
             # Three panels side by side: full-size titles would run into each other.
             ax.title.set_fontsize("medium")
@@ -328,6 +363,20 @@ def _counters_html(progress: Any) -> str:
     head = "".join(f"<th{_CELL} title='{unit}'>{name}</th>" for name, _, unit in cells)
     body = "".join(f"<td{_CELL}>{value:,}</td>" for _, value, _ in cells)
     return f"<table><tr>{head}</tr><tr>{body}</tr></table>"
+
+
+def _headline_html(progress: Any, live: LiveRun) -> str:
+    """Failed records / records: of those done so far, then the run's own headline."""
+    from lambdakit.results.metrics import share_text
+
+    if live.result is not None:
+        s = live.result.summary()
+        failed, text = s["failed_records"], share_text(s["failed_records"], s["records"])
+    else:
+        failed = progress.failed_records
+        text = share_text(failed, progress.records_done) + " so far"
+    style = f" style='{_ERROR_STYLE}'" if failed else ""
+    return f"<span{style}>failed records {html.escape(text, quote=False)}</span>"
 
 
 def _rates_html(progress: Any, live: LiveRun) -> str:

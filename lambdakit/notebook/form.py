@@ -22,13 +22,16 @@ from lambdakit.notebook.choosers import (
 )
 from lambdakit.notebook.dashboard import Dashboard, RunLogCapture, guarded, show_error
 
-__all__ = ["BOUNDS", "Form", "form"]
+__all__ = ["BOUNDS", "FINISHED_WITH_FAILURES", "Form", "form"]
 
 log = logging.getLogger("lambdakit.notebook.form")
 
 IDLE, RUNNING, CANCELLING = "idle", "running", "cancelling"
 FUNCTION_MODE, URL_MODE = "function", "URL"
 FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"
+# Finished, but some records failed or were rejected: never shown as a clean success.
+FINISHED_WITH_FAILURES = "finished with failures"
+_ENDED = (FINISHED, FINISHED_WITH_FAILURES, CANCELLED, FAILED)
 
 # Limits of the numeric inputs. timeout 0 means "the function's timeout plus a margin".
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -355,6 +358,8 @@ class Form(widgets.VBox):
                 self._set_state(FAILED)
             elif result is not None and result.meta.get("cancelled"):
                 self._set_state(CANCELLED)
+            elif result is not None and _has_failures(result):
+                self._set_state(FINISHED_WITH_FAILURES)
             else:
                 self._set_state(FINISHED)
         except Exception as exc:
@@ -391,7 +396,7 @@ class Form(widgets.VBox):
     def _set_state(self, state: str) -> None:
         self.state = state
         self.status.value = _status_html(state)
-        if state in (FINISHED, CANCELLED, FAILED):
+        if state in _ENDED:
             self.dashboard.show_end(state)
 
     def _set_running(self, running: bool) -> None:
@@ -444,5 +449,13 @@ def _base_retry(extra: dict[str, Any]) -> Any:
     return Retry.coerce(extra.get("retry"))
 
 
+def _has_failures(result: Any) -> bool:
+    """Whether any record of a finished run failed or was rejected."""
+    summary = result.summary()
+    return bool(summary["failed_records"] or summary["rejected_records"])
+
+
 def _status_html(state: str) -> str:
-    return f"<code>{state}</code>"
+    # A run that ended badly says so in the error colour, never in a neutral one.
+    style = f' style="{_ERROR_STYLE}"' if state in (FINISHED_WITH_FAILURES, FAILED) else ""
+    return f"<code{style}>{state}</code>"

@@ -89,8 +89,10 @@ def compare(*results: RunResult, labels: Sequence[str] | None = None) -> Compari
         (float(pd.to_numeric(r.attempts["end_s"]).max()) for r in results if len(r.attempts)),
         default=0.0,
     )
-    # One bin width for every run, so their lines are comparable point by point.
-    width = metrics.time_bin_width(longest)
+    # One bin width for every run, so their lines are comparable point by point, and no
+    # shorter than the slower run's median latency, so neither saw-tooths to 0.
+    slowest = max((metrics.median_latency(r.attempts) for r in results), default=0.0)
+    width = metrics.time_bin_width(longest, min_width_s=slowest)
     for name, result in zip(names, results, strict=True):
         series = metrics.throughput(result.attempts, bin_s=width)
         if len(series):

@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from lambdakit.errors import InvalidInput
 from lambdakit.invocation import OK, OUTCOMES
@@ -25,14 +25,16 @@ from lambdakit.results.cost import PriceTable, attempt_costs
 from lambdakit.results.result import ATTEMPT_COLUMNS
 
 __all__ = [
+    "FAILED_COLOR",
     "OUTCOME_COLORS",
     "PLOTS",
+    "RETRIED_OK_COLOR",
     "InlineFigure",
     "by_name",
     "concurrency",
     "cost",
     "dashboard",
-    "error_rate",
+    "errors",
     "latency",
     "latency_distribution",
     "throughput",
@@ -53,6 +55,8 @@ OUTCOME_COLORS: dict[str, str] = {
     "cancelled": "tab:cyan",
 }
 _UNKNOWN_COLOR = "black"
+FAILED_COLOR = "tab:red"  # records that failed for good
+RETRIED_OK_COLOR = "goldenrod"  # records that failed an attempt, then were ok (hatched)
 EMPTY_NOTE = "no invocations to show\n(every record cached or rejected, or no records)"
 
 
@@ -110,7 +114,10 @@ def _color(outcome: Any) -> str:
 
 
 def throughput(data: Any, *, bin_s: float | None = None, ax: Axes | None = None) -> Figure:
-    """Records/s (left axis) and invocations/s (right axis) per time bin of attempt ends."""
+    """Records/s (left axis) and invocations/s (right axis) per time bin of attempt ends.
+
+    Bins default to no shorter than the median latency (see metrics.throughput).
+    """
     figure, ax = _canvas(ax)
     title = "Throughput over time"
     series = metrics.throughput(_attempts(data, "records", "failed_items"), bin_s=bin_s)
@@ -129,7 +136,7 @@ def throughput(data: Any, *, bin_s: float | None = None, ax: Axes | None = None)
     right.set_ylabel("invocations/s")
     right.set_ylim(bottom=0)
     ax.legend(handles=[records, calls], loc="upper left", fontsize="small")
-    ax.set_title(f"{title} ({width:g} s bins)")
+    ax.set_title(f"{title} ({width:.3g} s bins)")
     return figure
 
 
@@ -184,45 +191,72 @@ def latency_distribution(data: Any, *, ax: Axes | None = None) -> Figure:
     return figure
 
 
-def error_rate(data: Any, *, window: int | None = None, ax: Axes | None = None) -> Figure:
-    """Share of invocations failed per batch window, stacked by outcome class, plus retries."""
+def errors(
+    data: Any,
+    *,
+    batches: pd.DataFrame | None = None,
+    window: int | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Share of each batch window's records that failed for good, and (hatched, on top)
+    those that failed an attempt but were ok after a retry.
+
+    Record-level, like the run's headline (failed records / records). Batch verdicts come
+    from `batches` or the RunResult's own; from bare attempts, a batch's last attempt.
+    """
     figure, ax = _canvas(ax)
-    title = "Error rate per batch window"
-    table = metrics.error_breakdown(_attempts(data), window=window)
-    if table.empty:
+    title = "Failed records per batch window"
+    attempts = _attempts(data, "records", "failed_items")
+    if batches is None and not isinstance(data, pd.DataFrame):
+        batches = getattr(data, "batches", None)
+    table = metrics.record_failures(attempts, batches, window=window)
+    if attempts.empty or table.empty:
         return _empty(figure, ax, title)
     left = table["window_start"].to_numpy(float)
     width = float(table["window_end"].iloc[0] - table["window_start"].iloc[0] + 1)
-    calls = table["invocations"].to_numpy(float)
-    bottom = np.zeros(len(table))
-    for outcome in metrics.FAILURE_CLASSES:
-        share = table[outcome].to_numpy(float) / calls
-        if not share.any():
-            continue
-        ax.bar(
-            left,
-            share,
-            width=width * 0.9,
-            bottom=bottom,
-            align="edge",
-            color=_color(outcome),
-            label=outcome,
-        )
-        bottom += share
-    ax.plot(
-        left + width * 0.45,
-        table["retries"].to_numpy(float) / calls,
-        "D",
-        ms=4,
-        color="black",
-        label="retries (share of invocations)",
+    failed = table["failed_share"].to_numpy(float)
+    recovered = table["retried_ok_share"].to_numpy(float)
+    bar = {"width": width * 0.9, "align": "edge"}
+    ax.bar(left, failed, color=FAILED_COLOR, label="failed for good", **bar)
+    ax.bar(
+        left,
+        recovered,
+        bottom=failed,
+        color=RETRIED_OK_COLOR,
+        hatch="///",
+        edgecolor="white",
+        linewidth=0,
+        label="failed an attempt, ok after a retry",
+        **bar,
     )
+    summary = getattr(data, "summary", None)
+    if callable(summary) and batches is getattr(data, "batches", None):
+        totals = summary()
+        n_failed, n_records = totals["failed_records"], totals["records"]
+    else:
+        n_failed, n_records = int(table["failed_records"].sum()), int(table["records"].sum())
+    retried_ok = int(table["retried_ok_records"].sum())
+    if n_failed:
+        overall = metrics.rate(n_failed, n_records)
+        ax.axhline(
+            overall,
+            color="black",
+            ls="--",
+            lw=1,
+            zorder=3,
+            label=f"whole run: {metrics.percent(overall)}",
+        )
     ax.set_xlabel(_window_label(int(width)))
-    ax.set_ylabel("share of invocations")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share of the window's records")
+    # Scaled to the data, so 1 failed record in 100 is visible; never past 100 %.
+    top = float(np.max(failed + recovered))
+    ax.set_ylim(0, min(1.05, max(0.01, top * 1.25)))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    failed = int(table[list(metrics.FAILURE_CLASSES)].to_numpy().sum())
-    ax.set_title(f"{title} ({failed} of {int(calls.sum())} invocations failed)")
+    ax.set_title(
+        f"{title}\n{metrics.share_text(n_failed, n_records)} failed, "
+        f"{retried_ok:,} ok after a retry"
+    )
     return figure
 
 
@@ -342,11 +376,12 @@ def cost(
 
 
 def dashboard(result: Any) -> Figure:
-    """Six titled panels: throughput, error rate, latency + distribution, timeline, in flight."""
+    """Six titled panels: throughput, failed records, latency + distribution, timeline, in
+    flight."""
     figure = InlineFigure(figsize=(14, 12), layout="constrained")
     axes = figure.subplots(3, 2)
     throughput(result, ax=axes[0, 0])
-    error_rate(result, ax=axes[0, 1])
+    errors(result, ax=axes[0, 1])
     latency(result, ax=axes[1, 0])
     latency_distribution(result, ax=axes[1, 1])
     timeline(result, ax=axes[2, 0])
@@ -365,7 +400,7 @@ PLOTS: dict[str, Callable[..., Figure]] = {
     "throughput": throughput,
     "latency": latency,
     "latency_distribution": latency_distribution,
-    "errors": error_rate,
+    "errors": errors,
     "timeline": timeline,
     "concurrency": concurrency,
     "cost": cost,

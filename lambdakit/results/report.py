@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lambdakit.errors import InvalidInput
+from lambdakit.results.metrics import share_text
 from lambdakit.results.redact import scrub
 from lambdakit.results.storage import encode_meta
 
@@ -103,8 +104,11 @@ def _fmt(value: float, unit: str = "", digits: int = 3) -> str:
     return f"{value:,.{digits}g}{unit}"
 
 
+_ERROR_STYLE = "color:#b00020;font-weight:bold"
+
+
 def summary_card(result: RunResult) -> str:
-    """A compact HTML card: counts, throughput, latency, errors, cache hits, cost."""
+    """A compact HTML card: counts, the failed-record rate, throughput, latency, cost."""
     s = result.summary()
     e = html.escape
     name = str(result.meta.get("function") or "?")
@@ -112,12 +116,14 @@ def summary_card(result: RunResult) -> str:
         name += f":{result.meta['qualifier']}"
     outcomes = result.attempts["outcome"].value_counts()
     breakdown = ", ".join(f"{e(str(k))} {int(v)}" for k, v in outcomes.items() if k != "ok")
+    failed_attempts = int((result.attempts["outcome"] != "ok").sum())  # as summary() counts
     try:
         cost = result.cost()
         cost_text = f"${cost['usd']:.6f} ({cost['gb_seconds']:.3f} GB-s, {cost['requests']} req)"
     except InvalidInput:  # an unpriced region: the card still renders
         cost_text = f"n/a (no built-in prices for region {e(str(result.region))})"
     batches = max(s["batches"], 1)
+    headline = e(share_text(s["failed_records"], s["records"]))
     ok = int(result.batches["ok_records"].fillna(0).sum())
     not_run = s["records"] - ok - s["failed_records"] - s["rejected_records"]
     rows = [
@@ -127,7 +133,12 @@ def summary_card(result: RunResult) -> str:
             f"rejected {s['rejected_records']:,}"
             + (f" · not run {not_run:,}" if not_run > 0 else ""),
         ),
-        ("batches", f"{s['batches']:,} · ok {s['ok_batches']:,} · failed {s['failed_batches']:,}"),
+        (
+            "failed records",
+            # The headline: record-level, in the error colour when any record failed.
+            f"<span style='{_ERROR_STYLE}'>{headline}</span>" if s["failed_records"] else headline,
+        ),
+        ("batches", f"{s['batches']:,} · {result.batch_counts_text(' · ')}"),
         (
             "invocations",
             f"{s['invocations']:,} · retries {s['retries']:,} · throttles {s['throttles']:,}",
@@ -143,8 +154,9 @@ def summary_card(result: RunResult) -> str:
             f" · p99 {_fmt(s['latency_p99_s'], ' s')}",
         ),
         (
-            "errors",
-            f"{s['error_rate']:.1%} of invocations" + (f": {breakdown}" if breakdown else ""),
+            "failed attempts",
+            e(share_text(failed_attempts, s["invocations"], "invocations"))
+            + (f": {breakdown}" if breakdown else ""),
         ),
         (
             "cache hits",

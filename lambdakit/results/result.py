@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from lambdakit.errors import InvalidInput
-from lambdakit.invocation import OK
-from lambdakit.results.metrics import latency_percentiles
+from lambdakit.invocation import BATCH_CANCELLED, BATCH_NOT_RUN, BATCH_STATUSES, OK
+from lambdakit.results.metrics import latency_percentiles, rate, share_text
 from lambdakit.results.outputs import OutputStore
 
 if TYPE_CHECKING:
@@ -54,11 +54,14 @@ FAILURE_COLUMNS: dict[str, str] = {
 }
 REJECTION_COLUMNS: dict[str, str] = {"record": _I, "reason": _O, "input": _O}
 SUMMARY_KEYS: tuple[str, ...] = (
-    *("records", "batches", "ok_batches", "failed_batches", "cached_batches"),
-    *("rejected_records", "failed_records", "invocations", "retries", "throttles"),
+    *("records", "batches", *(f"{status}_batches" for status in BATCH_STATUSES)),
+    *("rejected_records", "failed_records", "failed_record_rate"),
+    *("invocations", "retries", "throttles", "failed_attempt_rate"),
     *("elapsed_s", "records_per_s", "invocations_per_s"),
-    *("latency_p50_s", "latency_p95_s", "latency_p99_s", "error_rate"),
+    *("latency_p50_s", "latency_p95_s", "latency_p99_s"),
 )
+# Batch statuses every view names even at 0; the others only when some batch has them.
+_ALWAYS_SHOWN = tuple(s for s in BATCH_STATUSES if s not in (BATCH_CANCELLED, BATCH_NOT_RUN))
 _TEXT_ERROR_COLUMNS = ("error_type", "error_message", "log_excerpt")
 _LOG_NOISE = ("START RequestId:", "END RequestId:", "REPORT RequestId:", "INIT_START")
 
@@ -126,8 +129,19 @@ class RunResult:
 
     # -- counts ---------------------------------------------------------------------------
 
-    def _status_count(self, *statuses: str) -> int:
-        return int(self.batches["status"].isin(statuses).sum())
+    def batch_counts(self) -> dict[str, int]:
+        """Batches per status, for every status of BATCH_STATUSES in its order (0s included).
+
+        The one count of batches that print(result), summary() and the card all show.
+        """
+        counts = self.batches["status"].value_counts()
+        return {status: int(counts.get(status, 0)) for status in BATCH_STATUSES}
+
+    def batch_counts_text(self, separator: str = ", ") -> str:
+        """ "ok 7, partial 5, failed 0, cached 0" (cancelled and not_run only when present)."""
+        counts = self.batch_counts()
+        shown = [s for s in BATCH_STATUSES if s in _ALWAYS_SHOWN or counts[s]]
+        return separator.join(f"{status} {counts[status]:,}" for status in shown)
 
     def _ok_records(self) -> int:
         return int(pd.to_numeric(self.batches["ok_records"], errors="coerce").fillna(0).sum())
@@ -147,43 +161,46 @@ class RunResult:
         """Run totals with exactly the keys of SUMMARY_KEYS.
 
         - records: every input record, rejected ones included.
-        - ok_batches: invoked and fully successful; cached_batches: served from the cache;
-          failed_batches: `failed` or `partial` (some records failed for good).
+        - <status>_batches: the batches of each status of BATCH_STATUSES (ok: every record
+          ok; partial: some failed for good; failed: all failed for good; cached: from the
+          cache; cancelled: the run stopped first; not_run: the endpoint was unreachable).
         - failed_records: records that failed for good; rejected_records: refused by
           validation, never sent.
+        - failed_record_rate: failed_records / records, the run's headline failure rate
+          (0.0 with no records).
         - invocations: attempts made; retries: attempts after a batch's first;
           throttles: attempts answered 429.
+        - failed_attempt_rate: failed attempts / invocations, i.e. how often a call to
+          Lambda did not succeed, retried ones and partly failed batches included (0.0
+          with no invocations).
         - records_per_s = records / elapsed_s and invocations_per_s = invocations /
           elapsed_s, end to end (0.0 for an instant run).
         - latency_p*_s: percentiles of every attempt's latency, failed ones included
           (NaN with no attempts).
-        - error_rate: failed attempts / invocations, i.e. how often a call to Lambda did
-          not succeed, retried ones included (0.0 with no invocations). The final
-          record-level rate is failed_records / records.
         """
         attempts = self.attempts
         invocations = len(attempts)
         elapsed = self.elapsed_s()
         p50, p95, p99 = latency_percentiles(attempts["latency_s"])
         failed_attempts = int((attempts["outcome"] != OK).sum())
+        failed_records = self._failed_record_count()
         values: dict[str, Any] = {
             "records": self.records,
             "batches": len(self.batches),
-            "ok_batches": self._status_count("ok"),
-            "failed_batches": self._status_count("failed", "partial"),
-            "cached_batches": self._status_count("cached"),
+            **{f"{status}_batches": n for status, n in self.batch_counts().items()},
             "rejected_records": int(self.rejections["record"].nunique()),
-            "failed_records": self._failed_record_count(),
+            "failed_records": failed_records,
+            "failed_record_rate": rate(failed_records, self.records),
             "invocations": invocations,
             "retries": int((pd.to_numeric(attempts["attempt"]) > 1).sum()),
             "throttles": int(attempts["throttled"].fillna(False).astype(bool).sum()),
+            "failed_attempt_rate": rate(failed_attempts, invocations),
             "elapsed_s": elapsed,
             "records_per_s": self.records / elapsed if elapsed > 0 else 0.0,
             "invocations_per_s": invocations / elapsed if elapsed > 0 else 0.0,
             "latency_p50_s": p50,
             "latency_p95_s": p95,
             "latency_p99_s": p99,
-            "error_rate": failed_attempts / invocations if invocations else 0.0,
         }
         return {key: values[key] for key in SUMMARY_KEYS}
 
@@ -309,15 +326,11 @@ class RunResult:
         not_run = self.records - ok - failed - rejected
         if not_run > 0:
             record_parts.append(f"not run {not_run}")
-        batch_parts = [f"ok {self._status_count('ok')}", f"partial {self._status_count('partial')}"]
-        batch_parts += [f"failed {self._status_count('failed')}"]
-        batch_parts += [f"cached {self._status_count('cached')}"]
-        if self._status_count("cancelled"):
-            batch_parts.append(f"cancelled {self._status_count('cancelled')}")
         lines = [
             f"RunResult {name} (executed versions: {versions})",
             f"  records: {self.records} ({', '.join(record_parts)})",
-            f"  batches: {len(self.batches)} ({', '.join(batch_parts)})",
+            f"  failed records: {share_text(failed, self.records)}",
+            f"  batches: {len(self.batches)} ({self.batch_counts_text()})",
         ]
         if meta.get("cancelled"):
             lines.append("  cancelled before every batch ran")

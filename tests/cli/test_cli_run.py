@@ -137,11 +137,13 @@ def test_bad_numbers_are_refused_by_the_parser(option, value, tmp_path, capsys):
 
 
 def test_format_summary_aligns_and_spells_out_nan():
-    text = format_summary({"records": 1200, "latency_p50_s": float("nan"), "error_rate": 0.125})
+    summary = {"records": 1200, "latency_p50_s": float("nan"), "failed_record_rate": 0.125}
+    text = format_summary({**summary, "failed_attempt_rate": 0.0004})
     lines = text.splitlines()
     assert lines[0].split() == ["records", "1,200"]
     assert lines[1].split() == ["latency_p50_s", "n/a"]
-    assert lines[2].split() == ["error_rate", "0.125"]
+    assert lines[2].split() == ["failed_record_rate", "12.5%"]
+    assert lines[3].split() == ["failed_attempt_rate", "<0.1%"]  # a failure never reads as 0
     assert len({len(line) for line in lines}) == 1
 
 

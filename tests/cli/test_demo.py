@@ -1,11 +1,12 @@
-"""`lambdakit lab`: a local service and JupyterLab pointed at it, both stopped together.
+"""`lambdakit lab` (a local service and JupyterLab, stopped together) and the demo's headline.
 
-(`lambdakit demo` is exercised in tests/test_notebooks_papermill.py.)
+(`lambdakit demo` runs in tests/test_notebooks_papermill.py; its headline is checked here.)
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -15,10 +16,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
 
 from lambdakit.cli.demo import ENDPOINT_ENV, notebooks_dir
+from lambdakit.cli.main import main
 
 _DEADLINE_S = 120.0
 
@@ -93,3 +96,46 @@ def test_lab_points_jupyterlab_at_a_local_service_and_stops_both(tmp_path):
     _gone, alive = psutil.wait_procs(family, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
     assert _get_json(f"{endpoint}/2015-03-31/functions") is None
+
+
+# "failed records <n> of <records> (<share>%)", however a view lays it out (text or HTML).
+_HEADLINE = re.compile(r"failed records\W+([\d,]+) of ([\d,]+) \(([\d.]+)%\)")
+
+
+def _headlines(text: str) -> list[tuple[int, int, float]]:
+    plain = re.sub(r"<[^>]+>", " ", text)
+    return [
+        (int(failed.replace(",", "")), int(records.replace(",", "")), float(share))
+        for failed, records, share in _HEADLINE.findall(plain)
+    ]
+
+
+@pytest.mark.slow
+def test_the_demo_headline_is_failed_records_over_records(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(ENDPOINT_ENV, raising=False)
+    # The defaults of `make demo`: 300 orders, 1% broken on purpose, batches of 25.
+    assert main(["demo", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    (folder,) = tmp_path.glob("demo-*")
+    summary = json.loads((folder / "manifest.json").read_text())["summary"]
+    failed, records = summary["failed_records"], summary["records"]
+    assert 0 < failed < records
+    assert summary["failed_record_rate"] == pytest.approx(failed / records)
+    attempts = summary["invocations"]
+    assert 0 <= summary["failed_attempt_rate"] <= 1 and attempts > 0
+    assert "error_rate" not in summary
+    share = round(100 * failed / records, 1)
+    # The command's table and headline, then print(result) and the card in the notebook.
+    assert "error_rate" not in out
+    assert _headlines(out) == [(failed, records, share)]
+    cells = nbformat.read(folder / "02_batch_run.ipynb", as_version=4).cells
+    texts = [o.get("text", "") for c in cells if c.cell_type == "code" for o in c.outputs]
+    cards = [
+        o["data"]["text/html"]
+        for c in cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "text/html" in o.get("data", {}) and "lambdakit-run" in o["data"]["text/html"]
+    ]
+    assert [h for t in texts for h in _headlines(t)] == [(failed, records, share)]
+    assert len(cards) == 1 and _headlines(cards[0]) == [(failed, records, share)]

@@ -449,6 +449,9 @@ def test_events_carry_failed_items_and_failed_batches_carry_their_error():
     assert attempts[0].failed_items == 2 and attempts[1].failed_items == 0
     batches = {e.batch: e for e in events if e.kind == "batch"}
     assert batches[0].outcome == "partial" and batches[1].outcome == "failed"
+    # Each batch event says how many of its records failed for good (the live errors panel).
+    assert (batches[0].failed_records, batches[1].failed_records) == (2, 4)
+    assert all(e.failed_records == 0 for e in events if e.kind != "batch")
     assert (batches[0].error_type, batches[0].error_message, batches[0].log_tail) == (
         "BatchItemFailures",
         "2 items",

@@ -166,6 +166,8 @@ def test_run_click_returns_while_the_run_goes_on(endpoint, make_function, tmp_pa
     assert bytes(form.figure.value).startswith(b"\x89PNG")
     assert form.dashboard.records_bar.value == 6
     assert form.dashboard.records_bar.bar_style == "success"
+    assert "failed records 0 of 6 (0%)" in form.dashboard.headline.value
+    assert "#b00020" not in form.dashboard.headline.value + form.status.value
     assert counters(form) == {
         "ok": 6, "failed": 0, "retried": 0, "throttled": 0, "cached": 0, "rejected": 0
     }  # fmt: skip
@@ -279,6 +281,16 @@ def test_failures_appear_in_the_error_panel_and_live_figure(endpoint, make_funct
     result = form.wait(timeout=DEADLINE_S)
 
     assert result.summary()["failed_records"] == 2
+    # Records failed: the form says so in the error colour, never all green.
+    assert form.state == "finished with failures"
+    assert "finished with failures" in form.status.value and "#b00020" in form.status.value
+    board = form.dashboard
+    assert board.records_bar.bar_style == board.batches_bar.bar_style == "danger"
+    assert repr(form).endswith("state='finished with failures')")
+    # The headline is the run's own once it ended: failed records / records.
+    assert "failed records 2 of 8 (25.0%)" in board.headline.value
+    assert "#b00020" in board.headline.value
+    assert "failed records</th><td><span" in form.summary.value
     panel = form.dashboard.errors.value
     assert "Recent failed batches" in panel
     assert panel.count("<tr>") == 1 + 2  # header + the two failed batches
@@ -326,9 +338,37 @@ def test_live_run_keeps_failed_batches_with_their_log_tail():
             "log_tail": "trace",
         }
     ]
+    assert list(live.batches) == [{"batch": 4, "records": 10, "failed_records": 0}]
     for elapsed, done in ((0.0, 0), (1.0, 50), (2.0, 150)):
         live.note_progress(Progress(records_done=done, elapsed_s=elapsed))
     assert live.records_per_s() == pytest.approx(75.0)
+
+
+def test_once_a_run_ends_the_dashboard_shows_its_overall_rates():
+    from factories import make_run
+
+    from lambdakit.engine.progress import Progress
+    from lambdakit.notebook.dashboard import Dashboard, LiveRun
+
+    board = Dashboard(report_error=lambda exc, where="": None)
+    live = LiveRun()
+    # The last few seconds of a run that slowed down at its end: 10 records/s lately.
+    for elapsed, done in ((10.0, 160), (11.0, 170), (12.0, 180)):
+        live.note_progress(Progress(records_done=done, elapsed_s=elapsed))
+    running = Progress(records_done=180, failed_records=3, elapsed_s=12.0)
+    board.show(running, live)
+    assert "throughput 10.0 records/s" in board.rates.value
+    assert "failed records 3 of 180 (1.7%) so far" in board.headline.value
+
+    result = make_run(records=200, scripts={0: ["function_error"]}, meta={"elapsed_s": 16.0})
+    live.result = result
+    board.show(Progress(state="finished", records_done=200, failed_records=10, elapsed_s=16.0),
+               live)  # fmt: skip
+    s = result.summary()
+    assert s["records_per_s"] == pytest.approx(12.5)
+    assert "throughput 12.5 records/s" in board.rates.value  # the run's, not the last 5 s
+    assert "failed records 10 of 200 (5.0%)" in board.headline.value
+    assert "so far" not in board.headline.value
 
 
 def test_invalid_inputs_are_refused_with_a_message(endpoint, make_function, tmp_path):

@@ -93,7 +93,7 @@ def test_run_output_stays_out_of_other_cells(local_lambda, make_function, tmp_pa
     assert _texts(outputs[1]) == ["cell two\n"]
     assert _texts(outputs[2]) == ["cell three\n"]
     # 10 records, 1 failed, the form shows the end of the run; nothing went to its Output.
-    assert _texts(outputs[3]) == ["10 1 finished\n0\n"]
+    assert _texts(outputs[3]) == ["10 1 finished with failures\n0\n"]
 
 
 def _texts(cell_outputs: list) -> list[str]:

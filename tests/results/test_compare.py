@@ -30,8 +30,12 @@ def test_compare_puts_summaries_side_by_side_and_overlays_lines():
     np.testing.assert_allclose(lines["beta"].get_xdata(), np.sort(beta.attempts["latency_s"]))
 
     tp = {ln.get_label(): ln for ln in throughput.axes[0].get_lines()}
-    # Both runs share one bin width, the one that suits the longer run.
-    width = metrics.time_bin_width(max(live.attempts["end_s"].max(), beta.attempts["end_s"].max()))
+    # Both runs share one bin width: the one that suits the longer run, and no shorter
+    # than the slower run's median latency.
+    longest = max(live.attempts["end_s"].max(), beta.attempts["end_s"].max())
+    slowest = max(live.attempts["latency_s"].median(), beta.attempts["latency_s"].median())
+    width = metrics.time_bin_width(longest, min_width_s=slowest)
+    assert width >= slowest
     for name, run in (("live", live), ("beta", beta)):
         completed = sum(_completed(row) for row in run.attempts.itertuples())
         assert sum(tp[name].get_ydata()) * width == pytest.approx(completed)

@@ -24,7 +24,7 @@ ALL_PLOTS = [
     plots.throughput,
     plots.latency,
     plots.latency_distribution,
-    plots.error_rate,
+    plots.errors,
     plots.timeline,
     plots.concurrency,
     plots.cost,
@@ -64,56 +64,133 @@ def test_throughput_lines_equal_rates_computed_from_attempts(run, bin_s):
     calls_line = _line(figure, "invocations/s")
     x = records_line.get_xdata()
     width = bin_s if bin_s is not None else float(x[1] - x[0])
-    records, calls = defaultdict(float), Counter()
-    for row in run.attempts.itertuples():
-        k = max(math.ceil(row.end_s / width) - 1, 0)  # the bin the attempt's end closes
-        records[k] += _completed(row)
-        calls[k] += 1
     n_bins = len(x)
-    assert n_bins == math.ceil(run.attempts["end_s"].max() / width)
+    records, calls = defaultdict(float), defaultdict(float)
+    for row in run.attempts.itertuples():
+        # Each attempt counts in every bin it spans, in proportion to the time it spent there.
+        for k in range(n_bins):
+            overlap = min(row.end_s, (k + 1) * width) - max(row.start_s, k * width)
+            share = max(overlap, 0.0) / (row.end_s - row.start_s)
+            records[k] += _completed(row) * share
+            calls[k] += share
+    last = run.attempts["end_s"].max()
+    if bin_s is None:
+        # Automatic bins: never shorter than the median latency, tiling the run to its end.
+        assert width >= run.attempts["latency_s"].median()
+        assert n_bins * width == pytest.approx(last)
+    else:
+        assert n_bins == math.ceil(last / width)
     np.testing.assert_allclose(x, (np.arange(n_bins) + 0.5) * width)
     np.testing.assert_allclose(
-        records_line.get_ydata(), [records[k] / width for k in range(n_bins)]
+        records_line.get_ydata(), [records[k] / width for k in range(n_bins)], atol=1e-9
     )
-    np.testing.assert_allclose(calls_line.get_ydata(), [calls[k] / width for k in range(n_bins)])
+    np.testing.assert_allclose(
+        calls_line.get_ydata(), [calls[k] / width for k in range(n_bins)], atol=1e-9
+    )
     # Everything delivered is somewhere on the line.
     delivered = sum(_completed(r) for r in run.attempts.itertuples())
     assert sum(records_line.get_ydata()) * width == pytest.approx(delivered)
 
 
-def test_error_bars_equal_per_window_counts_by_class(run):
-    window = 3
-    figure = plots.error_rate(run, window=window)
-    ax = figure.axes[0]
-    expected: dict[str, Counter] = defaultdict(Counter)
-    calls, retries = Counter(), Counter()
-    for row in run.attempts.itertuples():
-        w = row.batch // window * window
-        calls[w] += 1
-        retries[w] += row.attempt > 1
-        if row.outcome != "ok":
-            expected[row.outcome][w] += 1
-    bars = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
-    assert set(bars) == set(expected)  # one stack per failure class that occurred
-    windows = sorted(calls)
-    stacked = np.zeros(len(windows))
-    for outcome, container in bars.items():
-        lefts = [p.get_x() for p in container.patches]
-        assert lefts == windows
-        heights = np.array([p.get_height() for p in container.patches])
-        counts = heights * np.array([calls[w] for w in windows])
-        np.testing.assert_allclose(counts, [expected[outcome][w] for w in windows])
-        # Each class sits on top of the previous ones.
-        np.testing.assert_allclose([p.get_y() for p in container.patches], stacked)
-        stacked += heights
-        assert {to_rgba(p.get_facecolor()) for p in container.patches} == {
-            to_rgba(plots.OUTCOME_COLORS[outcome])
+def test_a_steady_run_reads_steady_without_a_saw_tooth():
+    # 4 slots, 1 s per attempt, back to back for 60 s: ends arrive in waves once a second.
+    n = 240
+    attempts = pd.DataFrame(
+        {
+            "batch": range(n), "attempt": 1, "records": 10, "outcome": "ok",
+            "failed_items": [()] * n, "start_s": [float(i // 4) for i in range(n)],
+            "end_s": [float(i // 4 + 1) for i in range(n)], "latency_s": 1.0,
         }
-    retry_share = _line(figure, "retries (share of invocations)").get_ydata()
-    np.testing.assert_allclose(retry_share, [retries[w] / calls[w] for w in windows])
-    assert f"{sum(o != 'ok' for o in run.attempts['outcome'])} of {len(run.attempts)}" in (
+    )  # fmt: skip
+    for bin_s in (None, 0.25, 0.75):  # whatever the bins, even ones shorter than a call
+        rates = _line(plots.throughput(attempts, bin_s=bin_s), "records/s").get_ydata()
+        assert len(rates) >= 10
+        assert rates == pytest.approx([40.0] * len(rates)), rates  # 4 x 10 records a second
+
+
+def _bars(figure: Figure) -> dict[str, BarContainer]:
+    return {
+        c.get_label(): c for ax in figure.axes for c in ax.containers if isinstance(c, BarContainer)
+    }
+
+
+def _first_attempt_failures(attempts: pd.DataFrame) -> dict[int, int]:
+    """Per batch: records its first attempt did not complete (retries resend only those)."""
+    first = attempts[attempts["attempt"] == 1]
+    return {int(row.batch): row.records - _completed(row) for row in first.itertuples()}
+
+
+def test_error_bars_are_failed_records_per_window_with_retried_ok_on_top(run):
+    window = 3
+    figure = plots.errors(run, window=window)
+    ax = figure.axes[0]
+    first_failed = _first_attempt_failures(run.attempts)
+    records, failed, recovered = Counter(), Counter(), Counter()
+    for row in run.batches.itertuples():
+        w = row.batch // window * window
+        records[w] += row.records
+        failed[w] += row.failed_records
+        recovered[w] += first_failed.get(row.batch, 0) - row.failed_records
+    windows = sorted(records)
+    bars = _bars(figure)
+    assert set(bars) == {"failed for good", "failed an attempt, ok after a retry"}
+    lost, retried = bars["failed for good"], bars["failed an attempt, ok after a retry"]
+    assert [p.get_x() for p in lost.patches] == windows
+    np.testing.assert_allclose(
+        [p.get_height() for p in lost.patches], [failed[w] / records[w] for w in windows]
+    )
+    np.testing.assert_allclose(
+        [p.get_height() for p in retried.patches],
+        [recovered[w] / records[w] for w in windows],
+    )
+    # Retried-then-ok records sit on top of the failed ones, drawn distinctly (hatched).
+    np.testing.assert_allclose(
+        [p.get_y() for p in retried.patches], [p.get_height() for p in lost.patches]
+    )
+    assert {to_rgba(p.get_facecolor()) for p in lost.patches} == {to_rgba(plots.FAILED_COLOR)}
+    assert {to_rgba(p.get_facecolor()) for p in retried.patches} == {
+        to_rgba(plots.RETRIED_OK_COLOR)
+    }
+    assert all(p.get_hatch() for p in retried.patches) and not any(
+        p.get_hatch() for p in lost.patches
+    )
+    # The title's rate is the run's headline: failed records / records.
+    s = run.summary()
+    assert f"{s['failed_records']} of {s['records']} ({s['failed_record_rate']:.1%}) failed" in (
         ax.get_title()
     )
+    assert f"{sum(recovered.values())} ok after a retry" in ax.get_title()
+
+
+def test_a_healthy_run_with_item_retries_reads_healthy():
+    # 2,000 orders, 25 bad ones, each in its own batch and reported three times: every batch
+    # holding one had all its attempts "fail", which the attempt-level plot drew as 100 %.
+    bad = {b: [("reported_failure", (3,)), ("reported_failure", (0,)), ("reported_failure", (0,))]
+           for b in range(0, 75, 3)}  # fmt: skip
+    healthy = make_run(records=2000, batch_size=25, scripts=bad)
+    s = healthy.summary()
+    assert s["failed_records"] == 25 and s["failed_record_rate"] == pytest.approx(0.0125)
+    assert s["failed_attempt_rate"] > 0.3  # most invocations of those batches "failed"
+    figure = plots.errors(healthy)
+    heights = [p.get_height() for c in _bars(figure).values() for p in c.patches]
+    assert 0 < max(heights) <= 3 / 75  # at most 1 record in a 3-batch window of 75
+    assert "25 of 2,000 (1.2%) failed" in figure.axes[0].get_title()
+    assert "0 ok after a retry" in figure.axes[0].get_title()
+
+
+def test_live_batches_and_bare_attempts_give_the_same_record_failures(run):
+    invoked = run.batches[run.batches["status"] != "cached"]
+    live_rows = invoked[["batch", "records", "failed_records"]]
+    from_rows = plots.errors(run.attempts, batches=live_rows, window=2)
+    bare = plots.errors(run.attempts, window=2)  # verdict: each batch's last attempt
+    for figure in (from_rows, bare):
+        lost = _bars(figure)["failed for good"]
+        per_window = Counter()
+        for row in invoked.itertuples():
+            per_window[row.batch // 2 * 2] += row.failed_records
+        assert [round(p.get_height() * 20) for p in lost.patches] == [
+            per_window[int(p.get_x())] for p in lost.patches
+        ]
 
 
 def test_timeline_has_one_bar_per_attempt_with_failures_coloured(run):
@@ -210,7 +287,7 @@ def test_dashboard_has_titled_throughput_latency_and_error_panels(run):
     figure = run.plot()
     assert isinstance(figure, Figure)
     titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
-    for word in ("Throughput", "Latency per batch", "Error rate", "Timeline", "Concurrency"):
+    for word in ("Throughput", "Latency per batch", "Failed records", "Timeline", "Concurrency"):
         assert any(t.startswith(word) for t in titles), (word, titles)
     assert figure.get_suptitle() == "lambdakit run: enrich:live"
 
@@ -219,20 +296,20 @@ def test_a_failing_run_shows_its_failures():
     failing = make_run(records=40, scripts={b: ["function_error"] * 2 for b in range(4)})
     figure = failing.plot()
     red = to_rgba(plots.OUTCOME_COLORS["function_error"])
-    bars = [
+    timeline = [
         p
         for ax in figure.axes
         for c in ax.containers
-        if isinstance(c, BarContainer)
+        if isinstance(c, BarContainer) and c.get_label() == "attempts"
         for p in c.patches
         if to_rgba(p.get_facecolor()) == red
     ]
-    # 8 failed attempts on the timeline, and an error-rate bar of 100 % per window.
-    timeline = [p for p in bars if p.get_height() == pytest.approx(0.8)]
-    assert len(timeline) == 8
-    rates = [p.get_height() for p in bars if p not in timeline]
-    assert rates and all(h == pytest.approx(1.0) for h in rates)
-    assert "8 of 8 invocations failed" in " ".join(ax.get_title() for ax in figure.axes)
+    assert len(timeline) == 8  # 8 failed attempts on the timeline
+    # Every record failed for good: a bar of 100 % per window, nothing ok after a retry.
+    failed = _bars(figure)["failed for good"].patches
+    assert failed and all(p.get_height() == pytest.approx(1.0) for p in failed)
+    assert not any(p.get_height() for p in _bars(figure)["failed an attempt, ok after a retry"])
+    assert "40 of 40 (100%) failed" in " ".join(ax.get_title() for ax in figure.axes)
 
 
 @pytest.mark.parametrize("plot", ALL_PLOTS, ids=lambda f: f.__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,20 +19,24 @@ DOCUMENTED_KEYS = [
     "records",
     "batches",
     "ok_batches",
+    "partial_batches",
     "failed_batches",
     "cached_batches",
+    "cancelled_batches",
+    "not_run_batches",
     "rejected_records",
     "failed_records",
+    "failed_record_rate",
     "invocations",
     "retries",
     "throttles",
+    "failed_attempt_rate",
     "elapsed_s",
     "records_per_s",
     "invocations_per_s",
     "latency_p50_s",
     "latency_p95_s",
     "latency_p99_s",
-    "error_rate",
 ]
 
 
@@ -51,8 +56,10 @@ def test_summary_figures_match_the_tables(run):
     assert s["rejected_records"] == len(run.rejections) == 3
     assert s["batches"] == len(b)
     assert s["ok_batches"] == sum(status == "ok" for status in b["status"])
-    assert s["failed_batches"] == sum(status in ("failed", "partial") for status in b["status"])
+    assert s["partial_batches"] == sum(status == "partial" for status in b["status"]) == 1
+    assert s["failed_batches"] == sum(status == "failed" for status in b["status"]) == 1
     assert s["cached_batches"] == int(b["cached"].sum())
+    assert s["cancelled_batches"] == s["not_run_batches"] == 0
     assert s["failed_records"] == len(set(run.failures["record"])) == b["failed_records"].sum()
     assert s["invocations"] == len(a)
     assert s["retries"] == len(a) - a[a["attempt"] == 1].shape[0]
@@ -65,7 +72,9 @@ def test_summary_figures_match_the_tables(run):
     assert s["latency_p99_s"] == pytest.approx(np.percentile(latencies, 99))
     assert s["latency_p95_s"] <= s["latency_p99_s"] <= max(latencies)
     failed_attempts = sum(o != "ok" for o in a["outcome"])
-    assert s["error_rate"] == pytest.approx(failed_attempts / len(a))
+    assert s["failed_attempt_rate"] == pytest.approx(failed_attempts / len(a))
+    # The headline is record-level: 11 of 120 records, though 11 of 20 attempts failed.
+    assert s["failed_record_rate"] == pytest.approx(len(set(run.failures["record"])) / 120)
     # Every record is accounted for exactly once.
     ok = sum(1 for value in run.outputs() if value is not None)
     assert ok + s["failed_records"] + s["rejected_records"] == s["records"]
@@ -197,7 +206,8 @@ def test_html_card_renders_for_an_unpriced_region():
 def test_empty_runs_summarise_without_dividing_by_zero(kwargs):
     result = make_run(**kwargs)
     s = result.summary()
-    assert s["invocations"] == 0 and s["error_rate"] == 0.0 and s["retries"] == 0
+    assert s["invocations"] == 0 and s["failed_attempt_rate"] == 0.0 and s["retries"] == 0
+    assert s["failed_record_rate"] == 0.0
     assert all(math.isnan(s[k]) for k in ("latency_p50_s", "latency_p95_s", "latency_p99_s"))
     assert s["records"] == kwargs["records"]
     assert len(list(result.outputs())) == kwargs["records"]
@@ -274,7 +284,8 @@ def test_a_real_run_reads_back_exactly(lambda_client, make_function, tmp_path):
     s = result.summary()
     assert (s["records"], s["rejected_records"], s["failed_records"]) == (61, 1, 10)
     assert s["invocations"] == len(result.attempts) == 7 and s["retries"] == 1
-    assert s["error_rate"] == pytest.approx(2 / 7)
+    assert s["failed_attempt_rate"] == pytest.approx(2 / 7)
+    assert s["failed_record_rate"] == pytest.approx(10 / 61)
     outputs = list(result.outputs())
     assert outputs[:3] == [{"y": 0}, {"y": 2}, {"y": 4}]
     assert outputs[10:20] == [None] * 10 and outputs[60] is None
@@ -295,3 +306,47 @@ def test_a_real_run_reads_back_exactly(lambda_client, make_function, tmp_path):
     assert "2 failed" in timeline.axes[0].get_title()
     folder = result.save_report(tmp_path / "report")
     assert (folder / "dashboard.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _batch_words(line: str) -> dict[str, int]:
+    """ "ok 9, partial 1" or "ok 9 · partial 1" -> {"ok": 9, "partial": 1}."""
+    pairs = re.findall(r"([a-z_]+) ([\d,]+)", line)
+    return {word: int(n.replace(",", "")) for word, n in pairs}
+
+
+def test_every_view_counts_batches_in_one_vocabulary():
+    from lambdakit.invocation import BATCH_STATUSES
+
+    result = mixed_run(meta={"cancelled": True, "stop_reason": "outage"})
+    # One batch the run stopped before, one the outage left not run.
+    result.batches.loc[0, ["status", "ok_records"]] = ["cancelled", 0]
+    result.batches.loc[11, ["status", "ok_records"]] = ["not_run", 0]
+    table = result.batches["status"].value_counts().to_dict()
+    assert set(table) == set(BATCH_STATUSES)  # every status present at least once
+    expected = {status: int(table[status]) for status in BATCH_STATUSES}
+
+    assert result.batch_counts() == expected
+    s = result.summary()
+    assert {status: s[f"{status}_batches"] for status in BATCH_STATUSES} == expected
+    (line,) = [ln for ln in repr(result).splitlines() if ln.strip().startswith("batches:")]
+    assert _batch_words(line.split("(", 1)[1]) == expected
+    card = result._repr_html_()
+    (row,) = re.findall(r"<th[^>]*>batches</th><td>(.*?)</td>", card)
+    assert _batch_words(row.split("·", 1)[1]) == expected
+    # The same batches are never "partial" in one view and "failed" in another.
+    assert s["failed_batches"] == expected["failed"] and s["partial_batches"] == expected["partial"]
+
+
+def test_every_view_heads_with_failed_records_over_records(run):
+    s = run.summary()
+    headline = f"{s['failed_records']} of {s['records']} ({s['failed_record_rate']:.1%})"
+    assert s["failed_records"] == 11 and s["records"] == 120 and headline == "11 of 120 (9.2%)"
+    assert f"  failed records: {headline}" in repr(run).splitlines()
+    assert re.search(
+        rf"failed records</th><td><span[^>]*>{re.escape(headline)}<", run._repr_html_()
+    )
+    # The attempt-level rate is there too, under a name that says so.
+    assert "failed attempts</th><td>11 of 20 invocations (55.0%)" in run._repr_html_()
+    quiet = make_run(records=30)
+    assert "failed records: 0 of 30 (0%)" in repr(quiet)
+    assert "failed records</th><td>0 of 30 (0%)</td>" in quiet._repr_html_()  # not in red
