@@ -53,6 +53,10 @@ class LocalLambda:
     `test_clock` (an aware datetime, or True for now) gives the scheduler a clock that moves
     only through `.clock.advance(seconds)` / `.clock.set(when)`, which return once every run
     due on the way has fired; only the scheduler reads it.
+
+    `announce=True` also writes the per-user pointer that `lambdakit local faults/logs`
+    follow (local/running.py), as `lambdakit local` does; by default only
+    `<state_dir>/service.json` is written.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class LocalLambda:
         ca_bundle: str | os.PathLike[str] | None = None,
         read_timeout_s: float = 30.0,
         test_clock: datetime.datetime | bool | None = None,
+        announce: bool = False,
     ) -> None:
         self._given_state_dir = Path(state_dir) if state_dir is not None else None
         self.port = port
@@ -92,6 +97,7 @@ class LocalLambda:
         self.bound: tuple[str, int] | None = None
         self.read_timeout_s = read_timeout_s
         self.test_clock = self._clock_start(test_clock)
+        self.announce = announce
         self.state_dir: Path | None = self._given_state_dir
         self.endpoint_url: str | None = None
         self._process: subprocess.Popen[str] | None = None
@@ -142,6 +148,8 @@ class LocalLambda:
             command += ["--insecure-http"]
         if self.test_clock is not None:
             command += ["--test-clock", self.test_clock.isoformat()]
+        if self.announce:
+            command += ["--announce"]
         # The server has its own session (a notebook's Ctrl-C must not reach it), so it
         # watches this process instead and exits if it dies without calling stop().
         command += ["--exit-with-parent", str(os.getpid())]

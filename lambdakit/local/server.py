@@ -59,6 +59,9 @@ class ServerConfig:
     access_keys: tuple[tuple[str, str], ...] = ()  # (id, secret) allowed to sign requests
     read_timeout_s: float = 30.0  # for a request's headers, and for any pause in its body
     test_clock: float | None = None  # the scheduler's time stands still here until moved
+    # Also write the per-user pointer to this service (running.py), for the CLI to find it:
+    # `lambdakit local` and `lambdakit lab` do; LocalLambda's own services do not.
+    announce: bool = False
 
     def __post_init__(self) -> None:
         for name in ("state_dir", "tls_cert", "tls_key"):
@@ -235,6 +238,7 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     """Run until SIGINT/SIGTERM; on_ready gets the endpoint URL once requests are accepted."""
     from lambdakit.local.api import SERVICE
     from lambdakit.local.connection import AwsSite
+    from lambdakit.local.running import announce, withdraw
 
     if not is_loopback(config.host) and config.tls_cert is None:
         log.warning(
@@ -283,6 +287,7 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
     await runtime_runner.setup()
     runtime_site = web.SockSite(runtime_runner, runtime_sock, shutdown_timeout=2.0)
     stop = asyncio.Event()
+    announced: tuple[Path, ...] = ()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -294,10 +299,13 @@ async def serve(config: ServerConfig, on_ready: Callable[[str], None]) -> None:
         if inner_site is not None:
             await inner_site.start()
         await site.start()
+        # Before the ready line: whoever waits for it can find the service by its files.
+        announced = announce(state_dir, endpoint_url, pointer=config.announce)
         on_ready(endpoint_url)
         await stop.wait()
         log.info("stopping: closing environments and the event queue")
     finally:
+        withdraw(announced)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         if watchdog is not None:
