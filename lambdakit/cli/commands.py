@@ -1,4 +1,4 @@
-"""The `lambdakit run`, `lambdakit demo` and `lambdakit lab` commands (cli.py lists them).
+"""The `lambdakit run`, `deploy`, `demo` and `lab` commands (cli/main.py lists them).
 
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
                   [--timeout S] [--max-attempts N] [--id-field F] [--endpoint-url URL]
@@ -7,12 +7,18 @@
                   [--no-progress]
     lambdakit run --url URL INPUT [--auth aws_iam] [--header 'Name: value' ...]
                   [--cache-namespace NS] [...the options above]
+    lambdakit deploy NAME FOLDER [--handler H] [--runtime R] [--memory MB] [--timeout S]
+                  [--env K=V ...] [--role ARN] [--description D] [--publish] [--alias A]
+                  [--url NONE|AWS_IAM] [--endpoint-url URL] [--region R] [--profile P] [--json]
     lambdakit demo [--runs-dir runs] [--n-records N] [--batch-size N] [--concurrency N]
     lambdakit lab [--port 9001] [--state-dir runs/lab-local-state] [-- JUPYTER LAB ARGS]
 
-`run` exits 0 when every record succeeded, 1 when some failed or were rejected, or the
-endpoint stayed unreachable past --outage-timeout (the report says which), 2 on bad input
-or when the run could not start, 130 when interrupted by Ctrl-C and 143 by SIGTERM (the
+`run` and `deploy` use $LAMBDAKIT_ENDPOINT_URL when --endpoint-url is not given, as the
+notebooks do (and say so on stderr). `run` checks the report folder (and the cache and
+output folders) before the first invocation. It exits 0 when every record succeeded, 1 when
+some failed or were rejected, the input held no records, or the endpoint stayed unreachable
+past --outage-timeout (the report says which), 2 on bad input or when the run could not
+start (one line on stderr), 130 when interrupted by Ctrl-C and 143 by SIGTERM (the
 partial report is still written). The first Ctrl-C or SIGTERM stops
 submitting and lets in-flight batches finish for --grace seconds; a second stops waiting for
 them; only a third aborts at once, without a report.
@@ -32,18 +38,46 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lambdakit.cli.demo import ENDPOINT_ENV
 from lambdakit.results.folders import PRIVATE_FILE
 
 __all__ = [
+    "EXIT_BAD_INPUT",
     "add_demo_command",
+    "add_deploy_command",
     "add_lab_command",
     "add_run_command",
+    "endpoint_from_env",
     "format_summary",
+    "print_error",
     "write_outputs",
 ]
 
-_EXIT_FAILED_RECORDS, _EXIT_BAD_INPUT = 1, 2
+EXIT_BAD_INPUT = 2  # bad arguments, or a LambdakitError: nothing (more) was invoked
+_EXIT_FAILED_RECORDS = 1
 _EXIT_BY_SIGNAL = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM}
+
+
+def print_error(command: str, message: object) -> int:
+    """Print `lambdakit <command>: <message>` as one line on stderr; return exit code 2."""
+    text = " ".join(str(message).split())  # a message with a log tail in it stays one line
+    print(f"lambdakit {command}: {text}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def endpoint_from_env() -> str | None:
+    """$LAMBDAKIT_ENDPOINT_URL, the running service the notebooks use too (None if unset)."""
+    return os.environ.get(ENDPOINT_ENV, "").strip() or None
+
+
+def _endpoint(command: str, given: str | None) -> str | None:
+    """--endpoint-url, else $LAMBDAKIT_ENDPOINT_URL (said on stderr: it is easy to forget)."""
+    if given:
+        return given
+    from_env = endpoint_from_env()
+    if from_env:
+        print(f"lambdakit {command}: using {ENDPOINT_ENV}={from_env}", file=sys.stderr)
+    return from_env
 
 
 class _Terminated(KeyboardInterrupt):
@@ -105,7 +139,8 @@ def add_run_command(subparsers: Any) -> None:
     run.add_argument("--timeout", type=_seconds, help="client timeout per invocation (s)")
     run.add_argument("--max-attempts", type=_positive, default=3)
     run.add_argument("--id-field", help="record field the function reports failures by")
-    run.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9001 for lambdakit local")
+    run.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9001 for lambdakit local "
+                     f"(default ${ENDPOINT_ENV}, else AWS)")  # fmt: skip
     run.add_argument("--region")
     run.add_argument("--profile", help="an AWS profile from ~/.aws/config")
     cache = run.add_mutually_exclusive_group()
@@ -194,28 +229,26 @@ def _url_name(url: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     from lambdakit.engine.cache import DEFAULT, Cache
     from lambdakit.engine.runner import start
-    from lambdakit.errors import LambdakitError
+    from lambdakit.results.folders import check_folder
 
     if args.url is not None and args.input is None and args.function is not None:
         args.function, args.input = None, Path(args.function)  # run --url URL INPUT
     if args.input is None or (args.function is None and args.url is None):
-        print("lambdakit run: give FUNCTION INPUT, or --url URL INPUT", file=sys.stderr)
-        return _EXIT_BAD_INPUT
+        return print_error("run", "give FUNCTION INPUT, or --url URL INPUT")
     headers = {}
     for header in args.header:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
-            print(f"lambdakit run: --header takes 'NAME: VALUE', got {name.strip()!r}...",
-                  file=sys.stderr)  # fmt: skip
-            return _EXIT_BAD_INPUT
+            return print_error("run", f"--header takes 'NAME: VALUE', got {name.strip()!r}...")
         headers[name.strip()] = value.strip()
     if args.url is None and (headers or args.auth or args.cache_namespace):
-        print("lambdakit run: --auth, --header and --cache-namespace go with --url",
-              file=sys.stderr)  # fmt: skip
-        return _EXIT_BAD_INPUT
+        return print_error("run", "--auth, --header and --cache-namespace go with --url")
     if not args.input.is_file():
-        print(f"lambdakit run: input file {str(args.input)!r} does not exist", file=sys.stderr)
-        return _EXIT_BAD_INPUT
+        return print_error("run", f"input file {str(args.input)!r} does not exist")
+    # Before anything is invoked: a report that cannot be written would lose the whole run.
+    report = args.report or _default_report(args.function or _url_name(args.url))
+    check_folder(report, "report folder")
+    endpoint_url = _endpoint("run", args.endpoint_url)
     cache: Any = False if args.no_cache else (args.cache_dir or DEFAULT)
     if cache is not False and args.shared_files:
         cache = Cache(args.cache_dir, shared=True)
@@ -232,44 +265,46 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    try:
-        handle = start(
-            args.function,
-            str(args.input),
-            qualifier=args.qualifier,
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-            timeout=args.timeout,
-            retry=args.max_attempts,
-            cache=cache,
-            id_field=args.id_field,
-            endpoint_url=args.endpoint_url,
-            region=args.region,
-            profile=args.profile,
-            progress=not args.no_progress,
-            grace_s=args.grace,
-            outage_timeout=None if args.wait_for_ever else args.outage_timeout,
-            **(
-                {"url": args.url, "auth": args.auth, "headers": headers or None,
-                 "cache_namespace": args.cache_namespace}
-                if args.url is not None else {}
-            ),
-        )  # fmt: skip
-        with _interrupts_counted(signals):
-            result = handle.wait_through_interrupts(interrupted)
-    except LambdakitError as exc:
-        print(f"lambdakit run: {exc}", file=sys.stderr)
-        return _EXIT_BAD_INPUT
+    handle = start(
+        args.function,
+        str(args.input),
+        qualifier=args.qualifier,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        retry=args.max_attempts,
+        cache=cache,
+        id_field=args.id_field,
+        endpoint_url=endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        progress=not args.no_progress,
+        grace_s=args.grace,
+        outage_timeout=None if args.wait_for_ever else args.outage_timeout,
+        **(
+            {"url": args.url, "auth": args.auth, "headers": headers or None,
+             "cache_namespace": args.cache_namespace}
+            if args.url is not None else {}
+        ),
+    )  # fmt: skip
+    with _interrupts_counted(signals):
+        result = handle.wait_through_interrupts(interrupted)
 
-    report = args.report or _default_report(args.function or _url_name(args.url))
-    result.save_report(report, shared=args.shared_files)
-    write_outputs(result, report / "outputs.jsonl", shared=args.shared_files)
+    try:
+        result.save_report(report, shared=args.shared_files)
+        write_outputs(result, report / "outputs.jsonl", shared=args.shared_files)
+    except OSError as exc:  # checked before the run; something changed under it since
+        return print_error("run", f"cannot write the report folder {report}: {exc}")
     summary = result.summary()
     print(repr(result))
     print(format_summary(summary))
     print(f"report: {report}")
     if signals:
         return _EXIT_BY_SIGNAL[signals[0]]
+    if summary["records"] == 0:
+        print(f"lambdakit run: warning: {args.input} holds no records; nothing was invoked",
+              file=sys.stderr)  # fmt: skip
+        return _EXIT_FAILED_RECORDS
     if result.meta.get("stop_reason") == "outage":
         print(
             f"lambdakit run: the endpoint stayed unreachable for {args.outage_timeout:g} s; "
@@ -303,6 +338,79 @@ def _interrupts_counted(signals: list[int]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def add_deploy_command(subparsers: Any) -> None:
+    """`lambdakit deploy NAME FOLDER`: lambdakit.deploy() from the shell."""
+    deploy = subparsers.add_parser(
+        "deploy",
+        help="zip a handler folder and create or update a function",
+        description="Zip FOLDER and create or update function NAME so it is exactly as "
+        "described (no --env clears its environment), wait until it can be invoked, and "
+        "print its ARN, version and CodeSha256. --alias publishes a version and points the "
+        "alias at it.",
+    )
+    deploy.add_argument("name", help="the function name")
+    deploy.add_argument("folder", type=Path, help="the handler folder (app.py, bootstrap, ...)")
+    deploy.add_argument("--handler", default="app.handler", help="module.function")
+    deploy.add_argument("--runtime", default="python3.11")
+    deploy.add_argument("--memory", type=_positive, default=128, metavar="MB")
+    deploy.add_argument("--timeout", type=_positive, default=30, metavar="S",
+                        help="the function's timeout in seconds")  # fmt: skip
+    deploy.add_argument(
+        "--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE",
+        help="an environment variable (repeatable)",
+    )  # fmt: skip
+    deploy.add_argument("--role", help="execution role ARN (needed on AWS)")
+    deploy.add_argument("--description")
+    deploy.add_argument("--publish", action="store_true", help="publish a version")
+    deploy.add_argument("--alias", help="publish, and create or move this alias to it")
+    deploy.add_argument("--url", choices=["NONE", "AWS_IAM"], help="also give it a function URL")
+    deploy.add_argument("--endpoint-url", help=f"e.g. lambdakit local (default ${ENDPOINT_ENV})")
+    deploy.add_argument("--region")
+    deploy.add_argument("--profile", help="an AWS profile from ~/.aws/config")
+    deploy.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    deploy.set_defaults(func=_deploy)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from lambdakit.aws.connection import make_client
+    from lambdakit.aws.deploy import PLACEHOLDER_ROLE, deploy
+
+    environment: dict[str, str] = {}
+    for key, value in args.env:
+        if key in environment:  # which one was meant? say so rather than keep the last
+            return print_error("deploy", f"--env {key} given twice")
+        environment[key] = value
+    client = make_client(
+        endpoint_url=_endpoint("deploy", args.endpoint_url), region=args.region,
+        profile=args.profile,
+    )  # fmt: skip
+    deployed = deploy(
+        client, args.name, args.folder, handler=args.handler, runtime=args.runtime,
+        memory_mb=args.memory, timeout_s=args.timeout, environment=environment,
+        role=args.role or PLACEHOLDER_ROLE, publish=args.publish, alias=args.alias,
+        description=args.description, url=args.url,
+    )  # fmt: skip
+    fields = dataclasses.asdict(deployed)
+    if args.json:
+        print(json.dumps({**fields, "qualified_arn": deployed.qualified_arn}))
+        return 0
+    print(f"{deployed.action}: {deployed.qualified_arn}")
+    width = max(len(key) for key in fields)
+    for key, value in fields.items():
+        if value is not None:
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
 def add_demo_command(subparsers: Any) -> None:
     """`lambdakit demo`: the papermill batch notebook against a fresh local service."""
     demo = subparsers.add_parser(
@@ -320,19 +428,14 @@ def add_demo_command(subparsers: Any) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from lambdakit.cli.demo import run_demo
-    from lambdakit.errors import LambdakitError
 
     print("lambdakit demo: starting lambdakit local and running 02_batch_run.ipynb ...")
-    try:
-        demo = run_demo(
-            args.runs_dir,
-            n_records=args.n_records,
-            batch_size=args.batch_size,
-            concurrency=args.concurrency,
-        )
-    except LambdakitError as exc:
-        print(f"lambdakit demo: {exc}", file=sys.stderr)
-        return _EXIT_BAD_INPUT
+    demo = run_demo(
+        args.runs_dir,
+        n_records=args.n_records,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+    )
     print(f"function {demo.manifest.get('function')}, batch size {args.batch_size}")
     print(_headline(demo.summary))
     print(format_summary(demo.summary))
@@ -361,13 +464,8 @@ def add_lab_command(subparsers: Any) -> None:
 
 def _lab(args: argparse.Namespace) -> int:
     from lambdakit.cli.demo import run_lab
-    from lambdakit.errors import LambdakitError
 
     extra = [a for a in args.lab_args if a != "--"]
     # A SIGTERM becomes SystemExit, so that JupyterLab and the local service are stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        return run_lab(port=args.port, state_dir=args.state_dir, lab_args=tuple(extra))
-    except LambdakitError as exc:
-        print(f"lambdakit lab: {exc}", file=sys.stderr)
-        return _EXIT_BAD_INPUT
+    return run_lab(port=args.port, state_dir=args.state_dir, lab_args=tuple(extra))

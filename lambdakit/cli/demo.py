@@ -25,6 +25,7 @@ __all__ = [
     "DEMO_FUNCTION",
     "ENDPOINT_ENV",
     "DemoResult",
+    "lab_arguments",
     "notebooks_dir",
     "run_demo",
     "run_lab",
@@ -118,6 +119,15 @@ def run_demo(
     return DemoResult(folder=folder, notebook=executed, manifest=manifest, plots=plots)
 
 
+def lab_arguments(lab_args: tuple[str, ...], *, euid: int | None = None) -> list[str]:
+    """The arguments for `jupyter lab`: `lab_args`, plus --allow-root when run as root."""
+    euid = os.geteuid() if euid is None and hasattr(os, "geteuid") else euid
+    if euid == 0 and "--allow-root" not in lab_args:
+        log.warning("running as root: starting JupyterLab with --allow-root")
+        return [*lab_args, "--allow-root"]
+    return list(lab_args)
+
+
 def run_lab(
     *,
     port: int = 9001,
@@ -127,17 +137,19 @@ def run_lab(
     """Start lambdakit local on `port`, then JupyterLab on notebooks/ pointed at it.
 
     Blocks until JupyterLab exits (Ctrl-C), then stops the service; returns Lab's exit code.
-    Functions deployed from the notebooks persist in `state_dir` between sessions.
+    Functions deployed from the notebooks persist in `state_dir` between sessions. The
+    service is announced (`lambdakit local faults` finds it). As root, JupyterLab gets
+    `--allow-root`, without which it refuses to start.
     """
     from lambdakit.local import LocalLambda
 
     notebooks = notebooks_dir()
-    with LocalLambda(state_dir=Path(state_dir).resolve(), port=port) as local:
+    with LocalLambda(state_dir=Path(state_dir).resolve(), port=port, announce=True) as local:
         assert local.endpoint_url is not None
         env = dict(os.environ, **{ENDPOINT_ENV: local.endpoint_url})
         log.info("lambdakit local at %s; starting JupyterLab", local.endpoint_url)
         command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}"]
-        lab = subprocess.Popen([*command, *lab_args], env=env)
+        lab = subprocess.Popen([*command, *lab_arguments(lab_args)], env=env)
         try:
             return lab.wait()
         except KeyboardInterrupt:  # Ctrl-C: Lab would ask to confirm; we are stopping anyway

@@ -8,10 +8,17 @@
     lambdakit local schedules [--group G] [--state-dir DIR]
     lambdakit local schedules history NAME [--group G] [--tail N] [--state-dir DIR]
     lambdakit local faults [FUNCTION] [--throttle-rate R] [--error-rate R] [--latency-ms MS]
-                                      [--seed N] [--clear] [--endpoint-url URL]
+                                      [--seed N] [--clear] [--endpoint-url URL | --state-dir DIR]
                                       (no FUNCTION: show, or with --clear remove, them all)
-    lambdakit run FUNCTION INPUT [...]     lambdakit demo [...]     lambdakit lab [...]
-                                    (see lambdakit/commands.py)
+    lambdakit run FUNCTION INPUT [...]     lambdakit deploy NAME FOLDER [...]
+    lambdakit demo [...]                   lambdakit lab [...]      (see cli/commands.py)
+
+`local logs` and `local faults` find the running service by its state file (local/running.py):
+the one in --state-dir, else the pointer that `lambdakit local` writes for the service it
+started last. `faults` takes --endpoint-url first, then that state dir's service, then
+$LAMBDAKIT_ENDPOINT_URL, then the pointer, then http://127.0.0.1:9001.
+
+Errors are one line on stderr: exit 2 for bad arguments and for every LambdakitError.
 
 Each command is an `add_<name>_command(subparsers)` function that sets `func` on its parser;
 a new command is one more such function listed in COMMANDS.
@@ -29,13 +36,30 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from lambdakit.cli.commands import add_demo_command, add_lab_command, add_run_command
+from lambdakit.cli.commands import (
+    EXIT_BAD_INPUT,
+    add_demo_command,
+    add_deploy_command,
+    add_lab_command,
+    add_run_command,
+    endpoint_from_env,
+    print_error,
+)
+from lambdakit.errors import LambdakitError
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "OneLineErrorParser", "build_parser", "main"]
 
 _DEFAULT_ENDPOINT = "http://127.0.0.1:9001"
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit 2), with no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `<prog>: <message> (see <prog> --help)` and exit 2."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _delays(text: str) -> tuple[float, ...]:
@@ -110,13 +134,16 @@ def add_local_command(subparsers: Any) -> None:
         "only through POST /_lambdakit/clock",
     )  # fmt: skip
     local.add_argument("--exit-with-parent", type=int, metavar="PID", help=argparse.SUPPRESS)
+    # With --exit-with-parent (LocalLambda), the pointer is written only when asked for.
+    local.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
     local.set_defaults(func=_serve)
     actions = local.add_subparsers(dest="local_command", metavar="{logs,faults,schedules}")
 
     logs = actions.add_parser("logs", help="print a function's logs from the state dir")
     logs.add_argument("function")
     logs.add_argument("--tail", type=int, help="only the last N lines")
-    logs.add_argument("--state-dir", type=Path, dest="logs_state_dir")
+    logs.add_argument("--state-dir", type=Path, dest="logs_state_dir",
+                      help="the service's state dir (default: the running service's)")  # fmt: skip
     logs.set_defaults(func=_logs)
 
     faults = actions.add_parser("faults", help="show or set a function's injected faults")
@@ -126,7 +153,10 @@ def add_local_command(subparsers: Any) -> None:
     faults.add_argument("--latency-ms", type=float)
     faults.add_argument("--seed", type=int, dest="fault_seed")
     faults.add_argument("--clear", action="store_true", help="remove every fault")
-    faults.add_argument("--endpoint-url", default=_DEFAULT_ENDPOINT)
+    where = faults.add_mutually_exclusive_group()
+    where.add_argument("--endpoint-url", help="the service (default: the running one's)")
+    where.add_argument("--state-dir", type=Path, dest="faults_state_dir",
+                       help="find the service running on this state dir")  # fmt: skip
     faults.set_defaults(func=_faults)
 
     schedules = actions.add_parser("schedules", help="list schedules, or one's firing history")
@@ -145,14 +175,15 @@ def add_local_command(subparsers: Any) -> None:
 COMMANDS: list[Callable[[Any], None]] = [
     add_local_command,
     add_run_command,
+    add_deploy_command,
     add_demo_command,
     add_lab_command,
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser."""
-    parser = argparse.ArgumentParser(prog="lambdakit", description=__doc__.splitlines()[0])
+    """The full argument parser (its subparsers inherit the one-line errors)."""
+    parser = OneLineErrorParser(prog="lambdakit", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(subparsers)
@@ -180,6 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert, tls_key=args.tls_key, insecure_http=args.insecure_http,
             access_keys=tuple(keys.items()), read_timeout_s=args.read_timeout,
             test_clock=args.test_clock,
+            announce=args.exit_with_parent is None or args.announce,
         )  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"lambdakit local: {exc}", file=sys.stderr)
@@ -210,12 +242,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     from lambdakit.local.logs import read_logs
-    from lambdakit.local.server import default_state_dir
 
-    state_dir = args.logs_state_dir or args.state_dir or default_state_dir()
     if args.tail is not None and args.tail < 0:
-        print("lambdakit local logs: --tail must be >= 0", file=sys.stderr)
-        return 2
+        return print_error("local logs", "--tail must be >= 0")
+    state_dir = _state_dir(args.logs_state_dir, args.state_dir)
     events = read_logs(Path(state_dir), args.function, tail=args.tail)
     if not events and not (Path(state_dir) / "functions" / f"{args.function}.json").exists():
         print(
@@ -228,9 +258,15 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _state_dir(*candidates: Path | None) -> Path:
+    """The first --state-dir given, else the running service's (its pointer), else the default."""
+    from lambdakit.local.running import find_service
     from lambdakit.local.server import default_state_dir
 
-    return Path(next((c for c in candidates if c is not None), None) or default_state_dir())
+    given = next((c for c in candidates if c is not None), None)
+    if given is not None:
+        return Path(given)
+    running = find_service()  # a pointer left by a killed service: LocalServiceError
+    return running.state_dir if running is not None else default_state_dir()
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -318,8 +354,33 @@ def _schedule_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _faults_endpoint(args: argparse.Namespace) -> tuple[str, str]:
+    """The service to talk to, and where that came from (for the error messages)."""
+    from lambdakit.errors import LocalServiceError
+    from lambdakit.local.running import SERVICE_FILE, find_service
+
+    if args.endpoint_url:
+        return args.endpoint_url, "--endpoint-url"
+    state_dir = args.faults_state_dir or args.state_dir
+    if state_dir is not None:
+        running = find_service(state_dir)
+        if running is None:
+            raise LocalServiceError(
+                f"no lambdakit local is running on state dir {state_dir} (no {SERVICE_FILE})"
+            )
+        return running.endpoint_url, str(running.path)
+    from_env = endpoint_from_env()
+    if from_env:
+        return from_env, "LAMBDAKIT_ENDPOINT_URL"
+    running = find_service()
+    if running is not None:
+        return running.endpoint_url, str(running.path)
+    return _DEFAULT_ENDPOINT, "the default (no running lambdakit local was found)"
+
+
 def _faults(args: argparse.Namespace) -> int:
-    url = f"{args.endpoint_url.rstrip('/')}/_lambdakit/faults"
+    endpoint, found_by = _faults_endpoint(args)
+    url = f"{endpoint.rstrip('/')}/_lambdakit/faults"
     if args.function is not None:
         url += f"/{urllib.parse.quote(args.function, safe='')}"
     settings = {
@@ -330,8 +391,7 @@ def _faults(args: argparse.Namespace) -> int:
     }
     given = {k: v for k, v in settings.items() if v is not None}
     if given and args.function is None:
-        print("lambdakit local faults: name the FUNCTION to set faults on", file=sys.stderr)
-        return 2
+        return print_error("local faults", "name the FUNCTION to set faults on")
     if args.clear:
         request = urllib.request.Request(url, method="DELETE")
     elif given:
@@ -344,14 +404,13 @@ def _faults(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=30) as response:
             text = response.read().decode()
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
+        detail = " ".join(exc.read().decode(errors="replace").split())
         print(f"lambdakit local faults: {exc.code} {detail}", file=sys.stderr)
         return 1
-    except urllib.error.URLError as exc:
-        print(
-            f"lambdakit local faults: cannot reach {args.endpoint_url}: {exc.reason}",
-            file=sys.stderr,
-        )
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"lambdakit local faults: cannot reach {endpoint} (from {found_by}): {reason}",
+              file=sys.stderr)  # fmt: skip
         return 1
     if args.clear:
         print(f"faults of {args.function or 'every function'} cleared")
@@ -363,4 +422,8 @@ def _faults(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lambdakit` script and `python -m lambdakit`."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    name = args.command + (f" {args.local_command}" if getattr(args, "local_command", None) else "")
+    try:
+        return int(args.func(args) or 0)
+    except LambdakitError as exc:  # a bad setting, a missing function, a folder not writable
+        return print_error(name, exc)

@@ -139,3 +139,13 @@ def test_the_demo_headline_is_failed_records_over_records(tmp_path, capsys, monk
     ]
     assert [h for t in texts for h in _headlines(t)] == [(failed, records, share)]
     assert len(cards) == 1 and _headlines(cards[0]) == [(failed, records, share)]
+
+
+def test_lab_as_root_passes_allow_root_and_says_so(caplog):
+    from lambdakit.cli.demo import lab_arguments
+
+    with caplog.at_level("WARNING", logger="lambdakit.cli.demo"):
+        assert lab_arguments(("--no-browser",), euid=0) == ["--no-browser", "--allow-root"]
+    assert "running as root: starting JupyterLab with --allow-root" in caplog.text
+    assert lab_arguments(("--allow-root",), euid=0) == ["--allow-root"]  # not twice
+    assert lab_arguments(("--no-browser",), euid=1000) == ["--no-browser"]
