@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test e2e screenshots lint format demo lab notebooks bench clean
+.PHONY: install chromium test e2e screenshots lint format demo lab notebooks bench clean
 
 install: $(STAMP)
 
@@ -23,19 +23,34 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The browser test drives Debian's Chromium (Playwright cannot download one here). As root
+# it is installed with apt-get when missing; otherwise make says how and stops, since the
+# browser test is never skipped.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: $(CHROMIUM) is missing: installing chromium with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  test -x $(CHROMIUM) || { echo "make: apt-get did not install $(CHROMIUM)" >&2; exit 1; }; \
+	else \
+	  echo "make: the browser test needs $(CHROMIUM): run 'sudo apt-get install chromium' (or make as root), then make test again" >&2; \
+	  exit 1; \
+	fi
+
 NBVAL := --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-test: install lint
+test: install lint chromium
 	$(PY) -m pytest
 	$(PY) -m pytest -p no:cacheprovider $(NBVAL) notebooks/
 
 # The browser test alone (JupyterLab in headless Chromium; make test runs it too).
 # Screenshots of its steps land in artifacts/e2e/.
-e2e: install
+e2e: install chromium
 	$(PY) -m pytest -p no:cacheprovider -m e2e tests/e2e
 
 # Re-make the README's docs/img/quickstart.png from the browser test's finished form.
-screenshots: install
+screenshots: install chromium
 	LAMBDAKIT_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -p no:cacheprovider -m e2e tests/e2e
 
 demo: install

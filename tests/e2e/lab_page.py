@@ -78,7 +78,7 @@ def launch_chromium(playwright: Playwright) -> Browser:
     if not Path(CHROMIUM).exists():
         raise FileNotFoundError(
             f"{CHROMIUM} is missing: the browser test drives Debian's Chromium "
-            "(apt-get install chromium; .ci/run installs it)"
+            "(make chromium installs it as root; else apt-get install chromium)"
         )
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
