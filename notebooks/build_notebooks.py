@@ -247,25 +247,27 @@ outputs, and the plots as PNG files. It ends by checking that no record was lost
 """),
     code(
         """
+from typing import Optional  # papermill reads these hints (`X | None` it cannot parse)
+
 # Where to run: local starts lambdakit local unless endpoint_url or
 # $LAMBDAKIT_ENDPOINT_URL names a running one; aws uses the standard credential chain.
-target = "local"
-endpoint_url = None
+target: str = "local"  # "local" or "aws"
+endpoint_url: Optional[str] = None  # a running lambdakit local, e.g. http://127.0.0.1:9001
 # The function, deployed from function_dir first when the target is local.
-function_name = "enrich-orders"
-function_dir = "functions/enrich_orders"
-qualifier = None  # an alias or a version, None means $LATEST
-batch_size = 25
-concurrency = 4
-timeout = None  # client read timeout per invocation in seconds, None means automatic
-max_attempts = 3
+function_name: str = "enrich-orders"
+function_dir: str = "functions/enrich_orders"
+qualifier: Optional[str] = None  # an alias or a version, None means $LATEST
+batch_size: int = 25
+concurrency: int = 4
+timeout: Optional[float] = None  # client read timeout per invocation in s, None: automatic
+max_attempts: int = 3
 # The data: n_records generated orders, or a .jsonl/.csv/.parquet file in dataset.
-n_records = 300
-invalid_fraction = 0.01  # share of generated orders that are broken on purpose
-seed = 0
-dataset = None
-cache_dir = None  # None means a fresh temporary cache, so the run is reproducible
-output_dir = None  # None means a fresh temporary folder
+n_records: int = 300
+invalid_fraction: float = 0.01  # share of generated orders that are broken on purpose
+seed: int = 0
+dataset: Optional[str] = None  # a .jsonl/.csv/.parquet path instead of generated orders
+cache_dir: Optional[str] = None  # None means a fresh temporary cache: a reproducible run
+output_dir: Optional[str] = None  # None means a fresh temporary folder
 """,
         "parameters",
     ),
