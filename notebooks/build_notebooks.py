@@ -108,9 +108,11 @@ records = pd.DataFrame(
         "tags": [["Demo", f"group-{i % 3}"] for i in range(200)],
     }
 )
-# A fresh cache folder, so that the notebook behaves the same on every run. The default
-# cache lives in your user cache folder and makes a rerun of the same job instant.
-cache_dir = tempfile.mkdtemp(prefix="lambdakit-quickstart-cache-")
+# A fresh cache folder, so that the notebook behaves the same on every run; it is removed
+# when this kernel stops (the form below may still use it). The default cache lives in your
+# user cache folder and makes a rerun of the same job instant.
+scratch = tempfile.TemporaryDirectory(prefix="lambdakit-quickstart-cache-")
+cache_dir = scratch.name
 records.head()
 """),
     md("""
@@ -266,7 +268,7 @@ n_records: int = 300
 invalid_fraction: float = 0.01  # share of generated orders that are broken on purpose
 seed: int = 0
 dataset: Optional[str] = None  # a .jsonl/.csv/.parquet path instead of generated orders
-cache_dir: Optional[str] = None  # None means a fresh temporary cache: a reproducible run
+cache_dir: Optional[str] = None  # None: a fresh temporary cache, removed at the end
 output_dir: Optional[str] = None  # None means a fresh temporary folder
 """,
         "parameters",
@@ -299,7 +301,9 @@ parameters = {
     "output_dir": output_dir,
 }
 endpoint_url = endpoint_url or os.environ.get("LAMBDAKIT_ENDPOINT_URL")
-cache_dir = cache_dir or tempfile.mkdtemp(prefix="lambdakit-cache-")
+# A cache made for this run only is removed at its end (and with the kernel at the latest).
+scratch = None if cache_dir else tempfile.TemporaryDirectory(prefix="lambdakit-cache-")
+cache_dir = cache_dir or scratch.name
 output_dir = Path(output_dir or tempfile.mkdtemp(prefix="lambdakit-run-"))
 output_dir.mkdir(parents=True, exist_ok=True)
 """),
@@ -385,6 +389,8 @@ print(f"every record accounted for: {ok} ok, {len(failed)} failed with a reason"
     code("""
 if local is not None:
     local.stop()
+if scratch is not None:
+    scratch.cleanup()  # the temporary cache: the report and outputs are in output_dir
 """),
 ]
 
@@ -422,7 +428,9 @@ name = "enrich-orders-versions"
 v1 = lambdakit.deploy(client, name, "functions/enrich_orders", publish=True, **role).version
 
 # v2: the same code with two changes, made on a copy of the folder.
-v2_dir = Path(tempfile.mkdtemp(prefix="enrich-v2-")) / "enrich_orders"
+# The copy and the cache below live in here, removed at the end (with the kernel at the latest).
+scratch = tempfile.TemporaryDirectory(prefix="lambdakit-compare-")
+v2_dir = Path(scratch.name) / "enrich_orders"
 shutil.copytree("functions/enrich_orders", v2_dir)
 app = (v2_dir / "app.py").read_text()
 changed = app.replace('"EUR": Decimal("1.08")', '"EUR": Decimal("1.10")').replace(
@@ -445,7 +453,7 @@ sys.path.insert(0, "functions/enrich_orders")
 from dataset import generate_orders
 
 orders = generate_orders(240, seed=7, invalid_fraction=0.05)
-cache_dir = tempfile.mkdtemp(prefix="lambdakit-compare-cache-")
+cache_dir = tempfile.mkdtemp(prefix="cache-", dir=scratch.name)
 settings = dict(batch_size=20, concurrency=4, endpoint_url=endpoint_url, progress=False)
 settings["retry"] = {"max_attempts": 2, "base_delay": 0.1}
 
@@ -538,6 +546,7 @@ lambdakit.Cache(cache_dir).entries(name).groupby("executed_version").size()
     code("""
 if local is not None:
     local.stop()
+scratch.cleanup()  # the temporary cache and the copy of v2's code
 """),
 ]
 
@@ -564,6 +573,8 @@ import lambdakit
 target = os.environ.get("LAMBDAKIT_TARGET", "local")
 endpoint_url = os.environ.get("LAMBDAKIT_ENDPOINT_URL")
 records = [{"id": i, "value": i * 1.5} for i in range(120)]
+# Every cache made below lives in here, removed at the end (and with the kernel at the latest).
+scratch = tempfile.TemporaryDirectory(prefix="lambdakit-failures-")
 """),
     code(CONNECT),
     code('''
@@ -578,7 +589,7 @@ def flaky(name, timeout_s=10, **knobs):
 
 def go(name, data=records, **options):
     """Run `data` through `name` with a fresh cache unless one is given."""
-    options.setdefault("cache", tempfile.mkdtemp(prefix="lambdakit-failures-"))
+    options.setdefault("cache", tempfile.mkdtemp(dir=scratch.name))
     options.setdefault("retry", {"max_attempts": 3, "base_delay": 0.1})
     return lambdakit.run(
         name, data, endpoint_url=endpoint_url, progress=False, **{"batch_size": 10, **options}
@@ -667,7 +678,7 @@ finished are served from the cache and only the rest is invoked.
     code("""
 # NBVAL_IGNORE_OUTPUT
 sleepy = flaky("failures-interrupt", SLEEP_MS=200)
-resume_cache = tempfile.mkdtemp(prefix="lambdakit-resume-")
+resume_cache = tempfile.mkdtemp(prefix="resume-", dir=scratch.name)
 options = dict(batch_size=4, concurrency=2, cache=resume_cache, endpoint_url=endpoint_url)
 handle = lambdakit.start(sleepy, records, progress=False, **options)
 deadline = time.monotonic() + 120
@@ -693,6 +704,7 @@ print("the batches finished before the interrupt came from the cache, the rest r
     code("""
 if local is not None:
     local.stop()
+scratch.cleanup()  # every temporary cache of this notebook
 """),
 ]
 
