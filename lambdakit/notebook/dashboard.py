@@ -217,10 +217,12 @@ class Dashboard:
         self.headline.value = _headline_html(progress, live)
         self.rates.value = _rates_html(progress, live)
         self.errors.value = _errors_html(live.failed_batches)
-        if progress.ended and total is None:
-            # The source is exhausted (or the run stopped): what was read is the total.
-            self.records_text.value = f"{progress.records_done:,} of {progress.records_read:,}"
+        if progress.ended:
+            # The source is exhausted (or the run stopped): what was read is the total, of
+            # batches always ("40 done, 40 read so far" would read as still going).
             self.batches_text.value = f"{progress.batches_done:,} of {progress.batches_read:,}"
+            if total is None:
+                self.records_text.value = f"{progress.records_done:,} of {progress.records_read:,}"
 
     def show_end(self, state: str) -> None:
         """Colour the bars by how the run ended (finished, finished with failures, cancelled

@@ -135,7 +135,7 @@ def throughput(data: Any, *, bin_s: float | None = None, ax: Axes | None = None)
     )
     right.set_ylabel("invocations/s")
     right.set_ylim(bottom=0)
-    ax.legend(handles=[records, calls], loc="upper left", fontsize="small")
+    ax.legend(handles=[records, calls], loc="best", fontsize="small")
     ax.set_title(f"{title} ({width:.3g} s bins)")
     return figure
 

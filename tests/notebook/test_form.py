@@ -532,4 +532,9 @@ def test_dashboard_shows_a_source_of_unknown_length():
     board.show(known, live)
     assert board.records_text.value == "50 / 200 (25%)"
     assert board.records_bar.max == 200
+    # Once it ended, the batches read are all the batches there are.
+    board.show(Progress(state="finished", records_total=200, records_read=200, records_done=200,
+                        batches_read=20, batches_done=20), live)  # fmt: skip
+    assert board.batches_text.value == "20 of 20"
+    assert board.records_text.value == "200 / 200 (100%)"
     assert errors == []
