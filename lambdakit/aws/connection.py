@@ -71,7 +71,6 @@ def make_client(
     timeout = _read_timeout(read_timeout, function_timeout_s)
 
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, NoCredentialsError
 
     config = Config(
         # Never below botocore's default of 10; one connection per worker thread.
@@ -84,22 +83,7 @@ def make_client(
         tcp_keepalive=True,
         parameter_validation=parameter_validation,
     )
-    if session is None:
-        session = make_session(endpoint_url=endpoint_url, region=region, profile=profile)
-    try:
-        credentials = session.get_credentials()  # looked up once per session, then kept
-        kwargs: dict[str, Any] = {"config": config}
-        if endpoint_url is not None:
-            kwargs["endpoint_url"] = endpoint_url
-            if session.region_name is None:
-                kwargs["region_name"] = _LOCAL_REGION
-            if credentials is None:
-                kwargs.update(_LOCAL_CREDENTIALS)
-        elif credentials is None:
-            raise NoCredentialsError()
-        return session.client("lambda", **kwargs)
-    except BotoCoreError as exc:
-        raise translate_client_error(exc, operation="make_client") from exc
+    return _service_client("lambda", config, "make_client", session, endpoint_url, region, profile)
 
 
 def make_scheduler_client(
@@ -117,17 +101,33 @@ def make_scheduler_client(
     """
     _check_where(endpoint_url, region, profile)
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, NoCredentialsError
 
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=60,
         retries={"total_max_attempts": 3, "mode": "standard"},
     )
+    return _service_client(
+        "scheduler", config, "make_scheduler_client", session, endpoint_url, region, profile
+    )
+
+
+def _service_client(
+    service: str,
+    config: Any,
+    operation: str,
+    session: Any,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+) -> Any:
+    """One boto3 client of `service`: dummy region and keys only for an endpoint_url."""
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+
     if session is None:
         session = make_session(endpoint_url=endpoint_url, region=region, profile=profile)
     try:
-        credentials = session.get_credentials()
+        credentials = session.get_credentials()  # looked up once per session, then kept
         kwargs: dict[str, Any] = {"config": config}
         if endpoint_url is not None:
             kwargs["endpoint_url"] = endpoint_url
@@ -137,9 +137,9 @@ def make_scheduler_client(
                 kwargs.update(_LOCAL_CREDENTIALS)
         elif credentials is None:
             raise NoCredentialsError()
-        return session.client("scheduler", **kwargs)
+        return session.client(service, **kwargs)
     except BotoCoreError as exc:
-        raise translate_client_error(exc, operation="make_scheduler_client") from exc
+        raise translate_client_error(exc, operation=operation) from exc
 
 
 def make_session(

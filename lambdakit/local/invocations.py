@@ -144,16 +144,15 @@ def _headers(request: web.Request) -> tuple[str, bool, str | None]:
 
 
 async def _payload(request: web.Request, limit: int, operation: str) -> bytes:
-    too_large = ApiError(
-        413,
-        "RequestEntityTooLargeException",
-        f"Request must be smaller than {limit} bytes for the {operation} operation",
-    )
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    payload = await request.read()
+        raise _too_large(limit, operation)
+    return _checked_payload(await request.read(), limit, operation)
+
+
+def _checked_payload(payload: bytes, limit: int, operation: str) -> bytes:
+    """The payload as Invoke takes it: within `limit`, JSON, and {} when empty."""
     if len(payload) > limit:
-        raise too_large
+        raise _too_large(limit, operation)
     if not payload.strip():
         return b"{}"  # Lambda hands an empty payload to the handler as {}
     try:
@@ -163,6 +162,14 @@ async def _payload(request: web.Request, limit: int, operation: str) -> bytes:
             f"Could not parse request body into json: Could not parse payload into json: {exc}"
         ) from None
     return payload
+
+
+def _too_large(limit: int, operation: str) -> ApiError:
+    return ApiError(
+        413,
+        "RequestEntityTooLargeException",
+        f"Request must be smaller than {limit} bytes for the {operation} operation",
+    )
 
 
 async def invoke(request: web.Request) -> web.StreamResponse:
@@ -210,20 +217,7 @@ def invoke_event(
     """
     version, invoked_arn = _route(service, name, qualifier)
     _spec(service, name, version)
-    if len(payload) > MAX_EVENT_PAYLOAD:
-        raise ApiError(
-            413,
-            "RequestEntityTooLargeException",
-            f"Request must be smaller than {MAX_EVENT_PAYLOAD} bytes for the InvokeAsync operation",
-        )
-    if not payload.strip():
-        payload = b"{}"
-    try:
-        orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise bad_content(
-            f"Could not parse request body into json: Could not parse payload into json: {exc}"
-        ) from None
+    payload = _checked_payload(payload, MAX_EVENT_PAYLOAD, "InvokeAsync")
     assert service.events is not None  # set by server.build_app before serving
     service.events.put(Event(request_id, name, version, invoked_arn, payload, None, tag=tag))
     return version
