@@ -273,6 +273,7 @@ def deploy(
     alias: str | None = None,
     description: str | None = None,
     url: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> Deployment:
     """Create or update function `name` from `folder`, wait until it is ready; a Deployment.
 
@@ -280,7 +281,10 @@ def deploy(
     configuration are only sent when they differ. `alias` implies `publish`: the new version
     is published and the alias created or moved to it. `url="NONE" | "AWS_IAM"` also gives
     the function (the alias, when given) a function URL, with the public-access statement a
-    NONE URL needs; its address is the result's `function_url`.
+    NONE URL needs; its address is the result's `function_url`. `settings` passes further
+    function settings as the Lambda API names them (EphemeralStorage, LoggingConfig,
+    DeadLetterConfig, TracingConfig, KMSKeyArn, VpcConfig, SnapStart, FileSystemConfigs,
+    Architectures); a setting is sent again only when what Lambda reports differs.
 
     >>> deploy(client, "orders", "functions/enrich_orders", alias="live").version  # doctest: +SKIP
     '1'
@@ -298,6 +302,8 @@ def deploy(
         raise DeployError(f"url must be None, 'NONE' or 'AWS_IAM', got {url!r}")
     if not callable(getattr(client, "get_function_configuration", None)):
         raise DeployError(f"client must be a boto3 Lambda client, got {type(client).__name__}")
+    extra_settings = _settings(settings)
+    architectures = extra_settings.pop("Architectures", None)
     validate_handler(folder, handler, runtime)
     zip_bytes = package(folder)
     code_sha256 = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
@@ -308,6 +314,7 @@ def deploy(
         "Timeout": int(timeout_s),
         "Environment": {"Variables": _environment(environment)},
         "Description": description or "",
+        **extra_settings,
     }
 
     with _step(name, "looking the function up"):
@@ -326,10 +333,11 @@ def deploy(
                 Code={"ZipFile": zip_bytes},
                 PackageType="Zip",
                 **wanted,
+                **({"Architectures": architectures} if architectures else {}),
             )
             _wait(client, "function_active_v2", FunctionName=name)
     else:
-        action = _update(client, name, current, zip_bytes, code_sha256, wanted, role)
+        action = _update(client, name, current, zip_bytes, code_sha256, wanted, role, architectures)
 
     version = "$LATEST"
     if publish or alias:
@@ -365,18 +373,27 @@ def _update(
     code_sha256: str,
     wanted: dict[str, Any],
     role: str,
+    architectures: list[str] | None = None,
 ) -> str:
     """Bring an existing function to the wanted code and configuration; say what changed."""
     with _step(name, "waiting for a previous update"):
         if current.get("State") == "Pending" or current.get("LastUpdateStatus") == "InProgress":
             _wait(client, "function_updated_v2", FunctionName=name)
     changed = []
-    if current.get("CodeSha256") != code_sha256:
+    new_architecture = architectures is not None and current.get("Architectures") != architectures
+    if current.get("CodeSha256") != code_sha256 or new_architecture:
+        # Architectures is a setting of the code (UpdateFunctionCode), not of the configuration.
+        arch = {"Architectures": architectures} if new_architecture else {}
         with _step(name, "uploading the code"):
-            call_api(client, "update_function_code", FunctionName=name, ZipFile=zip_bytes)
+            call_api(client, "update_function_code", FunctionName=name, ZipFile=zip_bytes, **arch)
             _wait(client, "function_updated_v2", FunctionName=name)
         changed.append("code")
     have = {key: current.get(key) for key in wanted}
+    for key in wanted.keys() - _BASIC:
+        # Lambda adds fields of its own (VpcId, OptimizationStatus, default log levels):
+        # the setting matches when every field asked for is what Lambda reports.
+        if _covers(current.get(key), wanted[key]):
+            have[key] = wanted[key]
     have["Environment"] = {"Variables": (current.get("Environment") or {}).get("Variables") or {}}
     have["Description"] = current.get("Description") or ""
     extra = {"Role": role} if role != PLACEHOLDER_ROLE and role != current.get("Role") else {}
@@ -386,6 +403,41 @@ def _update(
             _wait(client, "function_updated_v2", FunctionName=name)
         changed.append("configuration")
     return "updated " + " and ".join(changed) if changed else "unchanged"
+
+
+_BASIC = frozenset({"Runtime", "Handler", "MemorySize", "Timeout", "Environment", "Description"})
+# What deploy(settings=...) passes on; the rest of CreateFunction's members deploy() sets
+# itself (or, like code from S3, does not use).
+_PASSED_SETTINGS = frozenset({
+    "EphemeralStorage", "LoggingConfig", "DeadLetterConfig", "TracingConfig", "KMSKeyArn",
+    "VpcConfig", "SnapStart", "FileSystemConfigs", "Architectures",
+})  # fmt: skip
+
+
+def _settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise DeployError(f"settings must be a mapping of Lambda setting names, got {settings!r}")
+    unknown = sorted(set(settings) - _PASSED_SETTINGS)
+    if unknown:
+        raise DeployError(
+            f"settings {unknown} are not function settings deploy() passes on; use one of "
+            f"{', '.join(sorted(_PASSED_SETTINGS))} (the other ones are deploy()'s own arguments)"
+        )
+    return dict(settings)
+
+
+def _covers(reported: Any, wanted: Any) -> bool:
+    """Whether what Lambda reports has every field of `wanted` with the same value."""
+    if isinstance(wanted, Mapping):
+        reported = {} if reported is None else reported  # a cleared setting is not reported
+        return isinstance(reported, Mapping) and all(
+            _covers(reported.get(key), value) for key, value in wanted.items()
+        )
+    if wanted in ("", None, [], {}):
+        return reported in ("", None, [], {})
+    return bool(reported == wanted)
 
 
 def publish_version(client: Any, name: str, *, description: str | None = None) -> str:

@@ -21,9 +21,11 @@ from aiohttp import web
 from lambdakit.local.checks import (
     ApiError,
     bad_content,
+    check_architectures,
     check_tags,
     invalid,
     optional,
+    refused,
     validate_config,
 )
 from lambdakit.local.codezip import (
@@ -45,6 +47,9 @@ from lambdakit.local.state import LATEST, Store
 __all__ = ["SERVICE", "Service", "add_management_routes"]
 
 log = logging.getLogger("lambdakit.local.api")
+
+# UpdateFunctionCode's members lambdakit local serves (S3 code, images, PublishTo: refused).
+_UPDATE_CODE_MEMBERS = frozenset({"ZipFile", "Architectures", "Publish", "DryRun", "RevisionId"})
 
 # Base64 of a 50 MB zip plus the JSON around it: AWS's CreateFunction request limit.
 MAX_CODE_REQUEST_BYTES = 69_905_067
@@ -214,6 +219,10 @@ async def update_code(request: web.Request) -> web.Response:
     body = await read_json(request, limit=MAX_CODE_REQUEST_BYTES)
     service.store.check_updatable(name, optional(body, "RevisionId", str))  # before writing
     publish = bool(optional(body, "Publish", bool))
+    for member in body:
+        if member not in _UPDATE_CODE_MEMBERS:
+            raise refused(member, "UpdateFunctionCode")
+    architectures = check_architectures(body)
     data = _zip_bytes(body, "ZipFile")
     current = service.store.config(name)
     if optional(body, "DryRun", bool):
@@ -222,7 +231,9 @@ async def update_code(request: web.Request) -> web.Response:
         return web.json_response(public(current, CodeSha256=info.sha256))
     info = await _store_code(service, data, current)
     try:
-        cfg = service.store.update_code(name, info, body.get("RevisionId"), publish=publish)
+        cfg = service.store.update_code(
+            name, info, body.get("RevisionId"), publish=publish, architectures=architectures
+        )
     finally:
         service.store.unpin(info.sha_hex)
     service.spawn(service.finish_update(name, info.sha_hex))

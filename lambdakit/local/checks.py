@@ -7,16 +7,19 @@ names the field and the value that was refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
 
 __all__ = [
     "LOWER_CASE_MESSAGE",
+    "SETTINGS",
     "ApiError",
     "alias_version",
     "bad_content",
     "check_alias_name",
+    "check_architectures",
     "check_reservation",
     "check_revision",
     "check_tags",
@@ -25,9 +28,11 @@ __all__ = [
     "not_found",
     "not_ready",
     "optional",
+    "refused",
     "routing_weights",
     "validate_config",
     "validate_function_name",
+    "vpc_id",
 ]
 
 _ALIAS_RE = re.compile(r"^(?![0-9]+$)[a-zA-Z0-9_-]{1,128}$")
@@ -148,10 +153,73 @@ def validate_function_name(name: Any) -> str:
     return name
 
 
+# What lambdakit local does with each member of CreateFunction / UpdateFunctionConfiguration
+# (and UpdateFunctionCode's Architectures); docs/architecture.md has the same table.
+# "request": part of the request, not a stored setting. "layers": issue 16's (see there).
+SETTINGS: dict[str, str] = {
+    "FunctionName": "request", "Code": "request", "Publish": "request", "Tags": "request",
+    "RevisionId": "request", "PackageType": "request",
+    "Role": "honoured", "Runtime": "honoured", "Handler": "honoured", "Timeout": "honoured",
+    "MemorySize": "honoured", "Description": "honoured", "Environment": "honoured",
+    "Architectures": "honoured", "EphemeralStorage": "honoured", "LoggingConfig": "honoured",
+    "DeadLetterConfig": "honoured",
+    "TracingConfig": "stored", "KMSKeyArn": "stored", "VpcConfig": "stored",
+    "SnapStart": "stored", "FileSystemConfigs": "stored",
+    "Layers": "layers",
+}  # fmt: skip
+# Why each refused member cannot be served; any other member is refused too.
+_REFUSED_WHY = {
+    "ImageConfig": "container images are not run (PackageType Zip only)",
+    "CodeSigningConfigArn": "code signing is not checked",
+    "PublishTo": "LATEST_PUBLISHED versions are not kept",
+    "CapacityProviderConfig": "Lambda Managed Instances are not emulated",
+    "TenancyConfig": "tenant isolation is not emulated",
+    "DurableConfig": "durable functions are not emulated",
+    "RuntimeConfig": "managed runtime versions are not pinned (the host interpreter runs)",
+    "AcceleratorConfig": "accelerators are not emulated",
+    "S3Bucket": "code is taken inline as ZipFile, not from S3",
+    "S3Key": "code is taken inline as ZipFile, not from S3",
+    "S3ObjectVersion": "code is taken inline as ZipFile, not from S3",
+    "S3ObjectStorageMode": "code is taken inline as ZipFile, not from S3",
+    "ImageUri": "container images are not run (PackageType Zip only)",
+    "SourceKMSKeyArn": "uploaded code is not encrypted locally",
+}
+
+
+def refused(member: str, operation: str) -> ApiError:
+    """InvalidParameterValueException for a setting lambdakit local cannot serve."""
+    why = _REFUSED_WHY.get(member, f"it is not a {operation} setting lambdakit local knows")
+    return invalid(
+        f"{member} is not supported by lambdakit local ({why}): lambdakit local cannot "
+        "serve it, so it refuses it rather than ignore it."
+    )
+
+
+def vpc_id(subnet_ids: list[str]) -> str:
+    """The VpcId shown for a function's subnets: stable, shaped as AWS shows one."""
+    if not subnet_ids:
+        return ""
+    digest = hashlib.sha256(",".join(sorted(subnet_ids)).encode()).hexdigest()
+    return f"vpc-{digest[:17]}"
+
+
 def validate_config(
-    body: dict[str, Any], *, creating: bool, runtime: str | None = None
+    body: dict[str, Any],
+    *,
+    creating: bool,
+    runtime: str | None = None,
+    current: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The function settings present in a Create/UpdateFunctionConfiguration body, checked."""
+    """The function settings present in a Create/UpdateFunctionConfiguration body, checked.
+
+    Returns the settings as GetFunctionConfiguration shows them (merged over `current`,
+    the stored configuration, where an update changes part of a setting). A member
+    lambdakit local cannot serve is refused (see SETTINGS), never dropped.
+    """
+    operation = "CreateFunction" if creating else "UpdateFunctionConfiguration"
+    for member in body:
+        if SETTINGS.get(member) is None:
+            raise refused(member, operation)
     out: dict[str, Any] = {}
     if creating:
         validate_function_name(body.get("FunctionName"))
@@ -160,8 +228,12 @@ def validate_config(
         out["Role"] = body["Role"]
         if body.get("PackageType", "Zip") != "Zip":
             raise invalid("Only PackageType Zip is supported by lambdakit local (no images).")
-    elif optional(body, "Role", str) is not None:
-        out["Role"] = body["Role"]
+    else:
+        for member in ("Code", "Publish", "Tags", "PackageType", "FunctionName"):
+            if member in body:
+                raise refused(member, operation)
+        if optional(body, "Role", str) is not None:
+            out["Role"] = body["Role"]
     new_runtime = optional(body, "Runtime", str)
     if new_runtime is not None:
         if not (_PYTHON_RE.match(new_runtime) or new_runtime in _PROVIDED):
@@ -201,12 +273,140 @@ def validate_config(
         raise invalid(
             "Layers are not supported by lambdakit local: bundle dependencies in the zip."
         )
+    architectures = check_architectures(body)
+    if architectures is not None:
+        out["Architectures"] = architectures
+    out.update(_stored_settings(body, current or {}))
+    return out
+
+
+def check_architectures(body: dict[str, Any]) -> list[str] | None:
+    """Architectures, when present: exactly one of x86_64 and arm64."""
     architectures = optional(body, "Architectures", list)
     if architectures is not None and architectures not in (["x86_64"], ["arm64"]):
         raise invalid(f"Architectures must be ['x86_64'] or ['arm64'], got {architectures!r}.")
-    if architectures is not None:
-        out["Architectures"] = architectures
+    return architectures
+
+
+def _member(body: dict[str, Any], key: str, kind: type, name: str) -> Any:
+    """body[key] of a JSON type; the error names the setting it belongs to."""
+    try:
+        return optional(body, key, kind)
+    except ApiError as exc:
+        raise bad_content(exc.message.replace(f"field {key} ", f"field {name}.{key} ")) from None
+
+
+def _stored_settings(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """EphemeralStorage, LoggingConfig, DeadLetterConfig and the settings kept without effect."""
+    out: dict[str, Any] = {}
+    storage = optional(body, "EphemeralStorage", dict)
+    if storage is not None:
+        size = _member(storage, "Size", int, "EphemeralStorage")
+        if size is None:
+            raise invalid("EphemeralStorage needs a Size in MB (512 to 10240).")
+        if not 512 <= size <= 10240:
+            raise invalid(f"EphemeralStorage Size must be between 512 and 10240 MB, got {size}.")
+        out["EphemeralStorage"] = {"Size": size}
+    logging_config = optional(body, "LoggingConfig", dict)
+    if logging_config is not None:
+        out["LoggingConfig"] = _logging_config(logging_config, current.get("LoggingConfig"))
+    dead_letter = optional(body, "DeadLetterConfig", dict)
+    if dead_letter is not None:
+        target = _member(dead_letter, "TargetArn", str, "DeadLetterConfig") or ""
+        if target and not re.match(r"^arn:aws[a-zA-Z-]*:(sqs|sns):", target):
+            raise invalid(
+                f"DeadLetterConfig TargetArn must be an SQS queue or SNS topic ARN, got {target!r}."
+            )
+        out["DeadLetterConfig"] = {"TargetArn": target} if target else {}
+    tracing = optional(body, "TracingConfig", dict)
+    if tracing is not None:
+        mode = _member(tracing, "Mode", str, "TracingConfig") or "PassThrough"
+        if mode not in ("Active", "PassThrough"):
+            raise invalid(f"TracingConfig Mode must be Active or PassThrough, got {mode!r}.")
+        out["TracingConfig"] = {"Mode": mode}
+    kms_key = optional(body, "KMSKeyArn", str)
+    if kms_key is not None:
+        out["KMSKeyArn"] = kms_key  # "" returns to Lambda's own key: shown as absent
+    vpc = optional(body, "VpcConfig", dict)
+    if vpc is not None:
+        out["VpcConfig"] = _vpc_config(vpc)
+    snap_start = optional(body, "SnapStart", dict)
+    if snap_start is not None:
+        apply_on = _member(snap_start, "ApplyOn", str, "SnapStart") or "None"
+        if apply_on not in ("PublishedVersions", "None"):
+            raise invalid(f"SnapStart ApplyOn must be PublishedVersions or None, got {apply_on!r}.")
+        out["SnapStart"] = {"ApplyOn": apply_on, "OptimizationStatus": "Off"}
+    file_systems = optional(body, "FileSystemConfigs", list)
+    if file_systems is not None:
+        out["FileSystemConfigs"] = [_file_system(item) for item in file_systems]
     return out
+
+
+_APP_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+_SYSTEM_LEVELS = ("DEBUG", "INFO", "WARN")
+
+
+def _logging_config(given: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """LoggingConfig over the current one; log levels exist only with the JSON format."""
+    merged = dict(current or {})
+    for key in ("LogFormat", "ApplicationLogLevel", "SystemLogLevel", "LogGroup"):
+        value = _member(given, key, str, "LoggingConfig")
+        if value is not None:
+            merged[key] = value
+    log_format = merged.setdefault("LogFormat", "Text")
+    if log_format not in ("JSON", "Text"):
+        raise invalid(f"LoggingConfig LogFormat must be JSON or Text, got {log_format!r}.")
+    if log_format == "Text":
+        if "ApplicationLogLevel" in given or "SystemLogLevel" in given:
+            raise invalid(
+                "LoggingConfig ApplicationLogLevel and SystemLogLevel need LogFormat JSON: "
+                "log levels apply to JSON logs only."
+            )
+        merged.pop("ApplicationLogLevel", None)
+        merged.pop("SystemLogLevel", None)
+    else:
+        merged.setdefault("ApplicationLogLevel", "INFO")
+        merged.setdefault("SystemLogLevel", "INFO")
+        if merged["ApplicationLogLevel"] not in _APP_LEVELS:
+            raise invalid(f"Invalid ApplicationLogLevel {merged['ApplicationLogLevel']!r}: "
+                          f"use one of {', '.join(_APP_LEVELS)}.")  # fmt: skip
+        if merged["SystemLogLevel"] not in _SYSTEM_LEVELS:
+            raise invalid(f"Invalid SystemLogLevel {merged['SystemLogLevel']!r}: "
+                          f"use one of {', '.join(_SYSTEM_LEVELS)}.")  # fmt: skip
+    return merged
+
+
+def _vpc_config(vpc: dict[str, Any]) -> dict[str, Any]:
+    subnets = _member(vpc, "SubnetIds", list, "VpcConfig") or []
+    groups = _member(vpc, "SecurityGroupIds", list, "VpcConfig") or []
+    dual_stack = _member(vpc, "Ipv6AllowedForDualStack", bool, "VpcConfig") or False
+    for value in (*subnets, *groups):
+        if not isinstance(value, str):
+            raise bad_content(
+                "Could not parse request body into json: VpcConfig ids must be strings, "
+                f"got {json.dumps(value)[:80]}."
+            )
+    if bool(subnets) != bool(groups):
+        raise invalid(
+            "VpcConfig needs both SubnetIds and SecurityGroupIds, or neither (to leave the VPC)."
+        )
+    return {"SubnetIds": list(subnets), "SecurityGroupIds": list(groups),
+            "VpcId": vpc_id(list(subnets)), "Ipv6AllowedForDualStack": dual_stack}  # fmt: skip
+
+
+def _file_system(item: Any) -> dict[str, str]:
+    if not isinstance(item, dict):
+        raise bad_content(
+            "Could not parse request body into json: each FileSystemConfigs item must be an "
+            f"object with Arn and LocalMountPath, got {json.dumps(item)[:80]}."
+        )
+    arn = _member(item, "Arn", str, "FileSystemConfigs")
+    mount = _member(item, "LocalMountPath", str, "FileSystemConfigs")
+    if not arn or not mount:
+        raise invalid("Each FileSystemConfigs item needs an Arn and a LocalMountPath.")
+    if not re.match(r"^/mnt/[a-zA-Z0-9_.-]+$", mount):
+        raise invalid(f"LocalMountPath must be /mnt/<name>, got {mount!r}.")
+    return {"Arn": arn, "LocalMountPath": mount}
 
 
 def _environment(environment: dict[str, Any]) -> dict[str, str]:

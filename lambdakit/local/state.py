@@ -200,7 +200,6 @@ class Store:
         name = body["FunctionName"]
         if name in self._functions:
             raise conflict(f"Function already exist: {name}")
-        settings = validate_config(body, creating=True)
         cfg: dict[str, Any] = {
             "FunctionName": name, "FunctionArn": self.arn(name), "Role": body["Role"],
             "Description": "", "Timeout": 3, "MemorySize": 128, "Environment": {"Variables": {}},
@@ -211,7 +210,7 @@ class Store:
             "State": "Pending", "StateReason": "The function is being created.",
             "StateReasonCode": "Creating", "LastUpdateStatus": "InProgress",
         }  # fmt: skip
-        cfg.update(settings)
+        _apply(cfg, validate_config(body, creating=True, current=cfg))
         self._set_code(cfg, code)
         self._functions[name] = {
             "latest": cfg,
@@ -242,11 +241,19 @@ class Store:
         return record
 
     def update_code(
-        self, name: str, code: CodeInfo, revision_id: str | None = None, *, publish: bool = False
+        self,
+        name: str,
+        code: CodeInfo,
+        revision_id: str | None = None,
+        *,
+        publish: bool = False,
+        architectures: list[str] | None = None,
     ) -> dict[str, Any]:
         """Point $LATEST at new code; LastUpdateStatus is InProgress until it is unpacked."""
         record = self.check_updatable(name, revision_id)
         latest = record["latest"]
+        if architectures is not None:
+            latest["Architectures"] = list(architectures)
         self._set_code(latest, code)
         _mark_updating(latest)
         published = self._publish(name, None) if publish else None
@@ -256,9 +263,9 @@ class Store:
     def update_config(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Change Handler, Timeout, MemorySize, Environment, ... of $LATEST."""
         record = self.check_updatable(name, body.get("RevisionId"))
-        settings = validate_config(body, creating=False, runtime=record["latest"]["Runtime"])
         latest = record["latest"]
-        latest.update(settings)
+        settings = validate_config(body, creating=False, runtime=latest["Runtime"], current=latest)
+        _apply(latest, settings)
         latest.update(LastModified=_now(), RevisionId=str(uuid.uuid4()))
         _mark_updating(latest)
         self._save(name)
@@ -417,9 +424,33 @@ def _mark_updating(cfg: dict[str, Any]) -> None:
     cfg["LastUpdateStatusReasonCode"] = "Updating"
 
 
+# Keys of a configuration that say nothing about what the function is.
+_VOLATILE = frozenset({
+    "FunctionArn", "Version", "LastModified", "RevisionId", "Description", "State",
+    "LastUpdateStatus", *_REASONS,
+})  # fmt: skip
+
+
 def _same_function(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("CodeSha256", "Handler", "Runtime", "Timeout", "MemorySize", "Environment", "Role")
+    """Code and every setting equal (a version differing only in, say, TracingConfig is new)."""
+    keys = (set(a) | set(b)) - _VOLATILE
     return all(a.get(k) == b.get(k) for k in keys)
+
+
+# Settings that an empty value returns to Lambda's default, which GetFunctionConfiguration
+# shows by leaving them out.
+_CLEARED_BY_EMPTY = ("KMSKeyArn", "DeadLetterConfig")
+
+
+def _apply(cfg: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Store checked settings in a configuration."""
+    cfg.update(settings)
+    for key in _CLEARED_BY_EMPTY:
+        if key in settings and not settings[key]:
+            del cfg[key]
+    if "EphemeralStorage" in settings:
+        # Given explicitly: the environment gets a /tmp of its own of that size.
+        cfg["_PrivateTmp"] = True
 
 
 def _alias_versions(alias: dict[str, Any]) -> list[str]:
