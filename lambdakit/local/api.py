@@ -7,8 +7,7 @@ the `Service` stored on the aiohttp app, and the wire details in `protocol.py`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
 import logging
 import random
 import re
@@ -20,7 +19,6 @@ from aiohttp import web
 
 from lambdakit.local.checks import (
     ApiError,
-    bad_content,
     check_architectures,
     check_tags,
     invalid,
@@ -29,6 +27,7 @@ from lambdakit.local.checks import (
     validate_config,
 )
 from lambdakit.local.codezip import (
+    MAX_CODE_REQUEST_BYTES,
     MAX_UNZIPPED_BYTES,
     MAX_ZIPPED_BYTES,
     CodeInfo,
@@ -36,10 +35,12 @@ from lambdakit.local.codezip import (
     check_zip,
     store_zip,
     unpack,
+    zip_field,
 )
 from lambdakit.local.environments import EnvironmentManager
 from lambdakit.local.events import EventQueue
 from lambdakit.local.faults import FaultInjector
+from lambdakit.local.layers import merge_layers
 from lambdakit.local.protocol import page, parse_function_name, public, read_json
 from lambdakit.local.schedules import ScheduleStore
 from lambdakit.local.state import LATEST, Store
@@ -50,9 +51,6 @@ log = logging.getLogger("lambdakit.local.api")
 
 # UpdateFunctionCode's members lambdakit local serves (S3 code, images, PublishTo: refused).
 _UPDATE_CODE_MEMBERS = frozenset({"ZipFile", "Architectures", "Publish", "DryRun", "RevisionId"})
-
-# Base64 of a 50 MB zip plus the JSON around it: AWS's CreateFunction request limit.
-MAX_CODE_REQUEST_BYTES = 69_905_067
 
 
 @dataclass
@@ -80,14 +78,23 @@ class Service:
     async def finish_update(self, name: str, sha_hex: str | None) -> None:
         """Unpack new code off the event loop, then make the function Active/Successful."""
         error = None
+        loop = asyncio.get_running_loop()
         if sha_hex is not None:
             try:
-                await asyncio.get_running_loop().run_in_executor(
-                    None, unpack, self.store.code_root, sha_hex
-                )
+                await loop.run_in_executor(None, unpack, self.store.code_root, sha_hex)
             except Exception as exc:  # a corrupt member only shows when it is read
                 log.error("unpacking code of %s failed: %s", name, exc)
                 error = f"Could not unpack the uploaded zip: {exc}"
+        with contextlib.suppress(ApiError):  # deleted meanwhile: finish_update ignores it
+            hexes = self.store.record(name)["latest"].get("_LayerHexes")
+            if error is None and hexes:
+                try:
+                    await loop.run_in_executor(
+                        None, merge_layers, self.store.code_root, self.store.layers.opt_root, hexes
+                    )
+                except Exception as exc:
+                    log.error("merging the layers of %s failed: %s", name, exc)
+                    error = f"Could not merge the function's layers: {exc}"
         self.store.finish_update(name, error)
         if error is None:
             # Warm environments of the old revision are never reused; stop them now.
@@ -103,21 +110,6 @@ def _target(request: web.Request) -> tuple[Service, str, str | None]:
         request.match_info["name"], request.query.get("Qualifier"), **service.store.home
     )
     return service, name, qualifier
-
-
-def _zip_bytes(body: dict[str, Any], field_name: str) -> bytes:
-    """The decoded zip in body[field_name]; the error names what is missing or malformed."""
-    encoded = optional(body, field_name, str)
-    if encoded is None:
-        raise invalid(
-            f"{field_name} is required: lambdakit local takes the zip inline (no S3 or images)."
-        )
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise bad_content(
-            f"Could not parse request body into json: {field_name} is not base64: {exc}"
-        ) from None
 
 
 def _checked_zip(data: bytes, cfg: dict[str, Any]) -> CodeInfo:
@@ -155,7 +147,7 @@ async def create_function(request: web.Request) -> web.Response:
         raise ApiError(409, "ResourceConflictException", f"Function already exist: {name}")
     optional(body, "Publish", bool)
     check_tags(optional(body, "Tags", dict) or {})
-    data = _zip_bytes(optional(body, "Code", dict) or {}, "ZipFile")
+    data = zip_field(optional(body, "Code", dict) or {}, "ZipFile")
     info = await _store_code(service, data, body)
     try:
         cfg = service.store.create_function(body, info)
@@ -223,7 +215,7 @@ async def update_code(request: web.Request) -> web.Response:
         if member not in _UPDATE_CODE_MEMBERS:
             raise refused(member, "UpdateFunctionCode")
     architectures = check_architectures(body)
-    data = _zip_bytes(body, "ZipFile")
+    data = zip_field(body, "ZipFile")
     current = service.store.config(name)
     if optional(body, "DryRun", bool):
         loop = asyncio.get_running_loop()

@@ -13,6 +13,8 @@ import re
 from typing import Any
 
 __all__ = [
+    "LAYERS_PER_FUNCTION",
+    "LAYER_VERSION_ARN_RE",
     "LOWER_CASE_MESSAGE",
     "SETTINGS",
     "ApiError",
@@ -20,6 +22,7 @@ __all__ = [
     "bad_content",
     "check_alias_name",
     "check_architectures",
+    "check_layers",
     "check_reservation",
     "check_revision",
     "check_tags",
@@ -49,6 +52,12 @@ _RESERVED_ENV = {
     "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
 }  # fmt: skip
 _MAX_ENV_BYTES = 4096
+LAYERS_PER_FUNCTION = 5
+# botocore's LayerVersionArn pattern (a region's layer; AWS's own awslayer ARNs aside).
+LAYER_VERSION_ARN_RE = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:\d{12}:layer:"
+    r"[a-zA-Z0-9-_]+:[0-9]+$"
+)
 # Error shapes whose message member botocore's model spells lower-case (the rest spell it
 # "Message"), plus RequestEntityTooLargeException, which AWS sends for the model's
 # RequestTooLargeException, the signature layer's errors and the connection's (timeouts,
@@ -155,7 +164,7 @@ def validate_function_name(name: Any) -> str:
 
 # What lambdakit local does with each member of CreateFunction / UpdateFunctionConfiguration
 # (and UpdateFunctionCode's Architectures); docs/architecture.md has the same table.
-# "request": part of the request, not a stored setting. "layers": issue 16's (see there).
+# "request": part of the request, not a stored setting. "layers": see check_layers, layers.py.
 SETTINGS: dict[str, str] = {
     "FunctionName": "request", "Code": "request", "Publish": "request", "Tags": "request",
     "RevisionId": "request", "PackageType": "request",
@@ -269,10 +278,9 @@ def validate_config(
     environment = optional(body, "Environment", dict)
     if environment is not None:
         out["Environment"] = {"Variables": _environment(environment)}
-    if optional(body, "Layers", list):
-        raise invalid(
-            "Layers are not supported by lambdakit local: bundle dependencies in the zip."
-        )
+    layers = optional(body, "Layers", list)
+    if layers is not None:
+        out["Layers"] = check_layers(layers)  # ARNs; the Store looks them up (layers.py)
     architectures = check_architectures(body)
     if architectures is not None:
         out["Architectures"] = architectures
@@ -407,6 +415,23 @@ def _file_system(item: Any) -> dict[str, str]:
     if not re.match(r"^/mnt/[a-zA-Z0-9_.-]+$", mount):
         raise invalid(f"LocalMountPath must be /mnt/<name>, got {mount!r}.")
     return {"Arn": arn, "LocalMountPath": mount}
+
+
+def check_layers(layers: list[Any]) -> list[str]:
+    """A function's Layers: at most 5 LayerVersionArns (whether they exist is the Store's)."""
+    if len(layers) > LAYERS_PER_FUNCTION:
+        raise invalid(f"Cannot reference more than {LAYERS_PER_FUNCTION} layers.")
+    for arn in layers:
+        if not isinstance(arn, str) or not LAYER_VERSION_ARN_RE.match(arn):
+            raise ApiError(
+                400,
+                "ValidationException",
+                f"1 validation error detected: Value '[{str(arn)[:200]}]' at 'layers' failed to "
+                "satisfy constraint: Member must satisfy constraint: [Member must satisfy "
+                "regular expression pattern: "
+                "arn:aws:lambda:<region>:<account>:layer:<name>:<version>]",
+            )
+    return list(layers)
 
 
 def _environment(environment: dict[str, Any]) -> dict[str, str]:

@@ -10,6 +10,7 @@ as symlinks, as AWS keeps them.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import io
 import os
@@ -20,10 +21,12 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from lambdakit.local.checks import invalid
+from lambdakit.local.checks import bad_content, invalid, optional
 
 __all__ = [
+    "MAX_CODE_REQUEST_BYTES",
     "MAX_UNZIPPED_BYTES",
     "MAX_ZIPPED_BYTES",
     "CodeInfo",
@@ -33,10 +36,13 @@ __all__ = [
     "remove_unused_code",
     "store_zip",
     "unpack",
+    "zip_field",
 ]
 
 MAX_ZIPPED_BYTES = 50 * 1024 * 1024  # direct upload limit of a zip
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # AWS's unzipped deployment package limit
+# Base64 of a 50 MB zip plus the JSON around it: AWS's CreateFunction request limit.
+MAX_CODE_REQUEST_BYTES = 69_905_067
 MAX_LINK_TARGET = 4096  # PATH_MAX: a longer "target" is not a link a system could make
 _MAX_LINK_HOPS = 40  # Linux's limit on symlinks followed while resolving one path
 
@@ -50,6 +56,22 @@ class CodeInfo:
     size: int
     unzipped_size: int
     files: frozenset[str] = frozenset()  # regular files and symlinks, as posix paths
+
+
+def zip_field(body: dict[str, Any], key: str, field_name: str | None = None) -> bytes:
+    """The decoded zip in body[key]; the error names the field that is missing or malformed."""
+    field_name = field_name or key
+    encoded = optional(body, key, str)
+    if encoded is None:
+        raise invalid(
+            f"{field_name} is required: lambdakit local takes the zip inline (no S3 or images)."
+        )
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad_content(
+            f"Could not parse request body into json: {field_name} is not base64: {exc}"
+        ) from None
 
 
 def check_zip(data: bytes) -> CodeInfo:

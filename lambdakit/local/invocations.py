@@ -86,6 +86,7 @@ def _spec(service: Service, name: str, version: str) -> FunctionSpec:
         version=version,
         function_arn=store.arn(name),
         code_dir=store.code_dir(cfg),
+        opt_dir=store.opt_dir(cfg),
         handler=cfg.get("Handler", ""),
         runtime=cfg["Runtime"],
         timeout_s=float(cfg["Timeout"]),

@@ -26,6 +26,7 @@ from lambdakit.local.logs import InvocationOutput, LogStream, stream_name
 from lambdakit.local.runtime import Outcome, RuntimeChannel
 
 __all__ = [
+    "OPT_DIR_VARIABLE",
     "FunctionSpec",
     "RuntimeProcess",
     "descendants_map",
@@ -37,6 +38,9 @@ __all__ = [
 # edges (which must take everything written before the runtime answered).
 READS_PER_WAKEUP = 16
 READS_PER_DRAIN = 64
+
+# Where a function finds its layers (AWS's /opt): the merged folder's real path.
+OPT_DIR_VARIABLE = "LAMBDAKIT_OPT_DIR"
 
 # Test credentials, as Lambda injects its role's: handlers that call the local service sign
 # with them (used where no per-server pair is given; see auth.session_credentials).
@@ -62,6 +66,7 @@ class FunctionSpec:
     environment: dict[str, str]  # the function's Environment.Variables
     revision: str  # changes whenever code or config changes
     reserved_concurrency: int | None  # None: share the account pool
+    opt_dir: Path | None = None  # its layers merged in order (AWS's /opt); None: no layers
 
 
 def runtime_environment(
@@ -99,10 +104,22 @@ def runtime_environment(
     }
     # Never AWS_LAMBDA_MAX_CONCURRENCY: awslambdaric would switch to multi-concurrency mode.
     env.pop("AWS_LAMBDA_MAX_CONCURRENCY", None)
+    paths = [str(spec.code_dir)]
+    if spec.opt_dir is not None:
+        # /opt cannot be written here: the real folder, under the name docs/architecture.md
+        # gives it. AWS's order: the function code first, then the layers', then the runtime's.
+        opt = spec.opt_dir
+        env[OPT_DIR_VARIABLE] = str(opt)
+        env["PATH"] = f"{env['PATH']}:{opt / 'bin'}"
+        libraries = [str(opt / "lib"), *filter(None, [os.environ.get("LD_LIBRARY_PATH")])]
+        env["LD_LIBRARY_PATH"] = ":".join(libraries)
+        if spec.runtime.startswith("python"):
+            paths += [str(opt / "python" / "lib" / spec.runtime / "site-packages")]
+            paths += [str(opt / "python")]
     if spec.runtime.startswith("python"):
         env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{spec.runtime}"
         # awslambdaric does not put the task root on sys.path itself.
-        env["PYTHONPATH"] = str(spec.code_dir)
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
 
 
@@ -123,7 +140,10 @@ def _command(spec: FunctionSpec) -> list[str]:
     if spec.runtime.startswith("python"):
         # The host interpreter: its site-packages stand in for the managed runtime's boto3.
         return [sys.executable, "-m", "awslambdaric", spec.handler]
-    return [str(Path(spec.code_dir) / "bootstrap")]
+    bootstrap = Path(spec.code_dir) / "bootstrap"
+    if spec.opt_dir is not None and not bootstrap.exists():
+        bootstrap = spec.opt_dir / "bootstrap"  # a runtime shipped as a layer, as on AWS
+    return [str(bootstrap)]
 
 
 def descendants_map(pids: Iterable[int]) -> dict[int, list[int]]:

@@ -124,6 +124,7 @@ def build_app(
     from lambdakit.local.faults import FaultInjector, add_fault_routes
     from lambdakit.local.guard import RequestGuard, allowed_hosts
     from lambdakit.local.invocations import add_invoke_routes, invoke_event, run_event
+    from lambdakit.local.layers import add_layer_routes
     from lambdakit.local.policy import add_policy_routes
     from lambdakit.local.protocol import error_middleware
     from lambdakit.local.scheduler import Scheduler
@@ -187,6 +188,7 @@ def build_app(
     app[SERVICE] = service
     add_management_routes(app)
     add_invoke_routes(app)
+    add_layer_routes(app, store.layers)
     add_policy_routes(app)
     # With keys configured, AWS_IAM function URLs take exactly those (never the test keys).
     add_url_routes(app, auth.lookup if auth.enabled else None)

@@ -24,7 +24,8 @@ from lambdakit.local.checks import (
     routing_weights,
     validate_config,
 )
-from lambdakit.local.codezip import CodeInfo, code_dir, remove_unused_code
+from lambdakit.local.codezip import MAX_UNZIPPED_BYTES, CodeInfo, code_dir, remove_unused_code
+from lambdakit.local.layers import LayerStore, opt_digest, remove_unused_opt
 
 __all__ = ["ACCOUNT_ID", "LATEST", "Store"]
 
@@ -49,6 +50,8 @@ class Store:
         functions/<name>.json   one record per function ($LATEST, versions, aliases, concurrency)
         code/<sha256 hex>.zip   every uploaded zip, content-addressed and never modified
         code/<sha256 hex>/      its unpacked tree, shared read-only by every version using it
+        layers/, opt/           layer versions, and each configuration's layers merged
+                                (`self.layers`, see layers.py)
 
     Lookups raise ResourceNotFoundException, and every other refusal its own AWS error, as an
     `ApiError` already carrying the AWS error code and HTTP status. Each change saves the
@@ -66,11 +69,14 @@ class Store:
         self._functions: dict[str, dict[str, Any]] = {}
         # Uploads in progress (digest -> how many): garbage collection keeps their code.
         self.pinned: collections.Counter[str] = collections.Counter()
+        self.layers = LayerStore(self.state_dir, self.code_root, region=region, account=ACCOUNT_ID)
+        self.layers.collect_garbage = self.collect_garbage
 
     def load(self) -> list[str]:
         """Read every function record; returns the names whose last update was unfinished."""
         self._functions_dir.mkdir(parents=True, exist_ok=True)
         self.code_root.mkdir(parents=True, exist_ok=True)
+        self.layers.load()
         unfinished = []
         for path in sorted(self._functions_dir.glob("*.json")):
             try:
@@ -112,12 +118,18 @@ class Store:
             del self.pinned[sha_hex]
 
     def collect_garbage(self) -> None:
-        """Delete code no function, version or upload in progress refers to."""
-        used = set(self.pinned)
+        """Delete code no function, version, layer or upload in progress refers to."""
+        used = set(self.pinned) | self.layers.used()
+        merged = set()
         for record in self._functions.values():
             for cfg in [record["latest"], record["live"], *record["versions"].values()]:
                 used.add(cfg["_CodeHex"])
+                # A deleted layer version stays with the configurations that use it.
+                used.update(cfg.get("_LayerHexes", ()))
+                if cfg.get("_LayerHexes"):
+                    merged.add(opt_digest(cfg["_LayerHexes"]))
         remove_unused_code(self.code_root, used)
+        remove_unused_opt(self.layers.opt_root, merged)
 
     @property
     def home(self) -> dict[str, str]:
@@ -161,6 +173,30 @@ class Store:
     def code_dir(self, cfg: dict[str, Any]) -> Path:
         """The unpacked code of one configuration."""
         return code_dir(self.code_root, cfg["_CodeHex"])
+
+    def opt_dir(self, cfg: dict[str, Any]) -> Path | None:
+        """The merged layers of one configuration (its /opt), None when it has no layers."""
+        hexes = cfg.get("_LayerHexes")
+        return self.layers.opt_root / opt_digest(hexes) if hexes else None
+
+    def layer_settings(self, arns: list[str], code_unzipped: int) -> dict[str, Any]:
+        """What a configuration records for these Layers; AWS's error for any it cannot use."""
+        versions = self.layers.resolve(arns)
+        layers_unzipped = sum(v["_UnzippedSize"] for v in versions)
+        total = code_unzipped + layers_unzipped
+        if total > MAX_UNZIPPED_BYTES:
+            raise invalid(
+                "Function code combined with layers exceeds the maximum allowed size of "
+                f"{MAX_UNZIPPED_BYTES} bytes. The actual size is {total} bytes."
+            )
+        return {
+            "Layers": [
+                {"Arn": v["LayerVersionArn"], "CodeSize": v["Content"]["CodeSize"]}
+                for v in versions
+            ],
+            "_LayerHexes": [v["_CodeHex"] for v in versions],
+            "_LayersUnzipped": layers_unzipped,
+        }
 
     def concurrency(self, name: str) -> int | None:
         """Reserved concurrency of a function, None when it shares the account pool."""
@@ -210,7 +246,11 @@ class Store:
             "State": "Pending", "StateReason": "The function is being created.",
             "StateReasonCode": "Creating", "LastUpdateStatus": "InProgress",
         }  # fmt: skip
-        _apply(cfg, validate_config(body, creating=True, current=cfg))
+        settings = validate_config(body, creating=True, current=cfg)
+        arns = settings.pop("Layers", None)
+        _apply(cfg, settings)
+        if arns:
+            cfg.update(self.layer_settings(arns, code.unzipped_size))
         self._set_code(cfg, code)
         self._functions[name] = {
             "latest": cfg,
@@ -227,6 +267,7 @@ class Store:
 
     def _set_code(self, cfg: dict[str, Any], code: CodeInfo) -> None:
         cfg.update(CodeSha256=code.sha256, CodeSize=code.size, _CodeHex=code.sha_hex)
+        cfg["_CodeUnzipped"] = code.unzipped_size
         cfg.update(LastModified=_now(), RevisionId=str(uuid.uuid4()))
 
     def check_updatable(self, name: str, revision_id: str | None) -> dict[str, Any]:
@@ -252,6 +293,12 @@ class Store:
         """Point $LATEST at new code; LastUpdateStatus is InProgress until it is unpacked."""
         record = self.check_updatable(name, revision_id)
         latest = record["latest"]
+        total = code.unzipped_size + latest.get("_LayersUnzipped", 0)
+        if total > MAX_UNZIPPED_BYTES:
+            raise invalid(
+                "Function code combined with layers exceeds the maximum allowed size of "
+                f"{MAX_UNZIPPED_BYTES} bytes. The actual size is {total} bytes."
+            )
         if architectures is not None:
             latest["Architectures"] = list(architectures)
         self._set_code(latest, code)
@@ -265,6 +312,13 @@ class Store:
         record = self.check_updatable(name, body.get("RevisionId"))
         latest = record["latest"]
         settings = validate_config(body, creating=False, runtime=latest["Runtime"], current=latest)
+        if "Layers" in settings:
+            arns = settings.pop("Layers")
+            # Looked up (and refused) before anything changes; [] removes every layer.
+            layers = self.layer_settings(arns, latest.get("_CodeUnzipped", 0)) if arns else {}
+            for key in ("Layers", "_LayerHexes", "_LayersUnzipped"):
+                latest.pop(key, None)
+            settings.update(layers)
         _apply(latest, settings)
         latest.update(LastModified=_now(), RevisionId=str(uuid.uuid4()))
         _mark_updating(latest)
