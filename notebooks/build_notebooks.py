@@ -263,6 +263,8 @@ batch_size: int = 25
 concurrency: int = 4
 timeout: Optional[float] = None  # client read timeout per invocation in s, None: automatic
 max_attempts: int = 3
+decimal: str = "number"  # Decimal values as JSON numbers with their digits, or "string"
+nan: str = "reject"  # a record holding NaN or an infinity is rejected, or "null" sends null
 # The data: n_records generated orders, or a .jsonl/.csv/.parquet file in dataset.
 n_records: int = 300
 invalid_fraction: float = 0.01  # share of generated orders that are broken on purpose
@@ -293,6 +295,8 @@ parameters = {
     "concurrency": concurrency,
     "timeout": timeout,
     "max_attempts": max_attempts,
+    "decimal": decimal,
+    "nan": nan,
     "n_records": n_records,
     "invalid_fraction": invalid_fraction,
     "seed": seed,
@@ -337,6 +341,8 @@ result = lambdakit.run(
     retry={"max_attempts": max_attempts, "base_delay": 0.2},
     cache=cache_dir,
     id_field=None,
+    decimal=decimal,
+    nan=nan,
     endpoint_url=endpoint_url,
     progress=False,
 )

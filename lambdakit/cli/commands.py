@@ -1,7 +1,8 @@
 """The `lambdakit run`, `deploy`, `demo` and `lab` commands (cli/main.py lists them).
 
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
-                  [--timeout S] [--max-attempts N] [--id-field F] [--endpoint-url URL]
+                  [--timeout S] [--max-attempts N] [--id-field F] [--decimal number|string]
+                  [--nan reject|null] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
                   [--grace S] [--outage-timeout S | --wait-for-ever] [--shared-files]
                   [--no-progress]
@@ -139,6 +140,14 @@ def add_run_command(subparsers: Any) -> None:
     run.add_argument("--timeout", type=_seconds, help="client timeout per invocation (s)")
     run.add_argument("--max-attempts", type=_positive, default=3)
     run.add_argument("--id-field", help="record field the function reports failures by")
+    run.add_argument(
+        "--decimal", choices=["number", "string"], default="number",
+        help="Decimal values as JSON numbers with their digits (default) or as strings",
+    )  # fmt: skip
+    run.add_argument(
+        "--nan", choices=["reject", "null"], default="reject",
+        help="a record holding NaN or an infinity is rejected (default), or they are sent as null",
+    )  # fmt: skip
     run.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9001 for lambdakit local "
                      f"(default ${ENDPOINT_ENV}, else AWS)")  # fmt: skip
     run.add_argument("--region")
@@ -275,6 +284,8 @@ def _run(args: argparse.Namespace) -> int:
         retry=args.max_attempts,
         cache=cache,
         id_field=args.id_field,
+        decimal=args.decimal,
+        nan=args.nan,
         endpoint_url=endpoint_url,
         region=args.region,
         profile=args.profile,

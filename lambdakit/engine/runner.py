@@ -18,6 +18,7 @@ from lambdakit.engine.progress import FINISHED, EventStream, ProgressBar, Tracke
 from lambdakit.engine.retry import Retry
 from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.records.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches
+from lambdakit.records.encoding import Encoding
 from lambdakit.records.sources import source_length
 from lambdakit.records.validation import Validator
 from lambdakit.results.folders import check_folder
@@ -116,6 +117,8 @@ def start(
     payload: Callable[[list[Any]], Any] | None = None,
     batch_input: dict[str, Any] | None = None,
     id_field: str | None = None,
+    decimal: str = "number",
+    nan: str = "reject",
     tolerated_failure: int | float | None = None,
     outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT_S,
     endpoint_url: str | None = None,
@@ -172,7 +175,8 @@ def start(
         cache_store.check()
     records_total = source_length(records)
     tolerated = _tolerance(tolerated_failure, records_total)
-    envelope = Envelope(payload=payload, batch_input=batch_input)
+    encoding = Encoding(decimal=decimal, nan=nan)
+    envelope = Envelope(payload=payload, batch_input=batch_input, encoding=encoding)
     record = RunRecord(OutputStore(output_dir))
     # The ids the function reports failures by (a custom invoker may have its own): no batch
     # may hold one twice, or a failure it reports would fail every record sharing it.
@@ -187,6 +191,7 @@ def start(
         validator=validator,
         on_reject=record.on_reject,
         id_field=ids_by if isinstance(ids_by, str) else None,
+        encoding=encoding,
     )
     if invoker is None and url is not None:
         invoker, target = _http_invoker(
@@ -244,6 +249,8 @@ def start(
         "payload": getattr(payload, "__name__", repr(payload)) if payload else None,
         "batch_input": batch_input,
         "id_field": id_field,
+        "decimal": encoding.decimal,
+        "nan": encoding.nan,
         "tolerated_failure": tolerated_failure,
         "outage_timeout": outage_timeout,
     }
@@ -409,6 +416,8 @@ def run(
     payload: Callable[[list[Any]], Any] | None = None,
     batch_input: dict[str, Any] | None = None,
     id_field: str | None = None,
+    decimal: str = "number",
+    nan: str = "reject",
     tolerated_failure: int | float | None = None,
     outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT_S,
     endpoint_url: str | None = None,
@@ -427,6 +436,10 @@ def run(
     `records`: a DataFrame, an iterable of JSON-able values, or a .jsonl/.csv/.parquet path
     (streamed). `retry`: a Retry, an int (attempts), False, or a dict. `cache`: DEFAULT, a
     folder, a Cache, or False. `validate`: a JSON Schema or a callable that raises.
+    `decimal`: how Decimal values are sent, "number" (a JSON number with their exact digits,
+    the default) or "string" (their text, for functions that parse numbers as floats).
+    `nan`: a record holding NaN or an infinity (float, numpy or Decimal) is rejected,
+    naming the field ("reject", the default), or those values are sent as null ("null").
     `tolerated_failure`: a count or a fraction of records that may fail before the run stops
     with ToleranceExceeded. When the endpoint stops answering (connection errors, or read
     timeouts far beyond the usual latency, for most of what is in flight) the run pauses and
@@ -467,6 +480,8 @@ def run(
         payload=payload,
         batch_input=batch_input,
         id_field=id_field,
+        decimal=decimal,
+        nan=nan,
         tolerated_failure=tolerated_failure,
         outage_timeout=outage_timeout,
         endpoint_url=endpoint_url,

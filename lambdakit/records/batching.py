@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import collections
-import datetime as _dt
-import decimal
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,7 +13,8 @@ import orjson
 
 from lambdakit.errors import InvalidInput, SourceError
 from lambdakit.invocation import Batch
-from lambdakit.records.sources import BadLine, iter_records
+from lambdakit.records.encoding import OPTIONS, Encoding
+from lambdakit.records.sources import BadLine, iter_records, only_finite_numbers
 from lambdakit.records.validation import Rejection, Validator
 
 __all__ = [
@@ -35,50 +34,37 @@ log = logging.getLogger("lambdakit.records.batching")
 DEFAULT_MAX_BATCH_BYTES = 5_000_000
 LAMBDA_PAYLOAD_LIMIT = 6_291_456  # synchronous Invoke request limit (413 above it)
 _REPEATED_IDS_KEPT = 20  # repeated ids named in the warning and in BatchStream.repeated_ids
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def _default(value: Any) -> Any:
-    """orjson fallback for what DataFrames and Parquet produce: NaT, Timestamps, Decimals."""
-    if type(value).__name__ == "NaTType":
-        return None
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        return orjson.Fragment(str(value)) if value.is_finite() else None
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if hasattr(value, "tolist"):  # numpy/pyarrow leftovers the option flags do not cover
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def dumps(value: Any) -> bytes:
-    """Serialise like a batch item: orjson, NaN -> null, timestamps -> ISO strings."""
-    return orjson.dumps(value, default=_default, option=_OPTIONS)
+def dumps(value: Any, encoding: Encoding | None = None) -> bytes:
+    """Serialise like a batch item (see records/encoding.py); InvalidInput if it cannot be."""
+    return Encoding.coerce(encoding).dumps(value)
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """How items become a request body: `{"Items": [...]}`, BatchInput, or a `payload=` callable."""
+    """How items become a request body: `{"Items": [...]}`, BatchInput, or a `payload=` callable.
+
+    `encoding`: how each value is serialised (Decimal form, NaN policy: records/encoding.py).
+    """
 
     payload: Callable[[list[Any]], Any] | None = None
     batch_input: Any = None
+    encoding: Encoding = field(default_factory=Encoding)
     _tail: bytes = field(init=False, repr=False, default=b"]}")
 
     def __post_init__(self) -> None:
         if self.payload is not None and not callable(self.payload):
             raise InvalidInput(f"payload must be a callable(items) -> dict, got {self.payload!r}")
+        if not isinstance(self.encoding, Encoding):
+            raise InvalidInput(f"encoding must be an Encoding, got {self.encoding!r}")
         if self.batch_input is not None:
             if not isinstance(self.batch_input, dict):
                 raise InvalidInput("batch_input must be a dict (sent as BatchInput)")
-            try:
-                tail = b'],"BatchInput":' + dumps(self.batch_input) + b"}"
-            except TypeError as exc:
-                raise InvalidInput(f"batch_input is not JSON-serialisable: {exc}") from exc
-            object.__setattr__(self, "_tail", tail)
+            part, problem = self.encoding.encode(self.batch_input)
+            if part is None:
+                raise InvalidInput(f"batch_input cannot be sent: {problem}")
+            object.__setattr__(self, "_tail", b'],"BatchInput":' + part + b"}")
 
     @property
     def overhead(self) -> int:
@@ -96,14 +82,14 @@ class Envelope:
                     f"payload callable raised {type(exc).__name__}: {exc} "
                     f"(on a batch of {len(items)} items)"
                 ) from exc
-            try:
-                return shaped if isinstance(shaped, bytes) else dumps(shaped)
-            except TypeError as exc:
-                raise InvalidInput(
-                    f"payload callable returned something not JSON-serialisable: {exc}"
-                ) from exc
-        if parts is None:
-            parts = [dumps(item) for item in items]
+            if isinstance(shaped, bytes):
+                return shaped
+            body, problem = self.encoding.encode(shaped)
+            if body is None:
+                raise InvalidInput(f"payload callable returned what cannot be sent: {problem}")
+            return body
+        if parts is None:  # items already accepted once: their bytes come out the same
+            parts = [self.encoding.dumps(item) for item in items]
         return b'{"Items":[' + b",".join(parts) + self._tail
 
 
@@ -154,6 +140,7 @@ class BatchStream(Iterator[Batch]):
         self._on_reject = on_reject
         # Opened here, not lazily, so that a bad path or source type is reported at once.
         records = _guarded(iter_records(source))
+        self._finite = only_finite_numbers(source)  # no NaN check needed (see _generate)
         self._iter = self._generate(records, batch_size, max_batch_bytes, envelope, validator)
 
     def __next__(self) -> Batch:
@@ -199,7 +186,13 @@ class BatchStream(Iterator[Batch]):
         validator: Validator | None,
     ) -> Iterator[Batch]:
         # The hot loop of a run: locals, and no per-record attribute writes, on purpose.
-        serialise, default, options = orjson.dumps, _default, _OPTIONS
+        encoding = envelope.encoding
+        serialise, default, options = orjson.dumps, encoding.default, OPTIONS
+        # NaN and infinities come out of orjson as null: only a record whose bytes hold a
+        # null is looked at more closely (see Encoding.encode, which this inlines). A JSONL
+        # file cannot hold them, and its records skip even the search for a null.
+        strict = encoding.strict and not self._finite
+        closer_look, slowly = encoding.problem, encoding.encode_slowly
         # The fingerprint: every record's serialised bytes and a newline, in input order.
         # Hashed record by record: hashlib releases the GIL for inputs over 2 KB, and getting
         # it back from busy worker threads costs more than the hashing itself.
@@ -222,9 +215,16 @@ class BatchStream(Iterator[Batch]):
                     continue
                 try:
                     part = serialise(record, default=default, option=options)
-                except (TypeError, orjson.JSONEncodeError) as exc:
+                    # find(), not `in`: bytes.__contains__ first tries its argument as an int,
+                    # and that failed attempt costs more than the search.
+                    problem = None
+                    if strict and part.find(b"null") >= 0:
+                        problem = closer_look(record)
+                except TypeError:  # orjson.JSONEncodeError included
+                    part, problem = slowly(record)
+                if problem is not None:
                     digest(f"\0{type(record).__name__}\n".encode())
-                    self._reject(index, f"not JSON-serialisable: {exc}", record)
+                    self._reject(index, problem, record)
                     continue
                 digest(part)
                 digest(b"\n")
@@ -357,12 +357,14 @@ def iter_batches(
     validator: Validator | None = None,
     on_reject: Callable[[Rejection], None] | None = None,
     id_field: str | None = None,
+    encoding: Encoding | None = None,
 ) -> BatchStream:
     """Stream `source` as Batches; rejected records go to `on_reject` (or raise without one).
 
     `id_field`: no batch holds two records with the same value of that field (see
-    BatchStream). A source that raises ends the stream with SourceError (after the batch of
-    what was read before it).
+    BatchStream). `encoding`: the Decimal form and NaN policy (records/encoding.py). A
+    source that raises ends the stream with SourceError (after the batch of what was read
+    before it).
 
     >>> [b.body for b in iter_batches([1, 2, 3], batch_size=2)]
     [b'{"Items":[1,2]}', b'{"Items":[3]}']
@@ -378,7 +380,9 @@ def iter_batches(
         source,
         batch_size=batch_size,
         max_batch_bytes=max_batch_bytes,
-        envelope=Envelope(payload=payload, batch_input=batch_input),
+        envelope=Envelope(
+            payload=payload, batch_input=batch_input, encoding=Encoding.coerce(encoding)
+        ),
         validator=validator,
         on_reject=on_reject,
         id_field=id_field,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,14 +14,14 @@ import orjson
 
 from lambdakit.errors import InvalidInput
 
-__all__ = ["BadLine", "iter_records", "source_length"]
+__all__ = ["BadLine", "iter_records", "only_finite_numbers", "source_length"]
 
 _FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _CHUNK_ROWS = 10_000  # rows converted at once from DataFrames, CSV chunks and Parquet batches
 
 
 class BadLine:
-    """A JSONL line that is not JSON: becomes a rejection, never a silent skip."""
+    """A JSONL line that is not JSON, or a CSV row of the wrong width: a rejection, never a skip."""
 
     __slots__ = ("reason", "text")
 
@@ -69,6 +72,13 @@ def iter_records(source: Any) -> Iterator[Any]:
     raise InvalidInput(f"records of type {type(source).__name__} cannot be read")
 
 
+def only_finite_numbers(source: Any) -> bool:
+    """Whether the source cannot yield NaN or an infinity (JSONL: orjson refuses to parse them)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return False
+    return _FILE_KINDS.get(Path(source).suffix.lower()) == "jsonl"
+
+
 def source_length(source: Any) -> int | None:
     """Number of records when cheap to know (DataFrame, sized iterable, Parquet), else None."""
     if isinstance(source, (str, os.PathLike)):
@@ -97,17 +107,107 @@ def _jsonl_records(path: Path) -> Iterator[Any]:
                 yield BadLine(text, f"line {number} of {path.name} is not JSON: {exc}")
 
 
+class _CsvRows:
+    """A CSV file's records as raw text, each with its first line number and field count.
+
+    Fields are counted without parsing where a line has no quote (a comma count), and by the
+    csv module where it has one (a quoted field may hold commas and span lines).
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._lines = iter(handle)
+        self._taken: list[str] = []  # the lines the csv module consumed for one record
+        self.line = 0  # physical lines read so far
+
+    def _next_line(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def _more(self) -> Iterator[str]:
+        while True:
+            try:
+                yield self._next_line()
+            except StopIteration:
+                return
+
+    def __iter__(self) -> Iterator[tuple[str, int, int]]:
+        for line in self._lines:
+            first = self.line + 1
+            self.line += 1
+            if '"' not in line:
+                yield line, first, line.count(",") + 1
+                continue
+            self._taken = [line]
+            fields = len(next(csv.reader(itertools.chain((line,), self._more()))))
+            self.line += len(self._taken) - 1
+            yield "".join(self._taken), first, fields
+
+
 def _csv_records(path: Path) -> Iterator[Any]:
+    """Rows typed by pandas, chunk by chunk; a row with too few or too many fields is a BadLine.
+
+    pandas would fill a short row with NaN and stop the whole file at a long one, so the rows
+    are counted first and only well-formed ones reach it, as their own text. Missing values
+    (empty fields, pandas' NA markers) are None; integer columns stay integers (nullable
+    dtypes, so a missing value does not turn 1 into 1.0).
+    """
     import pandas as pd
 
+    # Within Lambda's payload limit: a record cannot be bigger than that anyway.
+    csv.field_size_limit(max(csv.field_size_limit(), 6_291_456))
     try:
-        with pd.read_csv(path, chunksize=_CHUNK_ROWS) as reader:
-            for chunk in reader:
-                yield from chunk.to_dict("records")
-    except pd.errors.EmptyDataError:
-        return  # an empty file holds no records, as an empty .jsonl does
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            rows = iter(_CsvRows(handle))
+            header, width = "", 0
+            for text, _, fields in rows:
+                if text.strip():
+                    header, width = text, fields
+                    break
+            if not header:
+                return  # an empty file holds no records, as an empty .jsonl does
+            if not header.endswith(("\n", "\r")):
+                header += "\n"
+            good: list[str] = []
+            slots: list[BadLine | None] = []  # in file order: None for a good row
+            for text, first, fields in rows:
+                if not text.strip():
+                    continue  # blank lines separate nothing; pandas skips them too
+                if fields == width:
+                    good.append(text)
+                    slots.append(None)
+                else:
+                    slots.append(
+                        BadLine(
+                            text.rstrip("\r\n"),
+                            f"line {first} of {path.name} has {fields} "
+                            f"field{'s' if fields != 1 else ''}, the header has {width}",
+                        )
+                    )
+                if len(good) >= _CHUNK_ROWS:
+                    yield from _csv_chunk(pd, path, header, good, slots)
+                    good, slots = [], []
+            if slots:
+                yield from _csv_chunk(pd, path, header, good, slots)
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInput(f"records file {path.name} is not readable CSV: {exc}") from exc
+
+
+def _csv_chunk(
+    pd: Any, path: Path, header: str, good: list[str], slots: list[BadLine | None]
+) -> Iterator[Any]:
+    records: Iterator[Any] = iter(())
+    if good:
+        if not good[-1].endswith(("\n", "\r")):
+            good[-1] += "\n"
+        text = io.StringIO(header + "".join(good))
+        try:
+            frame = pd.read_csv(text, dtype_backend="numpy_nullable")
+        except pd.errors.ParserError as exc:
+            raise InvalidInput(f"records file {path.name} is not readable CSV: {exc}") from exc
+        records = iter(_missing_as_none(frame).to_dict("records"))
+    for slot in slots:
+        yield next(records) if slot is None else slot
 
 
 def _parquet_file(path: Path) -> Any:
@@ -128,6 +228,28 @@ def _parquet_records(path: Path) -> Iterator[Any]:
         yield from record_batch.to_pylist()
 
 
+def _missing_as_none(frame: Any) -> Any:
+    """The frame with pandas' missing values as None in columns that are not float.
+
+    A float column's NaN may be a real NaN (Encoding's `nan=` decides); in any other column
+    (strings, objects, nullable integers) NaN, NA and NaT only ever mean "missing".
+    """
+    floats = {"f", "c"}  # numpy kinds whose NaN is a value
+    missing = [
+        column
+        for column, dtype in frame.dtypes.items()
+        if getattr(dtype, "kind", "O") not in floats and frame[column].hasnans
+    ]
+    if not missing:
+        return frame
+    frame = frame.copy(deep=False)
+    for column in missing:
+        values = frame[column]
+        frame[column] = values.astype(object).where(values.notna(), None)
+    return frame
+
+
 def _dataframe_records(frame: Any) -> Iterator[Any]:
     for start in range(0, len(frame), _CHUNK_ROWS):
-        yield from frame.iloc[start : start + _CHUNK_ROWS].to_dict("records")
+        chunk = _missing_as_none(frame.iloc[start : start + _CHUNK_ROWS])
+        yield from chunk.to_dict("records")

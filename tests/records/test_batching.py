@@ -16,6 +16,7 @@ from lambdakit.records.batching import (
     split_batch,
     sub_batch,
 )
+from lambdakit.records.encoding import Encoding
 from lambdakit.records.validation import Validator
 
 
@@ -100,7 +101,8 @@ def test_payload_callable_that_inflates_is_bisected_then_rejected():
     assert not batches and "payload= callable" in rejections[0].reason
 
 
-def test_dataframe_nan_and_timestamps_serialise_sensibly():
+def test_dataframe_missing_values_and_timestamps_serialise_sensibly():
+    # nan="null": a float column's NaN is sent as null (by default it rejects the record).
     df = pd.DataFrame(
         {
             "a": [1, 2],
@@ -110,7 +112,7 @@ def test_dataframe_nan_and_timestamps_serialise_sensibly():
             "s": ["x", None],
         }
     )
-    batches, rejections, _ = collect(df)
+    batches, rejections, _ = collect(df, encoding=Encoding(nan="null"))
     assert not rejections
     items = orjson.loads(batches[0].body)["Items"]
     assert items[0] == {
@@ -211,7 +213,7 @@ def test_bad_settings_are_named():
 
 def test_payload_and_batch_input_problems_are_named():
     # Each escaped as a raw TypeError from orjson, or the callable's own exception, mid-run.
-    with pytest.raises(InvalidInput, match="batch_input is not JSON-serialisable"):
+    with pytest.raises(InvalidInput, match="batch_input cannot be sent: not JSON-serialisable"):
         Envelope(batch_input={"when": object()})
 
     def broken(items):
@@ -219,7 +221,9 @@ def test_payload_and_batch_input_problems_are_named():
 
     with pytest.raises(InvalidInput, match=r"payload callable raised KeyError: 'price'"):
         collect([1, 2], payload=broken)
-    with pytest.raises(InvalidInput, match="payload callable returned something not JSON"):
+    with pytest.raises(
+        InvalidInput, match="payload callable returned what cannot be sent: not JSON"
+    ):
         collect([1, 2], payload=lambda items: {"rows": object()})
 
 

@@ -55,10 +55,10 @@ def test_dataframe_rows_and_iterables():
 
 def test_broken_csv_and_parquet_files_are_named(tmp_path):
     # These escaped as raw pandas/pyarrow errors (ParserError, ArrowInvalid) from the run.
-    ragged = tmp_path / "ragged.csv"
-    ragged.write_text("id,value\n1,2\n3,4,5\n")
-    with pytest.raises(InvalidInput, match=r"ragged\.csv.*Expected 2 fields"):
-        list(iter_records(ragged))
+    not_text = tmp_path / "binary.csv"
+    not_text.write_bytes(b"id,value\n\xff\xfe,1\n")
+    with pytest.raises(InvalidInput, match=r"binary\.csv is not readable CSV"):
+        list(iter_records(not_text))
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_text("not parquet")
     with pytest.raises(InvalidInput, match=r"corrupt\.parquet is not a readable Parquet file"):
@@ -79,3 +79,45 @@ def test_a_dataframe_with_duplicate_column_names_is_refused():
     frame = pd.DataFrame([[1, 2, 3]], columns=["a", "a", "b"])
     with pytest.raises(InvalidInput, match=r"duplicate column names \['a'\]"):
         iter_records(frame)  # refused before anything is read or sent
+
+
+def test_csv_rows_of_the_wrong_width_are_bad_lines_with_their_line_number(tmp_path):
+    # A short row got NaN for its missing fields, silently; a long one stopped the whole
+    # file with pandas' ParserError (the run ended, after the batches already invoked).
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        'id,name,amount\n1,"Smith, J",1.5\n2,short\n\n3,"two\nlines",2\n4,x,3,extra\n5,,\n'
+    )
+    records = list(iter_records(path))
+    assert records[0] == {"id": 1, "name": "Smith, J", "amount": 1.5}
+    assert isinstance(records[1], BadLine) and records[1].text == "2,short"
+    assert records[1].reason == "line 3 of orders.csv has 2 fields, the header has 3"
+    assert records[2] == {"id": 3, "name": "two\nlines", "amount": 2.0}
+    assert isinstance(records[3], BadLine) and records[3].text == "4,x,3,extra"
+    assert records[3].reason == "line 7 of orders.csv has 4 fields, the header has 3"
+    assert records[4] == {"id": 5, "name": None, "amount": None}  # empty fields: missing
+    assert len(records) == 5
+
+
+def test_a_bad_csv_row_deep_in_a_file_does_not_stop_the_others(tmp_path):
+    path = tmp_path / "big.csv"
+    lines = ["id,v"] + [f"{i},{i}" for i in range(25_000)]
+    lines[22_001] += ",extra"  # the record with id 22000, on line 22,002
+    path.write_text("\n".join(lines))  # no newline at the end
+    records = list(iter_records(path))
+    assert len(records) == 25_000
+    bad = [r for r in records if isinstance(r, BadLine)]
+    assert [b.reason for b in bad] == ["line 22002 of big.csv has 3 fields, the header has 2"]
+    assert records[22_000] is bad[0] and records[-1] == {"id": 24_999, "v": 24_999}
+
+
+def test_csv_integers_with_missing_values_stay_integers(tmp_path):
+    # pandas made the column float64: 1 arrived as 1.0, and the gap as NaN.
+    path = tmp_path / "n.csv"
+    path.write_text("n,label\n1,NA\n,b\n3,\n")
+    assert list(iter_records(path)) == [
+        {"n": 1, "label": None},
+        {"n": None, "label": "b"},
+        {"n": 3, "label": None},
+    ]
+    assert [type(r["n"]) for r in iter_records(path)] == [int, type(None), int]

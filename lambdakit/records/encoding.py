@@ -1,0 +1,234 @@
+"""How a record becomes payload bytes (orjson), without a silent change to the data.
+
+The forms, as docs/architecture.md documents them:
+- Decimal: a JSON number with the Decimal's own digits (`Decimal("1.10")` -> `1.10`), or
+  with `decimal="string"` its text (`"1.10"`), for functions whose JSON parser reads numbers
+  as binary floats.
+- NaN and infinities (float, numpy or Decimal) have no JSON form: the record is rejected,
+  naming the field, unless `nan="null"` sends them as null.
+- None, pandas' NaT and NA: null.
+- datetime: ISO 8601; a naive one as given, without an offset (never assumed UTC); an aware
+  one with its offset (`+02:00`, UTC as `+00:00`); pandas Timestamps keep nanoseconds.
+  date: `YYYY-MM-DD`; time: `HH:MM:SS[.ffffff]`; timedelta: seconds, a number.
+- set / frozenset: a list in sorted order, so the same records make the same bytes in every
+  process (and hit the cache); a set whose items do not sort is rejected.
+- dict keys that are not strings are sent as JSON keys (`1` -> `"1"`); a dict whose keys
+  would collide (`1` and `"1"`) is rejected, naming the keys, since one value would be lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from lambdakit.errors import InvalidInput
+
+__all__ = ["DECIMAL_FORMS", "NAN_CHOICES", "OPTIONS", "Encoding"]
+
+DECIMAL_FORMS = ("number", "string")
+NAN_CHOICES = ("reject", "null")
+# No OPT_NON_STR_KEYS on the common path: orjson then refuses non-str keys, which sends
+# exactly the records whose keys could collide down the slow path that checks them.
+OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # the common path's orjson options
+_KEYED = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class _Unsendable(TypeError):
+    """Raised by the orjson default for a value that has no faithful JSON form."""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How records are serialised: `decimal` ("number" | "string"), `nan` ("reject" | "null")."""
+
+    decimal: str = "number"
+    nan: str = "reject"
+    default: Callable[[Any], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.decimal not in DECIMAL_FORMS:
+            raise InvalidInput(
+                f"decimal must be one of {', '.join(map(repr, DECIMAL_FORMS))} (how Decimal "
+                f"values are sent: a JSON number with their digits, or a string), "
+                f"got {self.decimal!r}"
+            )
+        if self.nan not in NAN_CHOICES:
+            raise InvalidInput(
+                f"nan must be one of {', '.join(map(repr, NAN_CHOICES))} (what becomes of a "
+                f"record holding NaN or an infinity), got {self.nan!r}"
+            )
+        object.__setattr__(self, "default", _make_default(self.decimal == "string", self.nan))
+
+    @classmethod
+    def coerce(cls, value: Encoding | None) -> Encoding:
+        """An Encoding, or the default one for None."""
+        return _DEFAULT if value is None else value
+
+    @property
+    def strict(self) -> bool:
+        """Whether NaN and infinities reject their record (else they are sent as null)."""
+        return self.nan == "reject"
+
+    def encode(self, record: Any) -> tuple[bytes | None, str | None]:
+        """(bytes, None), or (None, why the record cannot be sent faithfully)."""
+        try:
+            part = orjson.dumps(record, default=self.default, option=OPTIONS)
+        except TypeError:
+            return self.encode_slowly(record)
+        if self.strict and part.find(b"null") >= 0:  # NaN and inf come out as null: look closer
+            problem = self.problem(record)
+            if problem is not None:
+                return None, problem
+        return part, None
+
+    def encode_slowly(self, record: Any) -> tuple[bytes | None, str | None]:
+        """encode() for a record the common path refused: non-str keys, or a problem."""
+        problem = self.problem(record)
+        if problem is not None:
+            return None, problem
+        try:
+            return orjson.dumps(record, default=self.default, option=_KEYED), None
+        except TypeError as exc:
+            return None, f"not JSON-serialisable: {exc}"
+
+    def dumps(self, value: Any) -> bytes:
+        """The bytes of a value (InvalidInput naming the problem if it has no faithful form)."""
+        part, problem = self.encode(value)
+        if part is None:
+            raise InvalidInput(str(problem))
+        return part
+
+    def problem(self, record: Any) -> str | None:
+        """The first value of `record` without a faithful JSON form, named by its path."""
+        found = _walk(record, self.strict)
+        if found is None:
+            return None
+        path, message = found
+        where = "the record" if not path else f"field {_path_text(path)!r}"
+        return f"{where} {message}"
+
+
+def _make_default(decimal_as_string: bool, nan: str) -> Callable[[Any], Any]:
+    """orjson's fallback for what it does not serialise itself (DataFrames, Parquet, sets)."""
+    as_null = nan == "null"
+    fragment, is_decimal = orjson.Fragment, decimal.Decimal
+
+    def default(value: Any) -> Any:
+        if isinstance(value, is_decimal):
+            if value.is_finite():
+                text = str(value)
+                return text if decimal_as_string else fragment(text)
+            if as_null:
+                return None
+            raise _Unsendable(f"Decimal {value} has no JSON form")
+        kind = type(value).__name__
+        if kind in ("NaTType", "NAType"):  # pandas' missing markers
+            return None
+        if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+            return value.isoformat()  # pandas Timestamps: nanoseconds and offset kept
+        if isinstance(value, _dt.timedelta):
+            return value.total_seconds()
+        if isinstance(value, (set, frozenset)):
+            try:
+                return sorted(value)
+            except TypeError:
+                raise _Unsendable("a set whose items do not sort has no stable order") from None
+        if hasattr(value, "tolist"):  # numpy/pyarrow leftovers the option flags do not cover
+            return value.tolist()
+        raise TypeError(f"{kind} is not JSON-serialisable")
+
+    return default
+
+
+def _nonfinite_text(value: float) -> str:
+    return "NaN" if value != value else ("inf" if value > 0 else "-inf")
+
+
+_NAN_HINT = "which JSON cannot hold (nan='reject'); nan='null' sends it as null"
+
+
+def _walk(value: Any, strict: bool, path: tuple[Any, ...] = ()) -> tuple[tuple, str] | None:
+    """(path, message) of the first value that cannot be sent faithfully, else None."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return None
+    if isinstance(value, float):
+        if strict and not math.isfinite(value):
+            return path, f"is {_nonfinite_text(value)}, {_NAN_HINT}"
+        return None
+    if isinstance(value, dict):
+        if any(type(key) is not str for key in value):
+            collision = _colliding_keys(value)
+            if collision is not None:
+                return path, collision
+        for key, item in value.items():
+            found = _walk(item, strict, (*path, key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            found = _walk(item, strict, (*path, (position,)))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (set, frozenset)):
+        try:
+            ordered = sorted(value)
+        except TypeError:
+            kinds = sorted({type(item).__name__ for item in value})
+            return path, (
+                f"is a set of {' and '.join(kinds)} items that do not sort, so it has no "
+                "stable order (its bytes would change from process to process): pass a list"
+            )
+        return _walk(ordered, strict, path)
+    if isinstance(value, decimal.Decimal):
+        if strict and not value.is_finite():
+            return path, f"is Decimal('{value}'), {_NAN_HINT}"
+        return None
+    if isinstance(value, (_dt.date, _dt.time, _dt.timedelta)):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _walk(fields, strict, path)
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _walk(value.tolist(), strict, path)
+    return None
+
+
+def _colliding_keys(mapping: dict[Any, Any]) -> str | None:
+    """The message for two keys of `mapping` that become the same JSON key, else None."""
+    seen: dict[bytes, Any] = {}
+    for key in mapping:
+        try:
+            text = orjson.dumps({key: None}, option=_KEYED)[1:-6]  # the quoted JSON key
+        except TypeError:
+            return None  # an unserialisable key: orjson names it on the way out
+        if text in seen:
+            return (
+                f"has the keys {seen[text]!r} and {key!r}, which both become the JSON key "
+                f"{text.decode()}: one value would be lost"
+            )
+        seen[text] = key
+    return None
+
+
+def _path_text(path: tuple[Any, ...]) -> str:
+    """`lines[2].unit_price`: keys joined by dots, list positions (1-tuples) in brackets."""
+    text = ""
+    for step in path:
+        if type(step) is tuple:
+            text += f"[{step[0]}]"
+        else:
+            text += f".{step}" if text else str(step)
+    return text
+
+
+_DEFAULT = Encoding()

@@ -1,0 +1,103 @@
+"""Records as a run sends them, end to end against `lambdakit local`: nothing changes silently.
+
+Bad rows are rejected with their line number while the run goes on, and Decimals arrive with
+their digits.
+"""
+
+import sys
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import lambdakit
+
+ECHO = "def handler(event, context):\n    return event['Items']\n"
+
+# A custom runtime whose JSON parser keeps numbers as written (as Java's BigDecimal or
+# Node's JSON.parse with a reviver can): it answers with the text of each amount it got.
+DECIMAL_TEXT_BOOTSTRAP = f"""#!{sys.executable}
+import json, os, urllib.request
+from decimal import Decimal
+
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as reply:
+        request_id = reply.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(reply.read(), parse_float=Decimal)
+    texts = [None if i["amount"] is None else str(i["amount"]) for i in event["Items"]]
+    answer = urllib.request.Request(
+        api + request_id + "/response", data=json.dumps(texts).encode(), method="POST"
+    )
+    urllib.request.urlopen(answer).read()
+"""
+
+
+@pytest.fixture
+def go(local_lambda, tmp_path):
+    """lambdakit.run bound to the local service, with a per-test cache and no progress bar."""
+
+    def call(function, records, **kwargs):
+        kwargs.setdefault("cache", tmp_path / "cache")
+        kwargs.setdefault("progress", False)
+        return lambdakit.run(function, records, endpoint_url=local_lambda.endpoint_url, **kwargs)
+
+    return call
+
+
+def test_csv_rows_of_the_wrong_width_are_rejected_with_their_line_and_the_run_goes_on(
+    make_function, go, tmp_path
+):
+    path = tmp_path / "orders.csv"
+    lines = ["id,amount"] + [f"{i},{i}.5" for i in range(40)]
+    lines[11] = "10"  # line 12: too few fields (pandas filled it with NaN)
+    lines[31] += ",surplus"  # line 32: too many (pandas stopped the whole file)
+    path.write_text("\n".join(lines) + "\n")
+    name = make_function(ECHO)
+    result = go(name, path, batch_size=5)
+    summary = result.summary()
+    assert (summary["records"], summary["rejected_records"], summary["failed_records"]) == (
+        40,
+        2,
+        0,
+    )
+    errors = result.errors()
+    assert errors["record"].tolist() == [10, 30]
+    assert errors["error_message"].tolist() == [
+        "line 12 of orders.csv has 1 field, the header has 2",
+        "line 32 of orders.csv has 3 fields, the header has 2",
+    ]
+    outputs = list(result.outputs())
+    assert outputs[10] is None and outputs[30] is None
+    assert outputs[39] == {"id": 39, "amount": 39.5}
+    assert result.failed_records().tolist() == ["10", "30,30.5,surplus"]
+
+
+def test_a_decimal_column_round_trips_exactly(make_function, go, tmp_path):
+    amounts = [Decimal("1.10"), Decimal("0.05"), Decimal("1234567890.123456789"), None]
+    path = tmp_path / "money.parquet"
+    pq.write_table(pa.table({"amount": pa.array(amounts, pa.decimal128(19, 9))}), path)
+    expected = [None if a is None else str(a) for a in pq.read_table(path)["amount"].to_pylist()]
+    assert expected[0] == "1.100000000"  # the column's scale, as Parquet stores it
+
+    # The default: JSON numbers with every digit, as a Decimal-aware parser reads them.
+    texts = make_function(DECIMAL_TEXT_BOOTSTRAP, runtime="provided.al2023")
+    assert list(go(texts, path).outputs()) == expected
+
+    # decimal="string": the text itself, which even a float-parsing function echoes intact.
+    echoed = list(go(make_function(ECHO), path, decimal="string").outputs())
+    assert [o["amount"] for o in echoed] == expected
+    assert [Decimal(o["amount"]) for o in echoed[:3]] == amounts[:3]
+
+
+def test_nan_rejects_its_record_by_default_and_nan_null_sends_null(make_function, go):
+    name = make_function(ECHO)
+    records = [{"i": 0, "x": 1.5}, {"i": 1, "x": float("nan")}, {"i": 2, "x": float("inf")}]
+    result = go(name, records)
+    assert result.summary()["rejected_records"] == 2
+    assert result.errors()["error_message"].str.startswith("field 'x' is").all()
+    assert result.meta["params"]["nan"] == "reject"
+    result = go(name, records, nan="null", cache=False)
+    assert [o["x"] for o in result.outputs()] == [1.5, None, None]
+    assert result.meta["params"]["nan"] == "null"
