@@ -28,15 +28,24 @@ FINISHED = "finished"
 CANCELLED = "cancelled"
 FAILED = "failed"
 _ENDED = (FINISHED, CANCELLED, FAILED)
-_NOT_COUNTS = ("state", "records_total", "records_done", "elapsed_s", "unreachable_s", "retry_in_s")
+_NOT_COUNTS = (
+    *("state", "records_total", "batches_total", "records_done", "elapsed_s"),
+    *("unreachable_s", "retry_in_s"),
+)
 
 
 @dataclass(frozen=True)
 class Progress:
-    """A snapshot of a run's counters (records_total is None when the source length is unknown)."""
+    """A snapshot of a run's counters (records_total is None when the source length is unknown).
+
+    batches_total: the batches the source makes, when its length is known: exact once it is
+    read to its end, estimated until then (the batches read, plus the records left at the
+    records per batch so far, or at batch_size before the first).
+    """
 
     state: str = RUNNING
     records_total: int | None = None
+    batches_total: int | None = None
     records_read: int = 0
     records_done: int = 0  # ok + failed + rejected + cached
     ok_records: int = 0
@@ -208,6 +217,7 @@ class Tracker:
         *,
         records_total: int | None,
         in_flight_limit: int,
+        batch_size: int = 1,
         clock: Callable[[], float],
         events: EventStream | None,
         bar: ProgressBar,
@@ -217,6 +227,10 @@ class Tracker:
         }
         self.counts["in_flight_limit"] = in_flight_limit
         self.records_total = records_total
+        self._batch_size = max(1, batch_size)
+        self.batches_total = (
+            None if records_total is None else -(-records_total // self._batch_size)
+        )
         self.state = RUNNING
         self.events = events
         self.bar = bar
@@ -259,6 +273,22 @@ class Tracker:
             counts["batches_read"] += 1
             counts["records_read"] = records_read
             counts["rejected_records"] = rejected_records
+            if self.records_total is not None:
+                self.batches_total = self._batches_estimate(counts["batches_read"], records_read)
+            self._snapshot = None
+
+    def _batches_estimate(self, batches: int, records: int) -> int:
+        left = max(0, self.records_total - records)  # type: ignore[operator]
+        if not left:
+            return batches
+        per_batch = records / batches if records else self._batch_size  # cut by bytes too
+        return batches + max(1, round(left / per_batch))
+
+    def source_read(self, batches: int) -> None:
+        """The source is read to its end and made `batches` batches: the exact total."""
+        with self._lock:
+            if self.records_total is not None:
+                self.batches_total = batches
             self._snapshot = None
 
     def batch_done(self, failed: bool) -> None:
@@ -299,13 +329,14 @@ class Tracker:
             if snapshot is None or self._outage is not None:  # an outage's clocks keep going
                 counts = self.counts
                 done = counts["ok_records"] + counts["failed_records"] + counts["rejected_records"]
-                # Filled in directly: a frozen dataclass's __init__ sets each of its 18 fields
+                # Filled in directly: a frozen dataclass's __init__ sets each of its ~20 fields
                 # through object.__setattr__, and a run makes two snapshots per attempt.
                 snapshot = object.__new__(Progress)
                 snapshot.__dict__.update(
                     counts,
                     state=self.state,
                     records_total=self.records_total,
+                    batches_total=self.batches_total,
                     records_done=done,
                     elapsed_s=self.elapsed(),
                     unreachable_s=None,

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lambdakit.invocation import BATCH_CACHED, BATCH_OK, OK, THROTTLE
+from lambdakit.invocation import (
+    BATCH_CACHED,
+    BATCH_CANCELLED,
+    BATCH_NOT_RUN,
+    BATCH_OK,
+    OK,
+    THROTTLE,
+)
 from lambdakit.records.validation import Rejection
 from lambdakit.results.outputs import OutputStore
 
@@ -77,6 +85,16 @@ class BatchState:
     error_message: str | None = None
     log_tail: str | None = None  # of the last attempt that failed records for good
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Positions ok or failed for good, kept only when the batch is not done in one piece:
+    # if the run stops before the rest, the others are its records that did not run.
+    settled: set[int] | None = None
+
+    def settle(self, positions: Iterable[int]) -> None:
+        """Note positions of the batch that are done (ok or failed for good)."""
+        if self.settled is None:
+            self.settled = set(positions)
+        else:
+            self.settled.update(positions)
 
     def timed(self, start_s: float, end_s: float) -> None:
         """Note an attempt's times: the batch spans its first start to its last end."""
@@ -94,6 +112,8 @@ class RunRecord:
         self.batches: list[tuple[Any, ...]] = []
         self.failures: list[tuple[Any, ...]] = []
         self.rejections: list[tuple[Any, ...]] = []
+        # Records read but never done (the run stopped first): (record, batch, input).
+        self.not_run: list[tuple[Any, ...]] = []
         self.executed_versions: set[str] = set()
         self._lock = threading.Lock()
 
@@ -185,8 +205,17 @@ class RunRecord:
         )
 
     def add_batch(self, state: BatchState, *, status: str) -> None:
-        """The final row of a batch that was invoked (or cancelled before it could finish)."""
+        """The final row of a batch that was invoked (or cancelled before it could finish).
+
+        A batch the run stopped before finishing keeps each record neither ok nor failed as
+        a not-run row, with its input, so that a rerun can take exactly those.
+        """
         batch = state.batch
+        if status in (BATCH_CANCELLED, BATCH_NOT_RUN):
+            settled = state.settled or ()
+            for position, record in enumerate(batch.record_indices):
+                if position not in settled:
+                    self.not_run.append((record, batch.index, batch.items[position]))
         versions = sorted(state.versions)
         self.batches.append(
             (
@@ -231,12 +260,13 @@ class RunRecord:
             )
         )
 
-    def build(self, *, records: int, meta: dict[str, Any]) -> RunResult:
-        """The RunResult of everything recorded so far."""
+    def build(self, *, records: int, meta: dict[str, Any], source: Any = None) -> RunResult:
+        """The RunResult of everything recorded so far (`source`: to read unread records)."""
         from lambdakit.results.result import (
             ATTEMPT_COLUMNS,
             BATCH_COLUMNS,
             FAILURE_COLUMNS,
+            NOT_RUN_COLUMNS,
             REJECTION_COLUMNS,
             RunResult,
         )
@@ -250,14 +280,17 @@ class RunRecord:
             failures = failures.sort_values("record", kind="stable").reset_index(drop=True)
         with self._lock:
             rejections = _frame(self.rejections, REJECTION_COLUMNS)
+        not_run = _frame(sorted(self.not_run, key=lambda row: row[0]), NOT_RUN_COLUMNS)
         return RunResult(
             attempts=attempts,
             batches=batches,
             failures=failures,
             rejections=rejections,
+            not_run=not_run,
             outputs=self.outputs,
             records=records,
             meta=meta,
+            source=source,
         )
 
 

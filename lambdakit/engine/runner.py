@@ -19,7 +19,7 @@ from lambdakit.engine.retry import Retry
 from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.records.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches
 from lambdakit.records.encoding import Encoding
-from lambdakit.records.sources import source_length
+from lambdakit.records.sources import describe_source, source_length
 from lambdakit.records.validation import Validator
 from lambdakit.results.folders import check_folder
 
@@ -89,6 +89,17 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInput(f"{name} must be an int >= 1, got {value!r}")
     return value
+
+
+def _records_of_run(stream: Any, records_total: int | None) -> int:
+    """The run's `records`: the source's length when known, so that records never read
+    count as not run; what was read when it is unknown or the source was read to its end."""
+    read = stream.records
+    if stream.exhausted or records_total is None:
+        if records_total is not None and records_total != read:
+            log.warning("the source gave %d records; its length said %d", read, records_total)
+        return read
+    return max(records_total, read)
 
 
 def _code_sha256(target: Any) -> str | dict[str, str] | None:
@@ -173,8 +184,6 @@ def start(
         check_folder(output_dir, "output_dir")
     if cache_store is not None:
         cache_store.check()
-    records_total = source_length(records)
-    tolerated = _tolerance(tolerated_failure, records_total)
     encoding = Encoding(decimal=decimal, nan=nan)
     envelope = Envelope(payload=payload, batch_input=batch_input, encoding=encoding)
     record = RunRecord(OutputStore(output_dir))
@@ -193,6 +202,10 @@ def start(
         id_field=ids_by if isinstance(ids_by, str) else None,
         encoding=encoding,
     )
+    # Counted once the source is known to be readable: a file's records are counted here
+    # (see source_length), so that totals, tolerance and progress know the whole.
+    records_total = source_length(records)
+    tolerated = _tolerance(tolerated_failure, records_total)
     if invoker is None and url is not None:
         invoker, target = _http_invoker(
             url, function, qualifier, auth, headers, cache_namespace, concurrency, timeout,
@@ -214,6 +227,7 @@ def start(
     run_id = uuid.uuid4().hex
     tracker = Tracker(
         records_total=records_total,
+        batch_size=batch_size,
         in_flight_limit=concurrency,
         clock=clock,
         events=EventStream() if events else None,
@@ -284,8 +298,14 @@ def start(
             # Ids seen twice within what would have been one batch (split apart: see BatchStream).
             "repeated_ids": list(stream.repeated_ids),
             "repeated_id_records": stream.repeated_id_records,
+            # What was read: the source (a file's path, or the type of in-memory data), its
+            # length when known, and how many of its records were read.
+            "source": {**describe_source(records), "records": records_total},
+            "records_read": stream.records,
         }
-        return record.build(records=stream.records, meta=meta)
+        return record.build(
+            records=_records_of_run(stream, records_total), meta=meta, source=records
+        )
 
     return RunHandle(engine, finish, run_id)
 

@@ -203,6 +203,7 @@ class Engine:
             batch = self._source.take()
             if batch is None:
                 self.tracker.set(records_read=self.stream.records)
+                self.tracker.source_read(self.stream.batches)
                 return
             self._start_batch(batch)
 
@@ -386,4 +387,6 @@ class Engine:
     def finish(self, state: str) -> None:
         """Publish the final counters and close the event stream."""
         self.tracker.set(records_read=self.stream.records, in_flight=self._flight.in_flight)
+        if self.stream.exhausted:
+            self.tracker.source_read(self.stream.batches)
         self.tracker.finish(state)

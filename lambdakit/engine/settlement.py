@@ -546,6 +546,8 @@ class Settlement:
             values = [outputs[p] for p in good]
         self.record.outputs.put(indices, values)
         state.ok += len(good)
+        if piece.batch is not state.batch or len(good) != len(piece.batch):
+            state.settle(piece.positions[p] for p in good)  # the batch is not done at once
         if outcome.executed_version:
             state.versions.add(outcome.executed_version)
         if state.outputs is not None:  # kept only to fill the cache, with the metrics
@@ -559,6 +561,7 @@ class Settlement:
         for p in bad:
             self.record.add_failure(piece.batch, p, outcome)
         state.failed += len(bad)
+        state.settle(piece.positions[p] for p in bad)
         state.pending -= 1
         state.error_type, state.error_message = outcome.error_type, outcome.error_message
         state.log_tail = outcome.log_tail

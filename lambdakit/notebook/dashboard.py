@@ -210,9 +210,10 @@ class Dashboard:
         self.records_bar.max = max(known, 1)
         self.records_bar.value = min(progress.records_done, self.records_bar.max)
         self.records_text.value = _fraction(progress.records_done, total, progress.records_read)
-        self.batches_bar.max = max(progress.batches_read, 1)
+        batches = progress.batches_total  # known with the source's length (an estimate first)
+        self.batches_bar.max = max(progress.batches_read if batches is None else batches, 1)
         self.batches_bar.value = min(progress.batches_done, self.batches_bar.max)
-        self.batches_text.value = _fraction(progress.batches_done, None, progress.batches_read)
+        self.batches_text.value = _fraction(progress.batches_done, batches, progress.batches_read)
         self.counters.value = _counters_html(progress)
         self.headline.value = _headline_html(progress, live)
         self.rates.value = _rates_html(progress, live)
@@ -220,7 +221,8 @@ class Dashboard:
         if progress.ended:
             # The source is exhausted (or the run stopped): what was read is the total, of
             # batches always ("40 done, 40 read so far" would read as still going).
-            self.batches_text.value = f"{progress.batches_done:,} of {progress.batches_read:,}"
+            if batches is None:
+                self.batches_text.value = f"{progress.batches_done:,} of {progress.batches_read:,}"
             if total is None:
                 self.records_text.value = f"{progress.records_done:,} of {progress.records_read:,}"
 

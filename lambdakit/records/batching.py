@@ -131,6 +131,7 @@ class BatchStream(Iterator[Batch]):
         id_field: str | None = None,
     ) -> None:
         self.records = 0  # records read so far, rejected ones included
+        self.exhausted = False  # the source was read to its end (every record is in .records)
         self.rejected = 0
         self.id_field = id_field
         self.repeated_ids: list[str] = []  # the first ids seen twice within a batch
@@ -268,6 +269,7 @@ class BatchStream(Iterator[Batch]):
                 yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
             raise self._source_failed(failure, index + 1) from failure.cause
         self.records = index + 1
+        self.exhausted = True
         if items:
             yield from self._emit(indices, items, parts, envelope, max_batch_bytes)
 
@@ -282,8 +284,8 @@ class BatchStream(Iterator[Batch]):
         body = envelope.body(items, parts)
         if len(body) <= max_batch_bytes:
             # Numbered as emitted: the halves of an over-large body are batches of their own.
-            yield Batch(self.batches, tuple(indices), items, body)
-            self.batches += 1
+            self.batches += 1  # before the yield: a consumer that stops here has counted it
+            yield Batch(self.batches - 1, tuple(indices), items, body)
             return
         # Only a payload= callable can make the body bigger than the sum of its parts.
         if len(items) == 1:

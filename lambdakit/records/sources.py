@@ -14,10 +14,21 @@ import orjson
 
 from lambdakit.errors import InvalidInput
 
-__all__ = ["BadLine", "iter_records", "only_finite_numbers", "source_length"]
+__all__ = [
+    "COUNT_LIMIT_BYTES",
+    "BadLine",
+    "describe_source",
+    "iter_records",
+    "only_finite_numbers",
+    "records_from",
+    "source_length",
+]
 
 _FILE_KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _CHUNK_ROWS = 10_000  # rows converted at once from DataFrames, CSV chunks and Parquet batches
+# Files up to this size have their records counted before a run (a pass over a 1 GiB file
+# takes about a second; JSONL at ~60 ns a line once cached), so the run knows its total.
+COUNT_LIMIT_BYTES = 1 << 30
 
 
 class BadLine:
@@ -80,16 +91,71 @@ def only_finite_numbers(source: Any) -> bool:
 
 
 def source_length(source: Any) -> int | None:
-    """Number of records when cheap to know (DataFrame, sized iterable, Parquet), else None."""
+    """Number of records when cheap to know, else None.
+
+    A DataFrame or sized iterable: its len(); Parquet: its metadata; a .jsonl/.csv file up to
+    COUNT_LIMIT_BYTES: its records counted (non-blank lines; CSV rows after the header, a
+    quoted field spanning lines counted once), as the readers will read them.
+    """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.suffix.lower() == ".parquet" and path.is_file():
+        kind = _FILE_KINDS.get(path.suffix.lower())
+        if kind is None or not path.is_file():
+            return None
+        if kind == "parquet":
             return int(_parquet_file(path).metadata.num_rows)
+        if path.stat().st_size > COUNT_LIMIT_BYTES:
+            return None
+        return _count_jsonl(path) if kind == "jsonl" else _count_csv(path)
+    if isinstance(source, (dict, bytes, bytearray)):
         return None
     try:
         return len(source)
     except TypeError:
         return None
+
+
+def describe_source(source: Any) -> dict[str, Any]:
+    """What a run read, for its manifest: the file's kind and absolute path, or the type."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        kind = _FILE_KINDS.get(path.suffix.lower(), "file")
+        return {"type": f"{kind} file", "path": str(path.resolve())}
+    kind = type(source)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    if _is_dataframe(source):
+        name = "pandas.DataFrame"
+    return {"type": name}
+
+
+def records_from(source: Any, start: int) -> Iterator[Any]:
+    """The source's records from input position `start` on (read again, from the beginning
+    for an iterable that cannot seek); BadLines as iter_records gives them."""
+    if _is_dataframe(source):
+        return _dataframe_records(source.iloc[start:])
+    if isinstance(source, (list, tuple, range)):
+        return iter(source[start:])
+    return itertools.islice(iter_records(source), start, None)
+
+
+def _count_jsonl(path: Path) -> int:
+    with path.open("rb", buffering=1 << 20) as handle:
+        return sum(1 for line in handle if not line.isspace())  # as _jsonl_records skips
+
+
+def _count_csv(path: Path) -> int | None:
+    try:
+        with path.open("r", encoding="utf-8-sig", newline="") as handle:
+            rows = _CsvRows(handle).records()
+            if next(rows, None) is None:  # the header
+                return 0
+            return sum(1 for _ in rows)
+    except (UnicodeDecodeError, csv.Error):
+        return None  # unreadable: the reader will say why
 
 
 def _jsonl_records(path: Path) -> Iterator[Any]:
@@ -131,6 +197,10 @@ class _CsvRows:
             except StopIteration:
                 return
 
+    def records(self) -> Iterator[tuple[str, int, int]]:
+        """(text, first line, fields) of each record, blank lines skipped (pandas skips them)."""
+        return (row for row in self if row[0].strip())
+
     def __iter__(self) -> Iterator[tuple[str, int, int]]:
         for line in self._lines:
             first = self.line + 1
@@ -158,21 +228,16 @@ def _csv_records(path: Path) -> Iterator[Any]:
     csv.field_size_limit(max(csv.field_size_limit(), 6_291_456))
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            rows = iter(_CsvRows(handle))
-            header, width = "", 0
-            for text, _, fields in rows:
-                if text.strip():
-                    header, width = text, fields
-                    break
-            if not header:
+            rows = _CsvRows(handle).records()
+            first = next(rows, None)
+            if first is None:
                 return  # an empty file holds no records, as an empty .jsonl does
+            header, _, width = first
             if not header.endswith(("\n", "\r")):
                 header += "\n"
             good: list[str] = []
             slots: list[BadLine | None] = []  # in file order: None for a good row
-            for text, first, fields in rows:
-                if not text.strip():
-                    continue  # blank lines separate nothing; pandas skips them too
+            for text, line, fields in rows:
                 if fields == width:
                     good.append(text)
                     slots.append(None)
@@ -180,7 +245,7 @@ def _csv_records(path: Path) -> Iterator[Any]:
                     slots.append(
                         BadLine(
                             text.rstrip("\r\n"),
-                            f"line {first} of {path.name} has {fields} "
+                            f"line {line} of {path.name} has {fields} "
                             f"field{'s' if fields != 1 else ''}, the header has {width}",
                         )
                     )

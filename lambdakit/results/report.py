@@ -33,6 +33,10 @@ def manifest(result: RunResult) -> dict[str, Any]:
         "code_sha256": meta.get("code_sha256"),
         "params": meta.get("params") or {},
         "dataset_fingerprint": meta.get("dataset_fingerprint"),
+        # What was read: a file's kind and path, or the type of in-memory data; its length
+        # when known, and how many of its records were read.
+        "source": meta.get("source"),
+        "records_read": meta.get("records_read"),
         "lambdakit_version": meta.get("lambdakit_version") or __version__,
         "started_at": meta.get("started_at"),
         "ended_at": meta.get("ended_at"),
@@ -124,8 +128,7 @@ def summary_card(result: RunResult) -> str:
         cost_text = f"n/a (no built-in prices for region {e(str(result.region))})"
     batches = max(s["batches"], 1)
     headline = e(share_text(s["failed_records"], s["records"]))
-    ok = int(result.batches["ok_records"].fillna(0).sum())
-    not_run = s["records"] - ok - s["failed_records"] - s["rejected_records"]
+    not_run = s["not_run_records"]
     rows = [
         (
             "records",

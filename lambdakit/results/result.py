@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ __all__ = [
     "ATTEMPT_COLUMNS",
     "BATCH_COLUMNS",
     "FAILURE_COLUMNS",
+    "NOT_RUN_COLUMNS",
     "REJECTION_COLUMNS",
     "SUMMARY_KEYS",
     "OutputStore",
@@ -53,9 +55,10 @@ FAILURE_COLUMNS: dict[str, str] = {
     **{"log_tail": _O, "input": _O},
 }
 REJECTION_COLUMNS: dict[str, str] = {"record": _I, "reason": _O, "input": _O}
+NOT_RUN_COLUMNS: dict[str, str] = {"record": _I, "batch": _I, "input": _O}
 SUMMARY_KEYS: tuple[str, ...] = (
     *("records", "batches", *(f"{status}_batches" for status in BATCH_STATUSES)),
-    *("rejected_records", "failed_records", "failed_record_rate"),
+    *("rejected_records", "failed_records", "not_run_records", "failed_record_rate"),
     *("invocations", "retries", "throttles", "failed_attempt_rate"),
     *("elapsed_s", "records_per_s", "invocations_per_s"),
     *("latency_p50_s", "latency_p95_s", "latency_p99_s"),
@@ -101,7 +104,10 @@ class RunResult:
 
     `attempts` and `batches` follow the columns in docs/architecture.md; `failures` has
     one row per record that failed for good, `rejections` one per record validation
-    refused. `records` counts every input record, rejected ones included.
+    refused, `not_run` one per record read but never done (the run stopped first).
+    `records` counts every input record, rejected ones included, and every record of the
+    source when its length was known (records never read are not run). `source` is what
+    the run read, kept to read those records again (a saved result has only its path).
     """
 
     def __init__(
@@ -114,11 +120,17 @@ class RunResult:
         outputs: OutputStore,
         records: int,
         meta: dict[str, Any],
+        not_run: pd.DataFrame | None = None,
+        source: Any = None,
     ) -> None:
         self.attempts = _conform(attempts, ATTEMPT_COLUMNS, "attempts")
         self.batches = _conform(batches, BATCH_COLUMNS, "batches")
         self.failures = _conform(failures, FAILURE_COLUMNS, "failures")
         self.rejections = _conform(rejections, REJECTION_COLUMNS, "rejections")
+        if not_run is None:
+            not_run = pd.DataFrame(columns=list(NOT_RUN_COLUMNS))
+        self.not_run = _conform(not_run, NOT_RUN_COLUMNS, "not_run")
+        self.source = source
         if not isinstance(outputs, OutputStore):
             raise InvalidInput(f"RunResult outputs must be an OutputStore, got {type(outputs)}")
         self.store = outputs
@@ -149,6 +161,11 @@ class RunResult:
     def _failed_record_count(self) -> int:
         return int(self.failures["record"].nunique())
 
+    def _not_run_count(self) -> int:
+        """Records neither ok, failed nor rejected: the run stopped before them."""
+        rejected = int(self.rejections["record"].nunique())
+        return max(0, self.records - self._ok_records() - self._failed_record_count() - rejected)
+
     def elapsed_s(self) -> float:
         """Wall time of the run: meta's elapsed_s, else the last attempt's end."""
         elapsed = self.meta.get("elapsed_s")
@@ -165,7 +182,9 @@ class RunResult:
           ok; partial: some failed for good; failed: all failed for good; cached: from the
           cache; cancelled: the run stopped first; not_run: the endpoint was unreachable).
         - failed_records: records that failed for good; rejected_records: refused by
-          validation, never sent.
+          validation, never sent; not_run_records: neither (the run stopped before them:
+          read but unfinished, or never read from a source of known length), so that
+          ok + failed + rejected + not run = records.
         - failed_record_rate: failed_records / records, the run's headline failure rate
           (0.0 with no records).
         - invocations: attempts made; retries: attempts after a batch's first;
@@ -173,8 +192,8 @@ class RunResult:
         - failed_attempt_rate: failed attempts / invocations, i.e. how often a call to
           Lambda did not succeed, retried ones and partly failed batches included (0.0
           with no invocations).
-        - records_per_s = records / elapsed_s and invocations_per_s = invocations /
-          elapsed_s, end to end (0.0 for an instant run).
+        - records_per_s = (records - not_run_records) / elapsed_s and invocations_per_s =
+          invocations / elapsed_s, end to end (0.0 for an instant run).
         - latency_p*_s: percentiles of every attempt's latency, failed ones included
           (NaN with no attempts).
         """
@@ -184,19 +203,21 @@ class RunResult:
         p50, p95, p99 = latency_percentiles(attempts["latency_s"])
         failed_attempts = int((attempts["outcome"] != OK).sum())
         failed_records = self._failed_record_count()
+        not_run = self._not_run_count()
         values: dict[str, Any] = {
             "records": self.records,
             "batches": len(self.batches),
             **{f"{status}_batches": n for status, n in self.batch_counts().items()},
             "rejected_records": int(self.rejections["record"].nunique()),
             "failed_records": failed_records,
+            "not_run_records": not_run,
             "failed_record_rate": rate(failed_records, self.records),
             "invocations": invocations,
             "retries": int((pd.to_numeric(attempts["attempt"]) > 1).sum()),
             "throttles": int(attempts["throttled"].fillna(False).astype(bool).sum()),
             "failed_attempt_rate": rate(failed_attempts, invocations),
             "elapsed_s": elapsed,
-            "records_per_s": self.records / elapsed if elapsed > 0 else 0.0,
+            "records_per_s": (self.records - not_run) / elapsed if elapsed > 0 else 0.0,
             "invocations_per_s": invocations / elapsed if elapsed > 0 else 0.0,
             "latency_p50_s": p50,
             "latency_p95_s": p95,
@@ -238,18 +259,46 @@ class RunResult:
         # Text columns as objects with None, whatever string dtype pandas inferred.
         return table.assign(**{c: _objects(table[c]) for c in _TEXT_ERROR_COLUMNS})
 
-    def failed_records(self) -> pd.Series:
+    def failed_records(self, include_not_run: bool = False) -> pd.Series:
         """The inputs of failed and rejected records, indexed by input position, in order.
 
         Pass it to `lambdakit.run` to rerun only what failed (it iterates the records).
+        `include_not_run=True` adds the records that did not run, those never read from
+        the source included (read from it again: the in-memory source this result holds,
+        or the file its manifest names), so a rerun takes exactly what is left.
         """
-        both = pd.concat(
-            [self.failures[["record", "input"]], self.rejections[["record", "input"]]],
-            ignore_index=True,
-        )
+        frames = [self.failures[["record", "input"]], self.rejections[["record", "input"]]]
+        if include_not_run:
+            frames += [self.not_run[["record", "input"]], self._never_read()]
+        both = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         both = both.drop_duplicates("record").sort_values("record", kind="stable")
         index = pd.Index(both["record"].astype(np.int64), name="record")
         return pd.Series(both["input"].to_list(), index=index, dtype=object, name="input")
+
+    def _never_read(self) -> pd.DataFrame:
+        """(record, input) of the records past those read, read from the source again."""
+        read = self.meta.get("records_read")
+        if not isinstance(read, int) or read >= self.records:
+            return pd.DataFrame(columns=["record", "input"])
+        from lambdakit.records.sources import BadLine, records_from
+
+        source = self.source
+        described = self.meta.get("source") or {}
+        if source is None and described.get("path") and Path(described["path"]).is_file():
+            source = described["path"]
+        missing = self.records - read
+        if source is None:
+            raise InvalidInput(
+                f"{missing:,} records were never read from the source "
+                f"({described.get('type', 'unknown')}), and this result does not hold it: "
+                f"rerun from record {read:,} of the source instead"
+            )
+        inputs = [
+            record.text if type(record) is BadLine else record
+            for record in itertools.islice(records_from(source, read), missing)
+        ]
+        records = range(read, read + len(inputs))
+        return pd.DataFrame({"record": records, "input": pd.Series(inputs, dtype=object)})
 
     # -- cost, plots, reports --------------------------------------------------------------
 

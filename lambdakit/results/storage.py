@@ -26,7 +26,7 @@ __all__ = ["decode_meta", "encode_meta", "load_result", "save_result"]
 log = logging.getLogger("lambdakit.results.storage")
 
 FORMAT = 1
-TABLES = ("attempts", "batches", "failures", "rejections")
+TABLES = ("attempts", "batches", "failures", "rejections", "not_run")
 META_FILE = "meta.json"
 OUTPUTS_DIR = "outputs"
 
@@ -162,6 +162,7 @@ def load_result(path: str | os.PathLike[str]) -> RunResult:
             document["encoded_columns"].get(name, {}),
         )
         for name in TABLES
+        if name != "not_run" or (folder / f"{name}.parquet").exists()  # saved before it was
     }
     return RunResult(
         **tables,

@@ -140,8 +140,10 @@ def test_past_the_outage_timeout_the_rest_is_not_run_never_failed():
     clock = FakeClock()
     result = go(range(30), invoker, clock=clock, batch_size=3, concurrency=2, outage_timeout=60)
     s = result.summary()
-    # What was read is accounted for (the rest of the source was never read, as on a cancel).
-    assert s["failed_records"] == 0 and 0 < s["records"] == result.batches["records"].sum()
+    # Every record is accounted for: the rest of the source was never read, and is not run.
+    read = result.meta["records_read"]
+    assert s["failed_records"] == 0 and 0 < read == result.batches["records"].sum() < 30
+    assert s["records"] == 30 == s["not_run_records"]
     assert result.meta["stop_reason"] == "outage" and result.meta["cancelled"] is True
     assert set(result.batches["status"]) == {"not_run"}
     assert result.batches["error_message"].str.startswith("endpoint unreachable").all()

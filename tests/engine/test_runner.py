@@ -293,13 +293,19 @@ def test_cancel_returns_partial_result_and_stops_submitting():
 
 
 def assert_every_record_accounted_for(result):
-    """ok + failed + rejected + not run = records, batch by batch and in total."""
+    """ok + failed + rejected + not run = records, batch by batch and in total; the records
+    never read (a source of known length) are the not-run ones past those read."""
     b = result.batches
     not_run = b["records"] - b["ok_records"] - b["failed_records"]
     assert (not_run[~b["status"].isin(["cancelled", "not_run"])] == 0).all()
+    assert sorted(result.not_run["record"]) == sorted(result.not_run["record"].unique())
+    assert len(result.not_run) == not_run.sum()
     s = result.summary()
-    total = b["ok_records"].sum() + s["failed_records"] + s["rejected_records"] + not_run.sum()
-    assert total == s["records"] == b["records"].sum() + s["rejected_records"]
+    never_read = s["records"] - result.meta["records_read"]
+    assert s["not_run_records"] == not_run.sum() + never_read
+    total = b["ok_records"].sum() + s["failed_records"] + s["rejected_records"]
+    assert total + s["not_run_records"] == s["records"]
+    assert b["records"].sum() + s["rejected_records"] == result.meta["records_read"]
 
 
 def reject_seven(record):

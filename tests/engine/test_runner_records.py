@@ -4,9 +4,12 @@ Bad rows are rejected with their line number while the run goes on, and Decimals
 their digits.
 """
 
+import json
 import sys
+import time
 from decimal import Decimal
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -101,3 +104,63 @@ def test_nan_rejects_its_record_by_default_and_nan_null_sends_null(make_function
     result = go(name, records, nan="null", cache=False)
     assert [o["x"] for o in result.outputs()] == [1.5, None, None]
     assert result.meta["params"]["nan"] == "null"
+
+
+SLOW_ECHO = """
+import time
+
+def handler(event, context):
+    time.sleep(0.05)
+    ids = [item["id"] for item in event["Items"]]
+    failed = [{"itemIdentifier": str(p)} for p, item in enumerate(event["Items"]) if item["bad"]]
+    return {"batchItemFailures": failed, "outputs": ids} if failed else ids
+"""
+
+
+def cancelled_run(local_lambda, name, records, tmp_path):
+    handle = lambdakit.start(
+        name, records, endpoint_url=local_lambda.endpoint_url, batch_size=20, concurrency=2,
+        retry=1, cache=tmp_path / "cache", progress=False,
+        validate=lambda record: record["id"] % 97 != 5,  # a few rejected
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while handle.progress.batches_done < 6:
+        assert time.monotonic() < deadline and not handle.done, "no batch came back"
+        time.sleep(0.01)
+    progress = handle.progress
+    handle.cancel()
+    return handle.wait(timeout=60), progress
+
+
+@pytest.mark.parametrize("kind", ["DataFrame", "jsonl"])
+def test_after_a_cancel_every_record_of_the_source_is_accounted_for(
+    kind, local_lambda, make_function, go, tmp_path
+):
+    # Records never read were counted nowhere: 5,000 in, "records: 2250" out.
+    frame = pd.DataFrame({"id": range(3000), "bad": [i % 50 == 7 for i in range(3000)]})
+    source = frame
+    if kind == "jsonl":
+        source = tmp_path / "records.jsonl"
+        frame.to_json(source, orient="records", lines=True)
+    length = len(frame) if kind == "DataFrame" else len(source.read_text().splitlines())
+    name = make_function(SLOW_ECHO)
+    result, progress = cancelled_run(local_lambda, name, source, tmp_path)
+    assert progress.records_total == length and 140 <= progress.batches_total <= 150
+    s = result.summary()
+    ok = sum(output is not None for output in result.outputs())
+    assert ok + s["failed_records"] + s["rejected_records"] + s["not_run_records"] == length
+    assert s["records"] == length and s["failed_records"] > 0 and s["rejected_records"] > 0
+    assert s["not_run_records"] > length // 2  # most of the source was never read
+    assert result.meta["records_read"] < length
+    # The manifest says what was read; the rest reruns exactly.
+    manifest = json.loads((result.save_report(tmp_path / "report") / "manifest.json").read_text())
+    expected = {"type": "pandas.DataFrame"}
+    if kind == "jsonl":
+        expected = {"type": "jsonl file", "path": str(source.resolve())}
+    assert manifest["source"] == {**expected, "records": length}
+    rest = result.failed_records(include_not_run=True)
+    assert len(rest) == length - ok
+    rerun = go(name, rest.tolist(), batch_size=20, concurrency=2, retry=1)
+    r = rerun.summary()
+    assert (r["records"], r["not_run_records"]) == (len(rest), 0)
+    assert r["failed_records"] == int(frame["bad"][rest.index].sum())  # the rest, once each

@@ -537,4 +537,9 @@ def test_dashboard_shows_a_source_of_unknown_length():
                         batches_read=20, batches_done=20), live)  # fmt: skip
     assert board.batches_text.value == "20 of 20"
     assert board.records_text.value == "200 / 200 (100%)"
+    # With the source's length known, the batches bar measures against all its batches.
+    board.show(Progress(records_total=200, batches_total=20, records_read=60, records_done=40,
+                        batches_read=6, batches_done=4), live)  # fmt: skip
+    assert (board.batches_bar.value, board.batches_bar.max) == (4, 20)
+    assert board.batches_text.value == "4 / 20 (20%)"
     assert errors == []

@@ -6,7 +6,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from lambdakit.errors import InvalidInput
-from lambdakit.records.sources import BadLine, iter_records, source_length
+from lambdakit.records.sources import (
+    BadLine,
+    describe_source,
+    iter_records,
+    records_from,
+    source_length,
+)
 
 
 def test_csv_and_parquet_sources(tmp_path):
@@ -19,7 +25,7 @@ def test_csv_and_parquet_sources(tmp_path):
     assert list(iter_records(csv)) == expected
     assert list(iter_records(str(parquet))) == expected
     assert source_length(parquet) == 25
-    assert source_length(csv) is None
+    assert source_length(csv) == 25
     assert source_length(df) == 25
 
 
@@ -121,3 +127,30 @@ def test_csv_integers_with_missing_values_stay_integers(tmp_path):
         {"n": 3, "label": None},
     ]
     assert [type(r["n"]) for r in iter_records(path)] == [int, type(None), int]
+
+
+def test_file_records_are_counted_as_the_readers_read_them(tmp_path, monkeypatch):
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"a": 1}\n\n  \n[1, 2]\n{oops\n{"last": true}')  # blank lines skipped
+    assert source_length(jsonl) == len(list(iter_records(jsonl))) == 4
+    csv = tmp_path / "d.csv"
+    csv.write_text('\nid,note\n1,"two\nlines"\n\n2,short,row,long\n3,x\n')
+    assert source_length(csv) == len(list(iter_records(csv))) == 3
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert source_length(empty) == 0
+    monkeypatch.setattr("lambdakit.records.sources.COUNT_LIMIT_BYTES", 10)
+    assert source_length(jsonl) is None  # too big to count before the run: unknown
+    assert source_length(tmp_path / "missing.jsonl") is None
+
+
+def test_records_from_a_position_and_the_source_described(tmp_path):
+    frame = pd.DataFrame({"x": range(5)})
+    assert list(records_from(frame, 3)) == [{"x": 3}, {"x": 4}]
+    assert list(records_from([1, 2, 3], 1)) == [2, 3]
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("1\n2\n3\n")
+    assert list(records_from(jsonl, 2)) == [3]
+    assert describe_source(jsonl) == {"type": "jsonl file", "path": str(jsonl.resolve())}
+    assert describe_source(frame) == {"type": "pandas.DataFrame"}
+    assert describe_source([1]) == {"type": "list"}

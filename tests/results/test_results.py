@@ -26,6 +26,7 @@ DOCUMENTED_KEYS = [
     "not_run_batches",
     "rejected_records",
     "failed_records",
+    "not_run_records",
     "failed_record_rate",
     "invocations",
     "retries",
