@@ -145,6 +145,8 @@ class Outcome:
     log_tail: str | None = None
     report: Report | None = None
     item_errors: dict[int, str] = field(default_factory=dict)  # failed item's own reason
+    # Failed items the function marked `"retryable": true`: transient, not a verdict.
+    retryable_items: tuple[int, ...] = ()
 
 
 @runtime_checkable

@@ -133,6 +133,17 @@ def test_slow_flaky_seeded_item_failures_are_reproducible(slow_flaky, monkeypatc
     ]
 
 
+def test_slow_flaky_marks_item_failures_retryable_when_asked(slow_flaky, monkeypatch):
+    monkeypatch.setenv("SEED", "7")
+    monkeypatch.setenv("ITEM_FAIL_RATE", "0.3")
+    items = [{"n": n} for n in range(40)]
+    verdicts = slow_flaky.handler({"Items": items}, None)["batchItemFailures"]
+    assert verdicts and not any("retryable" in f for f in verdicts)
+    monkeypatch.setenv("ITEM_RETRYABLE", "1")
+    transient = slow_flaky.handler({"Items": items}, None)["batchItemFailures"]
+    assert transient == [{**f, "retryable": True} for f in verdicts]
+
+
 def test_slow_flaky_seeded_failures_and_throttles(slow_flaky, monkeypatch):
     monkeypatch.setenv("SEED", "1")
     monkeypatch.setenv("FAIL_RATE", "1")
@@ -318,6 +329,9 @@ def test_slow_flaky_deployed_failure_knobs(deployed):
     assert (outcome.outcome, outcome.error_type) == (FUNCTION_ERROR, "RuntimeError")
     throttled = deployed("slow_flaky", environment={"THROTTLE_RATE": 1})
     assert throttled.invoke(batch_of([1])).outcome == REPORTED_FAILURE
+    retryable = deployed("slow_flaky", environment={"ITEM_FAIL_RATE": 1, "ITEM_RETRYABLE": 1})
+    outcome = retryable.invoke(batch_of([1, 2]))
+    assert outcome.failed_items == outcome.retryable_items == (0, 1)
     hanging = deployed("slow_flaky", environment={"TIMEOUT_RATE": 1}, timeout_s=1)
     outcome = hanging.invoke(batch_of([1]))
     assert (outcome.outcome, outcome.error_type) == (TIMEOUT, "Sandbox.Timedout")
@@ -356,7 +370,7 @@ def test_enrich_orders_deployed_reporting_order_ids(deployed, dataset, enrich_or
     # An order with no id cannot be named: the whole batch fails rather than pass it as done.
     nameless = invoker.invoke(batch_of([*with_ids[:3], {**with_ids[3], "order_id": None}]))
     assert (nameless.outcome, nameless.error_type) == (REPORTED_FAILURE, "InvalidItemIdentifier")
-    assert nameless.failed_items == (0, 1, 2, 3)
+    assert nameless.failed_items == ()  # the whole attempt failed: every record with it
 
 
 def test_daily_stats_summarises_per_station_and_names_what_it_skips():

@@ -13,7 +13,13 @@ import urllib3
 
 from lambdakit.aws.connection import CONNECT_TIMEOUT_S
 from lambdakit.aws.function_urls import parse_function_url, safe_url
-from lambdakit.aws.reply import read_item_errors, read_response
+from lambdakit.aws.reply import (
+    PER_RECORD,
+    check_outputs,
+    read_item_errors,
+    read_response,
+    read_retryable_items,
+)
 from lambdakit.errors import InvalidInput, translate_client_error
 from lambdakit.invocation import (
     CLIENT_ERROR,
@@ -62,6 +68,9 @@ class HttpInvoker:
     for every request (a fresh bearer token, a custom signature). `headers` go with every
     request (x-api-key, Authorization); their values are never recorded anywhere.
 
+    `outputs` says how a 2xx body that is not one output per record is read ("per_record",
+    the strict default; "per_batch"; "raw" for text): see `reply.read_response`.
+
     Statuses: 2xx -> the batch contract; 429 and 503 -> throttle (Retry-After honoured);
     502 -> function_error; 504 and read timeouts -> timeout; other 5xx -> service_error;
     413 -> the batch is bisected; other 4xx -> client_error (not retried).
@@ -83,6 +92,7 @@ class HttpInvoker:
         profile: str | None = None,
         target: Target | None = None,
         executed_version: str | None = None,
+        outputs: str = PER_RECORD,
     ) -> None:
         parts = urlsplit(url if isinstance(url, str) else "")
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -101,6 +111,7 @@ class HttpInvoker:
         self.url = url
         self.safe_url = safe_url(url)
         self.id_field = id_field
+        self.outputs = check_outputs(outputs)
         self.version = str(version)
         self.headers = {"Content-Type": "application/json", **dict(headers or {})}
         self.target = target or Target(
@@ -161,10 +172,12 @@ class HttpInvoker:
         )
         if 200 <= status < 300:
             ids = self._ids(batch.items) if self.id_field else None
+            n, body = len(batch.items), response.data
             outcome, outputs, failed, error_type, message = read_response(
-                response.data, None, len(batch.items), ids
+                body, None, n, ids, self.outputs
             )
-            reasons = read_item_errors(response.data, len(batch.items), ids) if failed else {}
+            reasons = read_item_errors(body, n, ids) if failed else {}
+            retryable = read_retryable_items(body, n, ids) if failed else ()
             return Outcome(
                 outcome,
                 http_status=status,
@@ -175,6 +188,7 @@ class HttpInvoker:
                 outputs=outputs,
                 failed_items=failed,
                 item_errors=reasons,
+                retryable_items=retryable,
             )
         error_type, message = _error_fields(response)
         retry_after = response.headers.get("Retry-After")

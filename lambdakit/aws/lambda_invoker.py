@@ -6,7 +6,14 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
-from lambdakit.aws.reply import parse_report, read_item_errors, read_response
+from lambdakit.aws.reply import (
+    PER_RECORD,
+    check_outputs,
+    parse_report,
+    read_item_errors,
+    read_response,
+    read_retryable_items,
+)
 from lambdakit.errors import LambdaServiceError, translate_client_error
 from lambdakit.invocation import (
     CLIENT_ERROR,
@@ -31,6 +38,8 @@ class LambdaInvoker:
     `function_name` is the FunctionName sent (default: the target's ARN); give the plain name
     the target was resolved from, as run() does, since botocore sends an ARN more slowly.
     `probe_client` (short timeouts) is what `probe()` asks; default: `client`.
+    `outputs` says how a reply that is not one output per record is read ("per_record",
+    the strict default; "per_batch"; "raw"): see `reply.read_response`.
     """
 
     def __init__(
@@ -42,6 +51,7 @@ class LambdaInvoker:
         qualifier: str | None = None,
         function_name: str | None = None,
         probe_client: Any = None,
+        outputs: str = PER_RECORD,
     ) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,6 +60,7 @@ class LambdaInvoker:
         self.target = target
         self.function_name = function_name or target.function_arn
         self.id_field = id_field
+        self.outputs = check_outputs(outputs)
         self.qualifier = qualifier if qualifier is not None else target.qualifier
         # InvocationType is left to its default, RequestResponse: one header less to sign and
         # send, which at batch_size=1 was ~5% of the client's CPU per invocation.
@@ -70,10 +81,12 @@ class LambdaInvoker:
 
         log_tail = _decode_log(response.get("LogResult"))
         ids = self._ids(batch.items) if self.id_field else None
+        n = len(batch.items)
         outcome, outputs, failed, error_type, message = read_response(
-            payload, response.get("FunctionError"), len(batch.items), ids
+            payload, response.get("FunctionError"), n, ids, self.outputs
         )
-        reasons = read_item_errors(payload, len(batch.items), ids) if failed else {}
+        reasons = read_item_errors(payload, n, ids) if failed else {}
+        retryable = read_retryable_items(payload, n, ids) if failed else ()
         return Outcome(
             outcome=outcome,
             http_status=response.get("StatusCode"),
@@ -86,6 +99,7 @@ class LambdaInvoker:
             log_tail=log_tail,
             report=parse_report(log_tail),
             item_errors=reasons,
+            retryable_items=retryable,
         )
 
     def probe(self) -> bool:

@@ -2,7 +2,7 @@
 
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
                   [--timeout S] [--max-attempts N] [--id-field F] [--decimal number|string]
-                  [--nan reject|null] [--endpoint-url URL]
+                  [--nan reject|null] [--outputs per_record|per_batch|raw] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
                   [--grace S] [--outage-timeout S | --wait-for-ever] [--shared-files]
                   [--no-progress]
@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lambdakit.aws.reply import OUTPUT_MODES, PER_RECORD
 from lambdakit.cli.demo import ENDPOINT_ENV
 from lambdakit.results.folders import PRIVATE_FILE
 
@@ -147,6 +148,11 @@ def add_run_command(subparsers: Any) -> None:
     run.add_argument(
         "--nan", choices=["reject", "null"], default="reject",
         help="a record holding NaN or an infinity is rejected (default), or they are sent as null",
+    )  # fmt: skip
+    run.add_argument(
+        "--outputs", choices=OUTPUT_MODES, default=PER_RECORD,
+        help="how replies are read: one output per record (default, strict), one output for "
+        "the whole batch (a dict or scalar reply), or raw text (custom runtimes)",
     )  # fmt: skip
     run.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9001 for lambdakit local "
                      f"(default ${ENDPOINT_ENV}, else AWS)")  # fmt: skip
@@ -286,6 +292,7 @@ def _run(args: argparse.Namespace) -> int:
         id_field=args.id_field,
         decimal=args.decimal,
         nan=args.nan,
+        outputs=args.outputs,
         endpoint_url=endpoint_url,
         region=args.region,
         profile=args.profile,

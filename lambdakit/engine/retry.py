@@ -47,6 +47,11 @@ class Retry:
     ran, so a throttled batch keeps its attempt budget and is retried up to
     `max_throttle_retries` times (the adaptive limit keeps that number small).
 
+    A record the function itself reports failed (`batchItemFailures`) has been judged, not
+    lost: it is tried at most `item_attempts` times (default 1: no retry), within
+    `max_attempts`. A failure the handler marks `"retryable": true` is transient and is
+    retried like a failed attempt, up to `max_attempts`.
+
     >>> Retry.coerce(5).max_attempts
     5
     >>> Retry.coerce(False).next_delay("function_error", 1) is None
@@ -60,6 +65,7 @@ class Retry:
     jitter: str = "full"
     on: tuple[str, ...] = DEFAULT_RETRY_ON
     max_throttle_retries: int = 100
+    item_attempts: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -84,6 +90,14 @@ class Retry:
         object.__setattr__(self, "on", on)
         if self.max_throttle_retries < 0:
             raise InvalidInput("Retry.max_throttle_retries must be >= 0")
+        items = self.item_attempts
+        if isinstance(items, bool) or not isinstance(items, int) or items < 1:
+            raise InvalidInput(f"Retry.item_attempts must be an int >= 1, got {items!r}")
+        if items > self.max_attempts:
+            raise InvalidInput(
+                f"Retry.item_attempts ({items}) cannot exceed max_attempts "
+                f"({self.max_attempts}): every attempt of a record counts against max_attempts"
+            )
 
     @classmethod
     def coerce(cls, value: Retry | Mapping[str, Any] | int | bool | None) -> Retry:
@@ -133,6 +147,17 @@ class Retry:
         if retry_after is not None and retry_after > delay:
             delay = float(retry_after)
         return delay
+
+    def retries_item(self, verdicts: int, retryable: bool) -> bool:
+        """Whether a record the function reported failed may go again (attempts permitting).
+
+        `verdicts`: how often it was reported failed without `"retryable": true`, this time
+        included; `retryable`: whether this report marked the failure transient.
+
+        >>> Retry().retries_item(1, retryable=False), Retry().retries_item(1, retryable=True)
+        (False, True)
+        """
+        return retryable or verdicts < self.item_attempts
 
 
 def next_delay(

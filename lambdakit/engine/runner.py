@@ -102,6 +102,32 @@ def _records_of_run(stream: Any, records_total: int | None) -> int:
     return max(records_total, read)
 
 
+def _outputs(outputs: Any, invoker: Any) -> str:
+    """How the run reads replies: `outputs=`, else the custom invoker's own, else per_record."""
+    from lambdakit.aws.reply import PER_RECORD, check_outputs
+
+    if invoker is None:
+        return check_outputs(PER_RECORD if outputs is None else outputs)
+    own = getattr(invoker, "outputs", None)
+    if outputs is not None and check_outputs(outputs) != (own or PER_RECORD):
+        raise InvalidInput(
+            f"outputs={outputs!r} does not go with a custom invoker, which reads replies "
+            f"itself (outputs={own or PER_RECORD!r}): give outputs= to the invoker"
+        )
+    return check_outputs(own) if own is not None else PER_RECORD
+
+
+def _cache_view(target: Any, outputs: str) -> Any:
+    """The target as the cache sees it: each token also names how replies were read.
+
+    The same reply reads as different outputs per record, per batch or raw, so an entry is
+    valid only for runs that read it the same way. Entries made before the contract was
+    strict (a short list given to every record) have tokens without it, and are ignored.
+    """
+    tokens = {v: f"{token}|outputs={outputs}" for v, token in target.cache_tokens.items()}
+    return dataclasses.replace(target, cache_tokens=tokens)
+
+
 def _code_sha256(target: Any) -> str | dict[str, str] | None:
     """The code the run invokes: one CodeSha256, or {version: sha} for a canary alias."""
     shas = dict(getattr(target, "code_sha256", None) or {})
@@ -130,6 +156,7 @@ def start(
     id_field: str | None = None,
     decimal: str = "number",
     nan: str = "reject",
+    outputs: str | None = None,
     tolerated_failure: int | float | None = None,
     outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT_S,
     endpoint_url: str | None = None,
@@ -178,6 +205,7 @@ def start(
     if id_field is not None and not isinstance(id_field, str):
         raise InvalidInput(f"id_field must be the name of a record field (a str), got {id_field!r}")
     outage_timeout = _outage_timeout(outage_timeout)
+    reading = _outputs(outputs, invoker)
     # Folders first: one that cannot be written must stop the run before anything is paid
     # for, not after the last batch (the cache is written as batches succeed).
     if output_dir is not None:
@@ -209,12 +237,12 @@ def start(
     if invoker is None and url is not None:
         invoker, target = _http_invoker(
             url, function, qualifier, auth, headers, cache_namespace, concurrency, timeout,
-            id_field, endpoint_url, region, profile, client,
+            id_field, reading, endpoint_url, region, profile, client,
         )  # fmt: skip
     elif invoker is None:
         invoker, target = _lambda_invoker(
-            function, qualifier, concurrency, timeout, id_field, endpoint_url, region, profile,
-            client,
+            function, qualifier, concurrency, timeout, id_field, reading, endpoint_url, region,
+            profile, client,
         )  # fmt: skip
     else:
         # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
@@ -234,7 +262,7 @@ def start(
         bar=ProgressBar(bool(progress), records_total, target.function_name),
     )
     plan = Plan(
-        target=target,
+        target=_cache_view(target, reading),
         envelope=envelope,
         concurrency=concurrency,
         retry=retry_policy,
@@ -265,6 +293,7 @@ def start(
         "id_field": id_field,
         "decimal": encoding.decimal,
         "nan": encoding.nan,
+        "outputs": reading,
         "tolerated_failure": tolerated_failure,
         "outage_timeout": outage_timeout,
     }
@@ -316,6 +345,7 @@ def _lambda_invoker(
     concurrency: int,
     timeout: float | None,
     id_field: str | None,
+    outputs: str,
     endpoint_url: str | None,
     region: str | None,
     profile: str | None,
@@ -361,8 +391,9 @@ def _lambda_invoker(
             session=session,
         )  # fmt: skip
     invoker = LambdaInvoker(
-        invoking, target, id_field=id_field, function_name=plain, probe_client=probing
-    )
+        invoking, target, id_field=id_field, function_name=plain, probe_client=probing,
+        outputs=outputs,
+    )  # fmt: skip
     return invoker, target
 
 
@@ -376,6 +407,7 @@ def _http_invoker(
     concurrency: int,
     timeout: float | None,
     id_field: str | None,
+    outputs: str,
     endpoint_url: str | None,
     region: str | None,
     profile: str | None,
@@ -417,6 +449,7 @@ def _http_invoker(
     invoker = HttpInvoker(
         url, headers=headers, timeout=read_timeout, concurrency=concurrency, id_field=id_field,
         auth=auth, region=region, profile=profile, target=target, executed_version=executed,
+        outputs=outputs,
     )  # fmt: skip
     return invoker, target
 
@@ -438,6 +471,7 @@ def run(
     id_field: str | None = None,
     decimal: str = "number",
     nan: str = "reject",
+    outputs: str | None = None,
     tolerated_failure: int | float | None = None,
     outage_timeout: float | None = DEFAULT_OUTAGE_TIMEOUT_S,
     endpoint_url: str | None = None,
@@ -460,6 +494,11 @@ def run(
     the default) or "string" (their text, for functions that parse numbers as floats).
     `nan`: a record holding NaN or an infinity (float, numpy or Decimal) is rejected,
     naming the field ("reject", the default), or those values are sent as null ("null").
+    `outputs`: how replies are read. "per_record" (the default): a reply is one output per
+    record (a list as long as the batch, or a batchItemFailures/statusCode dict); anything
+    else fails the attempt. "per_batch": a dict or scalar reply is one output for the whole
+    batch, given to each of its records. "raw": the reply's text is every record's output,
+    uninterpreted (custom runtimes). A reply that breaks the contract is never cached.
     `tolerated_failure`: a count or a fraction of records that may fail before the run stops
     with ToleranceExceeded. When the endpoint stops answering (connection errors, or read
     timeouts far beyond the usual latency, for most of what is in flight) the run pauses and
@@ -502,6 +541,7 @@ def run(
         id_field=id_field,
         decimal=decimal,
         nan=nan,
+        outputs=outputs,
         tolerated_failure=tolerated_failure,
         outage_timeout=outage_timeout,
         endpoint_url=endpoint_url,

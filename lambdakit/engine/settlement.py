@@ -56,6 +56,9 @@ class Piece:
     positions: tuple[int, ...]  # position of each item in the source batch
     failures: int = 0  # failed attempts so far (throttles excluded)
     throttles: int = 0
+    # Per item: times the function reported it failed as a verdict (not marked retryable);
+    # empty while none was. Checked against Retry.item_attempts.
+    verdicts: tuple[int, ...] = ()
     due: float = 0.0
     lookup: bool = False  # a fresh batch: the worker first looks it up in the cache
     # Set when sent; each piece is sent once (a retry is a new piece).
@@ -429,7 +432,8 @@ class Settlement:
         if self.stopping():
             piece.state.pending -= 1  # left undone, not failed: the run is stopping
             return
-        again = Piece(piece.batch, piece.state, piece.positions, piece.failures, piece.throttles)
+        again = Piece(piece.batch, piece.state, piece.positions, piece.failures, piece.throttles,
+                      piece.verdicts)  # fmt: skip
         again.lookup = piece.lookup
         if self.breaker.open:
             self.parked.append(again)
@@ -479,12 +483,7 @@ class Settlement:
             if not bad:
                 state.pending -= 1
                 return False
-            piece.failures += 1
-            delay = self._delay(piece, outcome)
-            if delay is not None:
-                self._requeue(piece, sub_batch(piece.batch, bad, self.envelope), bad, delay)
-                return False
-            return self._fail(piece, bad, outcome)
+            return self._items_failed(piece, bad, outcome)
         if outcome.error_type in _TOO_LARGE:
             # The request (413) or the response was too big, not wrong: bisect and send both
             # halves now, without using up the retry budget. One record cannot shrink.
@@ -512,19 +511,53 @@ class Settlement:
             return False
         return self._fail(piece, list(range(n)), outcome)
 
+    def _items_failed(self, piece: Piece, bad: list[int], outcome: Outcome) -> bool:
+        """Items the function reported failed: retry the transient, fail the judged for good.
+
+        A report is a verdict on the record unless marked retryable, and a verdict is retried
+        only while the record has item attempts left (Retry.item_attempts, default 1).
+        """
+        piece.failures += 1
+        delay = self._delay(piece, outcome)
+        transient = set(outcome.retryable_items)
+        verdicts = list(piece.verdicts) or [0] * len(piece.batch)
+        for p in bad:
+            if p not in transient:
+                verdicts[p] += 1
+        again = []
+        if delay is not None:
+            again = [p for p in bad if self.retry.retries_item(verdicts[p], p in transient)]
+        going = set(again)
+        final = [p for p in bad if p not in going]
+        if again and final:
+            piece.state.pending += 1  # two pieces of work from one: a retry and a failure
+        if again:
+            sub = sub_batch(piece.batch, again, self.envelope)
+            self._requeue(piece, sub, again, delay or 0.0, verdicts=verdicts)
+        return self._fail(piece, final, outcome) if final else False
+
     def _delay(self, piece: Piece, outcome: Outcome) -> float | None:
         count = piece.throttles if outcome.outcome == THROTTLE else piece.failures
         return self.retry.next_delay(outcome.outcome, count, outcome.retry_after_s)
 
     def _requeue(
-        self, piece: Piece, batch: Batch, positions: Any, delay: float, unanswered: bool = False
+        self,
+        piece: Piece,
+        batch: Batch,
+        positions: Any,
+        delay: float,
+        unanswered: bool = False,
+        verdicts: Sequence[int] | None = None,
     ) -> None:
         if self.stopping():
             # Worth retrying, but the run is stopping: the items are left undone, not failed.
             piece.state.pending -= 1
             return
+        positions = list(positions)
         kept = tuple(piece.positions[p] for p in positions)
-        again = Piece(batch, piece.state, kept, piece.failures, piece.throttles)
+        counts = piece.verdicts if verdicts is None else verdicts
+        judged = tuple(counts[p] for p in positions) if counts else ()
+        again = Piece(batch, piece.state, kept, piece.failures, piece.throttles, judged)
         again.unanswered = unanswered
         again.due = self.clock() + delay
         heapq.heappush(self.delayed, (again.due, next(self._seq), again))

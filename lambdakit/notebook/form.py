@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from lambdakit.aws.reply import PER_BATCH, PER_RECORD, RAW, check_outputs
 from lambdakit.engine.cache import DEFAULT
 from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.notebook.choosers import (
@@ -47,7 +48,13 @@ _LABELS = {
     "max_attempts": "max attempts",
 }
 # Form fields a caller may preset through form(**defaults); other keywords go to start().
-_FIELDS = ("function", "qualifier", "path", "url", "auth", "headers", *BOUNDS)
+_FIELDS = ("function", "qualifier", "path", "url", "auth", "headers", "outputs", *BOUNDS)
+# How replies are read (run(outputs=...)), as the dropdown offers it.
+_OUTPUT_LABELS = {
+    PER_RECORD: "one output per record",
+    PER_BATCH: "one output per batch",
+    RAW: "raw text",
+}
 # Arguments of start() that the form itself decides.
 _MANAGED = ("function", "records", "qualifier", "progress", "endpoint_url", "client", "cache")
 _ERROR_STYLE = "color:#b00020"
@@ -64,7 +71,7 @@ def form(
     """Build the run form; `records` is the dataset, else the form offers a file chooser.
 
     `defaults` preset the fields (function, qualifier, path, batch_size, timeout,
-    concurrency, max_attempts; url, auth and headers start the form in URL mode, which
+    concurrency, max_attempts, outputs; url, auth and headers start the form in URL mode, which
     POSTs batches to an HTTP endpoint as `lambdakit.run(url=...)` does); any other keyword
     (validate=, payload=, retry=, ...) is passed to `lambdakit.start` unchanged.
 
@@ -145,6 +152,14 @@ class Form(widgets.VBox):
             box = getattr(self, name)
             # max first: a bounded widget's default max (100) is below some of ours.
             box.max, box.min, box.value = high, low, numbers[name]
+        self.outputs = widgets.Dropdown(
+            options=[(label, mode) for mode, label in _OUTPUT_LABELS.items()],
+            value=check_outputs(fields.get("outputs") or PER_RECORD),
+            description="replies",
+            style=style,
+            tooltip="how a reply is read: strictly one output per record (a list as long as "
+            "the batch), one output for the whole batch, or its raw text (custom runtimes)",
+        )
         self.cache = widgets.Checkbox(
             value=cache is not False and cache is not None, description="use the cache"
         )
@@ -164,7 +179,7 @@ class Form(widgets.VBox):
                 self.urls.widget,
                 widgets.HBox([self.batch_size, self.timeout]),
                 widgets.HBox([self.concurrency, self.max_attempts]),
-                self.cache,
+                widgets.HBox([self.outputs, self.cache]),
                 *([self.dataset.widget] if self.dataset is not None else []),
                 widgets.HBox([self.run_button, self.cancel_button, self.status]),
                 self.message,
@@ -178,7 +193,7 @@ class Form(widgets.VBox):
         self.add_class("lambdakit-form")
         parts = (
             "function qualifier refresh_button cache run_button cancel_button status message "
-            "mode url auth"
+            "mode url auth outputs"
         )
         for name in [*parts.split(), *BOUNDS, "summary", "figure", "output"]:
             getattr(self, name).add_class("lambdakit-" + name.replace("_", "-"))
@@ -195,6 +210,7 @@ class Form(widgets.VBox):
             *self.targets.inputs,
             *self.urls.inputs,
             *(getattr(self, name) for name in BOUNDS),
+            self.outputs,
             self.cache,
             *([self.dataset.path] if self.dataset is not None else []),
             self.run_button,
@@ -287,6 +303,7 @@ class Form(widgets.VBox):
             retry=dataclasses.replace(
                 _base_retry(self._extra), max_attempts=self.max_attempts.value
             ),
+            outputs=self.outputs.value,
             cache=self._cache if self.cache.value else False,
             # The dashboard is the progress display; a tqdm bar would land in another cell.
             progress=False,

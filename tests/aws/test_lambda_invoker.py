@@ -137,8 +137,10 @@ def test_status_code_200_body_is_read_on_as_the_result():
         None,
         None,
     )
-    # A body that is not JSON is the output itself, shared by the whole batch.
-    assert read_response(j({"statusCode": 200, "body": "done"}), None, 2)[1] == ["done", "done"]
+    # A body that is not JSON is one value: one output for the batch only with per_batch.
+    done = j({"statusCode": 200, "body": "done"})
+    assert read_response(done, None, 2)[3] == "Lambdakit.OutputNotPerRecord"
+    assert read_response(done, None, 2, outputs="per_batch")[1] == ["done", "done"]
 
 
 def test_batch_item_failures_by_position():
@@ -197,9 +199,10 @@ def test_empty_batch_item_failures_is_a_success():
 
 @pytest.mark.parametrize("identifier", ["9", "x", None])
 def test_unknown_item_identifier_fails_the_whole_batch(identifier):
+    # A whole-attempt failure: no item is singled out, so it is retried as the batch.
     payload = j({"batchItemFailures": [{"itemIdentifier": identifier}]})
     outcome, outputs, failed, error_type, _ = read_response(payload, None, 3)
-    assert (outcome, outputs, failed) == (REPORTED_FAILURE, None, (0, 1, 2))
+    assert (outcome, outputs, failed) == (REPORTED_FAILURE, None, ())
     assert error_type == "InvalidItemIdentifier"
 
 
@@ -216,14 +219,6 @@ def test_list_as_long_as_items_is_one_output_per_item():
     assert read_response(j([1, 2, 3]), None, 3) == (OK, [1, 2, 3], (), None, None)
 
 
-def test_anything_else_is_one_output_for_the_whole_batch():
-    # A list of another length is the batch's own result (issue #3's contract, rule 5).
-    assert read_response(j([1, 2]), None, 3)[1] == [[1, 2]] * 3
-    assert read_response(j([1, 2, 3, 4]), None, 3)[1] == [[1, 2, 3, 4]] * 3
-    assert read_response(j({"total": 6}), None, 2)[1] == [{"total": 6}] * 2
-    assert read_response(b"null", None, 2)[1] == [None, None]
-
-
 def test_an_outputs_list_of_the_wrong_length_fails_the_attempt():
     payload = {"batchItemFailures": [{"itemIdentifier": "0"}], "outputs": [None, 2]}
     outcome, outputs, failed, error_type, message = read_response(j(payload), None, 3)
@@ -234,7 +229,8 @@ def test_an_outputs_list_of_the_wrong_length_fails_the_attempt():
 
 def test_status_code_that_is_not_a_number_is_plain_output():
     payload = j({"statusCode": "teapot", "x": 1})
-    assert read_response(payload, None, 1) == (
+    assert read_response(payload, None, 1)[3] == "Lambdakit.OutputNotPerRecord"
+    assert read_response(payload, None, 1, outputs="per_batch") == (
         OK,
         [{"statusCode": "teapot", "x": 1}],
         (),

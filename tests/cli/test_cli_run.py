@@ -270,3 +270,28 @@ def test_sigterm_drains_like_a_first_interrupt_and_exits_143(make_function, loca
     assert manifest["summary"]["invocations"] < 20
     outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
     assert sum(o is not None for o in outputs) == len(attempts)
+
+
+def test_outputs_says_how_replies_are_read(local_lambda, make_function, tmp_path, capsys):
+    total = "def handler(event, context):\n    return {'n': len(event['Items'])}\n"
+    name = make_function(total)
+    data = _jsonl(tmp_path / "in.jsonl", _records(6))
+    common = ("--batch-size", "3", "--max-attempts", "1", "--no-cache")
+    # Strict by default: a dict is not one output per record, so every record fails.
+    strict = _run(local_lambda, name, str(data), *common, "--report", str(tmp_path / "strict"))
+    assert strict == 1
+    manifest = json.loads((tmp_path / "strict" / "manifest.json").read_text())
+    assert manifest["params"]["outputs"] == "per_record"
+    assert manifest["summary"]["failed_records"] == 6
+    report = tmp_path / "per-batch"
+    code = _run(local_lambda, name, str(data), *common, "--outputs", "per_batch",
+                "--report", str(report))  # fmt: skip
+    assert code == 0
+    assert json.loads((report / "manifest.json").read_text())["params"]["outputs"] == "per_batch"
+    outputs = [json.loads(line) for line in (report / "outputs.jsonl").read_text().splitlines()]
+    assert [o["output"] for o in outputs] == [{"n": 3}] * 6
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        _run(local_lambda, name, str(data), "--outputs", "batch")
+    assert exit_info.value.code == 2
+    assert "choose from 'per_record', 'per_batch', 'raw'" in capsys.readouterr().err

@@ -103,6 +103,30 @@ def test_bad_settings_are_named(bad):
         Retry.coerce(bad)
 
 
+def test_item_failures_are_verdicts_unless_marked_retryable():
+    policy = Retry()
+    assert policy.item_attempts == 1
+    assert not policy.retries_item(1, retryable=False)  # judged once: done
+    assert policy.retries_item(5, retryable=True)  # transient: max_attempts decides
+    twice = Retry(max_attempts=4, item_attempts=2)
+    assert twice.retries_item(1, retryable=False) and not twice.retries_item(2, retryable=False)
+    assert Retry.coerce({"item_attempts": 3}).item_attempts == 3
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ({"item_attempts": 0}, "item_attempts must be an int >= 1"),
+        ({"item_attempts": 1.5}, "item_attempts must be an int >= 1"),
+        ({"item_attempts": True}, "item_attempts must be an int >= 1"),
+        ({"item_attempts": 3, "max_attempts": 2}, r"cannot exceed max_attempts \(2\)"),
+    ],
+)
+def test_bad_item_attempts_are_named(bad, named):
+    with pytest.raises(InvalidInput, match=named):
+        Retry.coerce(bad)
+
+
 def test_bad_shorthand_type():
     with pytest.raises(InvalidInput, match="retry must be"):
         Retry.coerce("often")

@@ -156,6 +156,7 @@ def test_partial_batch_failure_retries_only_failed_items():
                 outputs=[0, 1, None, None],
                 failed_items=(2, 3),
                 error_type="BatchItemFailures",
+                retryable_items=(2, 3),
             )
         return None
 
@@ -166,6 +167,66 @@ def test_partial_batch_failure_retries_only_failed_items():
     assert result.batches.iloc[0]["status"] == "ok"
     first = result.attempts.sort_values("attempt").iloc[0]
     assert tuple(first["failed_items"]) == (2, 3)
+
+
+def reported(failed, retryable=()):
+    """A behaviour: the items in `failed` are reported failed on every call, the rest ok."""
+
+    def behave(items, seen):
+        bad = tuple(p for p, item in enumerate(items) if item in failed)
+        if not bad:
+            return None
+        return Outcome(
+            REPORTED_FAILURE,
+            outputs=[None if p in bad else item * item for p, item in enumerate(items)],
+            failed_items=bad,
+            error_type="BatchItemFailures",
+            item_errors={p: f"{items[p]} is wrong" for p in bad},
+            retryable_items=tuple(p for p in bad if items[p] in retryable),
+        )
+
+    return behave
+
+
+def test_reported_item_failures_are_verdicts_not_retried_by_default():
+    invoker = FakeInvoker(reported({1, 2}))
+    result = go(range(4), invoker, batch_size=4, retry=Retry(max_attempts=5))
+    assert invoker.calls == [[0, 1, 2, 3]]
+    assert list(result.outputs()) == [0, None, None, 9]
+    assert result.batches.iloc[0]["status"] == "partial"
+    assert list(result.errors()["error_message"]) == ["1 is wrong", "2 is wrong"]
+
+
+def test_item_attempts_bounds_verdicts_and_max_attempts_bounds_transient_ones():
+    # 1 is judged on every call, 2 is transient on every call: with item_attempts=2,
+    # 1 gets two attempts and 2 all five, in the same pieces while they go together.
+    invoker = FakeInvoker(reported({1, 2}, retryable={2}))
+    result = go(range(4), invoker, batch_size=4, retry=Retry(max_attempts=5, item_attempts=2))
+    assert invoker.calls == [[0, 1, 2, 3], [1, 2], [2], [2], [2]]
+    assert list(result.outputs()) == [0, None, None, 9]
+    row = result.batches.iloc[0]
+    assert (row["status"], row["ok_records"], row["failed_records"]) == ("partial", 2, 2)
+    assert result.summary()["failed_records"] == 2
+
+
+def test_a_transient_report_does_not_use_up_item_attempts():
+    # 5 is marked retryable on its first report only, then judged: one verdict, so with
+    # item_attempts=2 it still goes a third time.
+    def behave(items, seen):
+        if 5 not in items:
+            return None
+        p = items.index(5)
+        outputs = [None if i == 5 else i * i for i in items]
+        return Outcome(
+            REPORTED_FAILURE,
+            outputs=outputs,
+            failed_items=(p,),
+            retryable_items=(p,) if len(items) > 1 else (),
+        )
+
+    invoker = FakeInvoker(behave)
+    go(range(4, 7), invoker, batch_size=3, retry=Retry(max_attempts=3, item_attempts=2))
+    assert invoker.calls == [[4, 5, 6], [5], [5]]
 
 
 def test_oversized_batch_is_bisected():

@@ -239,7 +239,8 @@ def handler(event, context):
         first_time = not any(n.startswith(f"{item['i']}-") for n in os.listdir(seen))
         open(marker, "w").close()
         if item["i"] % 3 == 0 and first_time:
-            failures.append({"itemIdentifier": item["id"]})
+            # A transient failure, marked so: item failures are otherwise verdicts, not retried.
+            failures.append({"itemIdentifier": item["id"], "retryable": True})
             outputs.append(None)
         else:
             outputs.append(item["i"] * 10)

@@ -410,6 +410,23 @@ def test_bad_presets_raise_at_once(endpoint):
         lambdakit.form([1], endpoint_url=endpoint, concurrency=2.5)
     with pytest.raises(InvalidInput, match="does not accept colour"):
         lambdakit.form([1], endpoint_url=endpoint, colour="red")
+    with pytest.raises(InvalidInput, match="outputs must be one of 'per_record', 'per_batch'"):
+        lambdakit.form([1], endpoint_url=endpoint, outputs="batch")
+
+
+def test_the_replies_dropdown_says_how_the_run_reads_replies(endpoint, make_function):
+    name = make_function("def handler(event, context):\n    return {'n': len(event['Items'])}\n")
+    form = lambdakit.form([1, 2, 3], endpoint_url=endpoint, function=name, max_attempts=1,
+                          cache=False)  # fmt: skip
+    assert form.outputs.value == "per_record" and form.run_kwargs()["outputs"] == "per_record"
+    form.run_button.click()
+    strict = form.wait(timeout=DEADLINE_S)
+    assert set(strict.errors()["error_type"]) == {"Lambdakit.OutputNotPerRecord"}
+    form.outputs.value = "per_batch"
+    form.run_button.click()
+    assert list(form.wait(timeout=DEADLINE_S).outputs()) == [{"n": 3}] * 3
+    preset = lambdakit.form([1], endpoint_url=endpoint, function=name, outputs="raw")
+    assert preset.outputs.value == "raw" and preset.run_kwargs()["outputs"] == "raw"
 
 
 def test_dataset_chooser_previews_the_first_rows(endpoint, make_function, tmp_path):

@@ -7,6 +7,8 @@ Every knob is an environment variable (deploy with environment={...}); all defau
   JITTER_MS          extra latency drawn uniformly from [0, JITTER_MS)
   FAIL_RATE          probability that the invocation raises (a function error, "Unhandled")
   ITEM_FAIL_RATE     probability that a record is reported in batchItemFailures
+  ITEM_RETRYABLE     1: mark those item failures "retryable": true (transient), so lambdakit
+                     retries them (up to max_attempts); 0: they are verdicts, not retried
   THROTTLE_RATE      probability of answering {"statusCode": 503} as a rate-limited downstream
                      would (a retryable reported failure; Lambda's own 429s come from reserved
                      concurrency or `lambdakit local faults`)
@@ -34,6 +36,7 @@ _KNOBS = (
     "JITTER_MS",
     "FAIL_RATE",
     "ITEM_FAIL_RATE",
+    "ITEM_RETRYABLE",
     "THROTTLE_RATE",
     "TIMEOUT_RATE",
     "ALLOCATE_MB",
@@ -94,6 +97,9 @@ def handler(event: dict[str, Any], context: Any) -> Any:
         for position, record in enumerate(items)
         if draws("item", record).random() < knob["ITEM_FAIL_RATE"]
     ]
+    if knob["ITEM_RETRYABLE"] > 0:
+        # lambdakit's extension to the partial batch response: a transient item failure.
+        failures = [{**failure, "retryable": True} for failure in failures]
     outputs = [{"echo": record} for record in items]
     if failures:
         failed = {int(f["itemIdentifier"]) for f in failures}
