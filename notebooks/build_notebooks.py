@@ -265,6 +265,7 @@ timeout: Optional[float] = None  # client read timeout per invocation in s, None
 max_attempts: int = 3
 decimal: str = "number"  # Decimal values as JSON numbers with their digits, or "string"
 nan: str = "reject"  # a record holding NaN or an infinity is rejected, or "null" sends null
+outputs: str = "per_record"  # how replies are read: "per_record", "per_batch" or "raw"
 # The data: n_records generated orders, or a .jsonl/.csv/.parquet file in dataset.
 n_records: int = 300
 invalid_fraction: float = 0.01  # share of generated orders that are broken on purpose
@@ -297,6 +298,7 @@ parameters = {
     "max_attempts": max_attempts,
     "decimal": decimal,
     "nan": nan,
+    "outputs": outputs,
     "n_records": n_records,
     "invalid_fraction": invalid_fraction,
     "seed": seed,
@@ -343,6 +345,7 @@ result = lambdakit.run(
     id_field=None,
     decimal=decimal,
     nan=nan,
+    outputs=outputs,
     endpoint_url=endpoint_url,
     progress=False,
 )
@@ -661,8 +664,10 @@ errors.plot("errors")
     md("""
 ## Partial batch failures
 
-The function reports single records through `batchItemFailures`. Only those records are
-sent again (see the retry attempts' `records`), and the rest of each batch keeps its output.
+The function reports single records through `batchItemFailures`; the rest of each batch
+keeps its output. Such a report is a verdict on the record (a bad price, an unknown
+currency), so it is not retried: sending the same record again would get the same answer.
+`Retry(item_attempts=N)` allows N attempts in all if you want them.
 """),
     code("""
 # NBVAL_CHECK_OUTPUT
@@ -670,9 +675,53 @@ partial = go(flaky("failures-partial", ITEM_FAIL_RATE=0.05))
 print(partial)
 print(partial.attempts.groupby("attempt")["records"].sum().to_dict())
 """),
+    md("""
+When a handler knows an item's failure is transient (a downstream timeout, a lock), it says
+so with `"retryable": true` beside the `itemIdentifier`, lambdakit's extension to the partial
+batch response (slow_flaky does with `ITEM_RETRYABLE=1`). Those records, and only they, are
+sent again, up to `max_attempts`; seeded, they fail every time, so they end as failed.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+transient = go(flaky("failures-transient", ITEM_FAIL_RATE=0.05, ITEM_RETRYABLE=1))
+print(transient.attempts.groupby("attempt")["records"].sum().to_dict())
+print("failed records:", transient.summary()["failed_records"])
+"""),
     code("""
 # NBVAL_IGNORE_OUTPUT
 partial.plot()
+"""),
+    md("""
+## Wrong replies
+
+The reply contract is strict: a reply must be JSON, and a list must hold one output per
+record. A function that returns one output too few fails every attempt
+(`Lambdakit.OutputCountMismatch`, `function_error`) instead of handing its list to every
+record, and nothing of it is cached. A function whose reply is one value for the whole batch
+(a summary dict, a count) runs with `outputs="per_batch"`, which gives that value to each
+record; the default, `outputs="per_record"`, fails it with a message naming the option.
+`outputs="raw"` takes any reply as text, for custom runtimes that do not answer JSON.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+replies = tempfile.mkdtemp(dir=scratch.name)
+with open(os.path.join(replies, "app.py"), "w") as source:
+    source.write(
+        "def handler(event, context):\\n"
+        "    items = event['Items']\\n"
+        "    if event.get('BatchInput', {}).get('summary'):\\n"
+        "        return {'records': len(items)}\\n"
+        "    return [item['id'] for item in items][:-1]\\n"
+    )
+lambdakit.deploy(client, "failures-replies", replies, **role)
+short = go("failures-replies", data=records[:20])
+print(short.attempts[["outcome", "error_type"]].value_counts().to_dict())
+print(short.attempts["error_message"].iloc[0])
+print("cached entries:", len(lambdakit.Cache(short.meta["params"]["cache"]).entries()))
+summaries = dict(data=records[:20], batch_input={"summary": True}, retry=False)
+print(go("failures-replies", **summaries).attempts["error_type"].iloc[0])
+per_batch = go("failures-replies", outputs="per_batch", **summaries)
+print(list(per_batch.outputs())[:3])
 """),
     md("""
 ## Interrupt, then resume
