@@ -198,3 +198,33 @@ def test_unresolvable_urls_are_keyed_by_url_and_namespace(
     assert same.summary()["cached_batches"] == 1
     fresh = lambdakit.run([{"i": 1}], url=other, cache=cache, cache_namespace="v2", progress=False)
     assert fresh.summary()["cached_batches"] == 0
+
+
+URL_TEXT = """
+import json
+
+def handler(event, context):
+    items = json.loads(event["body"])["Items"]
+    if items[0].get("short"):
+        return [item["i"] for item in items][:-1]
+    return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": "plain text"}
+"""
+
+
+def test_a_url_reply_is_read_by_the_strict_contract_too(
+    make_function: Any, lambda_client: Any, tmp_path: Path
+) -> None:
+    name = make_function(URL_TEXT, Timeout=30)
+    url = create_function_url(lambda_client, name, "NONE")
+    cache = Cache(tmp_path / "cache")
+    options = {"batch_size": 2, "retry": Retry(max_attempts=2, base_delay=0.01), "cache": cache}
+    text = lambdakit.run([{"i": 0}, {"i": 1}], url=url, progress=False, **options)
+    assert set(text.attempts["error_type"]) == {"Lambdakit.ResponseNotJSON"}
+    assert text.attempts["error_message"].str.contains("'plain text'").all()
+    assert len(text.attempts) == 2 and text.summary()["failed_records"] == 2
+    short = lambdakit.run([{"i": 0, "short": True}, {"i": 1}], url=url, progress=False, **options)
+    assert set(short.attempts["error_type"]) == {"Lambdakit.OutputCountMismatch"}
+    assert cache.entries().empty  # nothing that broke the contract is cached
+    raw = lambdakit.run([{"i": 0}, {"i": 1}], url=url, outputs="raw", progress=False, **options)
+    assert list(raw.outputs()) == ["plain text", "plain text"]
+    assert len(cache.entries()) == 1
