@@ -92,6 +92,7 @@ class ApiError(Exception):
         reason: str | None = None,
         retry_after: float | None = None,
         error_type: str = "User",
+        message_key: str | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.status = status
@@ -100,10 +101,13 @@ class ApiError(Exception):
         self.reason = reason
         self.retry_after = retry_after
         self.error_type = error_type
+        # None: as LOWER_CASE_MESSAGE says for the code (a code two models spell apart, such
+        # as ValidationException, names its key itself).
+        self.message_key = message_key
 
     def body(self) -> dict[str, Any]:
         """The JSON body AWS sends with this error."""
-        key = "message" if self.code in LOWER_CASE_MESSAGE else "Message"
+        key = self.message_key or ("message" if self.code in LOWER_CASE_MESSAGE else "Message")
         out: dict[str, Any] = {"Type": self.error_type, key: self.message}
         if self.reason:
             out["Reason"] = self.reason

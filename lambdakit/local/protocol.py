@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from lambdakit.local.checks import ApiError, bad_content, invalid, not_found
+from lambdakit.local.validation import OPERATION, validator
 
 __all__ = [
     "error_middleware",
@@ -109,6 +110,9 @@ async def read_json(request: web.Request, *, limit: int = 6_291_456) -> dict[str
         ) from None
     if not isinstance(body, dict):
         raise bad_content("Could not parse request body into json: expected a JSON object.")
+    operation = request.get(OPERATION)
+    if operation is not None:
+        validator().check_body(operation, body)  # the model's constraints: ValidationException
     return body
 
 

@@ -132,6 +132,7 @@ def build_app(
     from lambdakit.local.schedules import ScheduleStore
     from lambdakit.local.state import Store
     from lambdakit.local.urls import add_url_routes
+    from lambdakit.local.validation import validation_middleware, validator
 
     state_dir = config.state_dir or default_state_dir()
     store = Store(state_dir, region=config.region, account_concurrency=config.account_concurrency)
@@ -182,10 +183,11 @@ def build_app(
     auth = Authenticator(keys=dict(config.access_keys), region=config.region)
     auth = auth.with_environments(credentials)
     app = web.Application(
-        middlewares=[error_middleware, guard.middleware, auth.middleware],
+        middlewares=[error_middleware, guard.middleware, auth.middleware, validation_middleware],
         client_max_size=_CLIENT_MAX_SIZE,
     )
     app[SERVICE] = service
+    validator()  # botocore's model, read now rather than on the first request
     add_management_routes(app)
     add_invoke_routes(app)
     add_layer_routes(app, store.layers)

@@ -14,6 +14,8 @@ import pytest
 from lambdakit.cli.main import main
 from tests.conftest import build_zip
 
+ROLE = "arn:aws:iam::123456789012:role/lambdakit-test"  # AWS checks the pattern
+
 PID = "import os\ndef handler(event, context):\n    return os.getpid()\n"
 ECHO = "def handler(event, context):\n    print('cli saw', event)\n    return {'got': event}\n"
 
@@ -147,7 +149,7 @@ def test_lambdakit_local_starts_prints_its_url_and_stops_on_sigterm(tmp_path):
         )  # fmt: skip
         assert client.list_functions()["Functions"] == []
         client.create_function(
-            FunctionName="pid", Runtime="python3.11", Role="r", Handler="app.handler",
+            FunctionName="pid", Runtime="python3.11", Role=ROLE, Handler="app.handler",
             Code={"ZipFile": build_zip(PID)},
         )  # fmt: skip
         while client.get_function(FunctionName="pid")["Configuration"]["State"] != "Active":

@@ -20,6 +20,8 @@ from lambdakit.local import LocalLambda
 from lambdakit.local.running import SERVICE_FILE, pointer_path
 from tests.conftest import build_zip
 
+ROLE = "arn:aws:iam::123456789012:role/lambdakit-test"  # AWS checks the pattern
+
 ECHO = "def handler(event, context):\n    print('saw', event)\n    return event\n"
 
 
@@ -70,7 +72,7 @@ def test_faults_and_logs_find_the_service_without_port_or_state_dir(user_state, 
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
         client = client_for(url)
         client.create_function(
-            FunctionName="found", Runtime="python3.11", Role="r", Handler="app.handler",
+            FunctionName="found", Runtime="python3.11", Role=ROLE, Handler="app.handler",
             Code={"ZipFile": build_zip(ECHO)},
         )  # fmt: skip
         client.get_waiter("function_active_v2").wait(FunctionName="found")

@@ -169,6 +169,12 @@ def test_error_bodies_spell_message_per_shape(local_lambda, make_function):
     status, headers, body = raw(
         local_lambda, "PUT", f"/2015-03-31/functions/{name}/configuration", b'{"Timeout": 0}'
     )
+    assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationException")
+    assert set(body) == {"Type", "message"}
+    status, headers, body = raw(
+        local_lambda, "PUT", f"/2015-03-31/functions/{name}/configuration",
+        b'{"Environment": {"Variables": {"AWS_REGION": "x"}}}',
+    )  # fmt: skip
     assert (status, headers["x-amzn-ErrorType"]) == (400, "InvalidParameterValueException")
     assert set(body) == {"Type", "message"}
     status, headers, body = raw(

@@ -16,6 +16,8 @@ from botocore.exceptions import ClientError
 
 from tests.local.test_local_api import ARN_PREFIX, ECHO, error_of, message_of, raw
 
+ROLE = "arn:aws:iam::123456789012:role/lambdakit-test"  # AWS checks the pattern
+
 SLEEPER = (
     "import time\ndef handler(event, context):\n    time.sleep(event['s'])\n    return 'slept'\n"
 )
@@ -192,14 +194,19 @@ def test_error_replies_carry_the_full_code_header(local_lambda):
 def test_bad_invoke_headers(local_lambda, make_function):
     name = make_function(ECHO)
     path = f"/2015-03-31/functions/{name}/invocations"
-    for header in (
-        {"X-Amz-Invocation-Type": "Sometimes"},
-        {"X-Amz-Log-Type": "Everything"},
-        {"X-Amz-Client-Context": "not base64 json"},
-    ):
+    for header, code, wording in (
+        ({"X-Amz-Invocation-Type": "Sometimes"}, "ValidationException",
+         "1 validation error detected: Value 'Sometimes' at 'invocationType' failed to satisfy "
+         "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"),
+        ({"X-Amz-Log-Type": "Everything"}, "ValidationException",
+         "1 validation error detected: Value 'Everything' at 'logType' failed to satisfy "
+         "constraint: Member must satisfy enum value set: [None, Tail]"),
+        ({"X-Amz-Client-Context": "not base64 json"}, "InvalidParameterValueException",
+         "Client context must be a base64-encoded JSON object."),
+    ):  # fmt: skip
         status, headers, body = raw(local_lambda, "POST", path, b"{}", header)
-        assert (status, headers["x-amzn-ErrorType"]) == (400, "InvalidParameterValueException")
-        assert message_of(headers, body)
+        assert (status, headers["x-amzn-ErrorType"]) == (400, code)
+        assert message_of(headers, body) == wording
 
 
 def test_a_function_whose_code_cannot_unpack_is_failed_and_refuses_invokes(
@@ -212,7 +219,7 @@ def test_a_function_whose_code_cannot_unpack_is_failed_and_refuses_invokes(
     data[data.index(b"def handler")] ^= 0xFF  # the member's CRC no longer matches
     name = "corrupt-member"
     lambda_client.create_function(
-        FunctionName=name, Runtime="python3.11", Role="r", Handler="app.handler",
+        FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
         Code={"ZipFile": bytes(data)},
     )  # fmt: skip
     try:

@@ -21,6 +21,8 @@ from lambdakit.local.codezip import check_zip, store_zip, unpack
 from lambdakit.local.state import Store
 from tests.conftest import build_zip
 
+ROLE = "arn:aws:iam::123456789012:role/lambdakit-test"  # AWS checks the pattern
+
 ECHO = "def handler(event, context):\n    return event\n"
 
 
@@ -187,7 +189,7 @@ def test_state_survives_a_restart(tmp_path):
     with LocalLambda(state_dir=tmp_path / "state") as local:
         client = local.client()
         client.create_function(
-            FunctionName="kept", Runtime="python3.11", Role="r", Handler="app.handler",
+            FunctionName="kept", Runtime="python3.11", Role=ROLE, Handler="app.handler",
             Code={"ZipFile": build_zip(appender)}, Publish=True,
         )  # fmt: skip
         _wait(

@@ -100,7 +100,7 @@ def test_url_config_api_round_trip(
 
     with pytest.raises(ClientError) as exc:
         lambda_client.create_function_url_config(FunctionName=name, Qualifier="1", AuthType="NONE")
-    assert error_of(exc)[:2] == ("InvalidParameterValueException", 400)
+    assert error_of(exc)[:2] == ("ValidationException", 400)  # the model's Qualifier pattern
     with pytest.raises(ClientError) as exc:
         lambda_client.update_function_url_config(FunctionName=name, InvokeMode="RESPONSE_STREAM")
     code, status, message = error_of(exc)
