@@ -1,8 +1,9 @@
 """The `lambdakit run`, `deploy`, `demo` and `lab` commands (cli/main.py lists them).
 
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
-                  [--timeout S] [--max-attempts N] [--id-field F] [--decimal number|string]
-                  [--nan reject|null] [--outputs per_record|per_batch|raw] [--endpoint-url URL]
+                  [--timeout S] [--max-attempts N] [--item-attempts N] [--id-field F]
+                  [--decimal number|string] [--nan reject|null]
+                  [--outputs per_record|per_batch|raw] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
                   [--grace S] [--outage-timeout S | --wait-for-ever] [--shared-files]
                   [--no-progress]
@@ -140,6 +141,11 @@ def add_run_command(subparsers: Any) -> None:
     run.add_argument("--concurrency", type=_positive, default=16)
     run.add_argument("--timeout", type=_seconds, help="client timeout per invocation (s)")
     run.add_argument("--max-attempts", type=_positive, default=3)
+    run.add_argument(
+        "--item-attempts", type=_positive, default=1,
+        help="tries of a record the function reports as failed (default 1: its verdict stands; "
+        "a failure marked \"retryable\": true is retried within --max-attempts)",
+    )  # fmt: skip
     run.add_argument("--id-field", help="record field the function reports failures by")
     run.add_argument(
         "--decimal", choices=["number", "string"], default="number",
@@ -243,7 +249,9 @@ def _url_name(url: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from lambdakit.engine.cache import DEFAULT, Cache
+    from lambdakit.engine.retry import Retry
     from lambdakit.engine.runner import start
+    from lambdakit.errors import SourceError
     from lambdakit.results.folders import check_folder
 
     if args.url is not None and args.input is None and args.function is not None:
@@ -287,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         concurrency=args.concurrency,
         timeout=args.timeout,
-        retry=args.max_attempts,
+        retry=Retry(max_attempts=args.max_attempts, item_attempts=args.item_attempts),
         cache=cache,
         id_field=args.id_field,
         decimal=args.decimal,
@@ -305,14 +313,23 @@ def _run(args: argparse.Namespace) -> int:
             if args.url is not None else {}
         ),
     )  # fmt: skip
+    stopped: Any = None  # the SourceError that ended the run, if one did
     with _interrupts_counted(signals):
-        result = handle.wait_through_interrupts(interrupted)
+        try:
+            result = handle.wait_through_interrupts(interrupted)
+        except SourceError as exc:  # the input broke mid-run: what was done is still reported
+            if exc.result is None:
+                raise
+            stopped, result = exc, exc.result
 
     try:
         result.save_report(report, shared=args.shared_files)
         write_outputs(result, report / "outputs.jsonl", shared=args.shared_files)
     except OSError as exc:  # checked before the run; something changed under it since
         return print_error("run", f"cannot write the report folder {report}: {exc}")
+    if stopped is not None:
+        print(repr(result))
+        return print_error("run", f"{stopped} (partial report: {report})")
     summary = result.summary()
     print(repr(result))
     print(format_summary(summary))

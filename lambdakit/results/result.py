@@ -58,8 +58,8 @@ REJECTION_COLUMNS: dict[str, str] = {"record": _I, "reason": _O, "input": _O}
 NOT_RUN_COLUMNS: dict[str, str] = {"record": _I, "batch": _I, "input": _O}
 SUMMARY_KEYS: tuple[str, ...] = (
     *("records", "batches", *(f"{status}_batches" for status in BATCH_STATUSES)),
-    *("rejected_records", "failed_records", "not_run_records", "failed_record_rate"),
-    *("invocations", "retries", "throttles", "failed_attempt_rate"),
+    *("ok_records", "rejected_records", "failed_records", "not_run_records"),
+    *("failed_record_rate", "invocations", "retries", "throttles", "failed_attempt_rate"),
     *("elapsed_s", "records_per_s", "invocations_per_s"),
     *("latency_p50_s", "latency_p95_s", "latency_p99_s"),
 )
@@ -181,7 +181,8 @@ class RunResult:
         - <status>_batches: the batches of each status of BATCH_STATUSES (ok: every record
           ok; partial: some failed for good; failed: all failed for good; cached: from the
           cache; cancelled: the run stopped first; not_run: the endpoint was unreachable).
-        - failed_records: records that failed for good; rejected_records: refused by
+        - ok_records: records with an output (cached ones included);
+          failed_records: records that failed for good; rejected_records: refused by
           validation, never sent; not_run_records: neither (the run stopped before them:
           read but unfinished, or never read from a source of known length), so that
           ok + failed + rejected + not run = records.
@@ -208,6 +209,7 @@ class RunResult:
             "records": self.records,
             "batches": len(self.batches),
             **{f"{status}_batches": n for status, n in self.batch_counts().items()},
+            "ok_records": self._ok_records(),
             "rejected_records": int(self.rejections["record"].nunique()),
             "failed_records": failed_records,
             "not_run_records": not_run,

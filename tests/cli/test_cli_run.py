@@ -295,3 +295,51 @@ def test_outputs_says_how_replies_are_read(local_lambda, make_function, tmp_path
         _run(local_lambda, name, str(data), "--outputs", "batch")
     assert exit_info.value.code == 2
     assert "choose from 'per_record', 'per_batch', 'raw'" in capsys.readouterr().err
+
+
+def test_a_source_that_breaks_mid_run_still_writes_the_partial_report_and_exits_2(
+    local_lambda, processor, tmp_path, capsys
+):
+    # 30,000 good rows, then bytes that are not UTF-8: the CSV reader converts 10,000 rows
+    # at a time, so the first 20,000 are invoked before the bad bytes are reached.
+    rows = "".join(f"r{i},{i}\n" for i in range(30_000)).encode()
+    data = tmp_path / "in.csv"
+    data.write_bytes(b"id,value\n" + rows + b"bad\xff\xfe,1\n")
+    report = tmp_path / "report"
+    code = _run(
+        local_lambda, processor, str(data), "--batch-size", "1000", "--no-cache",
+        "--report", str(report),
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2
+    error = captured.err.strip().splitlines()[-1]
+    assert "not readable CSV" in error and f"partial report: {report}" in error
+    manifest = json.loads((report / "manifest.json").read_text())
+    summary = manifest["summary"]
+    assert summary["ok_records"] >= 10_000 and summary["failed_records"] == 0
+    outputs = (report / "outputs.jsonl").read_text().splitlines()
+    assert len(outputs) == summary["records"]
+
+
+def test_item_attempts_reach_the_run_and_are_checked_against_max_attempts(
+    local_lambda, processor, tmp_path, capsys
+):
+    data = _jsonl(tmp_path / "in.jsonl", _records(5, bad=(2,)))
+    report = tmp_path / "report"
+    code = _run(
+        local_lambda, processor, str(data), "--no-cache", "--report", str(report),
+        "--item-attempts", "2",
+    )  # fmt: skip
+    assert code == 1  # record 2 is reported failed by the function, twice
+    retry = json.loads((report / "manifest.json").read_text())["params"]["retry"]
+    assert retry["item_attempts"] == 2 and retry["max_attempts"] == 3
+    attempts = pd.read_csv(report / "attempts.csv")
+    assert len(attempts) == 2  # the batch, then its failed record once more
+    capsys.readouterr()
+    code = _run(
+        local_lambda, processor, str(data), "--no-cache", "--report", str(tmp_path / "r2"),
+        "--item-attempts", "4",
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "item_attempts (4) cannot exceed max_attempts" in err

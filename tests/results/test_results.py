@@ -24,6 +24,7 @@ DOCUMENTED_KEYS = [
     "cached_batches",
     "cancelled_batches",
     "not_run_batches",
+    "ok_records",
     "rejected_records",
     "failed_records",
     "not_run_records",
