@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "Throttled": "lambdakit.errors",
     "ToleranceExceeded": "lambdakit.errors",
     "VersionInfo": "lambdakit.aws.discovery",
+    "build_layer": "lambdakit.aws.layers",
     "compare": "lambdakit.results.compare",
     "deploy": "lambdakit.aws.deploy",
     "form": "lambdakit.notebook.form",

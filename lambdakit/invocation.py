@@ -106,6 +106,7 @@ class Target:
     timeout_s: int
     memory_mb: int
     code_sha256: dict[str, str] = field(default_factory=dict)  # version -> CodeSha256
+    layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # version -> layer ARNs
 
     @property
     def invoke_name(self) -> str:

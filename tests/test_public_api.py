@@ -44,6 +44,7 @@ EXPECTED = [
     "ToleranceExceeded",
     "VersionInfo",
     "__version__",
+    "build_layer",
     "compare",
     "deploy",
     "form",

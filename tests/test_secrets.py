@@ -23,6 +23,8 @@ FUNCTIONS = ROOT / "notebooks" / "functions"
 ACCESS_KEY_ID = "AKIALKPLANTEDFAKE7QZ"
 SECRET_ACCESS_KEY = "lkPlantedSecret/FAKE+0123456789abcdefGHI"
 SESSION_TOKEN = "FwoGZXIvYXdzELKPLANTEDSESSIONTOKEN" + "Zm9yIGxhbWJkYWtpdCB0ZXN0cw" * 6
+# A function's own environment variable: GetFunction returns it, nothing else may show it.
+FUNCTION_SECRET = "lkPlantedFunctionEnvSecret-0123456789"
 SECRETS = {
     "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
     "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
@@ -86,7 +88,17 @@ def test_no_artefact_of_a_run_holds_a_credential(planted, tmp_path, capsys):
         # The client signs every request with the planted keys (the standard chain).
         client = lambdakit.make_client(endpoint_url=local.endpoint_url)
         assert client._request_signer._credentials.access_key == ACCESS_KEY_ID
-        lambdakit.deploy(client, "secrets-check", FUNCTIONS / "batch_processor")
+        # A layer built and attached through the planted chain: its zip, records and the
+        # merged folder are searched like everything else.
+        layer_root = tmp_path / "layer-src" / "python"
+        layer_root.mkdir(parents=True)
+        (layer_root / "lk_probe.py").write_text("VALUE = 1\n")
+        layer = lambdakit.build_layer("secrets-layer", folder=layer_root.parent, client=client)
+        lambdakit.deploy(client, "secrets-check", FUNCTIONS / "batch_processor", layers=[layer],
+                         environment={"DB_PASSWORD": FUNCTION_SECRET})  # fmt: skip
+        got = client.get_function(FunctionName="secrets-check")["Configuration"]
+        assert got["Environment"]["Variables"]["DB_PASSWORD"] == FUNCTION_SECRET  # as on AWS
+        assert [entry["Arn"] for entry in got["Layers"]] == [layer]
         result = lambdakit.run(
             "secrets-check",
             records,
@@ -106,6 +118,7 @@ def test_no_artefact_of_a_run_holds_a_credential(planted, tmp_path, capsys):
              "--cache-dir", str(cache), "--report", str(tmp_path / "cli-report"), "--no-progress"]
         )  # fmt: skip
         assert cli_code == 0
+        assert main(["local", "logs", "secrets-check", "--state-dir", str(state)]) == 0
         shown = repr(result) + result._repr_html_() + repr(result.meta)
         shown += result.attempts.to_csv() + result.errors().to_csv()
         shown += capsys.readouterr().out
@@ -115,6 +128,13 @@ def test_no_artefact_of_a_run_holds_a_credential(planted, tmp_path, capsys):
     assert _leaks(tmp_path) == []
     for what, needle in _needles().items():
         assert needle.decode() not in shown, what
+    assert (state / "opt").is_dir()  # the layer was merged, and searched too
+    # The function's variable is in its own record (GetFunction's source) and nowhere else:
+    # not in logs, the server's log, reports, the cache or anything printed.
+    records = set((state / "functions").glob("*.json"))
+    holders = [p for p in _files(tmp_path) if FUNCTION_SECRET.encode() in p.read_bytes()]
+    assert holders and set(holders) <= records, holders
+    assert FUNCTION_SECRET not in shown
 
 
 def test_papermill_notebook_output_holds_no_credential(planted, tmp_path):

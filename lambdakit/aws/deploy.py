@@ -11,7 +11,7 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +60,9 @@ _MAX_ZIP_BYTES = 50 * 1024 * 1024  # AWS's limit for a zip uploaded in the reque
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")  # AWS's pattern: not only digits
 _WAIT = {"Delay": 1, "MaxAttempts": 300}
+_LAYER_VERSION_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+$"
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Deployment:
     alias: str | None = None
     action: str = "unchanged"
     function_url: str | None = None
+    layers: tuple[str, ...] = ()  # the LayerVersionArns that version uses, in order
 
     @property
     def qualified_arn(self) -> str:
@@ -154,8 +158,13 @@ def _files(root: Path) -> Iterator[Path]:
                 log.warning("not packaging %s: not a regular file (a broken link?)", path)
 
 
-def validate_handler(folder: str | os.PathLike[str], handler: str, runtime: str) -> None:
-    """Check before any upload that `handler` can be found in `folder` for `runtime`."""
+def validate_handler(
+    folder: str | os.PathLike[str], handler: str, runtime: str, *, layers: bool = False
+) -> None:
+    """Check before any upload that `handler` can be found in `folder` for `runtime`.
+
+    With `layers`, the handler's module (or bootstrap) may come from a layer instead.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise DeployError(f"handler folder {str(root)!r} does not exist or is not a folder")
@@ -165,6 +174,8 @@ def validate_handler(folder: str | os.PathLike[str], handler: str, runtime: str)
         )
     if runtime.startswith("provided"):
         bootstrap = root / "bootstrap"
+        if layers and not bootstrap.exists():
+            return
         if not bootstrap.is_file():
             raise DeployError(f"runtime {runtime} needs an executable 'bootstrap' in {str(root)!r}")
         if not os.access(bootstrap, os.X_OK):
@@ -176,17 +187,21 @@ def validate_handler(folder: str | os.PathLike[str], handler: str, runtime: str)
             f"handler {handler!r} must look like 'module.function', e.g. 'app.handler'"
         )
     if runtime.startswith("python"):
-        _check_python_handler(root, handler, module, function)
+        _check_python_handler(root, handler, module, function, layers=layers)
     elif runtime.startswith("nodejs") and not any(
         (root / f"{module}{ext}").is_file() for ext in (".js", ".mjs", ".cjs")
     ):
         raise DeployError(f"handler {handler!r} needs {module}.js (or .mjs) in {str(root)!r}")
 
 
-def _check_python_handler(root: Path, handler: str, module: str, function: str) -> None:
+def _check_python_handler(
+    root: Path, handler: str, module: str, function: str, *, layers: bool = False
+) -> None:
     relative = module.replace(".", "/")
     candidates = [root / f"{relative}.py", root / relative / "__init__.py"]
     source = next((p for p in candidates if p.is_file()), None)
+    if source is None and layers:
+        return  # a layer may bring it; Lambda says so at the first invocation if none does
     if source is None:
         raise DeployError(
             f"handler {handler!r} needs {relative}.py in {str(root)!r}, which has none"
@@ -274,6 +289,7 @@ def deploy(
     description: str | None = None,
     url: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    layers: Sequence[str] | None = None,
 ) -> Deployment:
     """Create or update function `name` from `folder`, wait until it is ready; a Deployment.
 
@@ -285,6 +301,8 @@ def deploy(
     function settings as the Lambda API names them (EphemeralStorage, LoggingConfig,
     DeadLetterConfig, TracingConfig, KMSKeyArn, VpcConfig, SnapStart, FileSystemConfigs,
     Architectures); a setting is sent again only when what Lambda reports differs.
+    `layers` are LayerVersionArns (at most 5, e.g. from `build_layer`), in the order Lambda
+    merges them (a later layer's file wins); omitted, the function has none.
 
     >>> deploy(client, "orders", "functions/enrich_orders", alias="live").version  # doctest: +SKIP
     '1'
@@ -304,7 +322,8 @@ def deploy(
         raise DeployError(f"client must be a boto3 Lambda client, got {type(client).__name__}")
     extra_settings = _settings(settings)
     architectures = extra_settings.pop("Architectures", None)
-    validate_handler(folder, handler, runtime)
+    layer_arns = _layers(layers)
+    validate_handler(folder, handler, runtime, layers=bool(layer_arns))
     zip_bytes = package(folder)
     code_sha256 = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
     wanted: dict[str, Any] = {
@@ -314,6 +333,7 @@ def deploy(
         "Timeout": int(timeout_s),
         "Environment": {"Variables": _environment(environment)},
         "Description": description or "",
+        "Layers": layer_arns,
         **extra_settings,
     }
 
@@ -362,7 +382,27 @@ def deploy(
         alias=alias,
         action=action,
         function_url=function_url,
+        layers=tuple(layer["Arn"] for layer in final.get("Layers") or ()),
     )
+
+
+def _layers(layers: Sequence[str] | None) -> list[str]:
+    """deploy()'s layers as the Lambda API takes them: at most 5 LayerVersionArns."""
+    if layers is None:
+        return []
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise DeployError(f"layers must be a list of layer version ARNs, got {layers!r}")
+    for arn in layers:
+        if not isinstance(arn, str) or not _LAYER_VERSION_ARN.match(arn):
+            raise DeployError(
+                f"layer {arn!r} is not a layer version ARN "
+                "(arn:aws:lambda:<region>:<account>:layer:<name>:<version>)"
+            )
+    if len(layers) > 5:
+        raise DeployError(f"a function takes at most 5 layers, got {len(layers)}")
+    if len({arn.rsplit(":", 1)[0] for arn in layers}) < len(layers):
+        raise DeployError(f"layers name one layer twice: {list(layers)}")
+    return list(layers)
 
 
 def _update(
@@ -396,6 +436,7 @@ def _update(
             have[key] = wanted[key]
     have["Environment"] = {"Variables": (current.get("Environment") or {}).get("Variables") or {}}
     have["Description"] = current.get("Description") or ""
+    have["Layers"] = [layer["Arn"] for layer in current.get("Layers") or ()]
     extra = {"Role": role} if role != PLACEHOLDER_ROLE and role != current.get("Role") else {}
     if have != wanted or extra:
         with _step(name, "updating the configuration"):
@@ -405,7 +446,9 @@ def _update(
     return "updated " + " and ".join(changed) if changed else "unchanged"
 
 
-_BASIC = frozenset({"Runtime", "Handler", "MemorySize", "Timeout", "Environment", "Description"})
+_BASIC = frozenset(
+    {"Runtime", "Handler", "MemorySize", "Timeout", "Environment", "Description", "Layers"}
+)
 # What deploy(settings=...) passes on; the rest of CreateFunction's members deploy() sets
 # itself (or, like code from S3, does not use).
 _PASSED_SETTINGS = frozenset({

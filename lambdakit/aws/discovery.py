@@ -175,7 +175,8 @@ def config_hash(cfg: dict[str, Any]) -> str:
         if key == "Environment":
             value = (value or {}).get("Variables") or {}
         elif key == "Layers":
-            value = sorted(layer.get("Arn", "") for layer in value or [])
+            # In order: the later of two layers holding one file is the one that runs.
+            value = [layer.get("Arn", "") for layer in value or []]
         picked[key] = value
     canonical = json.dumps(picked, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -250,4 +251,7 @@ def resolve_target(client: Any, function: str, qualifier: str | None = None) -> 
         timeout_s=max(int(cfg.get("Timeout", 3)) for cfg in configs.values()),
         memory_mb=int(primary.get("MemorySize", 128)),
         code_sha256={v: cfg.get("CodeSha256", "") for v, cfg in configs.items()},
+        layers={
+            v: tuple(lay["Arn"] for lay in cfg.get("Layers") or ()) for v, cfg in configs.items()
+        },
     )

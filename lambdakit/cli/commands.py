@@ -406,6 +406,8 @@ def add_deploy_command(subparsers: Any) -> None:
     deploy.add_argument("--publish", action="store_true", help="publish a version")
     deploy.add_argument("--alias", help="publish, and create or move this alias to it")
     deploy.add_argument("--url", choices=["NONE", "AWS_IAM"], help="also give it a function URL")
+    deploy.add_argument("--layer", action="append", default=[], metavar="LAYER_VERSION_ARN",
+                        help="a layer, in merge order (repeatable, at most 5)")  # fmt: skip
     deploy.add_argument("--endpoint-url", help=f"e.g. lambdakit local (default ${ENDPOINT_ENV})")
     deploy.add_argument("--region")
     deploy.add_argument("--profile", help="an AWS profile from ~/.aws/config")
@@ -432,7 +434,7 @@ def _deploy(args: argparse.Namespace) -> int:
         client, args.name, args.folder, handler=args.handler, runtime=args.runtime,
         memory_mb=args.memory, timeout_s=args.timeout, environment=environment,
         role=args.role or PLACEHOLDER_ROLE, publish=args.publish, alias=args.alias,
-        description=args.description, url=args.url,
+        description=args.description, url=args.url, layers=args.layer,
     )  # fmt: skip
     fields = dataclasses.asdict(deployed)
     if args.json:
@@ -441,6 +443,8 @@ def _deploy(args: argparse.Namespace) -> int:
     print(f"{deployed.action}: {deployed.qualified_arn}")
     width = max(len(key) for key in fields)
     for key, value in fields.items():
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(value) or None
         if value is not None:
             print(f"{key:<{width}}  {value}")
     return 0

@@ -139,6 +139,15 @@ def _code_sha256(target: Any) -> str | dict[str, str] | None:
     return next(iter(shas.values())) if len(set(shas.values())) == 1 else shas
 
 
+def _layers(target: Any) -> list[str] | dict[str, list[str]]:
+    """The layers the run's function uses: its ARNs, or {version: ARNs} where versions differ."""
+    per_version = {v: list(arns) for v, arns in (getattr(target, "layers", None) or {}).items()}
+    distinct = {tuple(arns) for arns in per_version.values()}
+    if len(distinct) <= 1:
+        return list(next(iter(distinct), ()))
+    return per_version
+
+
 def start(
     function: str | None = None,
     records: Any = None,
@@ -315,6 +324,7 @@ def start(
             "qualifier": target.qualifier,
             "executed_versions": sorted(record.executed_versions),
             "code_sha256": _code_sha256(target),
+            "layers": _layers(target),
             "params": params,
             "dataset_fingerprint": stream.fingerprint,
             "lambdakit_version": __version__,

@@ -17,7 +17,7 @@ from lambdakit.results.storage import encode_meta
 if TYPE_CHECKING:
     from lambdakit.results.result import RunResult
 
-__all__ = ["manifest", "save_report", "summary_card"]
+__all__ = ["layers_text", "manifest", "save_report", "summary_card"]
 
 
 def manifest(result: RunResult) -> dict[str, Any]:
@@ -31,6 +31,7 @@ def manifest(result: RunResult) -> dict[str, Any]:
         "qualifier": meta.get("qualifier"),
         "executed_versions": list(meta.get("executed_versions") or []),
         "code_sha256": meta.get("code_sha256"),
+        "layers": meta.get("layers") or [],
         "params": meta.get("params") or {},
         "dataset_fingerprint": meta.get("dataset_fingerprint"),
         # What was read: a file's kind and path, or the type of in-memory data; its length
@@ -45,6 +46,17 @@ def manifest(result: RunResult) -> dict[str, Any]:
         "summary": result.summary(),
     }
     return _plain_json(scrub(document))
+
+
+def layers_text(layers: Any) -> str:
+    """The layers a run's function used, short ("deps:3, tools:1"); "" when none."""
+
+    def short(arns: Any) -> str:
+        return ", ".join(":".join(str(arn).split(":")[-2:]) for arn in arns)
+
+    if isinstance(layers, dict):
+        return "; ".join(f"version {v}: {short(arns) or 'none'}" for v, arns in layers.items())
+    return short(layers or [])
 
 
 def _plain_json(value: Any) -> Any:
@@ -168,6 +180,9 @@ def summary_card(result: RunResult) -> str:
         ),
         ("estimated cost", cost_text),
     ]
+    layers = layers_text(result.meta.get("layers"))
+    if layers:
+        rows.insert(0, ("layers", e(layers)))
     if result.meta.get("cancelled"):
         # A partial result must not read like a complete one (the form shows it after Cancel).
         reason = e(str(result.meta.get("stop_reason") or "cancelled"))

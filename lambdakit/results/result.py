@@ -383,6 +383,10 @@ class RunResult:
             f"  failed records: {share_text(failed, self.records)}",
             f"  batches: {len(self.batches)} ({self.batch_counts_text()})",
         ]
+        if meta.get("layers"):
+            from lambdakit.results.report import layers_text
+
+            lines.insert(1, f"  layers: {layers_text(meta['layers'])}")
         if meta.get("cancelled"):
             lines.append("  cancelled before every batch ran")
         return "\n".join(lines)

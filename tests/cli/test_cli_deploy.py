@@ -70,6 +70,7 @@ def test_deploy_creates_publishes_and_moves_an_alias(
         "alias": "live",
         "action": "updated configuration",
         "function_url": None,
+        "layers": [],
         "qualified_arn": f"{config['FunctionArn']}:live",
     }
     assert call(lambda_client, name, "live") == {"mode": "live", "extra": None, "version": "1"}
