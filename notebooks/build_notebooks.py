@@ -724,6 +724,52 @@ per_batch = go("failures-replies", outputs="per_batch", **summaries)
 print(list(per_batch.outputs())[:3])
 """),
     md("""
+## Fan-out from inside a function
+
+Instead of fanning records out from the kernel, a function can do it inside Lambda: the
+`fan_out` orchestrator takes a large batch, splits it into chunks and invokes a worker
+(here `batch_processor`) for each chunk with boto3, from 8 threads. The worker may run only
+2 copies at once, so most of those calls are throttled; the orchestrator retries each 429
+itself (backoff with full jitter) and returns one output per record, with
+`batchItemFailures` for any chunk that still failed, so lambdakit reads its reply like any
+other batch. Below, the same records go through both ways. On AWS the orchestrator's role
+needs `lambda:InvokeFunction` on the worker.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+worker = "failures-fan-worker"
+lambdakit.deploy(client, worker, "functions/batch_processor", **role)
+client.put_function_concurrency(FunctionName=worker, ReservedConcurrentExecutions=2)
+orchestrator = "failures-fan-out"
+fan_settings = {"WORKER_FUNCTION": worker, "CHUNK_SIZE": 25, "MAX_WORKERS": 8}
+lambdakit.deploy(client, orchestrator, "functions/fan_out", memory_mb=512, timeout_s=300,
+                 environment=fan_settings, **role)
+many = [{"id": i, "value": i * 0.5} for i in range(2000)]
+from_kernel = go(worker, data=many, batch_size=25, concurrency=8)
+through_orchestrator = go(orchestrator, data=many, batch_size=1000, concurrency=2)
+for label, result in [("from the kernel", from_kernel),
+                      ("through the orchestrator", through_orchestrator)]:
+    s = result.summary()
+    print(f"{label}: {s['batches']} batches sent by lambdakit, {s['failed_records']} failed "
+          f"records of {s['records']}")
+print("same outputs:", list(from_kernel.outputs()) == list(through_orchestrator.outputs()))
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+lambdakit.compare(from_kernel, through_orchestrator,
+                  labels=["from the kernel", "through the orchestrator"]).summary
+"""),
+    md("""
+Both functions log to `lambdakit local logs`: the orchestrator's REPORT line and its count of
+retried throttles, and one REPORT line per chunk the worker ran.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+if local is not None:
+    print("\\n".join(local.logs(orchestrator, tail=8)))
+    print("\\n".join(local.logs(worker, tail=2)))
+"""),
+    md("""
 ## Interrupt, then resume
 
 Start a slow run in the background, cancel it part way (what the form's Cancel button and

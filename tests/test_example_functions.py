@@ -48,6 +48,11 @@ def enrich_orders() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
+def fan_out() -> ModuleType:
+    return load("fan_out")
+
+
+@pytest.fixture(scope="module")
 def dataset() -> ModuleType:
     return load("enrich_orders", "dataset")
 
@@ -395,3 +400,62 @@ def test_daily_stats_summarises_per_station_and_names_what_it_skips():
     }
     with pytest.raises(ValueError, match="readings"):
         daily_stats.handler({"day": "2025-03-28"}, None)
+
+
+# -- fan_out ----------------------------------------------------------------------------------
+
+
+def test_fan_out_retries_throttles_and_keeps_every_item_in_order(fan_out):
+    import random
+    import threading
+
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+    slept: list[float] = []
+
+    def invoke(body: bytes) -> bytes:
+        request = json.loads(body)
+        first = request["Items"][0]
+        with lock:
+            seen[first] = seen.get(first, 0) + 1
+            calls = seen[first]
+        if calls <= 2:  # every chunk is throttled twice before it runs
+            raise fan_out.Throttled("Rate Exceeded.")
+        scale = request["BatchInput"]["scale"]
+        outputs = [item * scale for item in request["Items"]]
+        if first == 30:  # the worker reports one item of this chunk
+            failure = {"itemIdentifier": "2", "errorMessage": "odd"}
+            return json.dumps({"batchItemFailures": [failure], "outputs": outputs}).encode()
+        return json.dumps(outputs).encode()
+
+    result = fan_out.fan_out(list(range(95)), invoke, chunk_size=10, max_workers=4,
+                             batch_input={"scale": 3}, sleep=slept.append,
+                             rng=random.Random(1))  # fmt: skip
+    assert result["chunks"] == 10 and result["throttle_retries"] == 20 and len(slept) == 20
+    assert all(0 <= delay <= 0.1 for delay in slept)  # base 0.05 doubled once, full jitter
+    assert result["failures"] == {32: "odd"}
+    assert result["outputs"] == [None if i == 32 else i * 3 for i in range(95)]
+
+
+def test_fan_out_fails_whole_chunks_it_cannot_deliver(fan_out):
+    def invoke(body: bytes) -> bytes:
+        items = json.loads(body)["Items"]
+        if items[0] == 0:
+            raise fan_out.Throttled("always")
+        if items[0] == 4:
+            return b"[1]"  # one output for two items: the contract is broken
+        return json.dumps(items).encode()
+
+    result = fan_out.fan_out(list(range(6)), invoke, chunk_size=2, max_throttle_retries=3,
+                             sleep=lambda s: None)  # fmt: skip
+    assert result["outputs"] == [None, None, 2, 3, None, None]
+    assert (
+        result["failures"][0]
+        == result["failures"][1]
+        == ("chunk 0: throttled 4 times: the worker's concurrency stayed full")
+    )
+    assert result["failures"][4].startswith("chunk 2: the worker returned 1 outputs for 2 items")
+    with pytest.raises(fan_out.ChunkFailed, match="not in the chunk"):
+        fan_out.read_reply(b'{"batchItemFailures": [{"itemIdentifier": "9"}], "outputs": [1]}', 1)
+    with pytest.raises(fan_out.ChunkFailed, match="not JSON"):
+        fan_out.read_reply(b"oops", 1)
