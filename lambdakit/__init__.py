@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "RunHandle": "lambdakit.engine.handle",
     "RunResult": "lambdakit.results.result",
     "SourceError": "lambdakit.errors",
+    "StorageError": "lambdakit.errors",
     "Target": "lambdakit.invocation",
     "Throttled": "lambdakit.errors",
     "ToleranceExceeded": "lambdakit.errors",

@@ -17,6 +17,7 @@ __all__ = [
     "ScheduleNotFound",
     "SchedulerError",
     "SourceError",
+    "StorageError",
     "Throttled",
     "ToleranceExceeded",
     "translate_client_error",
@@ -126,6 +127,26 @@ class SourceError(LambdakitError):
         self.result = result
 
 
+class StorageError(LambdakitError):
+    """S3 refused or failed a request (a missing bucket, access denied, ...); names the URL."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        status: int | None = None,
+        url: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.url = url
+        self.operation = operation
+
+
 class DeployError(LambdakitError):
     """Packaging or deploying a function failed; the message names the step."""
 
@@ -147,7 +168,8 @@ def translate_client_error(
 ) -> LambdakitError:
     """Translate a botocore exception into lambdakit's tree (the only place that does).
 
-    `service` is the client's ("lambda" or "scheduler"): the same code means another thing.
+    `service` is the client's ("lambda", "scheduler" or "s3"): the same code means another
+    thing. S3's errors become StorageError, its code (or HTTP status) in the message.
     """
     # Imported here so that importing lambdakit.errors stays cheap.
     from botocore.exceptions import (
@@ -175,6 +197,8 @@ def translate_client_error(
             "service, pass endpoint_url=... (any credentials are accepted there)."
         )
     if not isinstance(exc, ClientError):
+        if service == "s3":
+            return StorageError(f"{type(exc).__name__}: {exc}", operation=operation)
         return LambdakitError(f"{type(exc).__name__}: {exc}")
 
     response = exc.response or {}
@@ -183,6 +207,13 @@ def translate_client_error(
     headers = meta.get("HTTPHeaders", {}) or {}
     code = str(error.get("Code", ""))
     message = str(error.get("Message") or response.get("message") or exc)
+    if service == "s3":
+        return _storage_error(
+            code,
+            message,
+            meta.get("HTTPStatusCode"),
+            operation or getattr(exc, "operation_name", None),
+        )
     retry_after = headers.get("retry-after")
     cls = _BY_CODE.get(code, LambdaServiceError)
     if service == "scheduler":
@@ -195,4 +226,26 @@ def translate_client_error(
         retry_after=float(retry_after) if retry_after not in (None, "") else None,
         request_id=meta.get("RequestId"),
         operation=operation or getattr(exc, "operation_name", None),
+    )
+
+
+# What S3's codes mean to someone reading a dataset or writing results (HEAD replies have no
+# body, so only their status says it).
+_S3_MEANING = {
+    "NoSuchBucket": "the bucket does not exist",
+    "NoSuchKey": "no object has this key",
+    "AccessDenied": "access denied: the credentials' IAM policy or the bucket policy refuses it",
+    "PreconditionFailed": "the object changed since it was listed (its ETag differs)",
+    "InvalidAccessKeyId": "the access key is not known to S3",
+    "SignatureDoesNotMatch": "the secret key does not match the access key",
+}
+_S3_BY_STATUS = {403: "AccessDenied", 404: "NoSuchKey", 412: "PreconditionFailed"}
+
+
+def _storage_error(code: str, message: str, status: Any, operation: str | None) -> StorageError:
+    if code.isdigit() or not code:
+        code = _S3_BY_STATUS.get(int(status or 0), code)
+    meaning = _S3_MEANING.get(code, message)
+    return StorageError(
+        f"{meaning} ({code or status})", code=code, status=status, operation=operation
     )

@@ -20,6 +20,10 @@ Fixtures:
 - `zip_code(source, runtime="python3.11") -> bytes`: the same zip, for UpdateFunctionCode.
 - `wait_updated(name)`: polls GetFunction until LastUpdateStatus is Successful.
 - `invoke_json(name, payload=None, **invoke_kwargs) -> (response, decoded payload)`.
+- `s3_server` (session): the endpoint URL of moto's S3 in server mode (ThreadedMotoServer on
+  a free loopback port): a real S3 API over HTTP, for boto3 and lambdakit alike.
+- `s3_client` (session): a boto3 S3 client for it (dummy credentials, us-east-1).
+- `s3_bucket`: a fresh, empty bucket name per test.
 - `aws_cli(*args) -> CompletedProcess`: runs `aws --endpoint-url ... lambda ...` style commands
   (pass everything after `aws`) with dummy credentials; `--endpoint-url` is added for you.
 """
@@ -99,6 +103,42 @@ def local_lambda(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLamb
     state_dir = tmp_path_factory.mktemp("lambdakit-local-state")
     with LocalLambda(state_dir=state_dir, event_retry_delays=(0.2, 0.4)) as local:
         yield local
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 served on a free loopback port; its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_server: str) -> Any:
+    """boto3 S3 client bound to the session's moto server."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    """A new, empty bucket for this test."""
+    name = f"lk-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
 
 
 @pytest.fixture(scope="session")

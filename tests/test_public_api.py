@@ -39,6 +39,7 @@ EXPECTED = [
     "ScheduleNotFound",
     "SchedulerError",
     "SourceError",
+    "StorageError",
     "Target",
     "Throttled",
     "ToleranceExceeded",

@@ -1,9 +1,13 @@
-"""The boto3 Lambda client lambdakit uses: pool, timeouts and retries set deliberately."""
+"""The boto3 clients lambdakit uses (Lambda, Scheduler, S3): pools, timeouts, retries set
+deliberately; and the one place their botocore errors become lambdakit errors."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+from collections.abc import Iterator
 from typing import Any
 
 from lambdakit.errors import InvalidInput, translate_client_error
@@ -14,8 +18,11 @@ __all__ = [
     "READ_TIMEOUT_MARGIN_S",
     "call_api",
     "make_client",
+    "make_s3_client",
     "make_scheduler_client",
     "make_session",
+    "s3_endpoint",
+    "translating",
 ]
 
 log = logging.getLogger("lambdakit.aws.connection")
@@ -110,6 +117,60 @@ def make_scheduler_client(
     return _service_client(
         "scheduler", config, "make_scheduler_client", session, endpoint_url, region, profile
     )
+
+
+def s3_endpoint(endpoint_url: str | None = None) -> str | None:
+    """Where S3 is: `endpoint_url`, else $AWS_ENDPOINT_URL_S3, else None (AWS itself)."""
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+    if endpoint is not None:
+        _check_where(endpoint, None, None)
+    return endpoint
+
+
+def make_s3_client(
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    session: Any = None,
+    concurrency: int = 10,
+) -> Any:
+    """A boto3 S3 client from the same profile and region as the Lambda client's.
+
+    `endpoint_url` (else $AWS_ENDPOINT_URL_S3) points it at a local S3 (moto, MinIO): then,
+    as for the local Lambda service, dummy keys stand in when none are configured, and
+    addressing is path-style (no DNS name per bucket). The Lambda client's own endpoint_url
+    is not S3's. botocore's standard retries stay on: GETs and PUTs of whole objects are
+    safe to repeat.
+    """
+    from botocore.config import Config
+
+    endpoint = s3_endpoint(endpoint_url)
+    _check_where(endpoint, region, profile)
+    config = Config(
+        max_pool_connections=max(concurrency, 10),
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=60,
+        retries={"total_max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path"} if endpoint is not None else None,
+        tcp_keepalive=True,
+    )
+    if session is None:
+        session = make_session(endpoint_url=endpoint, region=region, profile=profile)
+    return _service_client("s3", config, "make_s3_client", session, endpoint, region, profile)
+
+
+@contextlib.contextmanager
+def translating(operation: str, service: str = "s3") -> Iterator[None]:
+    """Within it, a botocore error (a response body's read included) becomes ours."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError, HTTPError, OSError) as exc:
+        # HTTPError and OSError: urllib3's and the socket's, while a streamed body is read.
+        raise translate_client_error(exc, operation=operation, service=service) from exc
 
 
 def _service_client(

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as _dt
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,7 +27,7 @@ from lambdakit.results.folders import check_folder
 if TYPE_CHECKING:
     from lambdakit.results.result import RunResult
 
-__all__ = ["RunHandle", "run", "start"]
+__all__ = ["RunHandle", "open_records", "run", "start"]
 
 log = logging.getLogger("lambdakit.engine.runner")
 
@@ -173,6 +174,8 @@ def start(
     profile: str | None = None,
     client: Any = None,
     progress: bool = True,
+    columns: list[str] | None = None,
+    s3_endpoint_url: str | None = None,
     invoker: Any = None,
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -221,6 +224,12 @@ def start(
         check_folder(output_dir, "output_dir")
     if cache_store is not None:
         cache_store.check()
+    # Files (a path, folder, glob or s3:// URL) are listed once, here: the run reads, counts,
+    # fingerprints and describes the same objects.
+    records = open_records(
+        records, columns=columns, region=region, profile=profile,
+        s3_endpoint_url=s3_endpoint_url,
+    )  # fmt: skip
     encoding = Encoding(decimal=decimal, nan=nan)
     envelope = Envelope(payload=payload, batch_input=batch_input, encoding=encoding)
     record = RunRecord(OutputStore(output_dir))
@@ -339,7 +348,7 @@ def start(
             "repeated_id_records": stream.repeated_id_records,
             # What was read: the source (a file's path, or the type of in-memory data), its
             # length when known, and how many of its records were read.
-            "source": {**describe_source(records), "records": records_total},
+            "source": _described(records, records_total, stream),
             "records_read": stream.records,
         }
         return record.build(
@@ -347,6 +356,52 @@ def start(
         )
 
     return RunHandle(engine, finish, run_id)
+
+
+def open_records(
+    records: Any,
+    *,
+    columns: list[str] | None = None,
+    region: str | None = None,
+    profile: str | None = None,
+    s3_endpoint_url: str | None = None,
+) -> Any:
+    """The Dataset that files name (a path, folder, glob or s3:// URL), else `records` as given.
+
+    S3 objects are listed with a client of the same profile and region as the run's Lambda
+    client, pointed at `s3_endpoint_url` or $AWS_ENDPOINT_URL_S3 when set.
+    """
+    from lambdakit.records.datasets import Dataset, is_s3_url, local_dataset
+
+    if isinstance(records, Dataset):
+        if columns is not None:
+            raise InvalidInput("columns= goes with a path or URL; this Dataset has its own")
+        return records
+    if is_s3_url(records):
+        from lambdakit.aws.s3 import open_dataset
+
+        return open_dataset(
+            records, columns=columns, region=region, profile=profile,
+            endpoint_url=s3_endpoint_url,
+        )  # fmt: skip
+    if isinstance(records, (str, os.PathLike)):
+        return local_dataset(records, columns=columns)
+    if columns is not None:
+        raise InvalidInput(
+            "columns= selects the Parquet columns of files: pass a path or URL (select a "
+            "DataFrame's columns with df[columns])"
+        )
+    return records
+
+
+def _described(records: Any, records_total: int | None, stream: Any) -> dict[str, Any]:
+    """meta's `source`: what was read, its length when known, and, for files, each object
+    read with its version, first record, record count and line breaks (the provenance)."""
+    described = {**describe_source(records), "records": records_total}
+    objects = stream.provenance.table(stream.records)
+    if objects:
+        described["objects_read"] = objects
+    return described
 
 
 def _lambda_invoker(
@@ -489,6 +544,8 @@ def run(
     profile: str | None = None,
     client: Any = None,
     progress: bool = True,
+    columns: list[str] | None = None,
+    s3_endpoint_url: str | None = None,
     url: str | None = None,
     auth: Any = None,
     headers: Mapping[str, str] | None = None,
@@ -497,8 +554,12 @@ def run(
 ) -> RunResult:
     """Push `records` through `function` in batches and return the complete RunResult.
 
-    `records`: a DataFrame, an iterable of JSON-able values, or a .jsonl/.csv/.parquet path
-    (streamed). `retry`: a Retry, an int (attempts), False, or a dict. `cache`: DEFAULT, a
+    `records`: a DataFrame, an iterable of JSON-able values, or files, streamed: a path, a
+    folder or a glob, or `s3://bucket/key`, `s3://bucket/prefix/` or an S3 glob (.jsonl,
+    .ndjson, .csv, .parquet, .json arrays; .gz/.bz2/.zst). `columns`: the Parquet columns to
+    read. S3 is reached with the same profile and region, at `s3_endpoint_url` or
+    $AWS_ENDPOINT_URL_S3 when set (`endpoint_url` is Lambda's).
+    `retry`: a Retry, an int (attempts), False, or a dict. `cache`: DEFAULT, a
     folder, a Cache, or False. `validate`: a JSON Schema or a callable that raises.
     `decimal`: how Decimal values are sent, "number" (a JSON number with their exact digits,
     the default) or "string" (their text, for functions that parse numbers as floats).
@@ -559,6 +620,8 @@ def run(
         profile=profile,
         client=client,
         progress=progress,
+        columns=columns,
+        s3_endpoint_url=s3_endpoint_url,
         **engine_options,
         events=False,
         url=url,

@@ -13,8 +13,9 @@ import orjson
 
 from lambdakit.errors import InvalidInput, SourceError
 from lambdakit.invocation import Batch
+from lambdakit.records.datasets import Provenance
 from lambdakit.records.encoding import OPTIONS, Encoding
-from lambdakit.records.sources import BadLine, iter_records, only_finite_numbers
+from lambdakit.records.sources import BadLine, as_dataset, iter_records, only_finite_numbers
 from lambdakit.records.validation import Rejection, Validator
 
 __all__ = [
@@ -139,9 +140,19 @@ class BatchStream(Iterator[Batch]):
         self.batches = 0  # batches emitted so far; the next one's index
         self._sha = hashlib.sha256()
         self._on_reject = on_reject
+        # Where each record of a file source came from (object, line, row): see datasets.py.
+        self.provenance = Provenance()
         # Opened here, not lazily, so that a bad path or source type is reported at once.
-        records = _guarded(iter_records(source))
-        self._finite = only_finite_numbers(source)  # no NaN check needed (see _generate)
+        dataset = as_dataset(source)
+        # The objects' versions (S3 ETag/VersionId, a file's size and mtime) count too: a
+        # rewritten object is new data even where its records read the same.
+        self._versions = dataset.versions_digest if dataset is not None else None
+        records = _guarded(
+            iter_records(dataset if dataset is not None else source, self.provenance)
+        )
+        self._finite = only_finite_numbers(
+            dataset if dataset is not None else source
+        )  # no NaN check needed (see _generate)
         self._iter = self._generate(records, batch_size, max_batch_bytes, envelope, validator)
 
     def __next__(self) -> Batch:
@@ -149,8 +160,11 @@ class BatchStream(Iterator[Batch]):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over the serialised records read so far (complete once exhausted)."""
-        return self._sha.hexdigest()
+        """sha256 over the serialised records read so far (complete once exhausted), and, for
+        files, over each object's address and version."""
+        if self._versions is None:
+            return self._sha.hexdigest()
+        return hashlib.sha256(f"{self._sha.hexdigest()}\n{self._versions}".encode()).hexdigest()
 
     def _note_repeated(self, key: str) -> None:
         self.repeated_id_records += 1

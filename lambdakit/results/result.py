@@ -99,6 +99,21 @@ def _objects(values: pd.Series) -> pd.Series:
     return pd.Series(cells, index=values.index, dtype=object)
 
 
+def _reopen(described: dict[str, Any]) -> Any:
+    """The files a saved result's manifest names (a path, folder, glob or s3:// URL), or None."""
+    from lambdakit.records.datasets import is_s3_url, local_dataset
+
+    path = described["path"]
+    columns = described.get("columns")
+    if is_s3_url(path):
+        from lambdakit.aws.s3 import open_dataset  # aws is below results
+
+        return open_dataset(path, columns=columns)
+    if not (Path(path).exists() or any(c in path for c in "*?[")):
+        return None
+    return local_dataset(path, columns=columns)
+
+
 class RunResult:
     """Everything a run did: one row per attempt and per batch, failures, outputs, metadata.
 
@@ -235,7 +250,12 @@ class RunResult:
 
     def errors(self) -> pd.DataFrame:
         """One row per failed or rejected record: record, batch, error_type, error_message,
-        log_excerpt (rejections have error_type "Rejected", their reason and no batch)."""
+        log_excerpt (rejections have error_type "Rejected", their reason and no batch).
+
+        A run over files adds where each record came from: `source` (the file's path or
+        s3:// URL), `line` (the line a JSONL/CSV record starts on) and `row` (its place in
+        that object, from 1).
+        """
         failures = self.failures
         failed = pd.DataFrame(
             {
@@ -259,15 +279,34 @@ class RunResult:
         table = pd.concat(frames, ignore_index=True)
         table = table.sort_values("record", kind="stable").reset_index(drop=True)
         # Text columns as objects with None, whatever string dtype pandas inferred.
-        return table.assign(**{c: _objects(table[c]) for c in _TEXT_ERROR_COLUMNS})
+        table = table.assign(**{c: _objects(table[c]) for c in _TEXT_ERROR_COLUMNS})
+        return self._with_provenance(table)
 
-    def failed_records(self, include_not_run: bool = False) -> pd.Series:
+    def _with_provenance(self, table: pd.DataFrame) -> pd.DataFrame:
+        """`table` (with a `record` column) plus source, line and row, for a run over files."""
+        objects = (self.meta.get("source") or {}).get("objects_read")
+        if not objects:
+            return table
+        from lambdakit.records.datasets import locate
+
+        found = locate(objects, table["record"].tolist())
+        return table.assign(
+            source=pd.Series([f[0] for f in found], index=table.index, dtype=object),
+            line=pd.array([f[1] for f in found], dtype="Int64"),
+            row=pd.array([f[2] for f in found], dtype="Int64"),
+        )
+
+    def failed_records(
+        self, include_not_run: bool = False, *, provenance: bool = False
+    ) -> pd.Series | pd.DataFrame:
         """The inputs of failed and rejected records, indexed by input position, in order.
 
         Pass it to `lambdakit.run` to rerun only what failed (it iterates the records).
         `include_not_run=True` adds the records that did not run, those never read from
         the source included (read from it again: the in-memory source this result holds,
-        or the file its manifest names), so a rerun takes exactly what is left.
+        or the files its manifest names), so a rerun takes exactly what is left.
+        `provenance=True` gives a DataFrame instead: `input` plus, for a run over files,
+        `source`, `line` and `row` (as in errors()), so each can be found in its file.
         """
         frames = [self.failures[["record", "input"]], self.rejections[["record", "input"]]]
         if include_not_run:
@@ -275,7 +314,11 @@ class RunResult:
         both = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         both = both.drop_duplicates("record").sort_values("record", kind="stable")
         index = pd.Index(both["record"].astype(np.int64), name="record")
-        return pd.Series(both["input"].to_list(), index=index, dtype=object, name="input")
+        inputs = pd.Series(both["input"].to_list(), index=index, dtype=object, name="input")
+        if not provenance:
+            return inputs
+        frame = self._with_provenance(pd.DataFrame({"record": index, "input": inputs.values}))
+        return frame.set_index("record")
 
     def _never_read(self) -> pd.DataFrame:
         """(record, input) of the records past those read, read from the source again."""
@@ -286,8 +329,8 @@ class RunResult:
 
         source = self.source
         described = self.meta.get("source") or {}
-        if source is None and described.get("path") and Path(described["path"]).is_file():
-            source = described["path"]
+        if source is None and described.get("path"):
+            source = _reopen(described)
         missing = self.records - read
         if source is None:
             raise InvalidInput(

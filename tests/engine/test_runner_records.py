@@ -157,7 +157,11 @@ def test_after_a_cancel_every_record_of_the_source_is_accounted_for(
     expected = {"type": "pandas.DataFrame"}
     if kind == "jsonl":
         expected = {"type": "jsonl file", "path": str(source.resolve())}
+    read = manifest["source"].pop("objects_read", None)
     assert manifest["source"] == {**expected, "records": length}
+    if kind == "jsonl":  # where each record read came from: the file, from record 0
+        assert [(o["object"], o["first_record"]) for o in read] == [(str(source.resolve()), 0)]
+        assert read[0]["records"] == result.meta["records_read"]
     rest = result.failed_records(include_not_run=True)
     assert len(rest) == length - ok
     rerun = go(name, rest.tolist(), batch_size=20, concurrency=2, retry=1)

@@ -139,7 +139,7 @@ def test_file_records_are_counted_as_the_readers_read_them(tmp_path, monkeypatch
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert source_length(empty) == 0
-    monkeypatch.setattr("lambdakit.records.sources.COUNT_LIMIT_BYTES", 10)
+    monkeypatch.setattr("lambdakit.records.datasets.COUNT_LIMIT_BYTES", 10)
     assert source_length(jsonl) is None  # too big to count before the run: unknown
     assert source_length(tmp_path / "missing.jsonl") is None
 

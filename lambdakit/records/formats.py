@@ -1,0 +1,343 @@
+"""The readers of each file format, over an open binary stream: JSONL, CSV, Parquet, JSON array.
+
+Each reader streams (a chunk of rows at a time, Parquet a row group at a time) and yields
+records, or a BadLine for a line or element that cannot be a record. `lines` (optional)
+receives (record offset, line number) pairs where the line of a record is not the previous
+one's plus one (blank lines, a quoted CSV field over several lines), so that a record's
+line in its file can be found again (see datasets.Provenance).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any, BinaryIO
+
+import orjson
+
+from lambdakit.errors import InvalidInput
+
+__all__ = [
+    "CHUNK_ROWS",
+    "BadLine",
+    "count_csv",
+    "count_jsonl",
+    "csv_records",
+    "json_array_records",
+    "jsonl_records",
+    "missing_as_none",
+    "parquet_file",
+    "parquet_records",
+]
+
+CHUNK_ROWS = 10_000  # rows converted at once from DataFrames, CSV chunks and Parquet batches
+_READ_BYTES = 1 << 20
+
+
+class BadLine:
+    """A JSONL line that is not JSON, or a CSV row of the wrong width: a rejection, never a skip."""
+
+    __slots__ = ("reason", "text")
+
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+
+
+def count_jsonl(handle: BinaryIO) -> int:
+    """Records of a JSONL stream, as jsonl_records reads them (non-blank lines)."""
+    return sum(1 for line in handle if not line.isspace())
+
+
+def count_csv(handle: BinaryIO) -> int | None:
+    """Records of a CSV stream (rows after the header); None when it is not readable CSV."""
+    try:
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+        rows = _CsvRows(text).records()
+        if next(rows, None) is None:  # the header
+            return 0
+        return sum(1 for _ in rows)
+    except (UnicodeDecodeError, csv.Error):
+        return None  # unreadable: the reader will say why
+
+
+def jsonl_records(
+    handle: BinaryIO, name: str, lines: list[tuple[int, int]] | None = None
+) -> Iterator[Any]:
+    """One record per non-blank line; a line that is not JSON is a BadLine naming its number."""
+    loads = orjson.loads
+    records = 0
+    skipped = False  # a blank line was skipped since the last record
+    for number, line in enumerate(handle, start=1):
+        try:
+            record = loads(line)
+        except orjson.JSONDecodeError as exc:
+            if not line.strip():
+                skipped = True
+                continue  # blank lines separate nothing in JSONL; they are not records
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            record = BadLine(text, f"line {number} of {name} is not JSON: {exc}")
+        if skipped:
+            if lines is not None:
+                lines.append((records, number))
+            skipped = False
+        records += 1
+        yield record
+
+
+class _CsvRows:
+    """A CSV file's records as raw text, each with its first line number and field count.
+
+    Fields are counted without parsing where a line has no quote (a comma count), and by the
+    csv module where it has one (a quoted field may hold commas and span lines).
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._lines = iter(handle)
+        self._taken: list[str] = []  # the lines the csv module consumed for one record
+        self.line = 0  # physical lines read so far
+
+    def _next_line(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def _more(self) -> Iterator[str]:
+        while True:
+            try:
+                yield self._next_line()
+            except StopIteration:
+                return
+
+    def records(self) -> Iterator[tuple[str, int, int]]:
+        """(text, first line, fields) of each record, blank lines skipped (pandas skips them)."""
+        return (row for row in self if row[0].strip())
+
+    def __iter__(self) -> Iterator[tuple[str, int, int]]:
+        for line in self._lines:
+            first = self.line + 1
+            self.line += 1
+            if '"' not in line:
+                yield line, first, line.count(",") + 1
+                continue
+            self._taken = [line]
+            fields = len(next(csv.reader(itertools.chain((line,), self._more()))))
+            self.line += len(self._taken) - 1
+            yield "".join(self._taken), first, fields
+
+
+def csv_records(
+    handle: BinaryIO, name: str, lines: list[tuple[int, int]] | None = None
+) -> Iterator[Any]:
+    """Rows typed by pandas, chunk by chunk; a row with too few or too many fields is a BadLine.
+
+    pandas would fill a short row with NaN and stop the whole file at a long one, so the rows
+    are counted first and only well-formed ones reach it, as their own text. Missing values
+    (empty fields, pandas' NA markers) are None; integer columns stay integers (nullable
+    dtypes, so a missing value does not turn 1 into 1.0).
+    """
+    import pandas as pd
+
+    # Within Lambda's payload limit: a record cannot be bigger than that anyway.
+    csv.field_size_limit(max(csv.field_size_limit(), 6_291_456))
+    try:
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+        rows = _CsvRows(text).records()
+        first = next(rows, None)
+        if first is None:
+            return  # an empty file holds no records, as an empty .jsonl does
+        header, _, width = first
+        if not header.endswith(("\n", "\r")):
+            header += "\n"
+        good: list[str] = []
+        slots: list[BadLine | None] = []  # in file order: None for a good row
+        expected = 2  # the line the next record starts on, if nothing is skipped
+        for offset, (row, line, fields) in enumerate(rows):
+            if line != expected and lines is not None:
+                lines.append((offset, line))
+            expected = line + max(1, row.count("\n"))
+            if fields == width:
+                good.append(row)
+                slots.append(None)
+            else:
+                slots.append(
+                    BadLine(
+                        row.rstrip("\r\n"),
+                        f"line {line} of {name} has {fields} "
+                        f"field{'s' if fields != 1 else ''}, the header has {width}",
+                    )
+                )
+            if len(good) >= CHUNK_ROWS:
+                yield from _csv_chunk(pd, name, header, good, slots)
+                good, slots = [], []
+        if slots:
+            yield from _csv_chunk(pd, name, header, good, slots)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInput(f"records file {name} is not readable CSV: {exc}") from exc
+
+
+def _csv_chunk(
+    pd: Any, name: str, header: str, good: list[str], slots: list[BadLine | None]
+) -> Iterator[Any]:
+    records: Iterator[Any] = iter(())
+    if good:
+        if not good[-1].endswith(("\n", "\r")):
+            good[-1] += "\n"
+        text = io.StringIO(header + "".join(good))
+        try:
+            frame = pd.read_csv(text, dtype_backend="numpy_nullable")
+        except pd.errors.ParserError as exc:
+            raise InvalidInput(f"records file {name} is not readable CSV: {exc}") from exc
+        records = iter(missing_as_none(frame).to_dict("records"))
+    for slot in slots:
+        yield next(records) if slot is None else slot
+
+
+def parquet_file(handle: Any, name: str) -> Any:
+    """A pyarrow ParquetFile over a path or a seekable binary file; InvalidInput naming `name`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(handle)
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(f"records file {name} is not a readable Parquet file: {exc}") from exc
+
+
+def parquet_records(handle: Any, name: str, columns: Sequence[str] | None = None) -> Iterator[Any]:
+    """Rows as dicts, one row group at a time, reading only `columns` (all when None)."""
+    import pyarrow as pa
+
+    parquet = parquet_file(handle, name)
+    if columns is not None:
+        present = set(parquet.schema_arrow.names)
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise InvalidInput(
+                f"records file {name} has no column {missing[0]!r} (columns= asked for "
+                f"{list(columns)}; it has {parquet.schema_arrow.names})"
+            )
+    wanted = list(columns) if columns is not None else None
+    for group in range(parquet.num_row_groups):
+        try:
+            table = parquet.read_row_group(group, columns=wanted)
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInput(
+                f"records file {name} is not a readable Parquet file (row group {group}): {exc}"
+            ) from exc
+        for record_batch in table.to_batches(max_chunksize=CHUNK_ROWS):
+            yield from record_batch.to_pylist()
+        del table  # one row group in memory at a time
+
+
+# The bytes that change a JSON scanner's state: brackets, braces, commas, quotes, backslashes.
+_STRUCTURE = re.compile(rb'[\[\]{},"\\]')
+
+
+def json_array_records(handle: BinaryIO, name: str) -> Iterator[Any]:
+    """The elements of a file holding one JSON array, each parsed on its own (streamed).
+
+    The array is cut at its top-level commas by a scan of its structural bytes, so the file
+    is never held whole; an element that is not JSON is a BadLine naming its position.
+    """
+    depth = 0  # nesting: 1 inside the array itself
+    in_string = False
+    skip_at = -1  # a position whose byte a backslash escaped
+    pending = bytearray()  # the current element's bytes from earlier chunks
+    start = 0  # where the current element begins in this chunk
+    element = 0
+    done = False
+    prefix_ok = True
+    while True:
+        chunk = handle.read(_READ_BYTES)
+        if not chunk:
+            break
+        start = 0
+        for match in _STRUCTURE.finditer(chunk):
+            at = match.start()
+            if at == skip_at:
+                continue
+            char = chunk[at]
+            if done:
+                raise InvalidInput(f"records file {name} has more after its JSON array")
+            if in_string:
+                if char == 0x5C:  # backslash
+                    skip_at = at + 1
+                elif char == 0x22:
+                    in_string = False
+                continue
+            if depth == 0:
+                if chunk[:at].strip() or pending.strip() or char != 0x5B:
+                    prefix_ok = False
+                    break
+                depth, start = 1, at + 1
+                pending.clear()
+                continue
+            if char == 0x22:
+                in_string = True
+            elif char in (0x5B, 0x7B):
+                depth += 1
+            elif char in (0x5D, 0x7D):
+                depth -= 1
+                if depth == 0:
+                    text = bytes(pending + chunk[start:at]).strip()
+                    pending.clear()
+                    if text or element:
+                        element += 1
+                        yield _json_element(text, element, name)
+                    done = True
+                    start = at + 1
+            elif char == 0x2C and depth == 1:
+                element += 1
+                yield _json_element(bytes(pending + chunk[start:at]).strip(), element, name)
+                pending.clear()
+                start = at + 1
+        if not prefix_ok:
+            break
+        skip_at = 0 if skip_at == len(chunk) else -1
+        if done:
+            if chunk[start:].strip():
+                raise InvalidInput(f"records file {name} has more after its JSON array")
+        elif depth:
+            pending += chunk[start:]
+        else:
+            pending += chunk  # before the array: only whitespace may come
+    if not prefix_ok or (not done and (depth or pending.strip())):
+        raise InvalidInput(
+            f"records file {name} does not hold a JSON array (a .json file must be one array "
+            f"of records: use .jsonl for one record per line)"
+        )
+    if not done and element == 0 and not pending.strip():
+        return  # an empty file holds no records
+
+
+def _json_element(text: bytes, number: int, name: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        shown = text.decode("utf-8", "replace")
+        return BadLine(shown, f"element {number} of the array in {name} is not JSON: {exc}")
+
+
+def missing_as_none(frame: Any) -> Any:
+    """The frame with pandas' missing values as None in columns that are not float.
+
+    A float column's NaN may be a real NaN (Encoding's `nan=` decides); in any other column
+    (strings, objects, nullable integers) NaN, NA and NaT only ever mean "missing".
+    """
+    floats = {"f", "c"}  # numpy kinds whose NaN is a value
+    missing = [
+        column
+        for column, dtype in frame.dtypes.items()
+        if getattr(dtype, "kind", "O") not in floats and frame[column].hasnans
+    ]
+    if not missing:
+        return frame
+    frame = frame.copy(deep=False)
+    for column in missing:
+        values = frame[column]
+        frame[column] = values.astype(object).where(values.notna(), None)
+    return frame
