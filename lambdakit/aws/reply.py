@@ -35,23 +35,24 @@ _REPORT_FIELD = re.compile(
 
 
 def parse_report(log_text: str | None) -> Report | None:
-    """Parse the last REPORT line in a log (tail); None when there is none.
+    """Parse the last REPORT line in a log (tail), text or JSON form; None when there is none.
+
+    The JSON form is LogFormat JSON's `platform.report` event (its record's metrics).
 
     >>> parse_report("REPORT RequestId: x\\tDuration: 1.50 ms\\tBilled Duration: 2 ms").duration_ms
     1.5
     """
     if not log_text:
         return None
-    # Searched from the end (the REPORT line is the tail's last), not split line by line.
-    end = len(log_text)
-    while (start := log_text.rfind("REPORT ", 0, end)) >= 0:
-        line_start = max(log_text.rfind("\n", 0, start), log_text.rfind("\r", 0, start)) + 1
-        if not log_text[line_start:start].strip():  # at the start of a line, as Lambda puts it
-            break
-        end = start
-    else:
+    text_at = _text_report_at(log_text)
+    json_at = log_text.rfind('"platform.report"')
+    if json_at > text_at:
+        found = _json_report(log_text, json_at)
+        if found is not None:
+            return found
+    if text_at < 0:
         return None
-    line = log_text[start:].split("\n", 1)[0]
+    line = log_text[text_at:].split("\n", 1)[0]
     found = {name: float(value) for name, value, _ in _REPORT_FIELD.findall(line)}
     memory = found.get("Memory Size")
     max_used = found.get("Max Memory Used")
@@ -61,6 +62,49 @@ def parse_report(log_text: str | None) -> Report | None:
         memory_size_mb=int(memory) if memory is not None else None,
         max_memory_used_mb=int(max_used) if max_used is not None else None,
         init_duration_ms=found.get("Init Duration"),
+    )
+
+
+def _text_report_at(log_text: str) -> int:
+    """Where the last text REPORT line starts, -1 when there is none."""
+    # Searched from the end (the REPORT line is the tail's last), not split line by line.
+    end = len(log_text)
+    while (start := log_text.rfind("REPORT ", 0, end)) >= 0:
+        line_start = max(log_text.rfind("\n", 0, start), log_text.rfind("\r", 0, start)) + 1
+        if not log_text[line_start:start].strip():  # at the start of a line, as Lambda puts it
+            return start
+        end = start
+    return -1
+
+
+def _json_report(log_text: str, at: int) -> Report | None:
+    """The figures of the `platform.report` event on the line holding position `at`."""
+    line_start = log_text.rfind("\n", 0, at) + 1
+    line_end = log_text.find("\n", at)
+    line = log_text[line_start : line_end if line_end >= 0 else len(log_text)]
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None  # a tail cut inside the line, or another log line quoting the word
+    record = event.get("record") if isinstance(event, dict) else None
+    if not isinstance(record, dict) or event.get("type") != "platform.report":
+        return None
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict):
+        return None
+
+    def number(key: str) -> float | None:
+        value = metrics.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else None
+
+    memory, max_used = number("memorySizeMB"), number("maxMemoryUsedMB")
+    return Report(
+        duration_ms=number("durationMs"),
+        billed_duration_ms=number("billedDurationMs"),
+        memory_size_mb=int(memory) if memory is not None else None,
+        max_memory_used_mb=int(max_used) if max_used is not None else None,
+        init_duration_ms=number("initDurationMs"),
     )
 
 

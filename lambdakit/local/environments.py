@@ -23,7 +23,15 @@ from pathlib import Path
 from aiohttp import web
 
 from lambdakit.errors import LambdakitError
-from lambdakit.local.logs import format_end, format_report, format_start, read_logs
+from lambdakit.local.logs import (
+    format_end,
+    format_report,
+    format_start,
+    json_report,
+    json_runtime_done,
+    json_start,
+    read_logs,
+)
 from lambdakit.local.process import (
     FunctionSpec,
     RuntimeProcess,
@@ -210,20 +218,29 @@ class EnvironmentManager:
             init_ms = (init_end - env.started_at) * 1000
         started = inv.delivered_at or dispatched_at
         duration_ms = (outcome.at - started) * 1000
-        lines = [format_start(inv.request_id, spec.version), *output, *result.log_lines]
-        tail = [
-            format_end(inv.request_id),
-            format_report(
-                inv.request_id,
-                duration_ms=duration_ms,
-                memory_size_mb=spec.memory_mb,
-                max_memory_used_mb=max(1, math.ceil(peak / MB)),
-                init_duration_ms=init_ms,
-                status=result.status,
-                error_type=result.error_type,
-            ),
-        ]
         now = time.time()
+        figures = {
+            "duration_ms": duration_ms,
+            "memory_size_mb": spec.memory_mb,
+            "max_memory_used_mb": max(1, math.ceil(peak / MB)),
+            "init_duration_ms": init_ms,
+            "status": result.status,
+            "error_type": result.error_type,
+        }
+        if spec.log_format == "JSON":
+            # Platform events are INFO: SystemLogLevel WARN leaves them out, as on AWS.
+            platform = spec.system_log_level not in ("WARN",)
+            started_at = now - (time.monotonic() - dispatched_at)
+            head = [json_start(inv.request_id, spec.version, at=started_at)] if platform else []
+            lines = [*head, *output, *result.log_lines]
+            tail = [
+                json_runtime_done(inv.request_id, status=result.status,
+                                  error_type=result.error_type, at=now),
+                json_report(inv.request_id, at=now, **figures),
+            ] if platform else []  # fmt: skip
+        else:
+            lines = [format_start(inv.request_id, spec.version), *output, *result.log_lines]
+            tail = [format_end(inv.request_id), format_report(inv.request_id, **figures)]
         env.stream.write_groups([(now - (time.monotonic() - dispatched_at), lines), (now, tail)])
         if not env.alive:
             env.stream.close()

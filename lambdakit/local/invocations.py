@@ -81,6 +81,7 @@ def _spec(service: Service, name: str, version: str) -> FunctionSpec:
         and cached.reserved_concurrency == reserved
     ):
         return cached  # the hot path: building a spec costs more than the rest of routing
+    logging_config = cfg.get("LoggingConfig") or {}
     spec = FunctionSpec(
         function_name=name,
         version=version,
@@ -94,6 +95,10 @@ def _spec(service: Service, name: str, version: str) -> FunctionSpec:
         environment=dict(cfg["Environment"]["Variables"]),
         revision=cfg["RevisionId"],
         reserved_concurrency=reserved,
+        tmp_mb=int(cfg["EphemeralStorage"]["Size"]) if cfg.get("_PrivateTmp") else None,
+        log_format=logging_config.get("LogFormat", "Text"),
+        application_log_level=logging_config.get("ApplicationLogLevel"),
+        system_log_level=logging_config.get("SystemLogLevel"),
     )
     service.specs[(name, version)] = spec
     return spec

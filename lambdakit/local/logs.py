@@ -9,6 +9,7 @@ once past ``max_stream_bytes`` and a group keeps its newest ``max_streams`` stre
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -26,6 +27,9 @@ __all__ = [
     "format_end",
     "format_report",
     "format_start",
+    "json_report",
+    "json_runtime_done",
+    "json_start",
     "log_group_dir",
     "read_logs",
     "stream_name",
@@ -72,6 +76,58 @@ def format_report(
         if error_type:
             fields.append(f"Error Type: {error_type}")
     return "\t".join(fields) + "\t"
+
+
+def _json_line(kind: str, record: dict[str, object], at: float) -> str:
+    when = datetime.fromtimestamp(at, tz=timezone.utc).isoformat(timespec="milliseconds")
+    body = {"time": when.replace("+00:00", "Z"), "type": kind, "record": record}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def json_start(request_id: str, version: str, *, at: float) -> str:
+    """The JSON form of START (LogFormat JSON): a `platform.start` event."""
+    return _json_line("platform.start", {"requestId": request_id, "version": version}, at)
+
+
+def _status(status: str | None) -> str:
+    return status or "success"  # the text form writes Status only when it is not a success
+
+
+def json_runtime_done(
+    request_id: str, *, status: str | None = None, error_type: str | None = None, at: float
+) -> str:
+    """The JSON form of END: a `platform.runtimeDone` event."""
+    record: dict[str, object] = {"requestId": request_id, "status": _status(status)}
+    if error_type:
+        record["errorType"] = error_type
+    return _json_line("platform.runtimeDone", record, at)
+
+
+def json_report(
+    request_id: str,
+    *,
+    duration_ms: float,
+    memory_size_mb: int,
+    max_memory_used_mb: int,
+    init_duration_ms: float | None = None,
+    status: str | None = None,
+    error_type: str | None = None,
+    at: float,
+) -> str:
+    """The JSON form of REPORT: a `platform.report` event with the same figures."""
+    metrics: dict[str, object] = {
+        "durationMs": round(duration_ms, 2),
+        "billedDurationMs": max(1, math.ceil(duration_ms)),
+        "memorySizeMB": memory_size_mb,
+        "maxMemoryUsedMB": max_memory_used_mb,
+    }
+    if init_duration_ms is not None:
+        metrics["initDurationMs"] = round(init_duration_ms, 2)
+    record: dict[str, object] = {"requestId": request_id, "metrics": metrics,
+                                 "status": _status(status)}  # fmt: skip
+    if error_type:
+        record["errorType"] = error_type
+    return _json_line("platform.report", record, at)
 
 
 def stream_name(version: str, env_id: str, *, now: float | None = None) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from lambdakit.local.ephemeral import NOT_ENFORCED, private_tmp_command
 from lambdakit.local.logs import InvocationOutput, LogStream, stream_name
 from lambdakit.local.runtime import Outcome, RuntimeChannel
 
@@ -67,6 +68,10 @@ class FunctionSpec:
     revision: str  # changes whenever code or config changes
     reserved_concurrency: int | None  # None: share the account pool
     opt_dir: Path | None = None  # its layers merged in order (AWS's /opt); None: no layers
+    tmp_mb: int | None = None  # EphemeralStorage given: a private /tmp of this size
+    log_format: str = "Text"  # LoggingConfig.LogFormat: "Text" or "JSON"
+    application_log_level: str | None = None  # JSON only: what awslambdaric logs
+    system_log_level: str | None = None  # JSON only: which platform lines are written
 
 
 def runtime_environment(
@@ -104,6 +109,11 @@ def runtime_environment(
     }
     # Never AWS_LAMBDA_MAX_CONCURRENCY: awslambdaric would switch to multi-concurrency mode.
     env.pop("AWS_LAMBDA_MAX_CONCURRENCY", None)
+    if spec.log_format == "JSON":
+        # What Lambda sets for LoggingConfig; awslambdaric then logs JSON at that level.
+        env["AWS_LAMBDA_LOG_FORMAT"] = "JSON"
+        if spec.application_log_level:
+            env["AWS_LAMBDA_LOG_LEVEL"] = spec.application_log_level
     paths = [str(spec.code_dir)]
     if spec.opt_dir is not None:
         # /opt cannot be written here: the real folder, under the name docs/architecture.md
@@ -258,6 +268,14 @@ class RuntimeProcess:
         loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         command = _command(self.spec)
+        if self.spec.tmp_mb is not None:
+            private = private_tmp_command(
+                command, self.spec.tmp_mb, [self.spec.code_dir, self.spec.opt_dir]
+            )
+            if private is None:
+                self.stream.write([NOT_ENFORCED])
+            else:
+                command = private
         try:
             self._popen = subprocess.Popen(
                 command,
