@@ -5,6 +5,7 @@ file it left behind is searched for them."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -152,3 +153,49 @@ def test_papermill_notebook_output_holds_no_credential(planted, tmp_path):
     assert _leaks(tmp_path) == []
     for what, needle in _needles().items():
         assert needle.decode() not in done.stdout + done.stderr, what
+
+
+def test_a_function_s_variables_show_in_get_function_and_in_no_error(lambda_client, local_lambda,
+                                                                     make_function):  # fmt: skip
+    from botocore.exceptions import ClientError
+
+    from tests.local.test_local_api import raw
+
+    secret = "lkVariableSecret-" + "9" * 12
+    name = make_function("def handler(e, c):\n    raise RuntimeError('boom')\n",
+                         Environment={"Variables": {"API_TOKEN": secret}})  # fmt: skip
+    got = lambda_client.get_function(FunctionName=name)["Configuration"]["Environment"]
+    assert got == {"Variables": {"API_TOKEN": secret}}
+    refused = [
+        {"API_TOKEN": secret, "x": "1"},  # a name the model's pattern refuses
+        {"API_TOKEN": secret, "AWS_REGION": "eu-west-1"},  # a reserved name
+        {"API_TOKEN": secret, "PADDING": "p" * 5000},  # over 4 KB
+    ]
+    messages = []
+    for variables in refused:
+        with pytest.raises(ClientError) as exc_info:
+            lambda_client.update_function_configuration(
+                FunctionName=name, Environment={"Variables": variables}
+            )
+        messages.append(str(exc_info.value))
+    for body in ({"Environment": {"Variables": {"API_TOKEN": 12345678987654}}},
+                 {"Environment": {"Variables": [secret]}}):  # fmt: skip
+        status, _, reply = raw(local_lambda, "PUT", f"/2015-03-31/functions/{name}/configuration",
+                               json.dumps(body).encode())  # fmt: skip
+        assert status == 400
+        messages.append(json.dumps(reply))
+    reply = lambda_client.invoke(FunctionName=name, Payload=b"{}", LogType="Tail")
+    messages.append(
+        reply["Payload"].read().decode() + base64.b64decode(reply["LogResult"]).decode()
+    )
+    assert main(["local", "logs", name, "--state-dir", str(local_lambda.state_dir)]) == 0
+    for message in messages:
+        assert secret not in message and "12345678987654" not in message, message
+    assert len(messages) == 6
+    logs = "".join(
+        p.read_text(errors="replace")
+        for p in (local_lambda.state_dir / "logs").rglob("*")
+        if p.is_file()
+    )
+    assert "boom" in logs and secret not in logs
+    assert secret not in local_lambda.server_log.read_text()

@@ -439,14 +439,20 @@ def check_layers(layers: list[Any]) -> list[str]:
 
 
 def _environment(environment: dict[str, Any]) -> dict[str, str]:
-    variables = optional(environment, "Variables", dict) or {}
+    # Values are secrets (GetFunction alone shows them): no message here quotes one.
+    variables = environment.get("Variables") or {}
+    if not isinstance(variables, dict):
+        raise bad_content(
+            "Could not parse request body into json: Environment.Variables must be an object "
+            f"of names to strings, got a {type(variables).__name__}."
+        )
     for key, value in variables.items():
         if not _ENV_KEY_RE.match(key):
             raise invalid(f"Invalid environment variable name {key!r}: [a-zA-Z][a-zA-Z0-9_]*.")
         if not isinstance(value, str):
             raise bad_content(
                 f"Could not parse request body into json: environment variable {key} must be "
-                f"a string, got {json.dumps(value)[:80]}."
+                f"a string, got a {type(value).__name__}."
             )
     reserved = sorted(set(variables) & _RESERVED_ENV)
     if reserved:

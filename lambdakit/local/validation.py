@@ -65,6 +65,30 @@ def _render(value: Any) -> str:
     return str(value)
 
 
+def _value_at(shape: Any, value: Any, path: str) -> str:
+    """`Value 'x' at 'path'`, or `Value at 'path'` for a secret (AWS leaves those out)."""
+    if _sensitive(shape):
+        return f"Value at '{path}'"
+    return f"Value '{_render(value)}' at '{path}'"
+
+
+def _sensitive(shape: Any, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a shape is, or holds, a member the model marks sensitive (environment values)."""
+    if shape.metadata.get("sensitive"):
+        return True
+    if shape.name in seen:
+        return False
+    seen = seen | {shape.name}
+    kind = shape.type_name
+    if kind == "structure":
+        return any(_sensitive(member, seen) for member in shape.members.values())
+    if kind == "list":
+        return _sensitive(shape.member, seen)
+    if kind == "map":
+        return _sensitive(shape.key, seen) or _sensitive(shape.value, seen)
+    return False
+
+
 def _null(path: str) -> str:
     return f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
 
@@ -182,8 +206,7 @@ class ModelValidator:
         """Every constraint `value` breaks; nested members name their own path."""
         own = self._constraints(shape, value)
         problems = [
-            f"Value '{_render(value)}' at '{path}' failed to satisfy constraint: {text}"
-            for text in own
+            f"{_value_at(shape, value, path)} failed to satisfy constraint: {text}" for text in own
         ]
         kind = shape.type_name
         if kind == "structure" and isinstance(value, dict):
@@ -201,7 +224,7 @@ class ModelValidator:
             inner = sorted({text for item in value for text in self._element(shape.member, item)})
             if inner:
                 problems.append(
-                    f"Value '{_render(value)}' at '{path}' failed to satisfy constraint: "
+                    f"{_value_at(shape, value, path)} failed to satisfy constraint: "
                     f"Member must satisfy constraint: [{', '.join(inner)}]"
                 )
             if shape.member.type_name == "structure":
@@ -212,13 +235,13 @@ class ModelValidator:
             keys = sorted({t for k in value for t in self._constraints(shape.key, k)})
             if keys:
                 problems.append(
-                    f"Value '{_render(value)}' at '{path}' failed to satisfy constraint: "
+                    f"{_value_at(shape, value, path)} failed to satisfy constraint: "
                     f"Map keys must satisfy constraint: [{', '.join(keys)}]"
                 )
             values = sorted({t for v in value.values() for t in self._element(shape.value, v)})
             if values:
                 problems.append(
-                    f"Value '{_render(value)}' at '{path}' failed to satisfy constraint: "
+                    f"{_value_at(shape, value, path)} failed to satisfy constraint: "
                     f"Map value must satisfy constraint: [{', '.join(values)}]"
                 )
         return problems
