@@ -235,6 +235,19 @@ def test_a_function_can_take_its_handler_from_a_layer(lambda_client, make_functi
     assert invoke_json(name)[1] == "layer"
 
 
+def test_a_custom_runtime_can_come_from_a_layer(make_function, layers, invoke_json):
+    from tests.local.test_local_environments import BASH_BOOTSTRAP
+
+    runtime = layers({"bootstrap": BASH_BOOTSTRAP})  # /opt/bootstrap, as AWS runs it
+    name = make_function(
+        {"function.sh": "# the function's own files\n"},
+        handler="function.run",
+        runtime="provided.al2023",
+        Layers=[runtime["LayerVersionArn"]],
+    )
+    assert invoke_json(name, {"n": 1})[1] == {"echo": {"n": 1}, "handler": "function.run"}
+
+
 def test_a_published_version_pins_its_layer_versions(lambda_client, make_function, layers,
                                                      invoke_json, wait_updated):  # fmt: skip
     name_of_layer = layer_name()
