@@ -134,6 +134,50 @@ def test_a_zip_slip_layer_is_refused_and_nothing_is_published(lambda_client):
     assert lambda_client.list_layer_versions(LayerName=name)["LayerVersions"] == []
 
 
+def _zip_of(entries: list[tuple[str, bytes, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data, mode in entries:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("entries", "words"),
+    [
+        ([("/etc/evil.py", b"x", 0o100644)], "absolute path"),
+        ([("python/link", b"../../../etc/passwd", 0o120777)], "points outside"),
+        ([("python/dir", b"/tmp", 0o120777), ("python/dir/x.py", b"", 0o100644)], "through"),
+        ([], "holds no files"),
+    ],
+)
+def test_layer_zips_get_the_checks_function_code_gets(lambda_client, entries, words):
+    name = layer_name()
+    with pytest.raises(ClientError) as exc_info:
+        lambda_client.publish_layer_version(LayerName=name, Content={"ZipFile": _zip_of(entries)})
+    code, status, message = error_of(exc_info)
+    assert (code, status) == ("InvalidParameterValueException", 400) and words in message
+    assert lambda_client.list_layer_versions(LayerName=name)["LayerVersions"] == []
+
+
+def test_the_aws_cli_publishes_and_attaches_a_layer(aws_cli, tmp_path, lambda_client):
+    name = layer_name()
+    archive = tmp_path / "layer.zip"
+    archive.write_bytes(build_zip({"python/cli_dep.py": "WHO = 'cli'\n"}))
+    zipped = f"fileb://{archive}"
+    published = aws_cli("lambda", "publish-layer-version", "--layer-name", name, "--zip-file",
+                        zipped, "--compatible-runtimes", "python3.11")  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    arn = json.loads(published.stdout)["LayerVersionArn"]
+    listed = aws_cli("lambda", "list-layer-versions", "--layer-name", name)
+    assert [v["LayerVersionArn"] for v in json.loads(listed.stdout)["LayerVersions"]] == [arn]
+    assert aws_cli("lambda", "delete-layer-version", "--layer-name", name,
+                   "--version-number", "1").returncode == 0  # fmt: skip
+    assert lambda_client.list_layer_versions(LayerName=name)["LayerVersions"] == []
+
+
 def test_bad_publish_requests_name_the_problem(lambda_client):
     with pytest.raises(ClientError) as exc_info:
         lambda_client.publish_layer_version(LayerName=layer_name(), Content={})
