@@ -565,8 +565,10 @@ FAILURES = [
 
 What lambdakit does when things go wrong, one case at a time, with the `slow_flaky` function
 and its knobs (environment variables): Lambda throttling (429) from reserved concurrency,
-timeouts, function errors, partial batch failures, and an interrupted run that resumes from
-the cache. Every failed attempt stays in `result.attempts`, and the plots show them.
+timeouts, function errors, partial batch failures, wrong replies, and an interrupted run that
+resumes from the cache. Every failed attempt stays in `result.attempts`, and the plots show
+them. One section leaves the kernel: a function (`fan_out`) fans a batch out to a throttled
+worker itself, and its run is set beside one from the kernel.
 
 With `SEED` set, slow_flaky's failures depend only on the record content, so the same
 records fail on every attempt and every run: the counts below are reproducible.
