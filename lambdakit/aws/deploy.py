@@ -231,12 +231,16 @@ def _top_level_names(tree: ast.Module) -> set[str]:
 
 def _environment(environment: Mapping[str, Any] | None) -> dict[str, str]:
     if environment is not None and not isinstance(environment, Mapping):
-        raise DeployError(f"environment must be a mapping of names to values, got {environment!r}")
+        raise DeployError(
+            f"environment must be a mapping of names to values, got a {type(environment).__name__}"
+        )
     variables: dict[str, str] = {}
     for key, value in (environment or {}).items():
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            # The value may be a secret: the message names its type only.
             raise DeployError(
-                f"environment variable {key!r} must be a string or number, got {value!r}"
+                f"environment variable {key!r} must be a string or number, "
+                f"got a {type(value).__name__}"
             )
         variables[str(key)] = str(value)
     return variables
