@@ -201,3 +201,27 @@ def test_aws_gets_lambda_platform_wheels_and_local_the_hosts(tmp_path):
     aws = boto3.client("lambda", **keys)
     local = boto3.client("lambda", endpoint_url="http://127.0.0.1:9001", **keys)
     assert aws_platform(aws) and not aws_platform(local)
+
+
+def test_a_canary_alias_records_each_version_s_layers(lambda_client, names, tmp_path):
+    roots = []
+    for who in ("a", "b"):
+        root = tmp_path / who / "python"
+        root.mkdir(parents=True)
+        (root / "tinydep.py").write_text(f"VALUE = {who!r}\n")
+        roots.append(root.parent)
+    first, second = (
+        lambdakit.build_layer(names("l"), folder=r, client=lambda_client) for r in roots
+    )
+    function = names()
+    folder = handler_folder(tmp_path)
+    v1 = lambdakit.deploy(lambda_client, function, folder, layers=[first], publish=True).version
+    v2 = lambdakit.deploy(lambda_client, function, folder, layers=[first, second],
+                          publish=True).version  # fmt: skip
+    lambdakit.set_alias(lambda_client, function, "canary", v1, weights={v2: 0.5})
+    result = lambdakit.run(function, [1, 2], qualifier="canary", client=lambda_client,
+                           cache=False, progress=False)  # fmt: skip
+    assert result.meta["layers"] == {v1: [first], v2: [first, second]}
+    same = lambdakit.run(function, [1], qualifier=v2, client=lambda_client, cache=False,
+                         progress=False)  # fmt: skip
+    assert same.meta["layers"] == [first, second]

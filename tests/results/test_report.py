@@ -131,3 +131,19 @@ def test_manifest_of_a_run_against_an_alias_names_its_code(lambda_client, make_f
         folder = result.save_report(tmp_path / f"report-{qualifier}")
         written = json.loads((folder / "manifest.json").read_text())
         assert written["code_sha256"] == version["CodeSha256"], qualifier
+
+
+def test_the_layers_a_run_used_are_shown_and_recorded():
+    deps = "arn:aws:lambda:us-east-1:123456789012:layer:deps:3"
+    tools = "arn:aws:lambda:us-east-1:123456789012:layer:tools:1"
+    one = make_run(records=10, meta={"layers": [deps, tools]})
+    assert "  layers: deps:3, tools:1" in repr(one).splitlines()
+    assert "deps:3, tools:1" in one._repr_html_()
+    assert manifest(one)["layers"] == [deps, tools]
+    # A canary alias whose versions use different layers: each version's own.
+    canary = make_run(records=10, meta={"layers": {"3": [deps], "4": [deps, tools]}})
+    assert "layers: version 3: deps:3; version 4: deps:3, tools:1" in repr(canary)
+    assert manifest(canary)["layers"] == {"3": [deps], "4": [deps, tools]}
+    bare = make_run(records=10)
+    assert "layers" not in repr(bare) and manifest(bare)["layers"] == []
+    assert "<th style='text-align:left;padding-right:1em'>layers</th>" not in bare._repr_html_()
