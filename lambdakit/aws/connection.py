@@ -16,7 +16,9 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "DEFAULT_FUNCTION_TIMEOUT_S",
     "READ_TIMEOUT_MARGIN_S",
+    "botocore_transport_error",
     "call_api",
+    "client_error_from_reply",
     "make_client",
     "make_s3_client",
     "make_scheduler_client",
@@ -300,3 +302,54 @@ def call_api(client: Any, operation: str, **kwargs: Any) -> Any:
         return getattr(client, operation)(**kwargs)
     except (ClientError, BotoCoreError) as exc:
         raise translate_client_error(exc, operation=operation, service=service) from exc
+
+
+def client_error_from_reply(client: Any, operation: str, http_response: Any) -> Any:
+    """The botocore ClientError that `client` raises for this error reply (status >= 300).
+
+    For the lean Invoke path, which sends the request itself: its error replies are parsed by
+    the client's own botocore parser, as botocore's Endpoint parses them (the Error code and
+    message, ResponseMetadata, then the modeled error's fields such as Reason), so that they
+    reach translate_client_error exactly as boto3's exception would.
+    """
+    from botocore.endpoint import convert_to_response_dict
+    from botocore.exceptions import ClientError
+    from botocore.parsers import create_parser
+
+    model = client.meta.service_model
+    operation_model = model.operation_model(operation)
+    parser = create_parser(model.protocol)
+    response = convert_to_response_dict(http_response, operation_model)
+    parsed = parser.parse(response, operation_model.output_shape)
+    code = parsed.get("Error", {}).get("Code")
+    shape = model.shape_for_error_code(code) if code else None
+    if shape is not None:
+        parsed.update(parser.parse(response, shape))
+    return ClientError(parsed, operation)
+
+
+def botocore_transport_error(exc: BaseException, url: str, proxy_url: str | None) -> Any:
+    """The botocore exception boto3 raises for this urllib3 failure to send or read a request.
+
+    The table of botocore's URLLib3Session.send, for the lean Invoke path, which uses the same
+    urllib3 pool directly: a failure then has the same error type on both paths.
+    """
+    import socket
+
+    from botocore import exceptions as boto
+    from botocore.httpsession import mask_proxy_url
+    from urllib3 import exceptions as url3
+
+    if isinstance(exc, url3.SSLError):
+        return boto.SSLError(endpoint_url=url, error=exc)
+    if isinstance(exc, (url3.NewConnectionError, socket.gaierror)):
+        return boto.EndpointConnectionError(endpoint_url=url, error=exc)
+    if isinstance(exc, url3.ProxyError):
+        return boto.ProxyConnectionError(proxy_url=mask_proxy_url(proxy_url), error=exc)
+    if isinstance(exc, url3.ConnectTimeoutError):
+        return boto.ConnectTimeoutError(endpoint_url=url, error=exc)
+    if isinstance(exc, url3.ReadTimeoutError):
+        return boto.ReadTimeoutError(endpoint_url=url, error=exc)
+    if isinstance(exc, url3.ProtocolError):
+        return boto.ConnectionClosedError(error=exc, request=None, endpoint_url=url)
+    return boto.HTTPClientError(error=exc)

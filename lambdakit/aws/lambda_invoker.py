@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from typing import Any
 
 from lambdakit.aws.reply import (
@@ -27,7 +26,7 @@ from lambdakit.invocation import (
     Target,
 )
 
-__all__ = ["LambdaInvoker"]
+__all__ = ["LambdaInvoker", "api_error_outcome", "reply_outcome", "transport_error_outcome"]
 
 
 class LambdaInvoker:
@@ -76,30 +75,19 @@ class LambdaInvoker:
             payload = response["Payload"].read()
         except self._errors as exc:
             if isinstance(exc, self._errors[0]):
-                return _api_error_outcome(exc)
-            return _transport_error_outcome(exc)
+                return api_error_outcome(exc)
+            return transport_error_outcome(exc)
 
-        log_tail = _decode_log(response.get("LogResult"))
-        ids = self._ids(batch.items) if self.id_field else None
-        n = len(batch.items)
-        outcome, outputs, failed, error_type, message = read_response(
-            payload, response.get("FunctionError"), n, ids, self.outputs
-        )
-        reasons = read_item_errors(payload, n, ids) if failed else {}
-        retryable = read_retryable_items(payload, n, ids) if failed else ()
-        return Outcome(
-            outcome=outcome,
-            http_status=response.get("StatusCode"),
+        return reply_outcome(
+            batch,
+            payload,
+            function_error=response.get("FunctionError"),
+            status=response.get("StatusCode"),
             executed_version=response.get("ExecutedVersion"),
             request_id=response["ResponseMetadata"].get("RequestId"),
-            error_type=error_type,
-            error_message=message,
-            outputs=outputs,
-            failed_items=failed,
-            log_tail=log_tail,
-            report=parse_report(log_tail),
-            item_errors=reasons,
-            retryable_items=retryable,
+            log_result=response.get("LogResult"),
+            outputs=self.outputs,
+            id_field=self.id_field,
         )
 
     def probe(self) -> bool:
@@ -117,10 +105,52 @@ class LambdaInvoker:
             return False
         return True
 
-    def _ids(self, items: Sequence[Any]) -> list[Any]:
-        # A record without the field gets None; an identifier naming it then matches nothing
-        # and fails the whole batch instead of being lost.
-        return [item.get(self.id_field) if isinstance(item, dict) else None for item in items]
+
+def reply_outcome(
+    batch: Batch,
+    payload: bytes,
+    *,
+    function_error: str | None,
+    status: int | None,
+    executed_version: str | None,
+    request_id: str | None,
+    log_result: str | None,
+    outputs: str,
+    id_field: str | None,
+) -> Outcome:
+    """The Outcome of an answered Invoke (2xx), read by the batch contract.
+
+    Both Invoke paths (boto3's and the lean one) read their replies here, so the same reply
+    is the same Outcome whichever path carried it.
+    """
+    log_tail = _decode_log(log_result)
+    # A record without the field gets None; an identifier naming it then matches nothing
+    # and fails the whole batch instead of being lost.
+    ids = (
+        [item.get(id_field) if isinstance(item, dict) else None for item in batch.items]
+        if id_field
+        else None
+    )
+    n = len(batch.items)
+    outcome, read, failed, error_type, message = read_response(
+        payload, function_error, n, ids, outputs
+    )
+    reasons = read_item_errors(payload, n, ids) if failed else {}
+    retryable = read_retryable_items(payload, n, ids) if failed else ()
+    return Outcome(
+        outcome=outcome,
+        http_status=status,
+        executed_version=executed_version,
+        request_id=request_id,
+        error_type=error_type,
+        error_message=message,
+        outputs=read,
+        failed_items=failed,
+        log_tail=log_tail,
+        report=parse_report(log_tail),
+        item_errors=reasons,
+        retryable_items=retryable,
+    )
 
 
 def _decode_log(log_result: str | None) -> str | None:
@@ -132,8 +162,8 @@ def _decode_log(log_result: str | None) -> str | None:
         return None
 
 
-def _api_error_outcome(exc: BaseException) -> Outcome:
-    """An Outcome for an error reply of the Invoke API (via translate_client_error)."""
+def api_error_outcome(exc: BaseException) -> Outcome:
+    """The Outcome of an Invoke error reply (a botocore ClientError), via translate_client_error."""
     error = translate_client_error(exc, operation="Invoke")
     if not isinstance(error, LambdaServiceError):
         return Outcome(CLIENT_ERROR, error_type=type(exc).__name__, error_message=str(error))
@@ -158,8 +188,8 @@ def _api_error_outcome(exc: BaseException) -> Outcome:
     )
 
 
-def _transport_error_outcome(exc: BaseException) -> Outcome:
-    """An Outcome for a call that got no answer: a timeout, a lost connection, no credentials."""
+def transport_error_outcome(exc: BaseException) -> Outcome:
+    """The Outcome of an Invoke that got no answer (a BotoCoreError): timeout, lost connection."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import HTTPClientError, ReadTimeoutError
 
