@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "Invoker": "lambdakit.invocation",
     "LambdaInvoker": "lambdakit.aws.lambda_invoker",
     "LambdaServiceError": "lambdakit.errors",
+    "LeanLambdaInvoker": "lambdakit.aws.lean_invoker",
     "LambdakitError": "lambdakit.errors",
     "LocalLambda": "lambdakit.local",
     "LocalServiceError": "lambdakit.errors",

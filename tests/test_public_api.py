@@ -23,6 +23,7 @@ EXPECTED = [
     "LambdaInvoker",
     "LambdaServiceError",
     "LambdakitError",
+    "LeanLambdaInvoker",
     "LocalLambda",
     "LocalServiceError",
     "Outcome",

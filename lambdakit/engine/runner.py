@@ -173,6 +173,7 @@ def start(
     region: str | None = None,
     profile: str | None = None,
     client: Any = None,
+    invoke_path: str | None = None,
     progress: bool = True,
     columns: list[str] | None = None,
     s3_endpoint_url: str | None = None,
@@ -197,6 +198,7 @@ def start(
     here, before any batch is read or sent.
 
     `url=` runs over HTTP instead (see `run`): `start(records, url=...)` needs no function.
+    `invoke_path`: see `run`.
     """
     from lambdakit.engine.record import RunRecord
     from lambdakit.engine.scheduler import Engine, Plan
@@ -218,6 +220,7 @@ def start(
         raise InvalidInput(f"id_field must be the name of a record field (a str), got {id_field!r}")
     outage_timeout = _outage_timeout(outage_timeout)
     reading = _outputs(outputs, invoker)
+    _check_invoke_path(invoke_path, url, invoker)
     # Folders first: one that cannot be written must stop the run before anything is paid
     # for, not after the last batch (the cache is written as batches succeed).
     if output_dir is not None:
@@ -260,7 +263,7 @@ def start(
     elif invoker is None:
         invoker, target = _lambda_invoker(
             function, qualifier, concurrency, timeout, id_field, reading, endpoint_url, region,
-            profile, client,
+            profile, client, invoke_path,
         )  # fmt: skip
     else:
         # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
@@ -314,6 +317,8 @@ def start(
         "outputs": reading,
         "tolerated_failure": tolerated_failure,
         "outage_timeout": outage_timeout,
+        # Which Invoke path carried the run: "lean", "boto3", or None (url=, a custom invoker).
+        "invoke_path": _path_of(invoker),
     }
     if url is not None:
         # What reached the URL, never the secrets: no query string, no header values.
@@ -404,6 +409,28 @@ def _described(records: Any, records_total: int | None, stream: Any) -> dict[str
     return described
 
 
+INVOKE_PATHS = ("lean", "boto3")
+
+
+def _check_invoke_path(invoke_path: Any, url: Any, invoker: Any) -> None:
+    if invoke_path is None:
+        return
+    if invoke_path not in INVOKE_PATHS:
+        raise InvalidInput(f"invoke_path must be 'lean', 'boto3' or None, got {invoke_path!r}")
+    if url is not None or invoker is not None:
+        raise InvalidInput("invoke_path= chooses how Invoke is sent: it does not go with url= "
+                           "or a custom invoker")  # fmt: skip
+
+
+def _path_of(invoker: Any) -> str | None:
+    from lambdakit.aws.lambda_invoker import LambdaInvoker
+    from lambdakit.aws.lean_invoker import LeanLambdaInvoker
+
+    if isinstance(invoker, LeanLambdaInvoker):
+        return "lean"
+    return "boto3" if isinstance(invoker, LambdaInvoker) else None
+
+
 def _lambda_invoker(
     function: str | None,
     qualifier: str | None,
@@ -415,10 +442,18 @@ def _lambda_invoker(
     region: str | None,
     profile: str | None,
     client: Any,
+    invoke_path: str | None = None,
 ) -> tuple[Any, Any]:
+    """The Invoke invoker: the lean path for clients lambdakit makes, boto3 for a `client=`.
+
+    invoke_path None: lean unless the user gave a client; "lean": lean, from the user's client
+    too; "boto3": boto3's own invoke. The lean path falls back to boto3, with a warning that
+    says why, for whatever it cannot honour (see `lean_invoker.lean_blockers`).
+    """
     from lambdakit.aws.connection import make_client, make_session
     from lambdakit.aws.discovery import resolve_target, split_function_name
     from lambdakit.aws.lambda_invoker import LambdaInvoker
+    from lambdakit.aws.lean_invoker import LeanLambdaInvoker
 
     if function is None:
         raise InvalidInput("function is required: a Lambda function name or ARN")
@@ -455,11 +490,16 @@ def _lambda_invoker(
             **where, read_timeout=_PROBE_TIMEOUT_S, connect_timeout=_PROBE_TIMEOUT_S,
             session=session,
         )  # fmt: skip
-    invoker = LambdaInvoker(
-        invoking, target, id_field=id_field, function_name=plain, probe_client=probing,
-        outputs=outputs,
-    )  # fmt: skip
-    return invoker, target
+    options = {
+        "id_field": id_field, "function_name": plain, "probe_client": probing, "outputs": outputs,
+    }  # fmt: skip
+    lean = invoke_path == "lean" or (invoke_path is None and client is None)
+    if lean:
+        try:
+            return LeanLambdaInvoker(invoking, target, **options), target
+        except InvalidInput as exc:  # what the lean path cannot honour: boto3 can
+            log.warning("%s; invoking with boto3 instead", exc)
+    return LambdaInvoker(invoking, target, **options), target
 
 
 def _http_invoker(
@@ -543,6 +583,7 @@ def run(
     region: str | None = None,
     profile: str | None = None,
     client: Any = None,
+    invoke_path: str | None = None,
     progress: bool = True,
     columns: list[str] | None = None,
     s3_endpoint_url: str | None = None,
@@ -589,6 +630,13 @@ def run(
     version behind a lambdakit local or AWS function URL when it can be found (the function
     may be named with `function=`), else by the URL and `cache_namespace`.
 
+    `invoke_path`: how Invoke is sent. None (the default): the lean path (LeanLambdaInvoker:
+    the same requests as boto3's, a fraction of its client CPU) when lambdakit makes the
+    client, boto3's `client.invoke` for a `client=` you pass; "lean" or "boto3" force one.
+    Whatever the lean path cannot honour (a custom signer, event handler or HTTP session,
+    botocore retries) falls back to boto3 with a warning saying why. Kept in
+    params["invoke_path"].
+
     >>> result = lambdakit.run("my-fn", df, batch_size=50)  # doctest: +SKIP
     >>> result.summary()["failed_records"]  # doctest: +SKIP
     0
@@ -619,6 +667,7 @@ def run(
         region=region,
         profile=profile,
         client=client,
+        invoke_path=invoke_path,
         progress=progress,
         columns=columns,
         s3_endpoint_url=s3_endpoint_url,
