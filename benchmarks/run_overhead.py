@@ -3,6 +3,7 @@
 Prints one JSON object with each figure beside its target; nothing is asserted.
 
     python benchmarks/run_overhead.py [--records-a 2000] [--records-b 1000000] [--records-c 400]
+                                      [--records-d 3000] [--only abcd]
 
 (a) lambdakit.run vs a plain boto3 ThreadPoolExecutor loop at the same concurrency,
     batch_size=1, no-op function; medians of alternating rounds. Also shown: lambdakit given
@@ -12,6 +13,12 @@ Prints one JSON object with each figure beside its target; nothing is asserted.
 (c) reserved concurrency 4, 50 ms of work per record, driven at concurrency 32: wall time
     against the ideal (records x 50 ms / 4), failures, beside a naive 32-thread pool's
     result and what a 4-thread pool (never throttled) achieves on this machine.
+(d) the Invoke paths (issue #18), batch_size=1, no-op function, concurrency 16 and 64, against
+    the stub server (benchmarks/stub_lambda.py: answers at once, so the client is the limit)
+    and against `lambdakit local`, in the same run: (1) a raw boto3 thread pool, (2) lambdakit
+    with invoke_path="boto3", (3) lambdakit with the lean path (the default), each with
+    invocations/s and this process's CPU µs per invocation (user + system: the servers run in
+    subprocesses, so their work is not counted); medians of alternating rounds.
 """
 
 from __future__ import annotations
@@ -36,7 +43,12 @@ import lambdakit
 import lambdakit.results.result  # imported up front: pandas' import is not lambdakit's run time
 from lambdakit.local import LocalLambda
 
+sys.path.insert(0, str(Path(__file__).parent))
+from stub_lambda import StubLambda  # benchmarks/ is not a package
+
 NOOP = "def handler(event, context):\n    return None\n"
+# A no-op that keeps the strict reply contract: one output per record.
+NOOP_PER_RECORD = "def handler(event, context):\n    return [None] * len(event['Items'])\n"
 ECHO = "def handler(event, context):\n    return [r['i'] for r in event['Items']]\n"
 WORK_50MS = "import time\n\ndef handler(event, context):\n    time.sleep(0.05)\n    return 1\n"
 TARGETS = {
@@ -45,6 +57,8 @@ TARGETS = {
     "b_peak_rss_growth_mb": "<= 200",
     "c_wall_vs_ideal": "<= 1.5",
     "c_failures": "== 0",
+    "d_lean_rate_vs_boto3_pool_on_stub": ">= 2.0",
+    "d_lean_cpu_vs_boto3_pool_on_stub": "<= 0.40",
 }
 
 
@@ -215,6 +229,80 @@ def bench_c(local: LocalLambda, client: Any, records: int) -> dict[str, Any]:
     }
 
 
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _measured(invocations: int, run: Any) -> dict[str, float]:
+    cpu, wall = _cpu_s(), time.perf_counter()
+    run()
+    cpu, wall = _cpu_s() - cpu, time.perf_counter() - wall
+    return {"per_s": invocations / wall, "cpu_us": 1e6 * cpu / invocations}
+
+
+def _paths_at(
+    endpoint: str, name: str, records: int, concurrency: int, rounds: int
+) -> dict[str, Any]:
+    """(1) raw boto3 pool, (2) lambdakit boto3 path, (3) lambdakit lean path at one setting."""
+    client = lambdakit.make_client(endpoint_url=endpoint, concurrency=concurrency)
+    items = [{"i": i} for i in range(records)]
+    options = {"batch_size": 1, "concurrency": concurrency, "cache": False}
+
+    def lk(path: str) -> None:
+        figures = _lk_run(endpoint, name, items, invoke_path=path, **options)
+        if figures["failures"] or figures["invocations"] != records:
+            raise SystemExit(f"a benchmark run failed records: {figures}")
+
+    contenders = {
+        "1_boto3_pool": lambda: _boto3_pool(client, name, records, concurrency),
+        "2_lambdakit_boto3": lambda: lk("boto3"),
+        "3_lambdakit_lean": lambda: lk("lean"),
+    }
+    _boto3_pool(client, name, concurrency * 4, concurrency)  # warm: environments, pools
+    lk("lean")
+    samples: dict[str, list[dict[str, float]]] = {key: [] for key in contenders}
+    for _ in range(rounds):
+        for key, run in contenders.items():
+            samples[key].append(_measured(records, run))
+    figures: dict[str, Any] = {}
+    for key, runs in samples.items():
+        figures[key] = {
+            "invocations_per_s": round(statistics.median(r["per_s"] for r in runs), 1),
+            "client_cpu_us_per_invocation": round(statistics.median(r["cpu_us"] for r in runs)),
+        }
+    pool, lean = figures["1_boto3_pool"], figures["3_lambdakit_lean"]
+    figures["lean_rate_vs_boto3_pool"] = round(
+        lean["invocations_per_s"] / pool["invocations_per_s"], 2
+    )
+    figures["lean_cpu_vs_boto3_pool"] = round(
+        lean["client_cpu_us_per_invocation"] / pool["client_cpu_us_per_invocation"], 2
+    )
+    return figures
+
+
+def bench_d(
+    local: LocalLambda, client: Any, records: int, rounds: int, concurrencies: list[int]
+) -> dict[str, Any]:
+    name = _create(client, "bench-paths", NOOP_PER_RECORD)
+    report: dict[str, Any] = {"records": records, "rounds": rounds, "batch_size": 1}
+    with StubLambda() as stub:
+        for concurrency in concurrencies:
+            report[f"stub_c{concurrency}"] = _paths_at(
+                stub.endpoint_url, "bench-stub", records, concurrency, rounds
+            )
+    for concurrency in concurrencies:
+        report[f"local_c{concurrency}"] = _paths_at(
+            local.endpoint_url, name, records, concurrency, rounds
+        )
+    report["targets"] = {
+        "lean_rate_vs_boto3_pool (stub)": TARGETS["d_lean_rate_vs_boto3_pool_on_stub"],
+        "lean_cpu_vs_boto3_pool (stub)": TARGETS["d_lean_cpu_vs_boto3_pool_on_stub"],
+    }
+    report["4_lean_processes_2"] = "not built yet: run() has no processes= (see issue #18)"
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records-a", type=int, default=2000)
@@ -222,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency-a", type=int, default=16)
     parser.add_argument("--records-b", type=int, default=1_000_000)
     parser.add_argument("--records-c", type=int, default=400)
-    parser.add_argument("--only", default="abc", help="which benchmarks to run, e.g. ac")
+    parser.add_argument("--records-d", type=int, default=3000)
+    parser.add_argument("--rounds-d", type=int, default=3)
+    parser.add_argument("--concurrency-d", default="16,64", help="comma-separated")
+    parser.add_argument("--only", default="abcd", help="which benchmarks to run, e.g. ad")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {
         "cpus": os.cpu_count(),
@@ -240,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             report["b_streaming"] = bench_b(local, client, args.records_b)
         if "c" in args.only:
             report["c_throttled"] = bench_c(local, client, args.records_c)
+        if "d" in args.only:
+            levels = [int(c) for c in args.concurrency_d.split(",")]
+            report["d_invoke_paths"] = bench_d(local, client, args.records_d, args.rounds_d, levels)
     report["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
     return 0
