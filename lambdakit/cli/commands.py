@@ -4,7 +4,8 @@
                   [--timeout S] [--max-attempts N] [--item-attempts N] [--id-field F]
                   [--decimal number|string] [--nan reject|null]
                   [--outputs per_record|per_batch|raw] [--endpoint-url URL]
-                  [--region R] [--profile P] [--no-cache | --cache-dir DIR] [--report DIR]
+                  [--region R] [--profile P] [--no-cache | --cache-dir DIR]
+                  [--report DIR|s3://bucket/prefix/] [--s3-endpoint-url URL]
                   [--grace S] [--outage-timeout S | --wait-for-ever] [--shared-files]
                   [--no-progress]
     lambdakit run --url URL INPUT [--auth aws_iam] [--header 'Name: value' ...]
@@ -42,6 +43,7 @@ from typing import Any
 
 from lambdakit.aws.reply import OUTPUT_MODES, PER_RECORD
 from lambdakit.cli.demo import ENDPOINT_ENV
+from lambdakit.records.datasets import is_s3_url as is_remote
 from lambdakit.results.folders import PRIVATE_FILE
 
 __all__ = [
@@ -121,14 +123,18 @@ def add_run_command(subparsers: Any) -> None:
     """`lambdakit run FUNCTION INPUT`: a headless batch run with a report folder."""
     run = subparsers.add_parser(
         "run",
-        help="push a .jsonl/.csv/.parquet file through a function",
+        help="push files (a path, folder, glob or s3:// URL) through a function",
         description="Push INPUT through FUNCTION in batches, print a summary table and write "
         "a report folder (PNGs, tables, manifest.json, outputs.jsonl).",
     )
     run.add_argument(
         "function", nargs="?", help="function name or ARN (name:alias works too); not with --url"
     )
-    run.add_argument("input", nargs="?", type=Path, help="a .jsonl, .csv or .parquet file")
+    run.add_argument(
+        "input", nargs="?",
+        help="a .jsonl/.ndjson/.csv/.parquet/.json file (.gz/.bz2/.zst too), a folder, a glob, "
+        "or s3://bucket/key, s3://bucket/prefix/ or an S3 glob",
+    )  # fmt: skip
     run.add_argument("--url", help="POST batches to this HTTP endpoint (a function URL, ...)")
     run.add_argument("--auth", choices=["aws_iam"], help="with --url: sign requests with SigV4")
     run.add_argument(
@@ -167,7 +173,13 @@ def add_run_command(subparsers: Any) -> None:
     cache = run.add_mutually_exclusive_group()
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     cache.add_argument("--cache-dir", type=Path, help="cache folder (default: user cache dir)")
-    run.add_argument("--report", type=Path, help="report folder (default runs/run-<fn>-<time>)")
+    run.add_argument(
+        "--report",
+        help="report folder or s3://bucket/prefix/ (default runs/run-<fn>-<time>)",
+    )
+    run.add_argument(
+        "--s3-endpoint-url", help="S3's endpoint (a local S3), default $AWS_ENDPOINT_URL_S3"
+    )
     run.add_argument(
         "--grace",
         type=_grace,
@@ -231,6 +243,32 @@ def write_outputs(result: Any, path: Path, *, shared: bool = False) -> Path:
     return path
 
 
+def _input_may_exist(source: str) -> bool:
+    """Whether INPUT can name records: an s3:// URL or a glob (checked as the run lists
+    them), a folder, or a file."""
+    import glob
+
+    return is_remote(source) or glob.has_magic(source) or Path(source).exists()
+
+
+def _inside(report: Path | str, name: str) -> Path | str:
+    return f"{str(report).rstrip('/')}/{name}" if is_remote(report) else Path(report) / name
+
+
+def _write_report(result: Any, report: Path | str, shared: bool, s3_where: dict[str, Any]) -> None:
+    """The report folder plus outputs.jsonl, on disk or (the same layout) under an S3 URL."""
+    if not is_remote(report):
+        result.save_report(report, shared=shared)
+        write_outputs(result, Path(report) / "outputs.jsonl", shared=shared)
+        return
+    from lambdakit.results.remote import staged
+    from lambdakit.results.report import save_report
+
+    with staged(str(report), **s3_where) as folder:
+        save_report(result, folder, shared=shared)
+        write_outputs(result, folder / "outputs.jsonl", shared=shared)
+
+
 def _default_report(function: str) -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in function.split(":")[-1])
@@ -251,11 +289,11 @@ def _run(args: argparse.Namespace) -> int:
     from lambdakit.engine.cache import DEFAULT, Cache
     from lambdakit.engine.retry import Retry
     from lambdakit.engine.runner import start
-    from lambdakit.errors import SourceError
+    from lambdakit.errors import SourceError, StorageError
     from lambdakit.results.folders import check_folder
 
     if args.url is not None and args.input is None and args.function is not None:
-        args.function, args.input = None, Path(args.function)  # run --url URL INPUT
+        args.function, args.input = None, args.function  # run --url URL INPUT
     if args.input is None or (args.function is None and args.url is None):
         return print_error("run", "give FUNCTION INPUT, or --url URL INPUT")
     headers = {}
@@ -266,11 +304,19 @@ def _run(args: argparse.Namespace) -> int:
         headers[name.strip()] = value.strip()
     if args.url is None and (headers or args.auth or args.cache_namespace):
         return print_error("run", "--auth, --header and --cache-namespace go with --url")
-    if not args.input.is_file():
+    if not _input_may_exist(args.input):
         return print_error("run", f"input file {str(args.input)!r} does not exist")
     # Before anything is invoked: a report that cannot be written would lose the whole run.
-    report = args.report or _default_report(args.function or _url_name(args.url))
-    check_folder(report, "report folder")
+    s3_where = {"endpoint_url": args.s3_endpoint_url, "region": args.region,
+                "profile": args.profile}  # fmt: skip
+    report: Any = args.report or _default_report(args.function or _url_name(args.url))
+    if is_remote(report):
+        from lambdakit.results.remote import check_destination
+
+        check_destination(report, "report folder", **s3_where)
+    else:
+        report = Path(report)
+        check_folder(report, "report folder")
     endpoint_url = _endpoint("run", args.endpoint_url)
     cache: Any = False if args.no_cache else (args.cache_dir or DEFAULT)
     if cache is not False and args.shared_files:
@@ -304,6 +350,7 @@ def _run(args: argparse.Namespace) -> int:
         endpoint_url=endpoint_url,
         region=args.region,
         profile=args.profile,
+        s3_endpoint_url=args.s3_endpoint_url,
         progress=not args.no_progress,
         grace_s=args.grace,
         outage_timeout=None if args.wait_for_ever else args.outage_timeout,
@@ -323,9 +370,8 @@ def _run(args: argparse.Namespace) -> int:
             stopped, result = exc, exc.result
 
     try:
-        result.save_report(report, shared=args.shared_files)
-        write_outputs(result, report / "outputs.jsonl", shared=args.shared_files)
-    except OSError as exc:  # checked before the run; something changed under it since
+        _write_report(result, report, args.shared_files, s3_where)
+    except (OSError, StorageError) as exc:  # checked before the run; something changed since
         return print_error("run", f"cannot write the report folder {report}: {exc}")
     if stopped is not None:
         print(repr(result))
@@ -350,7 +396,7 @@ def _run(args: argparse.Namespace) -> int:
     if summary["failed_records"] or summary["rejected_records"]:
         print(
             f"lambdakit run: {summary['failed_records']} records failed and "
-            f"{summary['rejected_records']} were rejected; see {report / 'errors.csv'}",
+            f"{summary['rejected_records']} were rejected; see {_inside(report, 'errors.csv')}",
             file=sys.stderr,
         )
         return _EXIT_FAILED_RECORDS

@@ -19,6 +19,7 @@ from lambdakit.engine.progress import FINISHED, EventStream, ProgressBar, Tracke
 from lambdakit.engine.retry import Retry
 from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.records.batching import DEFAULT_MAX_BATCH_BYTES, Envelope, iter_batches
+from lambdakit.records.datasets import is_s3_url
 from lambdakit.records.encoding import Encoding
 from lambdakit.records.sources import describe_source, source_length
 from lambdakit.records.validation import Validator
@@ -223,7 +224,14 @@ def start(
     _check_invoke_path(invoke_path, url, invoker)
     # Folders first: one that cannot be written must stop the run before anything is paid
     # for, not after the last batch (the cache is written as batches succeed).
-    if output_dir is not None:
+    s3_where = {"endpoint_url": s3_endpoint_url, "region": region, "profile": profile}
+    output_url = None  # outputs go to S3: written locally, uploaded when the run ends
+    if is_s3_url(output_dir):
+        from lambdakit.results.remote import check_destination
+
+        check_destination(output_dir, "output_dir", **s3_where)
+        output_url, output_dir = output_dir, None
+    elif output_dir is not None:
         check_folder(output_dir, "output_dir")
     if cache_store is not None:
         cache_store.check()
@@ -356,9 +364,12 @@ def start(
             "source": _described(records, records_total, stream),
             "records_read": stream.records,
         }
-        return record.build(
+        result = record.build(
             records=_records_of_run(stream, records_total), meta=meta, source=records
         )
+        if output_url is not None:
+            _upload_outputs(result, output_url, s3_where)
+        return result
 
     return RunHandle(engine, finish, run_id)
 
@@ -376,7 +387,7 @@ def open_records(
     S3 objects are listed with a client of the same profile and region as the run's Lambda
     client, pointed at `s3_endpoint_url` or $AWS_ENDPOINT_URL_S3 when set.
     """
-    from lambdakit.records.datasets import Dataset, is_s3_url, local_dataset
+    from lambdakit.records.datasets import Dataset, local_dataset
 
     if isinstance(records, Dataset):
         if columns is not None:
@@ -397,6 +408,23 @@ def open_records(
             "DataFrame's columns with df[columns])"
         )
     return records
+
+
+def _upload_outputs(result: RunResult, url: str, where: dict[str, Any]) -> None:
+    """The run's outputs under `url` (an OutputStore folder), whatever ended the run.
+
+    A failed upload must not lose the result the run paid for: it is logged and named in
+    meta["output_dir_error"], and the outputs stay in the result.
+    """
+    from lambdakit.results.remote import staged
+
+    result.meta["output_dir"] = url
+    try:
+        with staged(url, **where) as folder:
+            result.store.save(folder)
+    except LambdakitError as exc:
+        log.error("the outputs could not be written to %s: %s", url, exc)
+        result.meta["output_dir_error"] = str(exc)
 
 
 def _described(records: Any, records_total: int | None, stream: Any) -> dict[str, Any]:

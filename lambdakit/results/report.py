@@ -79,16 +79,25 @@ def save_report(
     *,
     extra: dict[str, Any] | None = None,
     shared: bool = False,
-) -> Path:
+    **s3: Any,
+) -> Path | str:
     """Write the report folder: one PNG per plot, batches/attempts/errors as Parquet and
-    CSV, and manifest.json (with `extra` merged in, scrubbed). Returns the folder.
+    CSV, manifest.json (with `extra` merged in, scrubbed) and the saved result (`result/`,
+    which `RunResult.load(folder)` reads). Returns the folder.
 
+    An s3:// URL gets the same layout under it (`s3`: endpoint_url, region, profile, client).
     The folder is the user's alone (0700, files 0600) unless `shared` (then the umask's)."""
     from lambdakit.results.folders import make_folder, seal
     from lambdakit.results.plots import PLOTS, to_png
+    from lambdakit.results.remote import is_remote, staged
+    from lambdakit.results.storage import REPORT_RESULT, save_result
 
     if extra is not None and not isinstance(extra, dict):
         raise InvalidInput(f"extra must be a dict merged into manifest.json, got {extra!r}")
+    if is_remote(directory):
+        with staged(str(directory), **s3) as staging:
+            save_report(result, staging, extra=extra, shared=shared)
+        return str(directory)
 
     folder = Path(directory)
     if folder.exists() and not folder.is_dir():
@@ -106,6 +115,7 @@ def save_report(
     if extra:
         document.update(_plain_json(scrub(extra)))
     (folder / "manifest.json").write_text(json.dumps(document, indent=2) + "\n")
+    save_result(result, folder / REPORT_RESULT, shared=shared)
     seal(folder, shared=shared)
     return folder
 

@@ -378,33 +378,59 @@ class RunResult:
         *,
         extra: dict[str, Any] | None = None,
         shared: bool = False,
-    ) -> Path:
-        """Write PNGs, batches/attempts (Parquet + CSV) and manifest.json to `directory`.
+        s3_endpoint_url: str | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+    ) -> Path | str:
+        """Write PNGs, batches/attempts/errors (Parquet + CSV), manifest.json and the saved
+        result (`result/`) to `directory`, a folder or an s3:// URL (the same layout).
 
         `extra` is merged into manifest.json (credentials scrubbed), e.g. a notebook's
         parameters: `save_report(folder, extra={"notebook": {"parameters": params}})`. The
         folder is private (0700, files 0600) unless `shared=True` (then the umask decides).
+        S3 is reached with `profile` / `region`, at `s3_endpoint_url` or
+        $AWS_ENDPOINT_URL_S3 when set.
         """
         from lambdakit.results.report import save_report
 
-        return save_report(self, directory, extra=extra, shared=shared)
+        where = {"endpoint_url": s3_endpoint_url, "profile": profile, "region": region}
+        return save_report(self, directory, extra=extra, shared=shared, **where)
 
-    def save(self, path: str | os.PathLike[str], *, shared: bool = False) -> Path:
-        """Save to a folder (Parquet tables, outputs, meta.json); `RunResult.load` reads it.
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        shared: bool = False,
+        s3_endpoint_url: str | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+    ) -> Path | str:
+        """Save to a folder or an s3:// URL (Parquet tables, outputs, meta.json);
+        `RunResult.load` reads it.
 
         Everything round-trips exactly, except meta values that look like credentials,
         which are redacted before they reach disk. Private (0700/0600) unless `shared`.
         """
         from lambdakit.results.storage import save_result
 
-        return save_result(self, path, shared=shared)
+        where = {"endpoint_url": s3_endpoint_url, "profile": profile, "region": region}
+        return save_result(self, path, shared=shared, **where)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RunResult:
-        """Load a RunResult written by `save()`."""
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        s3_endpoint_url: str | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+    ) -> RunResult:
+        """Load a RunResult written by `save()` or `save_report()`, from a folder or an
+        s3:// URL."""
         from lambdakit.results.storage import load_result
 
-        return load_result(path)
+        where = {"endpoint_url": s3_endpoint_url, "profile": profile, "region": region}
+        return load_result(path, **where)
 
     # -- display ---------------------------------------------------------------------------
 

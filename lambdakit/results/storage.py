@@ -29,6 +29,7 @@ FORMAT = 1
 TABLES = ("attempts", "batches", "failures", "rejections", "not_run")
 META_FILE = "meta.json"
 OUTPUTS_DIR = "outputs"
+REPORT_RESULT = "result"  # where a report folder keeps its saved RunResult
 
 
 def encode_meta(value: Any) -> Any:
@@ -111,14 +112,22 @@ def _decode_table(frame: pd.DataFrame, encoded: dict[str, str]) -> pd.DataFrame:
     return frame
 
 
-def save_result(result: RunResult, path: str | os.PathLike[str], *, shared: bool = False) -> Path:
-    """Write `result` to the folder `path` (replacing a previous save there).
+def save_result(
+    result: RunResult, path: str | os.PathLike[str], *, shared: bool = False, **s3: Any
+) -> Path | str:
+    """Write `result` to the folder `path` (replacing a previous save there), or under an
+    s3:// URL in the same layout (`s3`: endpoint_url, region, profile, client).
 
     Private (folders 0700, files 0600) unless `shared`, when the umask decides.
     """
     from lambdakit.results.folders import make_folder, seal
     from lambdakit.results.redact import scrub
+    from lambdakit.results.remote import is_remote, staged
 
+    if is_remote(path):
+        with staged(str(path), **s3) as staging:
+            save_result(result, staging, shared=shared)
+        return str(path)
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InvalidInput(f"{folder} is a file; save a RunResult to a folder")
@@ -145,11 +154,25 @@ def save_result(result: RunResult, path: str | os.PathLike[str], *, shared: bool
     return folder
 
 
-def load_result(path: str | os.PathLike[str]) -> RunResult:
-    """Read a RunResult written by save_result."""
+def load_result(path: str | os.PathLike[str], **s3: Any) -> RunResult:
+    """Read a RunResult written by save_result, or the one in a report folder (`result/`);
+    from a folder or an s3:// URL (`s3`: endpoint_url, region, profile, client)."""
+    from lambdakit.results.remote import fetched, is_remote, tie
+
+    if is_remote(path):
+        folder = fetched(str(path), **s3)
+        loaded = load_result(folder)
+        tie(loaded, folder)  # its outputs are read from there, lazily
+        return loaded
+    folder = Path(path)
+    if not (folder / META_FILE).exists() and (folder / REPORT_RESULT / META_FILE).exists():
+        folder = folder / REPORT_RESULT  # a report folder holds its result
+    return _load_folder(folder)
+
+
+def _load_folder(folder: Path) -> RunResult:
     from lambdakit.results.result import RunResult
 
-    folder = Path(path)
     meta_path = folder / META_FILE
     if not meta_path.exists():
         raise InvalidInput(f"{folder} is not a saved RunResult (no {META_FILE})")

@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import lambdakit
-from lambdakit.errors import InvalidInput, SourceError
+from lambdakit.aws.s3 import download_folder
+from lambdakit.errors import InvalidInput, SourceError, StorageError
+from lambdakit.results.outputs import OutputStore
 
 # Fails every record whose i is a multiple of 997 (reported per item), doubles the others.
 PICKY = """
@@ -143,17 +145,28 @@ def test_columns_select_what_parquet_objects_send(make_function, go, s3_client, 
 
 
 def test_a_corrupt_object_stops_the_run_naming_it_and_nothing_read_is_lost(
-    make_function, go, s3_client, s3_bucket
+    make_function, go, s3_client, s3_bucket, s3_server, tmp_path
 ):
     s3_client.put_object(Bucket=s3_bucket, Key="c/a.jsonl.gz", Body=_jsonl_gz(0, 300))
     cut = _jsonl_gz(300, 5_000)
     s3_client.put_object(Bucket=s3_bucket, Key="c/b.jsonl.gz", Body=cut[: len(cut) // 2])
     name = make_function("def handler(event, context):\n    return event['Items']\n")
+    out = f"s3://{s3_bucket}/runs/partial/outputs/"
     with pytest.raises(SourceError, match=r"c/b\.jsonl\.gz is not a readable gzip") as caught:
-        go(name, f"s3://{s3_bucket}/c/", batch_size=100)
+        go(name, f"s3://{s3_bucket}/c/", batch_size=100, output_dir=out)
     partial = caught.value.result
     summary = partial.summary()
     read = partial.meta["records_read"]
     assert read > 300 and summary["records"] == read
     ok = sum(output is not None for output in partial.outputs())
     assert ok + summary["failed_records"] + summary["not_run_records"] == read
+    # The outputs of the interrupted run are in S3 too, in an OutputStore folder.
+    assert partial.meta["output_dir"] == out and "output_dir_error" not in partial.meta
+    folder = download_folder(out, tmp_path / "outputs", endpoint_url=s3_server)
+    assert list(OutputStore.open(folder).get_all(read)) == list(partial.outputs())
+
+
+def test_an_output_dir_in_a_missing_bucket_stops_the_run_before_it_starts(make_function, go):
+    name = make_function("def handler(event, context):\n    return event['Items']\n")
+    with pytest.raises(StorageError, match=r"output_dir 's3://lk-missing-bucket-z/o/' cannot"):
+        go(name, [{"i": 1}], output_dir="s3://lk-missing-bucket-z/o/")
