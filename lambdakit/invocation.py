@@ -20,11 +20,13 @@ __all__ = [
     "BATCH_STATUSES",
     "CANCELLED",
     "CLIENT_ERROR",
+    "CONCURRENCY_REASONS",
     "CONNECTION_ERROR",
     "FUNCTION_ERROR",
     "OK",
     "OUTCOMES",
     "PAYLOAD_TOO_LARGE",
+    "RATE_REASONS",
     "REPORTED_FAILURE",
     "SERVICE_ERROR",
     "THROTTLE",
@@ -74,6 +76,21 @@ BATCH_STATUSES: tuple[str, ...] = (
     BATCH_CACHED,
     BATCH_CANCELLED,
     BATCH_NOT_RUN,
+)
+
+# The `Reason` of a 429 says what ran out, and so what helps. Too much in flight: send fewer
+# at once (the engine's AIMD in-flight limit). Too many requests per second: send fewer per
+# second, whatever is in flight (its adaptive token bucket); Lambda allows 10 x concurrency
+# requests per second, so functions under 100 ms meet this one below their concurrency.
+# A throttle without a Reason (a URL's 429 or 503) is taken as a concurrency throttle.
+CONCURRENCY_REASONS: tuple[str, ...] = (
+    "ConcurrentInvocationLimitExceeded",
+    "ReservedFunctionConcurrentInvocationLimitExceeded",
+)
+RATE_REASONS: tuple[str, ...] = (
+    "FunctionInvocationRateLimitExceeded",
+    "ReservedFunctionInvocationRateLimitExceeded",
+    "CallerRateLimitExceeded",
 )
 
 # The code real AWS sends for a 413 (the service model calls it RequestTooLargeException);
@@ -141,6 +158,7 @@ class Outcome:
     error_type: str | None = None
     error_message: str | None = None
     retry_after_s: float | None = None
+    reason: str | None = None  # a 429's Reason (see RATE_REASONS), else None
     outputs: list[Any] | None = None
     failed_items: tuple[int, ...] = ()
     log_tail: str | None = None

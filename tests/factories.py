@@ -128,6 +128,9 @@ def make_run(
                 "error_message": message,
                 "http_status": status,
                 "throttled": outcome == "throttle",
+                "throttle_reason": "ConcurrentInvocationLimitExceeded"
+                if outcome == "throttle"
+                else None,
                 "retry_after_s": 1.0 if outcome == "throttle" else math.nan,
                 "executed_version": "3" if ran else None,
                 "request_id": request_id,
@@ -140,6 +143,7 @@ def make_run(
                 "cold_start": cold,
                 "slot": float(slot),
                 "in_flight_limit": float(limit),
+                "rate_limit": math.nan,
                 "log_tail": _log_tail(request_id, outcome, duration, cold) if ran else None,
             }
         )

@@ -185,6 +185,7 @@ def api_error_outcome(exc: BaseException) -> Outcome:
         error_type=error_type,
         error_message=message,
         retry_after_s=error.retry_after,
+        reason=error.reason if status == 429 else None,
     )
 
 

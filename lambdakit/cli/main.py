@@ -7,7 +7,8 @@
     lambdakit local logs FUNCTION [--tail N] [--state-dir DIR]
     lambdakit local schedules [--group G] [--state-dir DIR]
     lambdakit local schedules history NAME [--group G] [--tail N] [--state-dir DIR]
-    lambdakit local faults [FUNCTION] [--throttle-rate R] [--error-rate R] [--latency-ms MS]
+    lambdakit local faults [FUNCTION] [--throttle-rate R] [--throttle-reason REASON]
+                                      [--error-rate R] [--latency-ms MS] [--max-rps N]
                                       [--seed N] [--clear] [--endpoint-url URL | --state-dir DIR]
                                       (no FUNCTION: show, or with --clear remove, them all)
     lambdakit run FUNCTION INPUT [...]     lambdakit deploy NAME FOLDER [...]
@@ -109,6 +110,9 @@ def add_local_command(subparsers: Any) -> None:
     local.add_argument("--state-dir", type=Path, help="where functions and logs are kept")
     local.add_argument("--region", default="us-east-1")
     local.add_argument("--account-concurrency", type=int, default=1000)
+    local.add_argument(
+        "--account-rps", type=float, help="requests/s of the account (default: 10 x concurrency)"
+    )
     local.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before reaping")
     local.add_argument("--seed", type=int, help="seed alias routing and injected faults")
     local.add_argument("--event-retry-delays", type=_delays, default=(1.0, 2.0), metavar="S,S")
@@ -149,6 +153,8 @@ def add_local_command(subparsers: Any) -> None:
     faults = actions.add_parser("faults", help="show or set a function's injected faults")
     faults.add_argument("function", nargs="?", help="the function (default: every function)")
     faults.add_argument("--throttle-rate", type=_rate)
+    faults.add_argument("--throttle-reason", help="the Reason injected 429s carry")
+    faults.add_argument("--max-rps", type=float, help="429 (a rate Reason) beyond N requests/s")
     faults.add_argument("--error-rate", type=_rate)
     faults.add_argument("--latency-ms", type=float)
     faults.add_argument("--seed", type=int, dest="fault_seed")
@@ -205,7 +211,8 @@ def _serve(args: argparse.Namespace) -> int:
             keys.update(load_keys_file(args.keys_file))
         config = ServerConfig(
             host=args.host, port=args.port, state_dir=args.state_dir, region=args.region,
-            account_concurrency=args.account_concurrency, idle_timeout_s=args.idle_timeout,
+            account_concurrency=args.account_concurrency, account_rps=args.account_rps,
+            idle_timeout_s=args.idle_timeout,
             seed=args.seed, event_retry_delays=args.event_retry_delays,
             parent_pid=args.exit_with_parent, allowed_hosts=tuple(args.allowed_host),
             tls_cert=args.tls_cert, tls_key=args.tls_key, insecure_http=args.insecure_http,
@@ -385,6 +392,8 @@ def _faults(args: argparse.Namespace) -> int:
         url += f"/{urllib.parse.quote(args.function, safe='')}"
     settings = {
         "throttle_rate": args.throttle_rate,
+        "throttle_reason": args.throttle_reason,
+        "max_rps": args.max_rps,
         "error_rate": args.error_rate,
         "latency_ms": args.latency_ms,
         "seed": args.fault_seed,

@@ -30,7 +30,7 @@ FAILED = "failed"
 _ENDED = (FINISHED, CANCELLED, FAILED)
 _NOT_COUNTS = (
     *("state", "records_total", "batches_total", "records_done", "elapsed_s"),
-    *("unreachable_s", "retry_in_s"),
+    *("unreachable_s", "retry_in_s", "rate_limit"),
 )
 
 
@@ -61,6 +61,8 @@ class Progress:
     throttles: int = 0
     in_flight: int = 0
     in_flight_limit: int = 0
+    # Requests per second the run allows itself since a rate-type throttle (None: no limit).
+    rate_limit: float | None = None
     elapsed_s: float = 0.0
     # An outage (engine/outage.py): seconds the endpoint has not answered (None: no outage)
     # and seconds until it is probed again (None while not waiting for a probe).
@@ -238,6 +240,7 @@ class Tracker:
         self._t0 = clock()
         self._snapshot: Progress | None = None
         self._outage: tuple[float, float | None] | None = None  # (since, next probe), run clock
+        self._rate_limit: float | None = None
         # Readers (dashboards) run in other threads: without the lock one could cache a
         # snapshot built just before a change, and show it forever once the run ends.
         self._lock = threading.Lock()
@@ -256,9 +259,12 @@ class Tracker:
 
     # The scheduler's hot path: one lock and no keyword dict per call.
 
-    def attempt_done(self, retry: bool, throttled: bool, in_flight_limit: int) -> None:
+    def attempt_done(
+        self, retry: bool, throttled: bool, in_flight_limit: int, rate_limit: float | None = None
+    ) -> None:
         """Count one finished invocation."""
         with self._lock:
+            self._rate_limit = rate_limit
             counts = self.counts
             counts["invocations"] += 1
             counts["retries"] += retry
@@ -341,6 +347,7 @@ class Tracker:
                     elapsed_s=self.elapsed(),
                     unreachable_s=None,
                     retry_in_s=None,
+                    rate_limit=self._rate_limit,
                 )
                 if self._outage is not None:
                     now, (since, probe_at) = self._clock(), self._outage

@@ -32,10 +32,10 @@ __all__ = ["ATTEMPT_FIELDS", "BATCH_FIELDS", "Attempt", "BatchState", "RunRecord
 ATTEMPT_FIELDS: tuple[str, ...] = (
     *("batch", "attempt", "records", "payload_bytes", "started_at", "ended_at"),
     *("start_s", "end_s", "latency_s", "outcome", "error_type", "error_message"),
-    *("http_status", "throttled", "retry_after_s", "executed_version", "request_id"),
-    *("failed_items", "duration_ms", "billed_duration_ms", "memory_size_mb"),
+    *("http_status", "throttled", "throttle_reason", "retry_after_s", "executed_version"),
+    *("request_id", "failed_items", "duration_ms", "billed_duration_ms", "memory_size_mb"),
     *("max_memory_used_mb", "init_duration_ms", "cold_start", "slot", "in_flight_limit"),
-    "log_tail",
+    *("rate_limit", "log_tail"),
 )
 BATCH_FIELDS: tuple[str, ...] = (
     *("batch", "first_record", "records", "payload_bytes", "status", "attempts"),
@@ -65,6 +65,7 @@ class Attempt:
     error: BaseException | None = None
     cached: CacheEntry | None = None  # a cache hit: nothing was invoked
     attempt: int = 0  # numbered when handled, in the order attempts come back
+    rate: float | None = None  # the adaptive rate limit (requests/s) when sent; None: none
 
 
 @dataclass(slots=True)
@@ -159,6 +160,7 @@ class RunRecord:
                 None if ok else outcome.error_message,
                 nan if outcome.http_status is None else outcome.http_status,
                 outcome.outcome == THROTTLE,
+                outcome.reason,
                 nan if outcome.retry_after_s is None else outcome.retry_after_s,
                 outcome.executed_version,
                 outcome.request_id,
@@ -171,6 +173,7 @@ class RunRecord:
                 report is not None and report.init_duration_ms is not None,
                 done.slot,
                 done.limit,
+                nan if done.rate is None else done.rate,
                 # Successful attempts' logs are not kept: at 4 KB each they would dominate
                 # memory on long runs, and their figures are already in the columns above.
                 None if ok else outcome.log_tail,

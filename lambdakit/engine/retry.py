@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +26,7 @@ from lambdakit.invocation import (
 __all__ = [
     "DEFAULT_RETRY_ON",
     "AdaptiveLimit",
+    "AdaptiveRate",
     "Retry",
     "next_delay",
 ]
@@ -193,6 +196,9 @@ class AdaptiveLimit:
     _epoch: int = field(init=False, default=0)
     _ceiling: int | None = field(init=False, default=None)  # the limit last throttled
     _probe_windows: int = field(init=False, default=1)
+    _clean: int = field(init=False, default=0)  # highest level that carried a whole window
+    _streak: int = field(init=False, default=0)  # successes at this level, none throttled
+    _streak_level: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -228,6 +234,12 @@ class AdaptiveLimit:
         if self._value >= self.maximum and self._ceiling is None:
             return self.maximum  # the common case, at full concurrency: nothing to change
         with self._lock:
+            level = self._rounded()
+            if level != self._streak_level:
+                self._streak, self._streak_level = 0, level
+            self._streak += 1
+            if self._streak >= level > self._clean:
+                self._clean = level
             step = 1.0 / max(self._value, 1.0)
             if self._probing():
                 step /= self._probe_windows
@@ -239,12 +251,135 @@ class AdaptiveLimit:
     def on_throttle(self, sent_epoch: int | None = None) -> int:
         """Shrink multiplicatively unless the request predates the last shrink; returns limit."""
         with self._lock:
+            self._streak = 0
             if sent_epoch is None or sent_epoch >= self._epoch:
                 level = self._rounded()
-                if self._ceiling is not None and level >= self._ceiling:
+                if level <= self._clean:
+                    # Throttled at a level that has carried whole windows without one: not a
+                    # wall that probing could find, but throttles at random (or a wall that
+                    # moved down). Back off as AIMD does, without slowing the regrowth.
+                    self._probe_windows, self._clean = 1, level - 1
+                elif self._ceiling is not None and level >= self._ceiling:
                     # Throttled again at (or above) the last ceiling: probe half as often.
                     self._probe_windows = min(self._probe_windows * 2, self.MAX_PROBE_WINDOWS)
                 self._ceiling = level
                 self._value = max(1.0, self._value * self.decrease)
                 self._epoch += 1
             return self._rounded()
+
+
+@dataclass
+class AdaptiveRate:
+    """Token bucket on requests per second, adapted by rate-type throttles (AIMD, like the limit).
+
+    Unlimited (`rate` None) until the first rate throttle, or capped at `maximum` when one is
+    given (`lambdakit.limits(max_rps=)`). A rate throttle of a request sent after the last
+    decrease sets the rate to `decrease` x what was being sent (the requests of the last
+    second), and then to `decrease` x the rate; every second's worth of successes adds
+    `step` requests per second (a twentieth of the first throttled rate, at least 1), so the
+    rate probes back up. The bucket holds `burst_s` seconds of tokens (at least one), so a
+    limited run sends evenly instead of in bursts the service would count in one second.
+    """
+
+    decrease: float = 0.75
+    maximum: float | None = None
+    burst_s: float = 0.05
+    clock: Callable[[], float] = time.monotonic
+    MIN_RATE: ClassVar[float] = 1.0
+    # The send rate is measured over this long: long enough to count a few requests, short
+    # enough to leave out a pause (cold starts) before the throttle.
+    WINDOW_S: ClassVar[float] = 0.25
+    _rate: float | None = field(init=False, default=None)
+    _step: float = field(init=False, default=1.0)
+    _epoch: int = field(init=False, default=0)
+    _tokens: float = field(init=False, default=1.0)
+    _filled_at: float = field(init=False, default=0.0)
+    _sends: deque[float] = field(init=False, repr=False, default_factory=deque)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decrease < 1:
+            raise InvalidInput(f"AdaptiveRate.decrease must be in (0, 1), got {self.decrease}")
+        if self.maximum is not None:
+            if isinstance(self.maximum, bool) or not isinstance(self.maximum, (int, float)):
+                raise InvalidInput(f"max_rps must be a number, got {self.maximum!r}")
+            if not self.maximum > 0:
+                raise InvalidInput(f"max_rps must be > 0, got {self.maximum}")
+            self._rate = float(self.maximum)
+            self._step = max(1.0, self._rate / 20)
+        self._filled_at = self.clock()
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second allowed now (None: not limited)."""
+        return self._rate
+
+    @property
+    def epoch(self) -> int:
+        """Counter of decreases; pass it back to `on_throttle` for requests sent now."""
+        return self._epoch
+
+    def _fill(self, now: float) -> None:
+        rate = self._rate
+        if rate is not None:
+            room = max(1.0, rate * self.burst_s)
+            self._tokens = min(room, self._tokens + (now - self._filled_at) * rate)
+        self._filled_at = now
+
+    def delay(self, now: float | None = None) -> float:
+        """Seconds until the next request may go (0.0: now, or not limited)."""
+        if self._rate is None:
+            return 0.0
+        with self._lock:
+            now = self.clock() if now is None else now
+            self._fill(now)
+            if self._tokens >= 1.0:
+                return 0.0
+            return (1.0 - self._tokens) / self._rate  # type: ignore[operator]
+
+    def sent(self, now: float | None = None) -> None:
+        """One request goes out now: a token is used, and the send rate is measured."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            sends = self._sends
+            sends.append(now)
+            while sends and sends[0] < now - self.WINDOW_S:
+                sends.popleft()
+            if self._rate is not None:
+                self._fill(now)
+                self._tokens -= 1.0
+
+    def _sent_rate(self, now: float) -> float:
+        """Requests per second sent over the last WINDOW_S (or since the first send)."""
+        sends = self._sends
+        while sends and sends[0] < now - self.WINDOW_S:
+            sends.popleft()
+        if not sends:
+            return self.MIN_RATE
+        return len(sends) / max(now - sends[0], 0.05)
+
+    def on_success(self) -> float | None:
+        """Grow by `step` per second's worth of successes; returns the new rate."""
+        with self._lock:
+            rate = self._rate
+            if rate is None or (self.maximum is not None and rate >= self.maximum):
+                return rate
+            rate += self._step / rate
+            self._rate = rate if self.maximum is None else min(rate, float(self.maximum))
+            return self._rate
+
+    def on_throttle(self, sent_epoch: int | None = None) -> float:
+        """A rate-type 429: shrink multiplicatively unless the request predates the last shrink."""
+        with self._lock:
+            now = self.clock()
+            if self._rate is None:
+                self._rate = max(self.MIN_RATE, self._sent_rate(now) * self.decrease)
+                self._step = max(1.0, self._rate / 20)
+                self._tokens, self._filled_at = 0.0, now
+                self._epoch += 1
+            elif sent_epoch is None or sent_epoch >= self._epoch:
+                self._fill(now)
+                self._rate = max(self.MIN_RATE, self._rate * self.decrease)
+                self._tokens = min(self._tokens, 0.0)
+                self._epoch += 1
+            return self._rate

@@ -176,7 +176,11 @@ class Engine:
         if breaker.state != "closed":  # an outage: nothing goes out, or one at a time on trial
             return breaker.trial and not self._flight.in_flight
         # At most `concurrency` worker threads: pieces beyond the limit wait in the inbox.
-        return self._flight.in_flight < self.settlement.limit_value + self._extra
+        settlement = self.settlement
+        if self._flight.in_flight >= settlement.limit_value + self._extra:
+            return False
+        # A rate-type throttle (or a limits() cap) came: one request per token of the bucket.
+        return settlement.rate_value is None or settlement.rate.delay(self.clock()) == 0.0
 
     def _probe(self) -> None:
         """run()'s thread, outside the lock: does the endpoint answer? (see outage.Breaker)"""
@@ -217,6 +221,8 @@ class Engine:
     def _submit(self, piece: Piece) -> None:
         flight, settlement = self._flight, self.settlement
         piece.limit, piece.epoch = settlement.limit_value, settlement.epoch
+        piece.rate, piece.rate_epoch = settlement.rate_value, settlement.rate_epoch
+        settlement.rate.sent(self.clock())
         flight.in_flight += 1
         flight.flying[id(piece)] = piece
         workers = len(self._workers)
@@ -278,7 +284,7 @@ class Engine:
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
             error = exc
         done = Attempt(piece, piece.slot, piece.limit, piece.epoch, started_at, start_s, end_s,
-                       time.time(), outcome, error, cached)  # fmt: skip
+                       time.time(), outcome, error, cached, rate=piece.rate)  # fmt: skip
         with flight.lock:
             if piece.sent:
                 flight.running -= 1
@@ -315,6 +321,7 @@ class Engine:
                     or self.settlement.stop_reason is not None
                     or (self._source.running_low and not self._extra)
                     or self.breaker.open
+                    or self.settlement.rate_value is not None
                 ):
                     self._wake.set()  # run()'s thread has something to decide, time or read
             except BaseException as exc:  # ends the run, raised by run()'s thread
@@ -347,10 +354,18 @@ class Engine:
         """How long run()'s thread may wait: until the next retry is due (if it can go)."""
         if self.breaker.open and self.breaker.probe_at is not None:
             return max(0.0, self.breaker.probe_at - self.clock())
-        due = self.settlement.next_due()
+        settlement, now = self.settlement, self.clock()
+        due = settlement.next_due()
+        token = 0.0 if settlement.rate_value is None else settlement.rate.delay(now)
+        if token > 0.0 and self._flight.in_flight < settlement.limit_value:
+            # Held back by the rate limit alone: wake when the next token is there.
+            if not self._source.empty and not settlement.stopping():
+                return token if due is None else min(token, max(0.0, due - now))
+            if due is not None:
+                return max(token, due - now)
         if due is None or not (self._room() or not self._flight.in_flight):
             return None
-        return max(0.0, due - self.clock())
+        return max(0.0, due - now)
 
     def _wait_for_work(self, timeout: float | None, idle: bool) -> None:
         """run()'s thread: read ahead while workers are busy, then wait to be needed.

@@ -16,7 +16,7 @@ from lambdakit.engine.cache import CacheEntry, CacheWriter
 from lambdakit.engine.outage import UNREACHABLE, Breaker
 from lambdakit.engine.progress import CANCELLING, Tracker
 from lambdakit.engine.record import Attempt, BatchState, RunRecord
-from lambdakit.engine.retry import AdaptiveLimit
+from lambdakit.engine.retry import AdaptiveLimit, AdaptiveRate
 from lambdakit.invocation import (
     BATCH_CACHED,
     BATCH_CANCELLED,
@@ -27,6 +27,7 @@ from lambdakit.invocation import (
     CANCELLED,
     OK,
     PAYLOAD_TOO_LARGE,
+    RATE_REASONS,
     REPORTED_FAILURE,
     THROTTLE,
     Batch,
@@ -65,6 +66,8 @@ class Piece:
     slot: int = 0
     limit: int = 0
     epoch: int = 0
+    rate: float | None = None  # the adaptive rate limit when sent (None: not limited)
+    rate_epoch: int = 0
     started_at: float = 0.0
     start_s: float = 0.0
     sent: bool = False  # handed to the invoker (until then, the end of the grace drops it)
@@ -125,6 +128,7 @@ class Settlement:
         done: queue.SimpleQueue[Any],
         source: ReadAhead,
         breaker: Breaker,
+        rate: AdaptiveRate | None = None,
     ) -> None:
         self.stream, self.record, self.tracker = stream, record, tracker
         self.target, self.envelope, self.cache = target, envelope, cache
@@ -136,6 +140,10 @@ class Settlement:
         # Its current value and epoch, as settling last set them: read on every submit, and
         # the limit only changes here, through on_success/on_throttle.
         self.limit_value, self.epoch = self.limit.limit, self.limit.epoch
+        # Rate-type throttles (invocation.RATE_REASONS) leave the in-flight limit alone and
+        # slow the requests per second instead; None until one comes (or a limits() cap).
+        self.rate = rate if rate is not None else AdaptiveRate(clock=clock)
+        self.rate_value, self.rate_epoch = self.rate.rate, self.rate.epoch
         self.throttled = False  # a throttle came back: the Engine stops queuing beyond the limit
         self.stop_reason: str | None = None  # "cancelled" or "tolerance"
         self.active: dict[int, BatchState] = {}  # batches under way, by index
@@ -273,7 +281,7 @@ class Settlement:
             state.attempts += 1
             end_s = self.tracker.elapsed()
             done = Attempt(piece, piece.slot, piece.limit, piece.epoch, piece.started_at,
-                           piece.start_s, end_s, time.time(), outcome)  # fmt: skip
+                           piece.start_s, end_s, time.time(), outcome, rate=piece.rate)  # fmt: skip
             done.attempt = state.attempts
             self.record.add_attempt(piece.batch, done, outcome)
             state.timed(done.start_s, end_s)
@@ -333,12 +341,18 @@ class Settlement:
         state.timed(done.start_s, done.end_s)
         throttled = outcome.outcome == THROTTLE
         if throttled:
-            self.limit_value = self.limit.on_throttle(done.epoch)
-            self.epoch = self.limit.epoch
+            if outcome.reason in RATE_REASONS:
+                self.rate_value = self.rate.on_throttle(piece.rate_epoch)
+                self.rate_epoch = self.rate.epoch
+            else:
+                self.limit_value = self.limit.on_throttle(done.epoch)
+                self.epoch = self.limit.epoch
             self.throttled = True
         elif outcome.outcome == OK:
             self.limit_value = self.limit.on_success()
-        self.tracker.attempt_done(done.attempt > 1, throttled, self.limit_value)
+            if self.rate_value is not None:
+                self.rate_value = self.rate.on_success()
+        self.tracker.attempt_done(done.attempt > 1, throttled, self.limit_value, self.rate_value)
         unanswered = self._heard(outcome, done.end_s - done.start_s)
         failed = self._settle(piece, done, outcome, unanswered)
         if self.tracker.events is not None:

@@ -67,6 +67,7 @@ class LocalLambda:
         host: str = "127.0.0.1",
         region: str = "us-east-1",
         account_concurrency: int = 1000,
+        account_rps: float | None = None,
         idle_timeout_s: float = 300.0,
         seed: int | None = None,
         event_retry_delays: tuple[float, ...] = (1.0, 2.0),
@@ -85,6 +86,7 @@ class LocalLambda:
         self.host = host
         self.region = region
         self.account_concurrency = account_concurrency
+        self.account_rps = account_rps
         self.idle_timeout_s = idle_timeout_s
         self.seed = seed
         self.event_retry_delays = tuple(event_retry_delays)
@@ -140,6 +142,8 @@ class LocalLambda:
         ]  # fmt: skip
         if self.seed is not None:
             command += ["--seed", str(self.seed)]
+        if self.account_rps is not None:
+            command += ["--account-rps", f"{self.account_rps:g}"]
         if self.access_key is not None:
             command += ["--access-key", ":".join(self.access_key)]
         if self.tls_cert is not None and self.tls_key is not None:
@@ -321,14 +325,19 @@ class LocalLambda:
         error_rate: float = 0.0,
         latency_ms: float = 0.0,
         seed: int | None = None,
+        throttle_reason: str = "ConcurrentInvocationLimitExceeded",
+        max_rps: float | None = None,
     ) -> dict[str, Any]:
         """Inject faults into a function's invocations (replacing earlier settings).
 
         Example: ``local.set_faults("fn", throttle_rate=0.3, seed=1)``; a seed makes the
-        sequence of throttles and errors reproducible.
+        sequence of throttles and errors reproducible. `throttle_reason` is the Reason the
+        injected 429s carry; `max_rps` refuses requests beyond that many per second with
+        Reason FunctionInvocationRateLimitExceeded, as Lambda's rate rule does.
         """
         settings = {"throttle_rate": throttle_rate, "error_rate": error_rate,
-                    "latency_ms": latency_ms, "seed": seed}  # fmt: skip
+                    "latency_ms": latency_ms, "seed": seed, "throttle_reason": throttle_reason,
+                    "max_rps": max_rps}  # fmt: skip
         return self._faults_request("PUT", function_name, settings)
 
     def faults(self, function_name: str) -> dict[str, Any]:

@@ -68,6 +68,7 @@ class Service:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     schedules: ScheduleStore | None = None  # set once the app is built
     scheduler: Any = None  # the firing loop (scheduler.Scheduler), once the app is built
+    rates: Any = None  # rates.RateRules: the 10 x concurrency requests/s rule (None: none)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a background job, keeping a reference so it is not garbage-collected."""

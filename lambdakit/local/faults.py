@@ -3,6 +3,9 @@
 Off by default. Set through `lambdakit local faults FUNCTION ...` or the management endpoint
 
     PUT    /_lambdakit/faults/{name}   {"throttle_rate": 0.3, "error_rate": 0.1, "latency_ms": 50}
+                                       {"throttle_rate": 0.2,
+                                        "throttle_reason": "CallerRateLimitExceeded"}
+                                       {"max_rps": 40}  (429s beyond 40 requests/s)
     GET    /_lambdakit/faults/{name}   the current settings ({} when none)
     DELETE /_lambdakit/faults/{name}   back to no faults
     GET    /_lambdakit/faults          every function's settings
@@ -31,12 +34,29 @@ from aiohttp import web
 
 from lambdakit.local.checks import bad_content, invalid
 
-__all__ = ["MAX_LATENCY_MS", "FaultDecision", "FaultInjector", "FaultSettings", "add_fault_routes"]
+__all__ = [
+    "MAX_LATENCY_MS",
+    "THROTTLE_REASONS",
+    "FaultDecision",
+    "FaultInjector",
+    "FaultSettings",
+    "add_fault_routes",
+]
 
 log = logging.getLogger("lambdakit.local.faults")
 
 # Lambda's longest timeout (15 minutes): more added latency than that is never a test.
 MAX_LATENCY_MS = 900_000.0
+# The Reasons a 429 of Lambda's Invoke carries (what an injected throttle may say).
+THROTTLE_REASONS: tuple[str, ...] = (
+    "ConcurrentInvocationLimitExceeded",
+    "ReservedFunctionConcurrentInvocationLimitExceeded",
+    "FunctionInvocationRateLimitExceeded",
+    "ReservedFunctionInvocationRateLimitExceeded",
+    "CallerRateLimitExceeded",
+    "ConcurrentSnapshotCreateLimitExceeded",
+)
+_FIELDS = ("throttle_rate", "throttle_reason", "error_rate", "latency_ms", "max_rps", "seed")
 
 
 @dataclass(frozen=True)
@@ -44,8 +64,10 @@ class FaultSettings:
     """What to inject into one function's invocations; rates are probabilities 0..1."""
 
     throttle_rate: float = 0.0
+    throttle_reason: str = "ConcurrentInvocationLimitExceeded"  # the Reason of injected 429s
     error_rate: float = 0.0
     latency_ms: float = 0.0
+    max_rps: float | None = None  # requests/s beyond which 429 FunctionInvocationRateLimitExceeded
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -59,6 +81,13 @@ class FaultSettings:
                 f"latency_ms must be a number between 0 and {MAX_LATENCY_MS:.0f} "
                 f"(Lambda's longest timeout), got {latency!r}"
             )
+        if self.throttle_reason not in THROTTLE_REASONS:
+            raise ValueError(
+                f"throttle_reason must be one of {', '.join(THROTTLE_REASONS)}, "
+                f"got {self.throttle_reason!r}"
+            )
+        if self.max_rps is not None and (not _finite(self.max_rps) or not self.max_rps > 0):
+            raise ValueError(f"max_rps must be a number > 0, got {self.max_rps!r}")
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
@@ -67,11 +96,9 @@ class FaultSettings:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> FaultSettings:
         """Settings from the endpoint's JSON body; unknown keys are refused by name."""
-        unknown = sorted(set(body) - {"throttle_rate", "error_rate", "latency_ms", "seed"})
+        unknown = sorted(set(body) - set(_FIELDS))
         if unknown:
-            raise ValueError(
-                f"unknown fault settings {unknown}: use throttle_rate, error_rate, latency_ms, seed"
-            )
+            raise ValueError(f"unknown fault settings {unknown}: use {', '.join(_FIELDS)}")
         return cls(**body)
 
 
@@ -87,6 +114,8 @@ class FaultDecision:
     throttle: bool
     error: bool
     latency_s: float
+    throttle_reason: str = "ConcurrentInvocationLimitExceeded"
+    max_rps: float | None = None
 
 
 class FaultInjector:
@@ -168,6 +197,8 @@ class FaultInjector:
             throttle=throttle,
             error=not throttle and error_draw < settings.error_rate,
             latency_s=settings.latency_ms / 1000.0,
+            throttle_reason=settings.throttle_reason,
+            max_rps=settings.max_rps,
         )
 
 

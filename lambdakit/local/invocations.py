@@ -259,11 +259,16 @@ async def _run(
         if decision.latency_s:
             await asyncio.sleep(decision.latency_s)
         if decision.throttle:
-            raise _throttle("ConcurrentInvocationLimitExceeded", "Rate Exceeded. (injected fault)")
+            raise _throttle(decision.throttle_reason, "Rate Exceeded. (injected fault)")
         if decision.error:
             return _injected_error(request_id)
     if spec.reserved_concurrency == 0:
         raise _throttle("ReservedFunctionConcurrentInvocationLimitExceeded")
+    if service.rates is not None and not wait:  # the Event queue paces itself
+        injected = decision.max_rps if decision is not None else None
+        reason = service.rates.admit(spec.function_name, spec.reserved_concurrency, injected)
+        if reason is not None:
+            raise _throttle(reason)
     try:
         return await service.environments.invoke(
             spec, payload, request_id=request_id, invoked_arn=invoked_arn,

@@ -47,6 +47,7 @@ class ServerConfig:
     state_dir: Path | None = None  # None: default_state_dir()
     region: str = "us-east-1"
     account_concurrency: int = 1000
+    account_rps: float | None = None  # requests/s of the account (None: 10 x concurrency)
     idle_timeout_s: float = 300.0
     seed: int | None = None  # seeds alias routing and fault injection, for reproducible tests
     event_retry_delays: tuple[float, ...] = (1.0, 2.0)  # AWS waits 1 then 2 minutes
@@ -89,6 +90,8 @@ class ServerConfig:
             raise ValueError(f"read_timeout_s must be in (0, 3600], got {self.read_timeout_s}")
         if self.account_concurrency < 1:
             raise ValueError(f"account_concurrency must be >= 1, got {self.account_concurrency}")
+        if self.account_rps is not None and not self.account_rps > 0:
+            raise ValueError(f"account_rps must be > 0, got {self.account_rps}")
 
 
 def default_state_dir() -> Path:
@@ -127,6 +130,7 @@ def build_app(
     from lambdakit.local.layers import add_layer_routes
     from lambdakit.local.policy import add_policy_routes
     from lambdakit.local.protocol import error_middleware
+    from lambdakit.local.rates import RateRules
     from lambdakit.local.scheduler import Scheduler
     from lambdakit.local.scheduler_api import add_scheduler_routes
     from lambdakit.local.schedules import ScheduleStore
@@ -155,6 +159,8 @@ def build_app(
         rng=random.Random(config.seed),
         schedules=schedules,
     )
+    rps = config.account_rps
+    service.rates = RateRules(10.0 * config.account_concurrency if rps is None else rps)
     service.events = EventQueue(
         lambda event: run_event(service, event),
         directory=state_dir / "events",

@@ -395,8 +395,11 @@ def _rates_html(progress: Any, live: LiveRun) -> str:
         f"latency p50 {_number(p50, 3)} s",
         f"p95 {_number(p95, 3)} s",
         f"in flight {progress.in_flight} / {progress.in_flight_limit}",
-        f"elapsed {progress.elapsed_s:.1f} s",
     ]
+    rate_limit = getattr(progress, "rate_limit", None)
+    if rate_limit is not None:  # since a rate-type throttle: requests/s, beside the limit
+        parts.append(f"rate limit {_number(rate_limit)} requests/s")
+    parts.append(f"elapsed {progress.elapsed_s:.1f} s")
     return " · ".join(parts)
 
 

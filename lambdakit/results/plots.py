@@ -332,7 +332,19 @@ def concurrency(data: Any, *, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("attempts in flight")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
-    ax.legend(loc="best", fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    if "rate_limit" in attempts and attempts["rate_limit"].notna().any():
+        # Rate-type throttles (or a limits() cap) limit requests per second, beside the
+        # in-flight limit: on their own axis, as the units differ.
+        rate = attempts[["start_s", "rate_limit"]].dropna().sort_values("start_s")
+        twin = ax.twinx()
+        twin.step(rate["start_s"], rate["rate_limit"], where="post", color="tab:purple",
+                  ls=":", label="rate limit (requests/s)")  # fmt: skip
+        twin.set_ylabel("requests/s allowed")
+        twin.set_ylim(bottom=0)
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="best", fontsize="small")
     ax.set_title(f"{title} (peak {int(steps['in_flight'].max())})")
     return figure
 

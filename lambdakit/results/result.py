@@ -39,10 +39,11 @@ ATTEMPT_COLUMNS: dict[str, str] = {
     **{"batch": _I, "attempt": _I, "records": _I, "payload_bytes": _I},
     **{"started_at": _T, "ended_at": _T, "start_s": _F, "end_s": _F, "latency_s": _F},
     **{"outcome": _O, "error_type": _O, "error_message": _O, "http_status": _F},
-    **{"throttled": _B, "retry_after_s": _F, "executed_version": _O, "request_id": _O},
+    **{"throttled": _B, "throttle_reason": _O, "retry_after_s": _F},
+    **{"executed_version": _O, "request_id": _O},
     **{"failed_items": _O, "duration_ms": _F, "billed_duration_ms": _F, "memory_size_mb": _F},
     **{"max_memory_used_mb": _F, "init_duration_ms": _F, "cold_start": _B, "slot": _F},
-    **{"in_flight_limit": _F, "log_tail": _O},
+    **{"in_flight_limit": _F, "rate_limit": _F, "log_tail": _O},
 }
 BATCH_COLUMNS: dict[str, str] = {
     **{"batch": _I, "first_record": _I, "records": _I, "payload_bytes": _I, "status": _O},
@@ -69,18 +70,23 @@ _TEXT_ERROR_COLUMNS = ("error_type", "error_message", "log_excerpt")
 _LOG_NOISE = ("START RequestId:", "END RequestId:", "REPORT RequestId:", "INIT_START")
 
 
+# Columns added since results were first saved: a table without them (a result saved by an
+# older lambdakit) gets them empty instead of being refused.
+_LATER_COLUMNS = ("throttle_reason", "rate_limit")
+
+
 def _conform(frame: pd.DataFrame, schema: dict[str, str], name: str) -> pd.DataFrame:
     """Check a table has the documented columns; give an empty one the full schema."""
     if not isinstance(frame, pd.DataFrame):
         raise InvalidInput(f"RunResult {name} must be a pandas DataFrame, got {type(frame)}")
     missing = [c for c in schema if c not in frame.columns]
-    if missing and len(frame):
+    if missing and len(frame) and not set(missing) <= set(_LATER_COLUMNS):
         raise InvalidInput(f"RunResult {name} lacks the columns {missing} (docs/architecture.md)")
     if not missing:
         return frame
     frame = frame.copy()
     for column in missing:
-        frame[column] = pd.Series(dtype=schema[column])
+        frame[column] = pd.Series(dtype=schema[column], index=frame.index)
     return frame[[*schema, *(c for c in frame.columns if c not in schema)]]
 
 

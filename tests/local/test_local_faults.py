@@ -49,7 +49,8 @@ def test_server_seed_applies_when_settings_have_none():
 @pytest.mark.parametrize(
     "body",
     [{"throttle_rate": 1.5}, {"error_rate": -0.1}, {"latency_ms": -1}, {"seed": "x"},
-     {"throttle": 0.1}, {"error_rate": True}],
+     {"throttle": 0.1}, {"error_rate": True}, {"throttle_reason": "TooBusy"},
+     {"max_rps": 0}, {"max_rps": "fast"}],
 )  # fmt: skip
 def test_bad_settings_are_refused(body):
     with pytest.raises((ValueError, TypeError)):
@@ -63,7 +64,10 @@ def test_endpoint_round_trip(local_lambda, make_function):
     body = json.dumps({"throttle_rate": 0.25, "latency_ms": 5, "seed": 2}).encode()
     status, _, settings = raw(local_lambda, "PUT", path, body)
     assert status == 200
-    assert settings == {"throttle_rate": 0.25, "error_rate": 0.0, "latency_ms": 5, "seed": 2}
+    assert settings == {
+        "throttle_rate": 0.25, "error_rate": 0.0, "latency_ms": 5, "seed": 2,
+        "throttle_reason": "ConcurrentInvocationLimitExceeded", "max_rps": None,
+    }  # fmt: skip
     assert raw(local_lambda, "GET", path)[2] == settings
     assert raw(local_lambda, "GET", "/_lambdakit/faults")[2]["Faults"][name] == settings
     assert raw(local_lambda, "DELETE", path)[0] == 204
@@ -117,12 +121,67 @@ def test_clients_see_throttles_and_errors_in_the_seeded_order(
     assert lambda_client.invoke(FunctionName=name)["StatusCode"] == 200
 
 
+def test_injected_throttles_carry_the_chosen_reason(lambda_client, local_lambda, make_function):
+    name = make_function(ECHO)
+    local_lambda.set_faults(name, throttle_rate=1.0, throttle_reason="CallerRateLimitExceeded")
+    with pytest.raises(ClientError) as exc_info:
+        lambda_client.invoke(FunctionName=name, Payload=b"{}")
+    assert exc_info.value.response["Reason"] == "CallerRateLimitExceeded"
+    local_lambda.clear_faults(name)
+
+
+def test_injected_rate_limit_refuses_what_goes_beyond_it(
+    lambda_client, local_lambda, make_function
+):
+    name = make_function(ECHO)
+    # 2 requests/s: four calls in a row cannot all be within it, however slow the machine
+    # (they take far less than the second they would need).
+    local_lambda.set_faults(name, max_rps=2)
+    reasons = []
+    for _ in range(4):
+        try:
+            lambda_client.invoke(FunctionName=name, Payload=b"{}")
+            reasons.append(None)
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "TooManyRequestsException"
+            reasons.append(exc.response["Reason"])
+    assert reasons[:2] == [None, None]
+    assert "FunctionInvocationRateLimitExceeded" in reasons
+    local_lambda.clear_faults(name)
+
+
+def test_token_bucket_allows_the_rate_and_no_more():
+    from lambdakit.local.rates import RateRules, TokenBucket
+
+    now = [0.0]
+    bucket = TokenBucket(10.0, clock=lambda: now[0])
+    assert sum(bucket.take() for _ in range(20)) == 10  # a second's worth at once, no more
+    now[0] += 0.1
+    assert bucket.take() and not bucket.take()
+    taken = 0
+    for _ in range(100):  # a second, asked every 10 ms: 10 get through
+        now[0] += 0.01
+        taken += bucket.take()
+    assert 9 <= taken <= 11  # (float steps: one either way)
+    rules = RateRules(1000.0, clock=lambda: now[0])
+    admitted = [rules.admit("fn", reserved=1, injected_rps=None) for _ in range(11)]
+    # Reserved concurrency 1: 10 requests/s.
+    assert admitted == [None] * 10 + ["ReservedFunctionInvocationRateLimitExceeded"]
+    small = RateRules(5.0, clock=lambda: now[0])
+    assert [small.admit(f"fn-{i}", None, None) for i in range(6)] == [None] * 5 + [
+        "FunctionInvocationRateLimitExceeded"
+    ]
+
+
 def test_local_lambda_fault_helpers(local_lambda, lambda_client, make_function):
     from lambdakit.errors import LocalServiceError
 
     name = make_function(ECHO)
     settings = local_lambda.set_faults(name, error_rate=1.0, seed=4)
-    assert settings == {"throttle_rate": 0.0, "error_rate": 1.0, "latency_ms": 0.0, "seed": 4}
+    assert settings == {
+        "throttle_rate": 0.0, "error_rate": 1.0, "latency_ms": 0.0, "seed": 4,
+        "throttle_reason": "ConcurrentInvocationLimitExceeded", "max_rps": None,
+    }  # fmt: skip
     assert local_lambda.faults(name) == settings
     assert lambda_client.invoke(FunctionName=name)["FunctionError"] == "Unhandled"
     local_lambda.clear_faults(name)
@@ -151,10 +210,21 @@ def test_faults_persist_across_a_restart_and_clear_removes_them(tmp_path, zip_co
         client = local.client()
         assert local.faults("kept-a") == {
             "throttle_rate": 0.0, "error_rate": 1.0, "latency_ms": 0.0, "seed": 3,
+            "throttle_reason": "ConcurrentInvocationLimitExceeded", "max_rps": None,
         }  # fmt: skip
         assert client.invoke(FunctionName="kept-a")["FunctionError"] == "Unhandled"
         with pytest.raises(client.exceptions.TooManyRequestsException):
             client.invoke(FunctionName="kept-b")
+        where = ["--endpoint-url", local.endpoint_url]
+        argv = ["local", "faults", "kept-b", "--throttle-rate", "1", "--throttle-reason",
+                "CallerRateLimitExceeded", *where]  # fmt: skip
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["throttle_reason"] == "CallerRateLimitExceeded"
+        with pytest.raises(ClientError) as exc_info:
+            client.invoke(FunctionName="kept-b")
+        assert exc_info.value.response["Reason"] == "CallerRateLimitExceeded"
+        assert main(["local", "faults", "kept-b", "--throttle-reason", "Busy", *where]) == 1
+        assert "throttle_reason must be one of" in capsys.readouterr().err
         assert main(["local", "faults", "--clear", "--endpoint-url", local.endpoint_url]) == 0
         assert "every function" in capsys.readouterr().out
         assert local.faults("kept-a") == {} and local.faults("kept-b") == {}
@@ -170,3 +240,28 @@ def test_unreadable_stored_faults_are_ignored(tmp_path):
     assert injector.all() == {"ok": FaultSettings(error_rate=0.5)}
     path.write_text("{not json")
     assert FaultInjector(path=path).all() == {}
+
+
+def test_account_rate_rule_answers_with_the_reason_aws_uses(tmp_path, zip_code):
+    from lambdakit.local import LocalLambda
+    from lambdakit.local.server import ServerConfig
+
+    with pytest.raises(ValueError, match="account_rps"):
+        ServerConfig(account_rps=0)
+    # 2 requests/s for the account: four calls in a row cannot all be within it.
+    with LocalLambda(state_dir=tmp_path / "state", account_rps=2) as local:
+        client = local.client()
+        client.create_function(
+            FunctionName="paced", Runtime="python3.11", Handler="app.handler",
+            Role="arn:aws:iam::123456789012:role/x", Code={"ZipFile": zip_code(ECHO)},
+        )  # fmt: skip
+        client.get_waiter("function_active_v2").wait(FunctionName="paced")
+        reasons = []
+        for _ in range(4):
+            try:
+                client.invoke(FunctionName="paced", Payload=b"{}")
+                reasons.append(None)
+            except ClientError as exc:
+                assert exc.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"]
+                reasons.append(exc.response["Reason"])
+        assert "FunctionInvocationRateLimitExceeded" in reasons

@@ -560,3 +560,13 @@ def test_dashboard_shows_a_source_of_unknown_length():
     assert (board.batches_bar.value, board.batches_bar.max) == (4, 20)
     assert board.batches_text.value == "4 / 20 (20%)"
     assert errors == []
+
+
+def test_dashboard_shows_the_rate_limit_beside_the_in_flight_limit():
+    from lambdakit.engine.progress import Progress
+    from lambdakit.notebook.dashboard import LiveRun, _rates_html
+
+    plain = _rates_html(Progress(in_flight=3, in_flight_limit=8), LiveRun())
+    assert "in flight 3 / 8" in plain and "rate limit" not in plain
+    paced = _rates_html(Progress(in_flight=3, in_flight_limit=8, rate_limit=37.5), LiveRun())
+    assert "in flight 3 / 8 · rate limit 37.5 requests/s" in paced

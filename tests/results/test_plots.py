@@ -267,6 +267,20 @@ def test_concurrency_matches_a_sweep_over_attempts(run):
     np.testing.assert_allclose(limit.get_ydata(), ordered["in_flight_limit"])
 
 
+def test_concurrency_shows_a_rate_limit_beside_the_in_flight_limit(run):
+    assert not any(ax.get_ylabel() == "requests/s allowed" for ax in plots.concurrency(run).axes)
+    attempts = run.attempts.copy()
+    ordered = attempts.sort_values("start_s")
+    later = ordered.index[len(ordered) // 2 :]
+    attempts.loc[later, "rate_limit"] = np.linspace(30.0, 40.0, len(later))
+    figure = plots.concurrency(attempts)
+    rate = _line(figure, "rate limit (requests/s)")
+    np.testing.assert_allclose(rate.get_ydata(), attempts.loc[later, "rate_limit"])
+    assert rate.axes.get_ylabel() == "requests/s allowed"
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["in flight", "adaptive limit", "rate limit (requests/s)"]
+
+
 def test_cost_bars_sum_to_the_independently_computed_total(run):
     window = 4
     figure = plots.cost(run, window=window)
