@@ -1,7 +1,8 @@
-"""The form's choosers: which function and qualifier to run, and which dataset file to read."""
+"""The form's choosers: which function and qualifier to run, and which dataset to read."""
 
 from __future__ import annotations
 
+import glob
 import html
 from collections.abc import Callable
 from pathlib import Path
@@ -9,8 +10,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from lambdakit.errors import InvalidInput
+from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.notebook.dashboard import guarded
+from lambdakit.records.datasets import format_of, is_s3_url, local_dataset
 
 __all__ = [
     "LATEST",
@@ -19,13 +21,15 @@ __all__ = [
     "DatasetChooser",
     "TargetChooser",
     "UrlChooser",
+    "dataset_preview_html",
+    "open_dataset",
     "path_problem",
     "preview_html",
     "problem_html",
 ]
 
 LATEST = "$LATEST"
-SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
+SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet", ".json")
 PREVIEW_ROWS = 5
 _NOT_FOUND = " (not found)"
 _LABEL_STYLE = {"description_width": "110px"}
@@ -223,14 +227,26 @@ class UrlChooser:
 
 
 class DatasetChooser:
-    """A file path (.jsonl, .csv, .parquet) and a preview of its first rows."""
+    """The files to read (a path, folder, glob or s3:// URL) and a preview: the first rows,
+    the object count and total bytes, read without reading the whole dataset.
 
-    def __init__(self, *, report_error: Callable[..., None], path: str = "") -> None:
+    `s3`: how S3 is reached (endpoint_url, region, profile), as the run will reach it.
+    """
+
+    def __init__(
+        self,
+        *,
+        report_error: Callable[..., None],
+        path: str = "",
+        s3: dict[str, Any] | None = None,
+    ) -> None:
         self.report_error = report_error
+        self.s3 = dict(s3 or {})
+        self._problem: str | None = None  # found when the files were listed or read
         self.path = widgets.Text(
             value=str(path),
             description="dataset",
-            placeholder="path to a .jsonl, .csv or .parquet file",
+            placeholder="a .jsonl, .csv, .parquet or .json file, a folder, a glob, or s3://...",
             continuous_update=False,
             style=_LABEL_STYLE,
             layout=widgets.Layout(width="auto"),
@@ -243,50 +259,95 @@ class DatasetChooser:
 
     @guarded
     def _on_path(self, change: dict[str, Any]) -> None:
-        """Show the first rows of the chosen file, or what is wrong with the path."""
+        """Show the first rows of the chosen files, or what is wrong with the path."""
         path = str(change["new"]).strip()
+        self._problem = None
         problem = path_problem(path)
         if problem:
             self.preview.value = problem_html([problem]) if path else ""
             return
-        self.preview.value = preview_html(Path(path).expanduser())
+        try:
+            dataset = open_dataset(self.source, self.s3)
+            self.preview.value = dataset_preview_html(dataset)
+        except LambdakitError as exc:  # a missing bucket, access denied, a mixed folder ...
+            self._problem = str(exc)
+            self.preview.value = problem_html([self._problem])
 
     def problems(self) -> list[str]:
         """What is wrong with the path, in words."""
-        problem = path_problem(self.path.value.strip())
+        problem = path_problem(self.path.value.strip()) or self._problem
         return [problem] if problem else []
 
     @property
     def source(self) -> str:
-        """The path to hand to the run (lambdakit streams the file)."""
-        return str(Path(self.path.value.strip()).expanduser())
+        """The path or URL to hand to the run (lambdakit streams the files)."""
+        value = self.path.value.strip()
+        return value if is_s3_url(value) else str(Path(value).expanduser())
 
 
-def preview_html(path: Path, rows: int = PREVIEW_ROWS) -> str:
-    """The first `rows` records of a .jsonl/.csv/.parquet file as an HTML table."""
+def open_dataset(source: str, s3: dict[str, Any] | None = None) -> Any:
+    """The Dataset a path, folder, glob or s3:// URL names (only listed: nothing is read)."""
+    if is_s3_url(source):
+        from lambdakit.aws.s3 import open_dataset as open_s3
+
+        return open_s3(source, **(s3 or {}))
+    return local_dataset(source)
+
+
+def dataset_preview_html(dataset: Any, rows: int = PREVIEW_ROWS) -> str:
+    """The first `rows` records as an HTML table, captioned with the object count and bytes.
+
+    Only the first object(s) are opened, and only as far as those rows (a Parquet file:
+    its first row group).
+    """
     import pandas as pd
 
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame = pd.read_csv(path, nrows=rows)
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+    from lambdakit.records.formats import BadLine
 
-        first = next(pq.ParquetFile(path).iter_batches(batch_size=rows), None)
-        frame = first.to_pandas() if first is not None else pd.DataFrame()
+    records = [r.text if isinstance(r, BadLine) else r for r in dataset.preview(rows)]
+    if records and all(isinstance(r, dict) for r in records):
+        frame = pd.DataFrame.from_records(records)
     else:
-        frame = pd.read_json(path, lines=True, nrows=rows)
-    caption = f"first {len(frame)} rows of {html.escape(path.name)}"
+        frame = pd.DataFrame({"record": pd.Series(records, dtype=object)})
+    objects = dataset.objects
+    if len(objects) == 1 and objects[0].local:
+        where = objects[0].name
+    else:
+        count = f"{len(objects):,} object{'s' if len(objects) != 1 else ''}"
+        where = f"{dataset.location} ({count}, {_size_text(dataset.total_bytes)})"
+    caption = f"first {len(frame)} rows of {html.escape(where)}"
     return f"<small>{caption}</small>" + frame.to_html(max_rows=rows, border=0, index=False)
 
 
+def preview_html(path: Path, rows: int = PREVIEW_ROWS) -> str:
+    """The first `rows` records of a file, folder or glob as an HTML table."""
+    return dataset_preview_html(local_dataset(path), rows)
+
+
+def _size_text(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:,} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000  # type: ignore[assignment]
+    return f"{size} bytes"  # pragma: no cover
+
+
 def path_problem(path: str) -> str | None:
-    """Why `path` cannot be a dataset, or None when it can."""
+    """Why `path` cannot be a dataset, or None when it can (S3 is checked when listed)."""
     if not path:
-        return "Enter the path of the dataset (.jsonl, .csv or .parquet)."
+        return "Enter the path of the dataset (.jsonl, .csv, .parquet, a folder or s3://...)."
+    if is_s3_url(path):
+        return None
     target = Path(path).expanduser()
-    if target.suffix.lower() not in SUFFIXES:
-        return f"Unsupported file type {target.suffix or '(none)'!r}: use .jsonl, .csv or .parquet."
+    if glob.has_magic(path) or target.is_dir():
+        return None
+    try:
+        format_of(target.name)
+    except InvalidInput:
+        return (
+            f"Unsupported file type {target.suffix or '(none)'!r}: use .jsonl, .csv, .parquet "
+            f"or .json (optionally .gz, .bz2, .zst), a folder or an s3:// URL."
+        )
     if not target.is_file():
         return f"File not found: {path}"
     return None

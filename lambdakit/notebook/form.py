@@ -135,7 +135,16 @@ class Form(widgets.VBox):
         )
         self._listed_once = False
         self.dataset = (
-            DatasetChooser(report_error=self.report_error, path=fields.get("path", ""))
+            DatasetChooser(
+                report_error=self.report_error,
+                path=fields.get("path", ""),
+                # S3 as the run reaches it: its profile and region, its S3 endpoint.
+                s3={
+                    "endpoint_url": self._extra.get("s3_endpoint_url"),
+                    "region": self._extra.get("region"),
+                    "profile": self._extra.get("profile"),
+                },
+            )
             if records is None
             else None
         )
