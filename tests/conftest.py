@@ -21,7 +21,8 @@ Fixtures:
 - `wait_updated(name)`: polls GetFunction until LastUpdateStatus is Successful.
 - `invoke_json(name, payload=None, **invoke_kwargs) -> (response, decoded payload)`.
 - `s3_server` (session): the endpoint URL of moto's S3 in server mode (ThreadedMotoServer on
-  a free loopback port): a real S3 API over HTTP, for boto3 and lambdakit alike.
+  a free loopback port, in a child process so that moto's botocore hooks stay out of this
+  one): a real S3 API over HTTP, for boto3 and lambdakit alike.
 - `s3_client` (session): a boto3 S3 client for it (dummy credentials, us-east-1).
 - `s3_bucket`: a fresh, empty bucket name per test.
 - `aws_cli(*args) -> CompletedProcess`: runs `aws --endpoint-url ... lambda ...` style commands
@@ -105,21 +106,40 @@ def local_lambda(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLamb
         yield local
 
 
+# moto's server in a child process: importing moto registers its botocore stubber on every
+# client of the importing process, which would change how the other tests' clients behave.
+_MOTO_SERVER = """
+import logging, sys
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print("%s:%s" % server.get_host_and_port(), flush=True)
+sys.stdin.read()  # until the test session closes the pipe (or dies)
+server.stop()
+"""
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """moto's S3 served on a free loopback port; its endpoint URL."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    """moto's S3 (ThreadedMotoServer on a free loopback port, its own process); its URL."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _MOTO_SERVER],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        yield f"http://{host}:{port}"
+        address = child.stdout.readline().strip() if child.stdout else ""
+        if not address:
+            raise RuntimeError(f"moto's server did not start (exit {child.poll()})")
+        yield f"http://{address}"
     finally:
-        server.stop()
+        if child.stdin:
+            child.stdin.close()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 @pytest.fixture(scope="session")
