@@ -61,18 +61,6 @@ def handler(event, context):
 """
 
 
-@pytest.fixture
-def go(local_lambda, tmp_path):
-    """lambdakit.run bound to the local service, a per-test cache, and no progress bar."""
-
-    def call(function, records, **kwargs):
-        kwargs.setdefault("cache", tmp_path / "cache")
-        kwargs.setdefault("progress", False)
-        return lambdakit.run(function, records, endpoint_url=local_lambda.endpoint_url, **kwargs)
-
-    return call
-
-
 def cached_entries(tmp_path, name):
     return lambdakit.Cache(tmp_path / "cache").entries(name)
 

@@ -65,18 +65,6 @@ def counting(make_function, tmp_path):
     return make
 
 
-@pytest.fixture
-def go(local_lambda, tmp_path):
-    """lambdakit.run bound to the local service, a per-test cache, and no progress bar."""
-
-    def call(function, records, **kwargs):
-        kwargs.setdefault("cache", tmp_path / "cache")
-        kwargs.setdefault("progress", False)
-        return lambdakit.run(function, records, endpoint_url=local_lambda.endpoint_url, **kwargs)
-
-    return call
-
-
 def set_faults(local_lambda, name, **settings):
     request = urllib.request.Request(
         f"{local_lambda.endpoint_url}/_lambdakit/faults/{name}",

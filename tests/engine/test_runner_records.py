@@ -37,18 +37,6 @@ while True:
 """
 
 
-@pytest.fixture
-def go(local_lambda, tmp_path):
-    """lambdakit.run bound to the local service, with a per-test cache and no progress bar."""
-
-    def call(function, records, **kwargs):
-        kwargs.setdefault("cache", tmp_path / "cache")
-        kwargs.setdefault("progress", False)
-        return lambdakit.run(function, records, endpoint_url=local_lambda.endpoint_url, **kwargs)
-
-    return call
-
-
 def test_csv_rows_of_the_wrong_width_are_rejected_with_their_line_and_the_run_goes_on(
     make_function, go, tmp_path
 ):
