@@ -266,11 +266,12 @@ max_attempts: int = 3
 decimal: str = "number"  # Decimal values as JSON numbers with their digits, or "string"
 nan: str = "reject"  # a record holding NaN or an infinity is rejected, or "null" sends null
 outputs: str = "per_record"  # how replies are read: "per_record", "per_batch" or "raw"
-# The data: n_records generated orders, or a .jsonl/.csv/.parquet file in dataset.
+# The data: n_records generated orders, or files in dataset: a .jsonl/.csv/.parquet/.json
+# file (.gz/.bz2/.zst too), a folder, a glob, or s3://bucket/key, s3://bucket/prefix/.
 n_records: int = 300
 invalid_fraction: float = 0.01  # share of generated orders that are broken on purpose
 seed: int = 0
-dataset: Optional[str] = None  # a .jsonl/.csv/.parquet path instead of generated orders
+dataset: Optional[str] = None  # a path, folder, glob or s3:// URL instead of generated orders
 cache_dir: Optional[str] = None  # None: a fresh temporary cache, removed at the end
 output_dir: Optional[str] = None  # None means a fresh temporary folder
 """,
@@ -313,6 +314,63 @@ cache_dir = cache_dir or scratch.name
 output_dir = Path(output_dir or tempfile.mkdtemp(prefix="lambdakit-run-"))
 output_dir.mkdir(parents=True, exist_ok=True)
 """),
+    md("""
+## Data in S3
+
+`dataset` may be an S3 URL (`s3://bucket/prefix/`, a key, or a glob): lambdakit lists the
+objects and streams them, with the same credentials as the Lambda client. When no S3 is
+configured (the local target and no `$AWS_ENDPOINT_URL_S3`), this notebook starts moto's S3
+server on a free loopback port and first writes the generated orders there, as four gzipped
+JSONL objects under that URL, so the section runs offline. Failed records then name the
+object and line they came from.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+s3_server = None
+seeded = None  # how many generated orders this notebook wrote to S3
+if dataset and dataset.startswith("s3://") and target == "local" and not os.environ.get(
+    "AWS_ENDPOINT_URL_S3"
+):
+    import gzip
+    import subprocess
+
+    import boto3
+
+    moto = (
+        "import sys\\n"
+        "from moto.server import ThreadedMotoServer\\n"
+        "server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\\n"
+        "server.start()\\n"
+        "print('%s:%s' % server.get_host_and_port(), flush=True)\\n"
+        "sys.stdin.read()\\n"
+    )
+    # Its own process: moto hooks into botocore in the process that imports it.
+    s3_server = subprocess.Popen(
+        [sys.executable, "-c", moto], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    atexit.register(s3_server.kill)
+    os.environ["AWS_ENDPOINT_URL_S3"] = "http://" + s3_server.stdout.readline().strip()
+    bucket, _, prefix = dataset[len("s3://") :].partition("/")
+    prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    dataset = f"s3://{bucket}/{prefix}"
+    s3 = boto3.client(
+        "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+        aws_access_key_id="moto", aws_secret_access_key="moto",
+    )
+    s3.create_bucket(Bucket=bucket)
+    sys.path.insert(0, function_dir)
+    from dataset import generate_orders
+
+    orders = generate_orders(n_records, seed=seed, invalid_fraction=invalid_fraction)
+    per_object = -(-len(orders) // 4)
+    for part in range(4):
+        chunk = orders[part * per_object : (part + 1) * per_object]
+        lines = "".join(json.dumps(order, default=str) + "\\n" for order in chunk)
+        key = f"{prefix}orders-{part}.jsonl.gz"
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(lines.encode()))
+    seeded = len(orders)
+    print("moto S3 at", os.environ["AWS_ENDPOINT_URL_S3"], "holds", seeded, "orders in", dataset)
+"""),
     code(CONNECT),
     code("""
 # NBVAL_CHECK_OUTPUT
@@ -321,8 +379,8 @@ if target == "local":
     print("deployed", deployed.function_name, deployed.version)
 
 if dataset:
-    records = dataset  # streamed from the file, never loaded whole
-    n_input = None
+    records = dataset  # streamed from the files (or S3), never loaded whole
+    n_input = seeded
 else:
     sys.path.insert(0, function_dir)
     from dataset import generate_orders
@@ -379,6 +437,12 @@ for path in sorted(output_dir.iterdir()):
 # NBVAL_CHECK_OUTPUT
 result.errors()[["record", "batch", "error_message"]]
 """),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+# For files and S3: where each failed record is in its source (object, line, row).
+if dataset:
+    display(result.errors()[["record", "source", "line", "row", "error_message"]])
+"""),
     md("## No record was lost"),
     code("""
 # NBVAL_CHECK_OUTPUT
@@ -398,6 +462,9 @@ print(f"every record accounted for: {ok} ok, {len(failed)} failed with a reason"
     code("""
 if local is not None:
     local.stop()
+if s3_server is not None:
+    s3_server.stdin.close()
+    s3_server.kill()
 if scratch is not None:
     scratch.cleanup()  # the temporary cache: the report and outputs are in output_dir
 """),
