@@ -7,6 +7,8 @@
     lambdakit local logs FUNCTION [--tail N] [--state-dir DIR]
     lambdakit local schedules [--group G] [--state-dir DIR]
     lambdakit local schedules history NAME [--group G] [--tail N] [--state-dir DIR]
+    lambdakit local dead-letters [QUEUE] [--tail N] [--state-dir DIR]
+        (no QUEUE: every queue and how many records it holds; QUEUE: its records, JSON lines)
     lambdakit local faults [FUNCTION] [--throttle-rate R] [--throttle-reason REASON]
                                       [--error-rate R] [--latency-ms MS] [--max-rps N]
                                       [--seed N] [--clear] [--endpoint-url URL | --state-dir DIR]
@@ -141,7 +143,9 @@ def add_local_command(subparsers: Any) -> None:
     # With --exit-with-parent (LocalLambda), the pointer is written only when asked for.
     local.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
     local.set_defaults(func=_serve)
-    actions = local.add_subparsers(dest="local_command", metavar="{logs,faults,schedules}")
+    actions = local.add_subparsers(
+        dest="local_command", metavar="{logs,faults,schedules,dead-letters}"
+    )
 
     logs = actions.add_parser("logs", help="print a function's logs from the state dir")
     logs.add_argument("function")
@@ -176,6 +180,14 @@ def add_local_command(subparsers: Any) -> None:
     firings.add_argument("--tail", type=int, metavar="N", help="only the last N rows")
     firings.add_argument("--state-dir", type=Path, dest="history_state_dir", metavar="DIR")
     firings.set_defaults(func=_schedule_history)
+
+    letters = actions.add_parser(
+        "dead-letters", help="dead-letter queues (DeadLetterConfig, destinations), or one's records"
+    )
+    letters.add_argument("queue", nargs="?", help="the queue's name or ARN (default: list them)")
+    letters.add_argument("--tail", type=int, metavar="N", help="only the last N records")
+    letters.add_argument("--state-dir", type=Path, dest="letters_state_dir", metavar="DIR")
+    letters.set_defaults(func=_dead_letters)
 
 
 COMMANDS: list[Callable[[Any], None]] = [
@@ -313,6 +325,33 @@ def _schedules(args: argparse.Namespace) -> int:
             record["ScheduleExpressionTimezone"], upcoming, record["Target"]["Arn"],
         ])  # fmt: skip
     print(_table(rows))
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from lambdakit.local.firings import dead_letter_queues, read_dead_letters
+
+    state_dir = _state_dir(args.letters_state_dir, args.state_dir)
+    if args.tail is not None and args.tail < 0:
+        print("lambdakit local dead-letters: --tail must be >= 0", file=sys.stderr)
+        return 2
+    if args.queue is None:
+        queues = dead_letter_queues(state_dir)
+        if not queues:
+            print(f"no dead letters in {state_dir}")
+            return 0
+        rows = [["QUEUE", "RECORDS", "LAST"]]
+        rows += [[q["QueueArn"], str(q["records"]), q["last"] or "-"] for q in queues]
+        print(_table(rows))
+        return 0
+    records = read_dead_letters(state_dir, args.queue)
+    if not records:
+        print(f"no dead letters for {args.queue} in {state_dir}")
+        return 0
+    if args.tail is not None:
+        records = records[-args.tail :] if args.tail else []
+    for record in records:
+        print(json.dumps(record, sort_keys=True))
     return 0
 
 

@@ -4,6 +4,8 @@
                                                and function result (kept after a deletion)
     scheduler/pending/<execution id>.json      a firing waiting for its next attempt
     dead-letters/_<queue name>.jsonl           what a DeadLetterConfig queue would receive
+                                               (schedules', and functions' dead letters and
+                                               SQS/SNS destinations: destinations.py)
 
 History rows (`read_history` folds each function result into its attempt):
 
@@ -35,6 +37,7 @@ __all__ = [
     "DeadLetters",
     "Delivery",
     "History",
+    "dead_letter_queues",
     "iso",
     "read_dead_letters",
     "read_history",
@@ -125,6 +128,18 @@ class DeadLetters:
 def read_dead_letters(state_dir: Path, queue: str) -> list[dict[str, Any]]:
     """The dead-letter records of a queue (its name or ARN), oldest first."""
     return _lines(_queue_path(state_dir, queue.rsplit(":", 1)[-1]))
+
+
+def dead_letter_queues(state_dir: Path) -> list[dict[str, Any]]:
+    """Every queue with dead letters: QueueArn, records (how many), last (its newest Time)."""
+    folder = Path(state_dir) / "dead-letters"
+    queues = []
+    for path in sorted(folder.glob("_*.jsonl")):
+        rows = _lines(path)
+        if rows:
+            queues.append({"QueueArn": rows[-1].get("QueueArn", path.stem[1:]),
+                           "records": len(rows), "last": rows[-1].get("Time")})  # fmt: skip
+    return queues
 
 
 @dataclass

@@ -294,6 +294,8 @@ async def run_event(service: Service, event: Event) -> str:
         if exc.status == 429:
             return EventResult.THROTTLED
         raise
+    # The destination record quotes the last answer (destinations.py).
+    event.response, event.function_error = result.payload, result.function_error
     if result.function_error:
         log.info("event %s of %s: function error %s", event.event_id, spec.function_name,
                  result.payload[:200])  # fmt: skip

@@ -122,8 +122,9 @@ def build_app(
     from lambdakit.local.api import SERVICE, Service, add_management_routes
     from lambdakit.local.auth import Authenticator, session_credentials
     from lambdakit.local.clock import ManualClock, SystemClock
+    from lambdakit.local.destinations import Destinations, add_event_invoke_routes
     from lambdakit.local.environments import EnvironmentManager
-    from lambdakit.local.events import EventQueue
+    from lambdakit.local.events import Event, EventQueue
     from lambdakit.local.faults import FaultInjector, add_fault_routes
     from lambdakit.local.guard import RequestGuard, allowed_hosts
     from lambdakit.local.invocations import add_invoke_routes, invoke_event, run_event
@@ -161,14 +162,23 @@ def build_app(
     )
     rps = config.account_rps
     service.rates = RateRules(10.0 * config.account_concurrency if rps is None else rps)
+    destinations = Destinations(service, clock=clock.now)
+
+    def finished(event: Event, outcome: str) -> None:
+        try:
+            if event.tag is not None:  # fired by a schedule: its history records the result
+                service.scheduler.event_finished(event.tag, event.event_id, outcome)
+        finally:
+            destinations.finished(event, outcome)
+
     service.events = EventQueue(
         lambda event: run_event(service, event),
         directory=state_dir / "events",
         workers=config.event_workers,
         retry_delays=config.event_retry_delays,
-        on_finished=lambda event, outcome: service.scheduler.event_finished(
-            event.tag, event.event_id, outcome
-        ),
+        on_finished=finished,
+        policy=destinations.policy,
+        clock=clock.now,
     )
     service.scheduler = Scheduler(
         schedules,
@@ -198,6 +208,7 @@ def build_app(
     add_invoke_routes(app)
     add_layer_routes(app, store.layers)
     add_policy_routes(app)
+    add_event_invoke_routes(app)
     # With keys configured, AWS_IAM function URLs take exactly those (never the test keys).
     add_url_routes(app, auth.lookup if auth.enabled else None)
     add_scheduler_routes(app)

@@ -368,6 +368,7 @@ class Store:
             raise conflict(f"Unable to delete version: the aliases {users} use it.")
         del record["versions"][qualifier]
         record.get("policies", {}).pop(qualifier, None)  # a version's policy goes with it
+        record.get("event_invoke", {}).pop(qualifier, None)  # and its event invoke config
         self._save(name)
         self.collect_garbage()
 
@@ -442,6 +443,7 @@ class Store:
         # Its function URL and resource policy go with it, as on AWS (urls.py, policy.py).
         record.get("urls", {}).pop(alias_name, None)
         record.get("policies", {}).pop(alias_name, None)
+        record.get("event_invoke", {}).pop(alias_name, None)  # destinations.py
         self._save(name)
 
     def put_concurrency(self, name: str, value: Any) -> int:
