@@ -105,6 +105,7 @@ class _Location:
     member: str
     wire: str
     where: str  # "uri", "querystring", "header" or "body"
+    path: str  # as the message names it: "functionName"
 
 
 class ModelValidator:
@@ -122,10 +123,15 @@ class ModelValidator:
             uri = operation.http["requestUri"].split("?", 1)[0]
             self._routes[(operation.http["method"], _route_key(uri))] = operation
         self._patterns: dict[str, re.Pattern[str] | None] = {}
+        self._by_route: dict[tuple[str, str], Any] = {}
+        self._labels: dict[str, list[str]] = {}
 
     def operation(self, method: str, route: str) -> Any:
         """The botocore OperationModel served at `method route` (aiohttp's canonical path)."""
-        return self._routes.get((method, _route_key(route)))
+        key = (method, route)
+        if key not in self._by_route:  # a few dozen routes: cached, Invoke is the hot path
+            self._by_route[key] = self._routes.get((method, _route_key(route)))
+        return self._by_route[key]
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -160,8 +166,11 @@ class ModelValidator:
         shape = operation.input_shape
         if shape is None:
             return
-        uri = operation.http["requestUri"].split("?", 1)[0]
-        label_names = [name.rstrip("+") for name in _LABEL.findall(uri)]
+        label_names = self._labels.get(operation.name)
+        if label_names is None:
+            uri = operation.http["requestUri"].split("?", 1)[0]
+            label_names = [name.rstrip("+") for name in _LABEL.findall(uri)]
+            self._labels[operation.name] = label_names
         values = dict(zip(label_names, labels, strict=False))
         for location in _locations(shape):
             member = shape.members[location.member]
@@ -173,12 +182,11 @@ class ModelValidator:
                 value = headers.get(location.wire)
             else:
                 continue
-            path = _member_path("", location.member)
             if value is None:
                 if location.member in shape.required_members:
-                    yield _null(path)
+                    yield _null(location.path)
                 continue
-            yield from self._problems(member, value, path)
+            yield from self._problems(member, value, location.path)
 
     def _body_problems(self, operation: Any, body: Mapping[str, Any]) -> list[str]:
         shape = operation.input_shape
@@ -192,12 +200,11 @@ class ModelValidator:
             if member.type_name == "blob" and member.serialization.get("payload"):
                 continue  # Invoke's payload: bytes, not members
             value = body.get(location.member)
-            path = _member_path("", location.member)
             if value is None:
                 if location.member in shape.required_members:
-                    problems.append(_null(path))
+                    problems.append(_null(location.path))
                 continue
-            problems += self._problems(member, value, path)
+            problems += self._problems(member, value, location.path)
         return problems
 
     # -- shapes -----------------------------------------------------------------------------
@@ -314,7 +321,10 @@ def _locations(shape: Any) -> tuple[_Location, ...]:
     if found is None:
         found = _LOCATIONS[shape.name] = tuple(
             _Location(
-                name, m.serialization.get("name", name), m.serialization.get("location", "body")
+                member=name,
+                wire=m.serialization.get("name", name),
+                where=m.serialization.get("location", "body"),
+                path=_member_path("", name),
             )
             for name, m in shape.members.items()
         )
