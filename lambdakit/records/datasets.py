@@ -392,6 +392,33 @@ class Dataset:
         finally:
             raw.close()
 
+    def resume(self, start: int, objects_read: Sequence[dict[str, Any]]) -> Iterator[Any]:
+        """The records from input position `start` on, as a run that read `objects_read`
+        (meta's Provenance table) numbered them: whole objects before it are not read again.
+
+        An object read by the run whose version changed since is an InvalidInput: its
+        records may no longer be the ones the positions name.
+        """
+        by_location = {obj.location: n for n, obj in enumerate(self.objects)}
+        for entry in objects_read:
+            at = by_location.get(entry["object"])
+            if at is None:
+                raise InvalidInput(f"{entry['object']} is no longer in {self.location!r}")
+            if self.objects[at].version != entry["version"]:
+                raise InvalidInput(
+                    f"{entry['object']} changed since the run read it (version "
+                    f"{entry['version']} -> {self.objects[at].version}): its records may not "
+                    f"be the ones the run numbered"
+                )
+        before = [e for e in objects_read if int(e["first_record"]) <= start]
+        if not before:
+            return self.records(start=start)
+        entry = before[-1]
+        rest = Dataset(
+            self.location, self.objects[by_location[entry["object"]] :], columns=self.columns
+        )
+        return rest.records(start=start - int(entry["first_record"]))
+
     def preview(self, rows: int = 5) -> list[Any]:
         """The first `rows` records (of the first objects only: nothing more is read)."""
         found: list[Any] = []

@@ -344,9 +344,16 @@ class RunResult:
                 f"({described.get('type', 'unknown')}), and this result does not hold it: "
                 f"rerun from record {read:,} of the source instead"
             )
+        from lambdakit.records.datasets import Dataset
+
+        objects_read = described.get("objects_read")
+        if isinstance(source, Dataset) and objects_read:
+            rest = source.resume(read, objects_read)  # objects fully read are skipped
+        else:
+            rest = records_from(source, read)
         inputs = [
             record.text if type(record) is BadLine else record
-            for record in itertools.islice(records_from(source, read), missing)
+            for record in itertools.islice(rest, missing)
         ]
         records = range(read, read + len(inputs))
         return pd.DataFrame({"record": records, "input": pd.Series(inputs, dtype=object)})

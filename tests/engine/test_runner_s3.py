@@ -14,7 +14,7 @@ import pytest
 
 import lambdakit
 from lambdakit.aws.s3 import download_folder
-from lambdakit.errors import InvalidInput, SourceError, StorageError
+from lambdakit.errors import InvalidInput, SourceError, StorageError, ToleranceExceeded
 from lambdakit.results.outputs import OutputStore
 
 # Fails every record whose i is a multiple of 997 (reported per item), doubles the others.
@@ -170,3 +170,35 @@ def test_an_output_dir_in_a_missing_bucket_stops_the_run_before_it_starts(make_f
     name = make_function("def handler(event, context):\n    return event['Items']\n")
     with pytest.raises(StorageError, match=r"output_dir 's3://lk-missing-bucket-z/o/' cannot"):
         go(name, [{"i": 1}], output_dir="s3://lk-missing-bucket-z/o/")
+
+
+def test_a_stopped_run_over_s3_gives_everything_left_even_once_loaded_back(
+    make_function, go, s3_client, s3_bucket, s3_server
+):
+    for part in range(5):
+        body = _parquet(part * 1_000, part * 1_000 + 1_000)
+        s3_client.put_object(Bucket=s3_bucket, Key=f"t/part-{part}.parquet", Body=body)
+    name = make_function(PICKY)  # record 0 fails: the run stops at once
+    with pytest.raises(ToleranceExceeded) as stopped:
+        go(
+            name, f"s3://{s3_bucket}/t/", batch_size=100, concurrency=1, tolerated_failure=0,
+            columns=["i"],
+        )  # fmt: skip
+    result = stopped.value.result
+    summary = result.summary()
+    assert summary["records"] == 5_000 and summary["not_run_records"] > 0  # known: footers
+    assert result.meta["records_read"] < 5_000
+    ok = sum(output is not None for output in result.outputs())
+    rest = result.failed_records(include_not_run=True)
+    assert len(rest) == 5_000 - ok and rest.index[-1] == 4_999
+    assert [r["i"] for r in rest.tolist()] == rest.index.tolist()  # each its own record
+    url = f"s3://{s3_bucket}/runs/stopped/"
+    result.save(url, s3_endpoint_url=s3_server)
+    loaded = lambdakit.RunResult.load(url, s3_endpoint_url=s3_server)
+    with pytest.MonkeyPatch.context() as patch:  # the loaded result reopens the dataset
+        patch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
+        assert loaded.failed_records(include_not_run=True).equals(rest)
+        # An object the run read, rewritten since: its positions would name other records.
+        s3_client.put_object(Bucket=s3_bucket, Key="t/part-0.parquet", Body=_parquet(7, 8))
+        with pytest.raises(InvalidInput, match=r"t/part-0\.parquet changed since the run"):
+            loaded.failed_records(include_not_run=True)
