@@ -434,6 +434,7 @@ def check_layers(layers: list[Any]) -> list[str]:
                 "satisfy constraint: Member must satisfy constraint: [Member must satisfy "
                 "regular expression pattern: "
                 "arn:aws:lambda:<region>:<account>:layer:<name>:<version>]",
+                message_key="message",  # as every Lambda ValidationException (validation.py)
             )
     return list(layers)
 

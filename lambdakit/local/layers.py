@@ -87,7 +87,8 @@ def _now() -> str:
 
 
 def _validation(message: str) -> ApiError:
-    return ApiError(400, "ValidationException", message)
+    # Lambda's front end spells the key lower-case (validation.validation_error does too).
+    return ApiError(400, "ValidationException", message, message_key="message")
 
 
 def _string_list(body: dict[str, Any], key: str, allowed: Any, most: int) -> list[str] | None:
