@@ -224,7 +224,18 @@ def start(
     _check_invoke_path(invoke_path, url, invoker)
     # Folders first: one that cannot be written must stop the run before anything is paid
     # for, not after the last batch (the cache is written as batches succeed).
-    s3_where = {"endpoint_url": s3_endpoint_url, "region": region, "profile": profile}
+    # One AWS session for Lambda and S3 on AWS (one profile, one credential chain, looked up
+    # once). A local Lambda endpoint's session leaves out the instance-role providers, so
+    # S3 then gets a session of its own.
+    session = None
+    touches_s3 = is_s3_url(records) or is_s3_url(output_dir)
+    if touches_s3 and client is None and invoker is None and url is None and not endpoint_url:
+        from lambdakit.aws.connection import make_session
+
+        session = make_session(region=region, profile=profile)
+    s3_where = {
+        "endpoint_url": s3_endpoint_url, "region": region, "profile": profile, "session": session,
+    }  # fmt: skip
     output_url = None  # outputs go to S3: written locally, uploaded when the run ends
     if is_s3_url(output_dir):
         from lambdakit.results.remote import check_destination
@@ -239,7 +250,7 @@ def start(
     # fingerprints and describes the same objects.
     records = open_records(
         records, columns=columns, region=region, profile=profile,
-        s3_endpoint_url=s3_endpoint_url,
+        s3_endpoint_url=s3_endpoint_url, session=session,
     )  # fmt: skip
     encoding = Encoding(decimal=decimal, nan=nan)
     envelope = Envelope(payload=payload, batch_input=batch_input, encoding=encoding)
@@ -271,7 +282,7 @@ def start(
     elif invoker is None:
         invoker, target = _lambda_invoker(
             function, qualifier, concurrency, timeout, id_field, reading, endpoint_url, region,
-            profile, client, invoke_path,
+            profile, client, invoke_path, session,
         )  # fmt: skip
     else:
         # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
@@ -381,11 +392,13 @@ def open_records(
     region: str | None = None,
     profile: str | None = None,
     s3_endpoint_url: str | None = None,
+    session: Any = None,
 ) -> Any:
     """The Dataset that files name (a path, folder, glob or s3:// URL), else `records` as given.
 
     S3 objects are listed with a client of the same profile and region as the run's Lambda
-    client, pointed at `s3_endpoint_url` or $AWS_ENDPOINT_URL_S3 when set.
+    client (`session`: the run's, shared with it), pointed at `s3_endpoint_url` or
+    $AWS_ENDPOINT_URL_S3 when set.
     """
     from lambdakit.records.datasets import Dataset, local_dataset
 
@@ -398,7 +411,7 @@ def open_records(
 
         return open_dataset(
             records, columns=columns, region=region, profile=profile,
-            endpoint_url=s3_endpoint_url,
+            endpoint_url=s3_endpoint_url, session=session,
         )  # fmt: skip
     if isinstance(records, (str, os.PathLike)):
         return local_dataset(records, columns=columns)
@@ -471,8 +484,11 @@ def _lambda_invoker(
     profile: str | None,
     client: Any,
     invoke_path: str | None = None,
+    session: Any = None,
 ) -> tuple[Any, Any]:
     """The Invoke invoker: the lean path for clients lambdakit makes, boto3 for a `client=`.
+
+    `session`: the run's boto3 session when S3 already made one (shared, not made again).
 
     invoke_path None: lean unless the user gave a client; "lean": lean, from the user's client
     too; "boto3": boto3's own invoke. The lean path falls back to boto3, with a warning that
@@ -488,7 +504,8 @@ def _lambda_invoker(
     where = {"endpoint_url": endpoint_url, "region": region, "profile": profile}
     # One botocore session for both clients: loading the service model is most of the
     # ~0.1 s a client costs, and the second client from the same session takes a few ms.
-    session = make_session(**where) if client is None else None
+    if session is None and client is None:
+        session = make_session(**where)
     lookup = make_client(
         **where, concurrency=concurrency, read_timeout=timeout, client=client, session=session
     )

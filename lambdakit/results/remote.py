@@ -58,6 +58,7 @@ def _store(where: dict[str, Any]) -> Any:
             endpoint_url=where.get("endpoint_url"),
             region=where.get("region"),
             profile=where.get("profile"),
+            session=where.get("session"),
         )
     return S3Store(client)
 

@@ -182,3 +182,19 @@ def test_the_s3_client_shares_the_profile_and_refuses_a_bad_endpoint(monkeypatch
     client = make_s3_client(region="eu-west-1")
     assert client.meta.endpoint_url == "http://127.0.0.1:1"
     assert client.meta.region_name == "eu-west-1"
+
+
+def test_the_s3_client_takes_the_runs_session_and_its_credentials(s3_server, s3_client, s3_bucket):
+    import boto3
+
+    from lambdakit.engine.runner import open_records
+
+    session = boto3.Session(
+        aws_access_key_id="from-the-profile", aws_secret_access_key="s", region_name="eu-west-1"
+    )
+    client = make_s3_client(session=session, endpoint_url=s3_server)
+    assert client.meta.region_name == "eu-west-1"
+    assert client._request_signer._credentials.access_key == "from-the-profile"
+    s3_client.put_object(Bucket=s3_bucket, Key="a.jsonl", Body=_jsonl(0, 1))
+    dataset = open_records(f"s3://{s3_bucket}/a.jsonl", s3_endpoint_url=s3_server, session=session)
+    assert list(dataset) == [{"i": 0}]
