@@ -96,8 +96,15 @@ def test_every_kept_setting_round_trips_through_create_update_get_and_publish(
     assert version_one["EphemeralStorage"] == {"Size": 2048}
     second = lambda_client.publish_version(FunctionName=name)
     assert second["Version"] == "2"
-    assert second["TracingConfig"] == {"Mode": "PassThrough"}
-    assert second["FileSystemConfigs"] == []
+    for config in (
+        second,
+        lambda_client.get_function(FunctionName=name, Qualifier="2")["Configuration"],
+    ):
+        assert config["VpcConfig"].pop("VpcId").startswith("vpc-")
+        assert shown(config, after) == after
+    first_again = lambda_client.get_function_configuration(FunctionName=name, Qualifier="1")
+    first_again["VpcConfig"].pop("VpcId")
+    assert shown(first_again, want) == want
 
 
 def test_architectures_change_with_the_code(lambda_client, make_function, zip_code, wait_updated):
