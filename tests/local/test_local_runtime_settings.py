@@ -123,3 +123,42 @@ def test_a_text_function_keeps_text_lines(make_function, invoke_json):
     response, _ = invoke_json(name, {"item": "a"}, LogType="Tail")
     lines = tail_of(response)
     assert lines[0].startswith("START RequestId: ") and lines[-1].startswith("REPORT RequestId: ")
+
+
+PRINTS = """
+def handler(event, context):
+    print("hello")
+    return event
+"""
+
+
+def test_where_no_namespace_can_be_made_the_log_says_so(tmp_path, monkeypatch):
+    from lambdakit.local import ephemeral
+    from lambdakit.local.logs import read_logs
+    from tests.local.test_local_environments import Harness, make_spec
+
+    monkeypatch.setattr(ephemeral, "unshare_prefix", lambda: None)
+    harness = Harness(tmp_path / "state")
+    try:
+        spec = make_spec(tmp_path, PRINTS, tmp_mb=1024)
+        result = harness.invoke(spec, {"a": 1})
+        assert result.function_error is None and json.loads(result.payload) == {"a": 1}
+        logged = [event.message for event in read_logs(tmp_path / "state", spec.function_name)]
+        assert ephemeral.NOT_ENFORCED in logged
+    finally:
+        harness.close()
+
+
+def test_system_log_level_warn_leaves_the_platform_lines_out(tmp_path):
+    from tests.local.test_local_environments import Harness, make_spec
+
+    harness = Harness(tmp_path / "state")
+    try:
+        quiet = make_spec(tmp_path, PRINTS, log_format="JSON", system_log_level="WARN")
+        assert harness.invoke(quiet).log.splitlines() == ["hello"]
+        spec = make_spec(tmp_path, PRINTS, log_format="JSON", system_log_level="INFO")
+        kinds = [json.loads(line)["type"] for line in harness.invoke(spec).log.splitlines()
+                 if line.startswith("{")]  # fmt: skip
+        assert kinds == ["platform.start", "platform.runtimeDone", "platform.report"]
+    finally:
+        harness.close()
