@@ -64,6 +64,7 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 # takes about a second; JSONL at ~60 ns a line once cached), so the run knows its total.
 COUNT_LIMIT_BYTES = 1 << 30
 _BUFFER = 1 << 20
+_COMPRESSED_RATIO = 8  # what gzip/bz2/zstd JSONL and CSV typically expand to
 # The first line of a record at offset 0, when nothing is skipped (CSV: after its header).
 _FIRST_LINE = {"jsonl": 1, "csv": 2}
 
@@ -277,8 +278,8 @@ class Dataset:
 
     @property
     def finite_numbers_only(self) -> bool:
-        """Whether no record can hold NaN or an infinity (JSONL: orjson refuses to parse them)."""
-        return all(o.kind == "jsonl" for o in self.objects)
+        """Whether no record can hold NaN or an infinity (JSON: orjson refuses to parse them)."""
+        return all(o.kind in ("jsonl", "json") for o in self.objects)
 
     @property
     def versions_digest(self) -> str:
@@ -308,8 +309,14 @@ class Dataset:
 
     def length(self) -> int | None:
         """Records in all, when cheap to know: Parquet footers; local JSONL/CSV files counted
-        when they hold COUNT_LIMIT_BYTES or less in all; else None."""
-        text_bytes = sum(o.size for o in self.objects if o.kind in ("jsonl", "csv"))
+        when they hold COUNT_LIMIT_BYTES or less in all (compressed ones count 8x their
+        size); else None (S3 text objects and JSON arrays would be read twice)."""
+        # A compressed file is counted by what it holds: about 8x its size for text.
+        text_bytes = sum(
+            o.size * (_COMPRESSED_RATIO if o.compression else 1)
+            for o in self.objects
+            if o.kind in ("jsonl", "csv")
+        )
         if any(o.kind == "json" for o in self.objects):
             return None
         if text_bytes and (
