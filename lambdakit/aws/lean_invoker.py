@@ -87,11 +87,29 @@ def lean_blockers(client: Any) -> str | None:
         return "no credentials to sign with"
     for event in _INVOKE_EVENTS:
         for handler in _handlers(meta.events, event):
+            if _idle_moto(handler):
+                continue
             module = getattr(handler, "__module__", None) or type(handler).__module__ or ""
             if not module.startswith(("botocore.", "boto3.")):
                 name = getattr(handler, "__qualname__", type(handler).__name__)
                 return f"a custom botocore event handler ({module}.{name} on {event})"
     return None
+
+
+def _idle_moto(handler: Any) -> bool:
+    """moto's stubber, passing requests through: no mock of moto's is active.
+
+    Importing moto adds its stubber to every botocore client's before-send (a test suite, or a
+    notebook that mocks S3 with it, may have imported it); it answers nothing until a mock
+    starts, so it is no reason to leave the lean path. An active one is: it answers instead
+    of AWS. (A mock started after the run began is not seen: the lean path sends directly.)
+    """
+    kind = type(handler)
+    return (
+        kind.__module__ == "moto.core.botocore_stubber"
+        and kind.__name__ == "BotocoreStubber"
+        and getattr(handler, "enabled", True) is False
+    )
 
 
 def _handlers(events: Any, event: str) -> list[Any]:

@@ -363,6 +363,23 @@ def test_what_the_lean_path_cannot_honour_is_named(recorder):
     assert "not a botocore Lambda client" in lean_blockers(scheduler)
 
 
+def test_an_idle_moto_stubber_is_no_reason_to_leave_the_lean_path(recorder):
+    import moto  # importing it puts its stubber on every botocore client's before-send
+
+    session = boto3.Session(
+        aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1"
+    )
+    idle = make_client(endpoint_url=recorder.url, session=session)
+    assert any(
+        type(h).__name__ == "BotocoreStubber"
+        for h in idle.meta.events._emitter._handlers.prefix_search("before-send.lambda.Invoke")
+    )
+    assert lean_blockers(idle) is None
+    with moto.mock_aws():  # now moto answers instead of the endpoint: boto3 must send
+        mocked = make_client(endpoint_url=recorder.url, session=session)
+        assert "moto.core.botocore_stubber.BotocoreStubber" in lean_blockers(mocked)
+
+
 # --- against lambdakit local, which verifies every signature (access_key set) ---------------
 
 
