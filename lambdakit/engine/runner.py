@@ -175,6 +175,7 @@ def start(
     profile: str | None = None,
     client: Any = None,
     invoke_path: str | None = None,
+    processes: int = 1,
     progress: bool = True,
     columns: list[str] | None = None,
     s3_endpoint_url: str | None = None,
@@ -221,7 +222,9 @@ def start(
         raise InvalidInput(f"id_field must be the name of a record field (a str), got {id_field!r}")
     outage_timeout = _outage_timeout(outage_timeout)
     reading = _outputs(outputs, invoker)
+    custom_invoker = invoker
     _check_invoke_path(invoke_path, url, invoker)
+    processes = _processes(processes, invoke_path, url, invoker, client)
     # Folders first: one that cannot be written must stop the run before anything is paid
     # for, not after the last batch (the cache is written as batches succeed).
     # One AWS session for Lambda and S3 on AWS (one profile, one credential chain, looked up
@@ -282,7 +285,7 @@ def start(
     elif invoker is None:
         invoker, target = _lambda_invoker(
             function, qualifier, concurrency, timeout, id_field, reading, endpoint_url, region,
-            profile, client, invoke_path, session,
+            profile, client, invoke_path, session, processes,
         )  # fmt: skip
     else:
         # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
@@ -338,6 +341,7 @@ def start(
         "outage_timeout": outage_timeout,
         # Which Invoke path carried the run: "lean", "boto3", or None (url=, a custom invoker).
         "invoke_path": _path_of(invoker),
+        "processes": getattr(invoker, "processes", 1) if _path_of(invoker) else None,
     }
     if url is not None:
         # What reached the URL, never the secrets: no query string, no header values.
@@ -346,8 +350,15 @@ def start(
         params["headers"] = sorted(headers or {})
         params["cache_namespace"] = cache_namespace
 
+    # Worker processes (processes=N) are the run's own: stopped when it ends.
+    made_here = invoker if custom_invoker is None else None
+
     def finish(state: str) -> RunResult:
         from lambdakit import __version__
+
+        close = getattr(made_here, "close", None)
+        if close is not None:
+            close()
 
         ended_at = _dt.datetime.now(_dt.timezone.utc)
         meta = {
@@ -463,11 +474,27 @@ def _check_invoke_path(invoke_path: Any, url: Any, invoker: Any) -> None:
                            "or a custom invoker")  # fmt: skip
 
 
+def _processes(processes: Any, invoke_path: Any, url: Any, invoker: Any, client: Any) -> int:
+    """processes=N: how many worker processes carry the Invokes (1: the kernel's own)."""
+    processes = _positive_int("processes", processes)
+    if processes > 1:
+        if url is not None or invoker is not None:
+            raise InvalidInput("processes= spreads Invoke over processes: it does not go with "
+                               "url= or a custom invoker")  # fmt: skip
+        if invoke_path == "boto3" or client is not None:
+            raise InvalidInput(
+                "processes= needs the lean path with clients lambdakit makes (each process "
+                "builds its own): drop client= and invoke_path='boto3'"
+            )
+    return processes
+
+
 def _path_of(invoker: Any) -> str | None:
     from lambdakit.aws.lambda_invoker import LambdaInvoker
     from lambdakit.aws.lean_invoker import LeanLambdaInvoker
+    from lambdakit.aws.process_invoker import ProcessInvoker
 
-    if isinstance(invoker, LeanLambdaInvoker):
+    if isinstance(invoker, (LeanLambdaInvoker, ProcessInvoker)):
         return "lean"
     return "boto3" if isinstance(invoker, LambdaInvoker) else None
 
@@ -485,6 +512,7 @@ def _lambda_invoker(
     client: Any,
     invoke_path: str | None = None,
     session: Any = None,
+    processes: int = 1,
 ) -> tuple[Any, Any]:
     """The Invoke invoker: the lean path for clients lambdakit makes, boto3 for a `client=`.
 
@@ -492,7 +520,8 @@ def _lambda_invoker(
 
     invoke_path None: lean unless the user gave a client; "lean": lean, from the user's client
     too; "boto3": boto3's own invoke. The lean path falls back to boto3, with a warning that
-    says why, for whatever it cannot honour (see `lean_invoker.lean_blockers`).
+    says why, for whatever it cannot honour (see `lean_invoker.lean_blockers`). processes > 1:
+    a ProcessInvoker whose workers build their own lean clients (one process if they cannot).
     """
     from lambdakit.aws.connection import make_client, make_session
     from lambdakit.aws.discovery import resolve_target, split_function_name
@@ -541,10 +570,32 @@ def _lambda_invoker(
     lean = invoke_path == "lean" or (invoke_path is None and client is None)
     if lean:
         try:
-            return LeanLambdaInvoker(invoking, target, **options), target
+            single = LeanLambdaInvoker(invoking, target, **options)
         except InvalidInput as exc:  # what the lean path cannot honour: boto3 can
             log.warning("%s; invoking with boto3 instead", exc)
+        else:
+            if processes == 1:
+                return single, target
+            return _process_invoker(single, processes, concurrency, timeout, where), target
     return LambdaInvoker(invoking, target, **options), target
+
+
+def _process_invoker(
+    single: Any, processes: int, concurrency: int, timeout: float | None, where: dict[str, Any]
+) -> Any:
+    """The run's worker processes, each with a lean client like `single`; else `single`."""
+    from lambdakit.aws.process_invoker import ProcessInvoker, WorkerSpec
+
+    spec = WorkerSpec(
+        target=single.target, function_name=single.function_name, qualifier=single.qualifier,
+        id_field=single.id_field, outputs=single.outputs,
+        concurrency=math.ceil(concurrency / processes), read_timeout=timeout, **where,
+    )  # fmt: skip
+    try:
+        return ProcessInvoker(spec, processes, probe=single.probe)
+    except InvalidInput as exc:
+        log.warning("%s; invoking from this process alone", exc)
+        return single
 
 
 def _http_invoker(
@@ -629,6 +680,7 @@ def run(
     profile: str | None = None,
     client: Any = None,
     invoke_path: str | None = None,
+    processes: int = 1,
     progress: bool = True,
     columns: list[str] | None = None,
     s3_endpoint_url: str | None = None,
@@ -680,7 +732,10 @@ def run(
     client, boto3's `client.invoke` for a `client=` you pass; "lean" or "boto3" force one.
     Whatever the lean path cannot honour (a custom signer, event handler or HTTP session,
     botocore retries) falls back to boto3 with a warning saying why. Kept in
-    params["invoke_path"].
+    params["invoke_path"]. `processes`: with N > 1 the Invokes go through N worker processes,
+    each with its own lean client (the engine stays here; a batch travels as its body): for
+    many cores, small batches and high concurrency, when one core's CPU is the ceiling. It
+    costs a second or so to start them, and pays nothing with 1-2 cores or large batches.
 
     >>> result = lambdakit.run("my-fn", df, batch_size=50)  # doctest: +SKIP
     >>> result.summary()["failed_records"]  # doctest: +SKIP
@@ -713,6 +768,7 @@ def run(
         profile=profile,
         client=client,
         invoke_path=invoke_path,
+        processes=processes,
         progress=progress,
         columns=columns,
         s3_endpoint_url=s3_endpoint_url,
