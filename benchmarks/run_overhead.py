@@ -16,9 +16,11 @@ Prints one JSON object with each figure beside its target; nothing is asserted.
 (d) the Invoke paths (issue #18), batch_size=1, no-op function, concurrency 16 and 64, against
     the stub server (benchmarks/stub_lambda.py: answers at once, so the client is the limit)
     and against `lambdakit local`, in the same run: (1) a raw boto3 thread pool, (2) lambdakit
-    with invoke_path="boto3", (3) lambdakit with the lean path (the default), each with
-    invocations/s and this process's CPU µs per invocation (user + system: the servers run in
-    subprocesses, so their work is not counted); medians of alternating rounds.
+    with invoke_path="boto3", (3) lambdakit with the lean path (the default), (4) the lean
+    path with processes=2, each with invocations/s and this process's CPU µs per invocation
+    (user + system: the servers run in subprocesses, so their work is not counted; for (4)
+    the kernel's own, and with its worker processes, start-up included); medians of
+    alternating rounds.
 """
 
 from __future__ import annotations
@@ -229,16 +231,21 @@ def bench_c(local: LocalLambda, client: Any, records: int) -> dict[str, Any]:
     }
 
 
-def _cpu_s() -> float:
+def _cpu_s() -> tuple[float, float]:
+    """(this process's CPU s, that of its children waited for: run(processes=N)'s workers)."""
     times = os.times()
-    return times.user + times.system
+    return times.user + times.system, times.children_user + times.children_system
 
 
 def _measured(invocations: int, run: Any) -> dict[str, float]:
-    cpu, wall = _cpu_s(), time.perf_counter()
+    (own, children), wall = _cpu_s(), time.perf_counter()
     run()
-    cpu, wall = _cpu_s() - cpu, time.perf_counter() - wall
-    return {"per_s": invocations / wall, "cpu_us": 1e6 * cpu / invocations}
+    (own_after, children_after), wall = _cpu_s(), time.perf_counter() - wall
+    return {
+        "per_s": invocations / wall,
+        "cpu_us": 1e6 * (own_after - own) / invocations,
+        "workers_cpu_us": 1e6 * (children_after - children) / invocations,
+    }
 
 
 def _paths_at(
@@ -249,8 +256,8 @@ def _paths_at(
     items = [{"i": i} for i in range(records)]
     options = {"batch_size": 1, "concurrency": concurrency, "cache": False}
 
-    def lk(path: str) -> None:
-        figures = _lk_run(endpoint, name, items, invoke_path=path, **options)
+    def lk(path: str, processes: int = 1) -> None:
+        figures = _lk_run(endpoint, name, items, invoke_path=path, processes=processes, **options)
         if figures["failures"] or figures["invocations"] != records:
             raise SystemExit(f"a benchmark run failed records: {figures}")
 
@@ -258,6 +265,7 @@ def _paths_at(
         "1_boto3_pool": lambda: _boto3_pool(client, name, records, concurrency),
         "2_lambdakit_boto3": lambda: lk("boto3"),
         "3_lambdakit_lean": lambda: lk("lean"),
+        "4_lean_processes_2": lambda: lk("lean", processes=2),
     }
     _boto3_pool(client, name, concurrency * 4, concurrency)  # warm: environments, pools
     lk("lean")
@@ -271,6 +279,10 @@ def _paths_at(
             "invocations_per_s": round(statistics.median(r["per_s"] for r in runs), 1),
             "client_cpu_us_per_invocation": round(statistics.median(r["cpu_us"] for r in runs)),
         }
+        if key.startswith("4_"):
+            figures[key]["with_workers_cpu_us_per_invocation"] = round(
+                statistics.median(r["cpu_us"] + r["workers_cpu_us"] for r in runs)
+            )
     pool, lean = figures["1_boto3_pool"], figures["3_lambdakit_lean"]
     figures["lean_rate_vs_boto3_pool"] = round(
         lean["invocations_per_s"] / pool["invocations_per_s"], 2
@@ -299,7 +311,6 @@ def bench_d(
         "lean_rate_vs_boto3_pool (stub)": TARGETS["d_lean_rate_vs_boto3_pool_on_stub"],
         "lean_cpu_vs_boto3_pool (stub)": TARGETS["d_lean_cpu_vs_boto3_pool_on_stub"],
     }
-    report["4_lean_processes_2"] = "not built yet: run() has no processes= (see issue #18)"
     return report
 
 
