@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import bz2
+import functools
 import glob
 import gzip
 import hashlib
@@ -467,7 +468,7 @@ def _local_object(path: Path, name: str) -> SourceObject:
         compression=compression,
         # A large buffer: each read releases the GIL, and winning it back from busy worker
         # threads is what made small reads slow.
-        open=lambda: open(location, "rb", buffering=_BUFFER),
+        open=functools.partial(open, location, "rb", buffering=_BUFFER),
     )
 
 

@@ -248,6 +248,16 @@ class RunResult:
         }
         return {key: values[key] for key in SUMMARY_KEYS}
 
+    def __getstate__(self) -> dict[str, Any]:
+        from lambdakit.records.datasets import Dataset
+
+        state = self.__dict__.copy()
+        if isinstance(state.get("source"), Dataset):
+            # Its objects carry open S3 clients: a copy reopens the files meta["source"]
+            # names when it needs them, as a loaded result does.
+            state["source"] = None
+        return state
+
     # -- records --------------------------------------------------------------------------
 
     def outputs(self) -> Iterator[Any]:

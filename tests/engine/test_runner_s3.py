@@ -7,6 +7,7 @@ and a rewritten object is invoked again while the rest come from the cache.
 import gzip
 import io
 import json
+import pickle
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -192,12 +193,15 @@ def test_a_stopped_run_over_s3_gives_everything_left_even_once_loaded_back(
     rest = result.failed_records(include_not_run=True)
     assert len(rest) == 5_000 - ok and rest.index[-1] == 4_999
     assert [r["i"] for r in rest.tolist()] == rest.index.tolist()  # each its own record
+    copy = pickle.loads(pickle.dumps(result))  # a Dataset's S3 clients are not pickled
+    assert copy.source is None and copy.errors().equals(result.errors())
     url = f"s3://{s3_bucket}/runs/stopped/"
     result.save(url, s3_endpoint_url=s3_server)
     loaded = lambdakit.RunResult.load(url, s3_endpoint_url=s3_server)
     with pytest.MonkeyPatch.context() as patch:  # the loaded result reopens the dataset
         patch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
         assert loaded.failed_records(include_not_run=True).equals(rest)
+        assert copy.failed_records(include_not_run=True).equals(rest)
         # An object the run read, rewritten since: its positions would name other records.
         s3_client.put_object(Bucket=s3_bucket, Key="t/part-0.parquet", Body=_parquet(7, 8))
         with pytest.raises(InvalidInput, match=r"t/part-0\.parquet changed since the run"):
