@@ -111,7 +111,7 @@ class Engine:
 
     @property
     def stop_reason(self) -> str | None:
-        """Why the run stopped early: "cancelled", "tolerance", "outage", or None."""
+        """Why the run stopped early: "cancelled", "tolerance", "outage", "source_error" or None."""
         return self.settlement.stop_reason
 
     def cancel(self, now: bool = False) -> None:
@@ -158,6 +158,11 @@ class Engine:
                     self._probe()
                     continue
                 self._wait_for_work(timeout, idle)
+            failed_source = self._source.error
+            if failed_source is not None:
+                # Raised only now, when what was read before it has been sent and settled.
+                settlement.stop_reason = settlement.stop_reason or "source_error"
+                raise failed_source
         except BaseException as exc:
             # Workers stop taking turns and sending queued pieces at once.
             self._failure = self._failure or exc

@@ -145,7 +145,7 @@ class Settlement:
         self.rate = rate if rate is not None else AdaptiveRate(clock=clock)
         self.rate_value, self.rate_epoch = self.rate.rate, self.rate.epoch
         self.throttled = False  # a throttle came back: the Engine stops queuing beyond the limit
-        self.stop_reason: str | None = None  # "cancelled" or "tolerance"
+        self.stop_reason: str | None = None  # "cancelled", "tolerance", "outage", "source_error"
         self.active: dict[int, BatchState] = {}  # batches under way, by index
         self.delayed: list[tuple[float, int, Piece]] = []  # retries waiting, by due time
         self._seq = itertools.count()

@@ -325,6 +325,9 @@ class ReadAhead:
         self._ready: collections.deque[Batch] = collections.deque()
         self._ahead = ahead
         self.exhausted = False  # nothing left to read (some may still be ready)
+        # The source's SourceError, kept until the batches read before it are done: what
+        # was read still goes out, and the engine raises it once nothing is left to settle.
+        self.error: SourceError | None = None
 
     @property
     def empty(self) -> bool:
@@ -358,7 +361,10 @@ class ReadAhead:
         return batch is not None
 
     def _read(self) -> Batch | None:
-        batch = next(self._iter, None)
+        try:
+            batch = next(self._iter, None)
+        except SourceError as exc:  # the stream emitted every batch of what was read first
+            self.error, batch = exc, None
         self.exhausted = batch is None
         return batch
 

@@ -480,7 +480,10 @@ class RunResult:
 
             lines.insert(1, f"  layers: {layers_text(meta['layers'])}")
         if meta.get("cancelled"):
-            lines.append("  cancelled before every batch ran")
+            # As the summary card says it: a stop for tolerance, an outage or a source error
+            # is not a cancel.
+            reason = meta.get("stop_reason") or "cancelled"
+            lines.append(f"  stopped ({reason}) before every batch ran")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

@@ -178,7 +178,7 @@ def test_an_interrupt_writes_the_partial_report_and_exits_130(local_lambda, tmp_
     assert manifest["cancelled"] is True
     done = manifest["summary"]["invocations"]
     assert 3 <= done < 40
-    assert "cancelled before every batch ran" in out
+    assert "stopped (cancelled) before every batch ran" in out
     outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
     assert sum(o is not None for o in outputs) >= 3
 

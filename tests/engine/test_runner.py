@@ -840,3 +840,33 @@ def test_a_cache_object_on_an_unusable_folder_is_refused_before_invoking(tmp_pat
     with pytest.raises(InvalidInput, match="cache folder"):
         go(range(5), invoker, cache=Cache(tmp_path / "a-file"))
     assert invoker.calls == []
+
+
+def test_what_was_read_before_the_source_raised_is_still_sent():
+    # The batches read (queued for the workers, or read ahead) when the source raised used
+    # to be recorded as cancelled, never sent, and the run read as "cancelled" though no
+    # one cancelled it.
+    from lambdakit.errors import SourceError
+
+    raised = threading.Event()
+
+    def source():
+        yield from range(30)
+        raised.set()
+        raise ValueError("row 31 is unreadable")
+
+    def first_waits(items, seen):
+        if items[0] == 0:
+            raised.wait(10)  # batches 1 and 2 are read and queued, and the source raises
+        return None
+
+    with pytest.raises(SourceError, match="after 30 records were read") as info:
+        go(source(), FakeInvoker(first_waits), batch_size=10, concurrency=2)
+    result = info.value.result
+    s = result.summary()
+    assert (s["records"], s["ok_records"], s["not_run_records"]) == (30, 30, 0)
+    assert set(result.batches["status"]) == {"ok"}
+    assert list(result.outputs()) == [i * i for i in range(30)]
+    assert result.meta["stop_reason"] == "source_error"
+    assert "stopped (source_error) before every batch ran" in str(result)
+    assert "stopped (source_error) before every batch ran" in result._repr_html_()

@@ -178,7 +178,7 @@ def test_repr_names_records_a_cancelled_run_never_ran():
     result = make_run(records=30, meta={"cancelled": True})
     result.batches.loc[2, ["status", "ok_records"]] = ["cancelled", 0]
     text = repr(result)
-    assert "not run 10" in text and "cancelled 1" in text and "cancelled before" in text
+    assert "not run 10" in text and "cancelled 1" in text and "stopped (cancelled) before" in text
 
 
 def test_html_card_shows_counts_latency_errors_cache_and_cost(run):
