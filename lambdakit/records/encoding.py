@@ -14,6 +14,8 @@ The forms, as docs/architecture.md documents them:
   process (and hit the cache); a set whose items do not sort is rejected.
 - dict keys that are not strings are sent as JSON keys (`1` -> `"1"`); a dict whose keys
   would collide (`1` and `"1"`) is rejected, naming the keys, since one value would be lost.
+- JsonNumber (a number read from a JSONL or JSON file that a float cannot hold, see
+  formats.py): a JSON number with the file's own digits, whatever `decimal` says.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import orjson
 
 from lambdakit.errors import InvalidInput
 
-__all__ = ["DECIMAL_FORMS", "NAN_CHOICES", "OPTIONS", "Encoding"]
+__all__ = ["DECIMAL_FORMS", "NAN_CHOICES", "OPTIONS", "Encoding", "JsonNumber"]
 
 DECIMAL_FORMS = ("number", "string")
 NAN_CHOICES = ("reject", "null")
@@ -38,6 +40,12 @@ NAN_CHOICES = ("reject", "null")
 # exactly the records whose keys could collide down the slow path that checks them.
 OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # the common path's orjson options
 _KEYED = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class JsonNumber(decimal.Decimal):
+    """A number from a JSON file that a float cannot hold (a long fraction, a huge integer)."""
+
+    __slots__ = ()
 
 
 class _Unsendable(TypeError):
@@ -122,6 +130,8 @@ def _make_default(decimal_as_string: bool, nan: str) -> Callable[[Any], Any]:
 
     def default(value: Any) -> Any:
         if isinstance(value, is_decimal):
+            if type(value) is JsonNumber:  # the file's own number: its digits, as a number
+                return fragment(str(value))
             if value.is_finite():
                 text = str(value)
                 return text if decimal_as_string else fragment(text)

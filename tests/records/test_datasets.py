@@ -11,6 +11,7 @@ import zstandard
 from lambdakit.errors import InvalidInput, SourceError
 from lambdakit.records.batching import iter_batches
 from lambdakit.records.datasets import Provenance, format_of, local_dataset, locate
+from lambdakit.records.encoding import Encoding
 from lambdakit.records.formats import BadLine
 from lambdakit.records.sources import describe_source, iter_records, source_length
 
@@ -158,3 +159,28 @@ def test_the_fingerprint_covers_each_files_version(tmp_path):
     again = iter_batches(path, batch_size=3)
     list(again)
     assert again.fingerprint == second.fingerprint  # the data, not the batching
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_numbers_a_float_cannot_hold_keep_their_digits(kind, tmp_path):
+    # orjson reads every number with a fraction as a float and an integer beyond 64 bits as
+    # one too: 1234567890123456.78 went out as 1234567890123456.8, a 24-digit id as
+    # 1.2345678901234569e+23 and 1e-400 as 0.0, with no word.
+    record = (
+        b'{"amount": 1234567890123456.78, "id": 123456789012345678901234, "tiny": 1e-400, '
+        b'"price": 1.10, "n": 5, "big": 18446744073709551615, "when": "2024-01-01"}'
+    )
+    path = tmp_path / f"records.{kind}"
+    path.write_bytes(record + b"\n" if kind == "jsonl" else b"[" + record + b"]")
+    (batch,) = iter_batches(path)
+    assert batch.body == (
+        b'{"Items":[{"amount":1234567890123456.78,"id":123456789012345678901234,'
+        b'"tiny":1E-400,"price":1.1,"n":5,"big":18446744073709551615,"when":"2024-01-01"}]}'
+    )
+    # The file's number stays a number, whatever decimal= says of Decimal values.
+    (as_strings,) = iter_batches(path, encoding=Encoding(decimal="string"))
+    assert as_strings.body == batch.body
+    # A value a float holds exactly stays a float (1.10 is 1.1), as before.
+    (read,) = iter_records(path)
+    assert type(read["price"]) is float and type(read["n"]) is int
+    assert str(read["amount"]) == "1234567890123456.78"
