@@ -29,6 +29,7 @@ __all__ = [
     "RATE_REASONS",
     "REPORTED_FAILURE",
     "SERVICE_ERROR",
+    "SUPERSEDED",
     "THROTTLE",
     "TIMEOUT",
     "Batch",
@@ -48,6 +49,9 @@ REPORTED_FAILURE = "reported_failure"
 CLIENT_ERROR = "client_error"
 # The run stopped waiting for it (cancel grace over): it may still have run; never retried.
 CANCELLED = "cancelled"
+# A hedged batch's other attempt (engine/hedge.py): still running when the first good reply
+# came, so its result is not the batch's; never retried.
+SUPERSEDED = "superseded"
 
 OUTCOMES: tuple[str, ...] = (
     OK,
@@ -59,6 +63,7 @@ OUTCOMES: tuple[str, ...] = (
     REPORTED_FAILURE,
     CLIENT_ERROR,
     CANCELLED,
+    SUPERSEDED,
 )
 
 # What became of a batch (RunResult.batches["status"]): the one vocabulary that every view

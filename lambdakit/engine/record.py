@@ -35,14 +35,17 @@ ATTEMPT_FIELDS: tuple[str, ...] = (
     *("http_status", "throttled", "throttle_reason", "retry_after_s", "executed_version"),
     *("request_id", "failed_items", "duration_ms", "billed_duration_ms", "memory_size_mb"),
     *("max_memory_used_mb", "init_duration_ms", "cold_start", "slot", "in_flight_limit"),
-    *("rate_limit", "log_tail"),
+    *("rate_limit", "backup", "log_tail"),
 )
 BATCH_FIELDS: tuple[str, ...] = (
     *("batch", "first_record", "records", "payload_bytes", "status", "attempts"),
     *("executed_version", "ok_records", "failed_records", "start_s", "end_s", "latency_s"),
-    *("error_type", "error_message", "cached"),
+    *("error_type", "error_message", "cached", "memory_mb"),
 )
-_METRIC_FIELDS = ("duration_ms", "billed_duration_ms", "max_memory_used_mb", "init_duration_ms")
+_METRIC_FIELDS = (
+    *("duration_ms", "billed_duration_ms", "memory_size_mb", "max_memory_used_mb"),
+    "init_duration_ms",
+)
 
 
 def _nan(value: Any) -> float:
@@ -86,6 +89,7 @@ class BatchState:
     error_message: str | None = None
     log_tail: str | None = None  # of the last attempt that failed records for good
     metrics: dict[str, Any] = field(default_factory=dict)
+    memory_mb: int | None = None  # the memory ladder's rung it finished on (None: not used)
     # Positions ok or failed for good, kept only when the batch is not done in one piece:
     # if the run stops before the rest, the others are its records that did not run.
     settled: set[int] | None = None
@@ -174,6 +178,7 @@ class RunRecord:
                 done.slot,
                 done.limit,
                 nan if done.rate is None else done.rate,
+                getattr(done.piece, "backup", False),
                 # Successful attempts' logs are not kept: at 4 KB each they would dominate
                 # memory on long runs, and their figures are already in the columns above.
                 None if ok else outcome.log_tail,
@@ -237,6 +242,7 @@ class RunRecord:
                 state.error_type if status != BATCH_OK else None,
                 state.error_message if status != BATCH_OK else None,
                 False,
+                _nan(state.memory_mb),
             )
         )
 
@@ -260,6 +266,7 @@ class RunRecord:
                 None,
                 None,
                 True,
+                math.nan,
             )
         )
 

@@ -19,6 +19,7 @@ from lambdakit.invocation import (
     OUTCOMES,
     REPORTED_FAILURE,
     SERVICE_ERROR,
+    SUPERSEDED,
     THROTTLE,
     TIMEOUT,
 )
@@ -84,7 +85,7 @@ class Retry:
         if self.jitter not in _JITTERS:
             raise InvalidInput(f"Retry.jitter must be one of {_JITTERS}, got {self.jitter!r}")
         on = (self.on,) if isinstance(self.on, str) else tuple(self.on)
-        retryable = tuple(c for c in OUTCOMES if c not in (OK, CANCELLED))
+        retryable = tuple(c for c in OUTCOMES if c not in (OK, CANCELLED, SUPERSEDED))
         unknown = [c for c in on if c not in retryable]
         if unknown:
             raise InvalidInput(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lambdakit.engine.cache import DEFAULT, Cache
 from lambdakit.engine.handle import RunHandle
+from lambdakit.engine.hedge import Hedge
 from lambdakit.engine.outage import DEFAULT_OUTAGE_TIMEOUT_S
 from lambdakit.engine.progress import FINISHED, EventStream, ProgressBar, Tracker
 from lambdakit.engine.retry import Retry
@@ -189,6 +190,9 @@ def start(
     auth: Any = None,
     headers: Mapping[str, str] | None = None,
     cache_namespace: str | None = None,
+    on_oom: Any = None,
+    on_timeout: Any = None,
+    hedge: Any = None,
 ) -> RunHandle:
     """Start a run in the background and return its RunHandle (arguments as for `run`).
 
@@ -208,6 +212,7 @@ def start(
 
     if url is not None and records is None:
         function, records = None, function  # start(records, url=...): no function needed
+    ladder = None
     if url is None and (auth is not None or headers is not None or cache_namespace is not None):
         raise InvalidInput("auth=, headers= and cache_namespace= go with url=")
     concurrency = _positive_int("concurrency", concurrency)
@@ -221,6 +226,13 @@ def start(
     if id_field is not None and not isinstance(id_field, str):
         raise InvalidInput(f"id_field must be the name of a record field (a str), got {id_field!r}")
     outage_timeout = _outage_timeout(outage_timeout)
+    oom_ladder, timeout_ladder = _ladders(on_oom, on_timeout)
+    hedging = Hedge.coerce(hedge)
+    if (oom_ladder or timeout_ladder) and (url is not None or invoker is not None):
+        raise InvalidInput(
+            "on_oom= / on_timeout= publish versions of a Lambda function: they need a "
+            "function run, not url= or a custom invoker"
+        )
     reading = _outputs(outputs, invoker)
     custom_invoker = invoker
     _check_invoke_path(invoke_path, url, invoker)
@@ -283,10 +295,12 @@ def start(
             id_field, reading, endpoint_url, region, profile, client,
         )  # fmt: skip
     elif invoker is None:
-        invoker, target = _lambda_invoker(
+        invoker, target, rungs = _lambda_invoker(
             function, qualifier, concurrency, timeout, id_field, reading, endpoint_url, region,
             profile, client, invoke_path, session, processes,
         )  # fmt: skip
+        if oom_ladder or timeout_ladder:
+            ladder = _ladder(target, oom_ladder, timeout_ladder, *rungs)
     else:
         # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
         target = getattr(invoker, "target", None)
@@ -319,6 +333,8 @@ def start(
         # The invoker's own way to ask whether the endpoint answers (optional: without one,
         # a single trial invocation tells after a pause).
         probe=getattr(invoker, "probe", None),
+        ladder=ladder,
+        hedge=hedging,
     )
     engine = Engine(stream, invoker, record, tracker, plan)
     started_at = _dt.datetime.now(_dt.timezone.utc)
@@ -342,6 +358,9 @@ def start(
         # Which Invoke path carried the run: "lean", "boto3", or None (url=, a custom invoker).
         "invoke_path": _path_of(invoker),
         "processes": getattr(invoker, "processes", 1) if _path_of(invoker) else None,
+        "on_oom": list(oom_ladder.sizes) if oom_ladder else None,
+        "on_timeout": list(timeout_ladder.sizes) if timeout_ladder else None,
+        "hedge": dataclasses.asdict(hedging) if hedging else None,
     }
     if url is not None:
         # What reached the URL, never the secrets: no query string, no header values.
@@ -378,6 +397,8 @@ def start(
             "cancelled": state != FINISHED or engine.stop_reason is not None,
             "stop_reason": engine.stop_reason,
             "outages": engine.breaker.trips,  # times the endpoint stopped answering
+            # Speculative backups (hedge=): sent, won (replied first), disagreed (outputs).
+            "hedge": engine.hedge.summary() if engine.hedge is not None else None,
             # Ids seen twice within what would have been one batch (split apart: see BatchStream).
             "repeated_ids": list(stream.repeated_ids),
             "repeated_id_records": stream.repeated_id_records,
@@ -499,6 +520,38 @@ def _path_of(invoker: Any) -> str | None:
     return "boto3" if isinstance(invoker, LambdaInvoker) else None
 
 
+def _ladders(on_oom: Any, on_timeout: Any) -> tuple[Any, Any]:
+    """on_oom= and on_timeout= as MemoryLadders (on_timeout=True: climb on_oom's ladder)."""
+    from lambdakit.engine.ladder import MemoryLadder
+
+    oom = MemoryLadder.coerce(on_oom)
+    if on_timeout is True and oom is not None:
+        return oom, oom
+    return oom, MemoryLadder.coerce(on_timeout)
+
+
+def _ladder(target: Any, on_oom: Any, on_timeout: Any, lookup: Any, rung_invoker: Any) -> Any:
+    """The run's memory ladder over its target, which must run one version."""
+    from lambdakit.aws.memory_versions import memory_version
+    from lambdakit.engine.ladder import Ladder
+
+    if len(target.versions) != 1:
+        raise InvalidInput(
+            f"on_oom= / on_timeout= need a target that runs one version; {target.invoke_name} "
+            f"routes to {sorted(target.versions)}"
+        )
+    base = next(iter(target.versions))
+    code_sha256 = target.code_sha256.get(base)
+    if not code_sha256:
+        raise InvalidInput(f"the memory ladder cannot tell which code {target.invoke_name} runs")
+
+    def publish(memory_mb: int) -> str:
+        return memory_version(lookup, target.function_arn, code_sha256, memory_mb)
+
+    return Ladder(on_oom, on_timeout, base_memory_mb=target.memory_mb, publish=publish,
+                  make_invoker=rung_invoker)  # fmt: skip
+
+
 def _lambda_invoker(
     function: str | None,
     qualifier: str | None,
@@ -513,8 +566,9 @@ def _lambda_invoker(
     invoke_path: str | None = None,
     session: Any = None,
     processes: int = 1,
-) -> tuple[Any, Any]:
-    """The Invoke invoker: the lean path for clients lambdakit makes, boto3 for a `client=`.
+) -> tuple[Any, Any, tuple[Any, Any]]:
+    """The Invoke invoker (and what a memory ladder needs: the lookup client, an invoker
+    maker for other versions): the lean path for clients lambdakit makes, boto3 for a `client=`.
 
     `session`: the run's boto3 session when S3 already made one (shared, not made again).
 
@@ -568,16 +622,24 @@ def _lambda_invoker(
         "id_field": id_field, "function_name": plain, "probe_client": probing, "outputs": outputs,
     }  # fmt: skip
     lean = invoke_path == "lean" or (invoke_path is None and client is None)
+    invoker: Any = None
     if lean:
         try:
-            single = LeanLambdaInvoker(invoking, target, **options)
+            invoker = LeanLambdaInvoker(invoking, target, **options)
         except InvalidInput as exc:  # what the lean path cannot honour: boto3 can
             log.warning("%s; invoking with boto3 instead", exc)
-        else:
-            if processes == 1:
-                return single, target
-            return _process_invoker(single, processes, concurrency, timeout, where), target
-    return LambdaInvoker(invoking, target, **options), target
+    if invoker is None:
+        invoker = LambdaInvoker(invoking, target, **options)
+    kind = type(invoker)
+
+    def rung_invoker(version: str) -> Any:
+        """An invoker like the run's, for one version (a memory ladder rung, in this process)."""
+        return kind(invoking, target, qualifier=version, **options)
+
+    rungs = (lookup, rung_invoker)
+    if processes != 1 and kind is LeanLambdaInvoker:
+        return _process_invoker(invoker, processes, concurrency, timeout, where), target, rungs
+    return invoker, target, rungs
 
 
 def _process_invoker(
@@ -688,6 +750,9 @@ def run(
     auth: Any = None,
     headers: Mapping[str, str] | None = None,
     cache_namespace: str | None = None,
+    on_oom: Any = None,
+    on_timeout: Any = None,
+    hedge: Any = None,
     **engine_options: Any,
 ) -> RunResult:
     """Push `records` through `function` in batches and return the complete RunResult.
@@ -737,6 +802,20 @@ def run(
     many cores, small batches and high concurrency, when one core's CPU is the ceiling. It
     costs a second or so to start them, and pays nothing with 1-2 cores or large batches.
 
+    `hedge`: a Hedge (or True): an attempt running longer than `factor` x the run's `after`
+    latency quantile (default 2 x p95) is sent again, and the first good reply wins; the
+    other is recorded as `superseded`. At most `max_share` (5%) of invocations are backups,
+    none uses an attempt of `max_attempts`. Only for idempotent, deterministic functions: a
+    backup runs the batch twice, and differing outputs are a warning. meta["hedge"] counts.
+
+    `on_oom`: a MemoryLadder (or a list of MB sizes): a batch that ran out of memory
+    (`Runtime.OutOfMemory`) goes again on a version with the next size up, which lambdakit
+    publishes from the same code with only MemorySize changed and reuses later (never the
+    user's alias; `$LATEST` is set back at once). `on_timeout`: the same for the function's
+    own timeouts (True: on_oom's ladder). Climbing uses no attempt of `max_attempts`.
+    `batches["memory_mb"]` says where a batch finished; without the permissions to publish,
+    the OOM fails as before with a hint naming them.
+
     >>> result = lambdakit.run("my-fn", df, batch_size=50)  # doctest: +SKIP
     >>> result.summary()["failed_records"]  # doctest: +SKIP
     0
@@ -778,6 +857,9 @@ def run(
         auth=auth,
         headers=headers,
         cache_namespace=cache_namespace,
+        on_oom=on_oom,
+        on_timeout=on_timeout,
+        hedge=hedge,
     )
 
     def interrupted(count: int) -> None:

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdakit.engine.cache import Cache, CacheEntry
+from lambdakit.engine.hedge import Hedge, HedgeWatch, Race
+from lambdakit.engine.ladder import Ladder
 from lambdakit.engine.outage import Breaker
 from lambdakit.engine.progress import Tracker
 from lambdakit.engine.record import Attempt, RunRecord
 from lambdakit.engine.retry import Retry
-from lambdakit.engine.settlement import WAKE, Flight, Piece, Settlement, Unsent
+from lambdakit.engine.settlement import WAKE, Flight, Piece, Settlement, Unclimbed, Unsent
+from lambdakit.errors import LambdakitError
 from lambdakit.invocation import Batch, Invoker, Outcome
 from lambdakit.records.batching import BatchStream, Envelope, ReadAhead
 
@@ -50,6 +53,8 @@ class Plan:
     grace_s: float
     outage_timeout: float | None = None  # stop after this long unreachable (None: never)
     probe: Callable[[], bool] | None = None  # does the endpoint answer? (composition root)
+    ladder: Ladder | None = None  # on_oom= / on_timeout=: versions with more memory
+    hedge: Hedge | None = None  # speculative backups of stragglers (hedge.py)
 
 
 class Engine:
@@ -79,6 +84,7 @@ class Engine:
         self._flight = Flight()
         self._source = ReadAhead(stream, ahead=plan.concurrency)
         self.breaker = Breaker(plan.probe, outage_timeout=plan.outage_timeout, clock=plan.clock)
+        self.hedge = HedgeWatch(plan.hedge) if plan.hedge is not None else None
         self.settlement = Settlement(
             stream=stream,
             record=record,
@@ -98,6 +104,8 @@ class Engine:
             done=self._done,
             source=self._source,
             breaker=self.breaker,
+            ladder=plan.ladder,
+            hedge=self.hedge,
         )
         # The scheduler's state is changed only under _lock, by whichever thread holds it: a
         # worker back from an invocation settles it and submits the next piece itself (see
@@ -231,7 +239,9 @@ class Engine:
         flight.in_flight += 1
         flight.flying[id(piece)] = piece
         workers = len(self._workers)
-        if flight.in_flight > workers and workers < self.concurrency:  # started as needed
+        # Started as needed; a superseded attempt still running holds its worker (hedge.py).
+        busy = flight.in_flight + flight.detached
+        if busy > workers and workers < self.concurrency + flight.detached:
             worker = threading.Thread(
                 target=self._work, args=(workers,), name="lambdakit-invoke", daemon=True
             )
@@ -278,13 +288,22 @@ class Engine:
                     self._done.put(Unsent(piece))
                     self._pump()
                     return
+                invoker = self.invoker
+                if piece.memory_mb is not None and self.plan.ladder is not None:
+                    try:  # the first batch to climb to a rung publishes its version
+                        invoker = self.plan.ladder.invoker(piece.memory_mb)
+                    except LambdakitError as exc:
+                        self._done.put(Unclimbed(piece, str(exc)))
+                        self._pump()
+                        return
+                    started_at, start_s = time.time(), self.tracker.elapsed()
                 with flight.lock:
                     if piece.abandoned:
                         return  # the run stopped before this was sent: nothing to record
                     piece.sent = True
                     piece.started_at, piece.start_s = started_at, start_s
                     flight.running += 1
-                outcome = self.invoker.invoke(piece.batch)
+                outcome = invoker.invoke(piece.batch)
             end_s = self.tracker.elapsed()
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
             error = exc
@@ -293,6 +312,8 @@ class Engine:
         with flight.lock:
             if piece.sent:
                 flight.running -= 1
+            if piece.detached:
+                flight.detached -= 1
             abandoned = piece.abandoned
             if not abandoned:
                 self._done.put(done)
@@ -352,8 +373,51 @@ class Engine:
         if self._extra and settlement.throttled:
             self._extra = 0  # after the first throttle nothing more is queued beyond the limit
         if not settlement.stopping():
+            if self.hedge is not None and self.breaker.state == "closed":
+                self._send_backups()
             self._submit_ready()
         self.tracker.set_in_flight(self._flight.running)
+
+    def _send_backups(self) -> None:
+        """Send again each attempt running longer than the hedge's threshold (budget allowing).
+
+        Backups go before new batches: a straggler holds up the end of the run.
+        """
+        watch = self.hedge
+        assert watch is not None
+        threshold = watch.threshold()
+        if threshold is None:
+            return
+        now = self.tracker.elapsed()
+        stragglers = [
+            piece
+            for piece in self._flight.flying.values()
+            if piece.sent and not piece.abandoned and piece.race is None and not piece.backup
+            and now - piece.start_s > threshold
+        ]  # fmt: skip
+        settlement, flight = self.settlement, self._flight
+        for piece in stragglers:
+            if not watch.may_send(self.tracker.counts["invocations"]):
+                return
+            if settlement.rate_value is not None and settlement.rate.delay(self.clock()) > 0:
+                return  # paced: a backup waits for a token like any request
+            backup = Piece(piece.batch, piece.state, piece.positions, piece.failures,
+                           piece.throttles, piece.verdicts)  # fmt: skip
+            backup.memory_mb, backup.climbed, backup.backup = piece.memory_mb, piece.climbed, True
+            piece.race = backup.race = Race([piece, backup])
+            piece.state.pending += 1
+            watch.backups += 1
+            # Beyond the in-flight limit and on a thread of its own: when stragglers hold
+            # every slot is when a backup matters, and max_share bounds how many there are.
+            backup.limit, backup.epoch = settlement.limit_value, settlement.epoch
+            backup.rate, backup.rate_epoch = settlement.rate_value, settlement.rate_epoch
+            settlement.rate.sent(self.clock())
+            flight.in_flight += 1
+            flight.flying[id(backup)] = backup
+            backup.slot = self.concurrency + watch.backups - 1  # its own lane in the timeline
+            threading.Thread(
+                target=self._attempt, args=(backup,), name="lambdakit-backup", daemon=True
+            ).start()
 
     def _timeout(self) -> float | None:
         """How long run()'s thread may wait: until the next retry is due (if it can go)."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lambdakit.engine.cache import CacheEntry, CacheWriter
+from lambdakit.engine.hedge import HedgeWatch, Race
+from lambdakit.engine.ladder import Ladder
 from lambdakit.engine.outage import UNREACHABLE, Breaker
 from lambdakit.engine.progress import CANCELLING, Tracker
 from lambdakit.engine.record import Attempt, BatchState, RunRecord
@@ -25,10 +27,12 @@ from lambdakit.invocation import (
     BATCH_OK,
     BATCH_PARTIAL,
     CANCELLED,
+    FUNCTION_ERROR,
     OK,
     PAYLOAD_TOO_LARGE,
     RATE_REASONS,
     REPORTED_FAILURE,
+    SUPERSEDED,
     THROTTLE,
     Batch,
     Outcome,
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     from lambdakit.engine.cache import Cache, CacheWriter
     from lambdakit.engine.retry import Retry
 
-__all__ = ["WAKE", "Flight", "Piece", "Settlement", "Unsent"]
+__all__ = ["WAKE", "Flight", "Piece", "Settlement", "Unclimbed", "Unsent"]
 
 log = logging.getLogger("lambdakit.engine.scheduler")  # the engine's logger: one run, one source
 
@@ -73,6 +77,11 @@ class Piece:
     sent: bool = False  # handed to the invoker (until then, the end of the grace drops it)
     abandoned: bool = False  # not back when the grace ended: the run stopped waiting for it
     unanswered: bool = False  # a retry after an attempt that got no answer (see Breaker)
+    memory_mb: int | None = None  # a memory ladder rung to run on (None: the run's target)
+    climbed: Outcome | None = None  # the out-of-memory (or timeout) attempt that sent it up
+    race: Race | None = None  # hedged: the batch's attempts racing each other (hedge.py)
+    backup: bool = False  # a speculative backup of a straggling attempt
+    detached: bool = False  # superseded while running: its worker is busy, the run moves on
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,14 @@ class Unsent:
     """A queued piece a worker did not send because the run was stopping."""
 
     piece: Piece
+
+
+@dataclass(frozen=True, slots=True)
+class Unclimbed:
+    """A piece for a memory ladder rung that could not be published: it fails as it did."""
+
+    piece: Piece
+    reason: str
 
 
 class Flight:
@@ -90,11 +107,12 @@ class Flight:
     when the grace period ends. `lock` orders a worker's hand-over against that abandoning.
     """
 
-    __slots__ = ("flying", "in_flight", "lock", "running")
+    __slots__ = ("detached", "flying", "in_flight", "lock", "running")
 
     def __init__(self) -> None:
         self.in_flight = 0  # submitted and not yet settled (pieces queued for workers included)
         self.running = 0  # invocations going on now (under `lock`): what progress shows
+        self.detached = 0  # superseded attempts still running in a worker (under `lock`)
         self.flying: dict[int, Piece] = {}  # sent or queued and not yet handed back, by id
         self.lock = threading.Lock()
 
@@ -129,6 +147,8 @@ class Settlement:
         source: ReadAhead,
         breaker: Breaker,
         rate: AdaptiveRate | None = None,
+        ladder: Ladder | None = None,
+        hedge: HedgeWatch | None = None,
     ) -> None:
         self.stream, self.record, self.tracker = stream, record, tracker
         self.target, self.envelope, self.cache = target, envelope, cache
@@ -144,6 +164,8 @@ class Settlement:
         # slow the requests per second instead; None until one comes (or a limits() cap).
         self.rate = rate if rate is not None else AdaptiveRate(clock=clock)
         self.rate_value, self.rate_epoch = self.rate.rate, self.rate.epoch
+        self.ladder = ladder
+        self.hedge = hedge
         self.throttled = False  # a throttle came back: the Engine stops queuing beyond the limit
         self.stop_reason: str | None = None  # "cancelled", "tolerance", "outage", "source_error"
         self.active: dict[int, BatchState] = {}  # batches under way, by index
@@ -298,7 +320,19 @@ class Settlement:
         items has a body of its own, so its success cannot spare the rerun an invocation.
         """
         piece, outcome = done.piece, done.outcome
-        if self.cache is None or outcome is None or outcome.outcome != OK:
+        if outcome is None or outcome.outcome != OK:
+            return
+        race = piece.race
+        # A superseded twin came back: a success that differs from the winner's is a warning
+        # (the function is not deterministic), and must not fill the cache.
+        if (
+            race is not None
+            and race.winner is not None
+            and self.hedge is not None
+            and not self.hedge.late(race, outcome.outputs, piece.batch.index)
+        ):
+            return
+        if self.cache is None:
             return
         batch = piece.batch
         if batch is not piece.state.batch:
@@ -319,6 +353,19 @@ class Settlement:
         """Settle one completion from the queue (an Attempt, an Unsent piece, or WAKE)."""
         if item is WAKE:
             return
+        if item.piece.abandoned and item.piece.race is not None:
+            # A hedged twin that came back (or was handed back) just after the other won:
+            # _win took it off the flight and gave it its superseded row already.
+            with self.flight.lock:
+                if item.piece.detached:
+                    item.piece.detached = False
+                    self.flight.detached -= 1
+            if type(item) is Attempt and item.error is None:
+                self.finish_late(item)
+            return
+        if type(item) is Unclimbed:
+            self._unclimbed(item)
+            return
         if type(item) is Unsent:  # its batch stays active: recorded as cancelled
             self.flight.in_flight -= 1
             del self.flight.flying[id(item.piece)]
@@ -335,10 +382,23 @@ class Settlement:
             self._serve_cached(state.batch, done.cached)
             return
         assert outcome is not None
+        race = piece.race
         state.attempts += 1
         done.attempt = state.attempts
         self.record.add_attempt(piece.batch, done, outcome)
         state.timed(done.start_s, done.end_s)
+        if race is not None:
+            if outcome.outcome != OK and any(
+                p is not piece and not p.abandoned for p in race.pieces
+            ):
+                # Failed while its twin still runs: recorded, and the twin's reply decides.
+                race.pieces.remove(piece)
+                state.pending -= 1
+                self.tracker.attempt_done(done.attempt > 1, False, self.limit_value,
+                                          self.rate_value)  # fmt: skip
+                return
+            if outcome.outcome == OK:
+                self._win(race, piece, done, outcome)
         throttled = outcome.outcome == THROTTLE
         if throttled:
             if outcome.reason in RATE_REASONS:
@@ -349,6 +409,8 @@ class Settlement:
                 self.epoch = self.limit.epoch
             self.throttled = True
         elif outcome.outcome == OK:
+            if self.hedge is not None:
+                self.hedge.observe(done.end_s - done.start_s)
             self.limit_value = self.limit.on_success()
             if self.rate_value is not None:
                 self.rate_value = self.rate.on_success()
@@ -366,6 +428,59 @@ class Settlement:
                 self.stop("tolerance")
         if state.pending == 0:
             self._finish_batch(state)
+
+    def _win(self, race: Race, piece: Piece, done: Attempt, outcome: Outcome) -> None:
+        """The first good reply of a hedged batch: its twin is superseded, not waited for."""
+        race.winner, race.outputs = piece, outcome.outputs
+        if piece.backup and self.hedge is not None:
+            self.hedge.won += 1
+        state = piece.state
+        for other in race.pieces:
+            if other is piece:
+                continue
+            with self.flight.lock:
+                if id(other) not in self.flight.flying:
+                    continue
+                other.abandoned = True  # a worker coming back with it calls finish_late
+                del self.flight.flying[id(other)]
+                self.flight.in_flight -= 1
+                if other.sent:
+                    other.detached = True
+                    self.flight.detached += 1
+            state.pending -= 1
+            if not other.sent:
+                if other.backup and self.hedge is not None:
+                    self.hedge.backups -= 1  # still queued: it never goes out, costs nothing
+                continue
+            end_s = self.tracker.elapsed()
+            message = (
+                f"still running when attempt {done.attempt} of the batch answered first; "
+                "its result is not the batch's"
+            )
+            late = Outcome(SUPERSEDED, error_message=message)
+            state.attempts += 1
+            row = Attempt(other, other.slot, other.limit, other.epoch, other.started_at,
+                          other.start_s, end_s, time.time(), late, rate=other.rate)  # fmt: skip
+            row.attempt = state.attempts
+            self.record.add_attempt(other.batch, row, late)
+            self.tracker.add(invocations=1, retries=row.attempt > 1)
+
+    def _unclimbed(self, item: Unclimbed) -> None:
+        """No version with more memory: the attempt that ran out fails, with the reason."""
+        self.flight.in_flight -= 1
+        del self.flight.flying[id(item.piece)]
+        piece = item.piece
+        held = piece.climbed or Outcome(FUNCTION_ERROR, error_type="Runtime.OutOfMemory")
+        message = f"{held.error_message or held.error_type}; {item.reason}"
+        failed = Outcome(held.outcome, http_status=held.http_status,
+                         executed_version=held.executed_version, request_id=held.request_id,
+                         error_type=held.error_type, error_message=message,
+                         log_tail=held.log_tail, report=held.report)  # fmt: skip
+        self._fail(piece, list(range(len(piece.batch))), failed)
+        if not self.tolerated(self.tracker.counts["failed_records"], self.stream.records):
+            self.stop("tolerance")
+        if piece.state.pending == 0:
+            self._finish_batch(piece.state)
 
     def _serve_cached(self, batch: Batch, entry: CacheEntry) -> None:
         del self.active[batch.index]
@@ -449,6 +564,7 @@ class Settlement:
         again = Piece(piece.batch, piece.state, piece.positions, piece.failures, piece.throttles,
                       piece.verdicts)  # fmt: skip
         again.lookup = piece.lookup
+        again.memory_mb, again.climbed = piece.memory_mb, piece.climbed
         if self.breaker.open:
             self.parked.append(again)
         else:  # the endpoint answered meanwhile (a worker saw the breaker still open): due now
@@ -511,6 +627,18 @@ class Settlement:
             self._requeue(piece, left, range(len(left)), 0.0)
             self._requeue(piece, right, range(len(left), n), 0.0)
             return False
+        if self.ladder is not None:
+            ran_at = outcome.report.memory_size_mb if outcome.report is not None else None
+            memory = self.ladder.next_memory(outcome, piece.memory_mb or ran_at)
+            if memory is not None:
+                # Out of memory (or time): the function could not finish, so the climb uses
+                # no attempt; the ladder is finite, so this ends.
+                if self.stopping():
+                    state.pending -= 1
+                    return False
+                self._requeue(piece, piece.batch, range(n), 0.0, memory_mb=memory,
+                              climbed=outcome)  # fmt: skip
+                return False
         if unanswered:
             parked = self._no_answer(piece, outcome)
             if parked is not None:
@@ -562,6 +690,8 @@ class Settlement:
         delay: float,
         unanswered: bool = False,
         verdicts: Sequence[int] | None = None,
+        memory_mb: int | None = None,
+        climbed: Outcome | None = None,
     ) -> None:
         if self.stopping():
             # Worth retrying, but the run is stopping: the items are left undone, not failed.
@@ -573,6 +703,9 @@ class Settlement:
         judged = tuple(counts[p] for p in positions) if counts else ()
         again = Piece(batch, piece.state, kept, piece.failures, piece.throttles, judged)
         again.unanswered = unanswered
+        # A retry stays on the rung its piece reached (more memory never hurts the outputs).
+        again.memory_mb = memory_mb if memory_mb is not None else piece.memory_mb
+        again.climbed = climbed if climbed is not None else piece.climbed
         again.due = self.clock() + delay
         heapq.heappush(self.delayed, (again.due, next(self._seq), again))
 
@@ -597,6 +730,8 @@ class Settlement:
             state.settle(piece.positions[p] for p in good)  # the batch is not done at once
         if outcome.executed_version:
             state.versions.add(outcome.executed_version)
+        if piece.memory_mb is not None:
+            state.memory_mb = max(state.memory_mb or 0, piece.memory_mb)
         if state.outputs is not None:  # kept only to fill the cache, with the metrics
             for p, value in zip(good, values, strict=True):
                 state.outputs[piece.positions[p]] = value
@@ -645,12 +780,18 @@ class Settlement:
     def _store_in_cache(self, state: BatchState) -> None:
         if self._writer is None or state.outputs is None:
             return
-        if len(state.versions) > 1:
+        versions = state.versions
+        if state.memory_mb is not None and self.ladder is not None:
+            # Outputs of a rung's version are those of the run's own (same code, more
+            # memory): kept under its key, so a rerun finds them; the metrics say where.
+            base = next(iter(self.target.versions), None)
+            versions = {self.ladder.base_of(v, base) for v in versions}
+        if len(versions) > 1:
             # Pieces of one batch ran on different versions of a weighted alias: no single
             # version produced these outputs, so there is nothing honest to key them by.
-            log.info("batch %d ran on versions %s; not cached", state.batch.index, state.versions)
+            log.info("batch %d ran on versions %s; not cached", state.batch.index, versions)
             return
-        version = next(iter(state.versions), None)
+        version = next(iter(versions), None)
         body, outputs = state.batch.body, state.outputs
         run_id, metrics = self.run_id, state.metrics
         self._writer.put(self.target, version, body, outputs, run_id=run_id, metrics=metrics)

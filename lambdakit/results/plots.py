@@ -53,6 +53,7 @@ OUTCOME_COLORS: dict[str, str] = {
     "reported_failure": "tab:olive",
     "client_error": "tab:gray",
     "cancelled": "tab:cyan",
+    "superseded": "lightsteelblue",
 }
 _UNKNOWN_COLOR = "black"
 FAILED_COLOR = "tab:red"  # records that failed for good
@@ -383,7 +384,14 @@ def cost(
     ax.set_xlabel(_window_label(width))
     ax.set_ylabel("USD")
     total, gb_s, requests = costs["usd"].sum(), costs["gb_seconds"].sum(), costs["requests"].sum()
-    ax.set_title(f"{title}\ntotal ${total:.6f} = {gb_s:.3f} GB-s + {int(requests)} requests")
+    title = f"{title}\ntotal ${total:.6f} = {gb_s:.3f} GB-s + {int(requests)} requests"
+    batches = getattr(data, "batches", None)
+    if batches is not None and "memory_mb" in batches and batches["memory_mb"].notna().any():
+        # The memory ladder (run(on_oom=)): what the batches that needed it cost, all tries.
+        climbed = batches.loc[batches["memory_mb"].notna(), "batch"]
+        share = costs.loc[attempts["batch"].isin(climbed).to_numpy(), "usd"].sum()
+        title += f"\n{len(climbed)} batches needed the memory ladder: ${share:.6f} of it"
+    ax.set_title(title)
     return figure
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lambdakit.errors import InvalidInput
-from lambdakit.invocation import BATCH_CANCELLED, BATCH_NOT_RUN, BATCH_STATUSES, OK
+from lambdakit.invocation import BATCH_CANCELLED, BATCH_NOT_RUN, BATCH_STATUSES, OK, SUPERSEDED
 from lambdakit.results.metrics import latency_percentiles, rate, share_text
 from lambdakit.results.outputs import OutputStore
 
@@ -43,13 +43,13 @@ ATTEMPT_COLUMNS: dict[str, str] = {
     **{"executed_version": _O, "request_id": _O},
     **{"failed_items": _O, "duration_ms": _F, "billed_duration_ms": _F, "memory_size_mb": _F},
     **{"max_memory_used_mb": _F, "init_duration_ms": _F, "cold_start": _B, "slot": _F},
-    **{"in_flight_limit": _F, "rate_limit": _F, "log_tail": _O},
+    **{"in_flight_limit": _F, "rate_limit": _F, "backup": _B, "log_tail": _O},
 }
 BATCH_COLUMNS: dict[str, str] = {
     **{"batch": _I, "first_record": _I, "records": _I, "payload_bytes": _I, "status": _O},
     **{"attempts": _I, "executed_version": _O, "ok_records": _I, "failed_records": _I},
     **{"start_s": _F, "end_s": _F, "latency_s": _F, "error_type": _O, "error_message": _O},
-    "cached": _B,
+    **{"cached": _B, "memory_mb": _F},
 }
 FAILURE_COLUMNS: dict[str, str] = {
     **{"record": _I, "batch": _I, "error_type": _O, "error_message": _O},
@@ -60,7 +60,8 @@ NOT_RUN_COLUMNS: dict[str, str] = {"record": _I, "batch": _I, "input": _O}
 SUMMARY_KEYS: tuple[str, ...] = (
     *("records", "batches", *(f"{status}_batches" for status in BATCH_STATUSES)),
     *("ok_records", "rejected_records", "failed_records", "not_run_records"),
-    *("failed_record_rate", "invocations", "retries", "throttles", "failed_attempt_rate"),
+    *("failed_record_rate", "invocations", "retries", "throttles", "ladder_batches"),
+    "failed_attempt_rate",
     *("elapsed_s", "records_per_s", "invocations_per_s"),
     *("latency_p50_s", "latency_p95_s", "latency_p99_s"),
 )
@@ -72,7 +73,7 @@ _LOG_NOISE = ("START RequestId:", "END RequestId:", "REPORT RequestId:", "INIT_S
 
 # Columns added since results were first saved: a table without them (a result saved by an
 # older lambdakit) gets them empty instead of being refused.
-_LATER_COLUMNS = ("throttle_reason", "rate_limit")
+_LATER_COLUMNS = ("throttle_reason", "rate_limit", "memory_mb", "backup")
 
 
 def _conform(frame: pd.DataFrame, schema: dict[str, str], name: str) -> pd.DataFrame:
@@ -223,7 +224,8 @@ class RunResult:
         invocations = len(attempts)
         elapsed = self.elapsed_s()
         p50, p95, p99 = latency_percentiles(attempts["latency_s"])
-        failed_attempts = int((attempts["outcome"] != OK).sum())
+        # A superseded attempt (a hedged batch's slower twin) did not fail: it lost a race.
+        failed_attempts = int((~attempts["outcome"].isin((OK, SUPERSEDED))).sum())
         failed_records = self._failed_record_count()
         not_run = self._not_run_count()
         values: dict[str, Any] = {
@@ -238,6 +240,7 @@ class RunResult:
             "invocations": invocations,
             "retries": int((pd.to_numeric(attempts["attempt"]) > 1).sum()),
             "throttles": int(attempts["throttled"].fillna(False).astype(bool).sum()),
+            "ladder_batches": int(self.batches["memory_mb"].notna().sum()),
             "failed_attempt_rate": rate(failed_attempts, invocations),
             "elapsed_s": elapsed,
             "records_per_s": (self.records - not_run) / elapsed if elapsed > 0 else 0.0,

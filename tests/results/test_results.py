@@ -32,6 +32,7 @@ DOCUMENTED_KEYS = [
     "invocations",
     "retries",
     "throttles",
+    "ladder_batches",
     "failed_attempt_rate",
     "elapsed_s",
     "records_per_s",
