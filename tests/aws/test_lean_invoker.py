@@ -540,3 +540,65 @@ def test_json_of_the_recorded_body_is_the_batch(recorder):
     lean.invoke(batch)
     assert recorder.requests[0]["body"] == batch.body
     assert json.loads(recorder.requests[0]["body"])["BatchInput"] == {"k": "é"}
+
+
+# --- HTTPS: the session's CA bundle ----------------------------------------------------------
+
+
+def _test_ca(folder):
+    """(ca.pem, server.pem, server.key): a throwaway CA and a 127.0.0.1 certificate it signed."""
+    import subprocess
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.pem", "-days", "1", "-subj", "/CN=lambdakit lean test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key",
+            "-out", "server.csr", "-subj", "/CN=lambdakit local")  # fmt: skip
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "1",
+            "-extfile", "ext.cnf")  # fmt: skip
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
+def test_https_uses_the_session_ca_bundle_on_both_paths(tmp_path, monkeypatch):
+    ca, cert, key = _test_ca(tmp_path)
+    with LocalLambda(
+        state_dir=tmp_path / "state", access_key=ACCESS_KEY, tls_cert=cert, tls_key=key,
+        ca_bundle=ca,
+    ) as local:  # fmt: skip
+        assert local.endpoint_url.startswith("https://")
+        name = _function(local, "lean-tls", "def handler(e, c):\n    return [7]\n")
+        tgt = _local_target(local, name)
+        # The session's CA bundle, as a user sets it: AWS_CA_BUNDLE.
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
+        boto, lean = both(local.endpoint_url, tgt, function_name=name)
+        ours, theirs = lean.invoke(batch_of([1])), boto.invoke(batch_of([1]))
+        assert (ours.outcome, ours.outputs) == (OK, [7])
+        assert _comparable(ours) == _comparable(theirs)
+        # Without it the certificate is not trusted: the same failure on both paths.
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+        boto, lean = both(local.endpoint_url, tgt, function_name=name)
+        ours, theirs = lean.invoke(batch_of([1])), boto.invoke(batch_of([1]))
+        assert (ours.outcome, ours.error_type) == (CONNECTION_ERROR, "SSLError")
+        assert ours == theirs
+
+
+def test_a_proxy_from_the_environment_carries_both_paths(recorder, monkeypatch):
+    # The endpoint does not resolve: only the proxy (the recorder) can answer.
+    monkeypatch.setenv("HTTP_PROXY", recorder.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    boto, lean = both("http://lambda.example.invalid:8080")
+    recorder.reply = (200, {}, b"[3]")
+    theirs, ours = boto.invoke(batch_of([1])), lean.invoke(batch_of([1]))
+    assert (ours.outcome, ours.outputs) == (OK, [3])
+    assert _comparable(ours) == _comparable(theirs)
+    via_boto, via_lean = recorder.requests
+    assert via_lean["path"] == via_boto["path"]
+    assert via_lean["path"] == "http://lambda.example.invalid:8080/2015-03-31/functions/" + (
+        "arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Afn/invocations"
+    )
+    assert names(via_lean) == names(via_boto)
