@@ -300,7 +300,11 @@ def _run(args: argparse.Namespace) -> int:
     for header in args.header:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
-            return print_error("run", f"--header takes 'NAME: VALUE', got {name.strip()!r}...")
+            # Not quoted: without its ':' the whole text (a key's value too) would show.
+            what = "no NAME before ':'" if sep else f"{len(header)} characters without ':'"
+            return print_error(
+                "run", f"--header takes 'NAME: VALUE', got {what} (not shown: values are secret)"
+            )
         headers[name.strip()] = value.strip()
     if args.url is None and (headers or args.auth or args.cache_namespace):
         return print_error("run", "--auth, --header and --cache-namespace go with --url")
@@ -421,8 +425,17 @@ def _interrupts_counted(signals: list[int]) -> Iterator[None]:
 
 def _env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    # Never quoted: a value without its NAME= (or with another separator) may be a secret.
+    if not sep:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE, got {len(text)} characters without '=' (not shown: they "
+            "may hold a secret)"
+        )
+    if not key.strip():
+        raise argparse.ArgumentTypeError(
+            "expected NAME=VALUE, got no NAME before '=' (the value is not shown: it may hold "
+            "a secret)"
+        )
     return key.strip(), value
 
 

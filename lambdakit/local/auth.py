@@ -36,7 +36,9 @@ def parse_access_key(text: str) -> tuple[str, str]:
     """("ID", "SECRET") from "ID:SECRET"; ValueError names what is wrong."""
     key_id, sep, secret = text.partition(":")
     if not sep or not secret:
-        raise ValueError(f"expected ACCESS_KEY_ID:SECRET_ACCESS_KEY, got {text[:24]!r}...")
+        # Not quoted, not even its start: with another separator the secret follows the id.
+        what = f"{len(text)} characters without ':'" if not sep else "nothing after ':'"
+        raise ValueError(f"expected ACCESS_KEY_ID:SECRET_ACCESS_KEY, got {what} (not shown)")
     if not _KEY_ID.match(key_id):
         raise ValueError(f"an access key id is 1-128 letters and digits, got {key_id[:40]!r}")
     return key_id, secret

@@ -113,8 +113,22 @@ def test_deploy_errors_are_one_line_and_send_nothing(
         lambda_client.get_function(FunctionName=name)
 
 
-def test_deploy_refuses_a_malformed_env_in_the_parser(folder, capsys):
+@pytest.mark.parametrize(
+    ("arg", "words"),
+    [
+        ("NOVALUE", "got 7 characters without '='"),
+        # A mistyped separator, or a value without its name: the text (a secret, maybe) used
+        # to be quoted in the error.
+        ("TOKEN:env-secret-1", "got 18 characters without '='"),
+        ("=env-secret-1", "no NAME before '='"),
+    ],
+)
+def test_deploy_refuses_a_malformed_env_in_the_parser_without_quoting_it(
+    folder, capsys, arg, words
+):
     with pytest.raises(SystemExit) as exited:
-        main(["deploy", "fn", str(folder), "--env", "NOVALUE"])
+        main(["deploy", "fn", str(folder), "--env", arg])
     assert exited.value.code == 2
-    assert "expected NAME=VALUE, got 'NOVALUE'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "expected NAME=VALUE" in err and words in err
+    assert "secret" not in err.replace("may hold a secret", "") and "NOVALUE" not in err

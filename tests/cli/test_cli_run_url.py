@@ -50,4 +50,9 @@ def test_run_url_refuses_url_options_without_url_and_bad_headers(tmp_path, capsy
     assert "go with --url" in capsys.readouterr().err
     assert main(["run", "--url", "http://127.0.0.1:9/x", str(data), "--header", "nocolon"]) == 2
     assert "NAME: VALUE" in capsys.readouterr().err
+    # A header written with '=' (or without its name) is not quoted: its value is a secret.
+    for bad in ("x-api-key=HEADER-SECRET-3", ": HEADER-SECRET-3"):
+        assert main(["run", "--url", "http://127.0.0.1:9/x", str(data), "--header", bad]) == 2
+        err = capsys.readouterr().err
+        assert "NAME: VALUE" in err and "HEADER-SECRET-3" not in err
     assert main(["run", str(data)]) == 2

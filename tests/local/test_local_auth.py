@@ -176,6 +176,12 @@ def test_off_loopback_refuses_to_start_without_tls_and_keys(tmp_path, args, word
 
 def test_keys_files_and_key_arguments(tmp_path):
     assert parse_access_key("AKID1:s:e:c") == ("AKID1", "s:e:c")
+    # A key written with another separator is not quoted: its first 24 characters used to
+    # be, the secret's start among them.
+    for bad in ("AKID1=KEY-SECRET-4", "AKID1:"):
+        with pytest.raises(ValueError, match="ACCESS_KEY_ID:SECRET_ACCESS_KEY") as caught:
+            parse_access_key(bad)
+        assert "SECRET-4" not in str(caught.value) and "AKID1=" not in str(caught.value)
     lines = tmp_path / "keys.txt"
     lines.write_text("# team keys\nAKID1:one\n\nAKID2:two  # ci\n")
     assert load_keys_file(lines) == {"AKID1": "one", "AKID2": "two"}
