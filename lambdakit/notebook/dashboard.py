@@ -227,16 +227,18 @@ class Dashboard:
                 self.records_text.value = f"{progress.records_done:,} of {progress.records_read:,}"
 
     def show_end(self, state: str) -> None:
-        """Colour the bars by how the run ended (finished, finished with failures, cancelled
-        or failed): green only when every record was ok."""
+        """Colour the bars by how the run ended (finished, finished with failures, cancelled,
+        stopped (outage) or failed): green only when every record was ok."""
         style = {
             "finished": "success",
             "finished with failures": "danger",
             "cancelled": "warning",
             "failed": "danger",
         }
+        # "stopped (outage)": records did not run, and no one asked for it.
+        default = "danger" if state.startswith("stopped (") else "info"
         for bar in (self.records_bar, self.batches_bar):
-            bar.bar_style = style.get(state, "info")
+            bar.bar_style = style.get(state, default)
         # The form now shows the full dashboard figure, which includes these panels.
         self.live_figure.layout.display = "none"
 

@@ -32,6 +32,8 @@ FUNCTION_MODE, URL_MODE = "function", "URL"
 FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"
 # Finished, but some records failed or were rejected: never shown as a clean success.
 FINISHED_WITH_FAILURES = "finished with failures"
+# Stopped by the run itself before every batch ran ("stopped (outage)"), not by Cancel.
+STOPPED = "stopped"
 _ENDED = (FINISHED, FINISHED_WITH_FAILURES, CANCELLED, FAILED)
 
 # Limits of the numeric inputs. timeout 0 means "the function's timeout plus a margin".
@@ -383,7 +385,9 @@ class Form(widgets.VBox):
                 self.report_error(error, where="run")
                 self._set_state(FAILED)
             elif result is not None and result.meta.get("cancelled"):
-                self._set_state(CANCELLED)
+                # Stopped by the run itself (an outage), not by Cancel: said as the card says it.
+                reason = result.meta.get("stop_reason") or CANCELLED
+                self._set_state(CANCELLED if reason == CANCELLED else _stopped(reason))
             elif result is not None and _has_failures(result):
                 self._set_state(FINISHED_WITH_FAILURES)
             else:
@@ -422,7 +426,7 @@ class Form(widgets.VBox):
     def _set_state(self, state: str) -> None:
         self.state = state
         self.status.value = _status_html(state)
-        if state in _ENDED:
+        if _ended(state):
             self.dashboard.show_end(state)
 
     def _set_running(self, running: bool) -> None:
@@ -481,7 +485,17 @@ def _has_failures(result: Any) -> bool:
     return bool(summary["failed_records"] or summary["rejected_records"])
 
 
+def _stopped(reason: str) -> str:
+    """The state of a run that stopped itself before every batch ran (an outage)."""
+    return f"{STOPPED} ({reason})"
+
+
+def _ended(state: str) -> bool:
+    return state in _ENDED or state.startswith(f"{STOPPED} (")
+
+
 def _status_html(state: str) -> str:
     # A run that ended badly says so in the error colour, never in a neutral one.
-    style = f' style="{_ERROR_STYLE}"' if state in (FINISHED_WITH_FAILURES, FAILED) else ""
+    bad = state in (FINISHED_WITH_FAILURES, FAILED) or state.startswith(f"{STOPPED} (")
+    style = f' style="{_ERROR_STYLE}"' if bad else ""
     return f"<code{style}>{state}</code>"

@@ -570,3 +570,22 @@ def test_dashboard_shows_the_rate_limit_beside_the_in_flight_limit():
     assert "in flight 3 / 8" in plain and "rate limit" not in plain
     paced = _rates_html(Progress(in_flight=3, in_flight_limit=8, rate_limit=37.5), LiveRun())
     assert "in flight 3 / 8 · rate limit 37.5 requests/s" in paced
+
+
+def test_a_run_stopped_by_an_outage_is_not_shown_as_cancelled(endpoint):
+    # The card and print(result) say "stopped (outage)"; the form said "cancelled", in the
+    # colour of a user's own cancel, though nobody cancelled and records did not run.
+    from factories import make_run
+
+    from lambdakit.notebook.form import Form
+
+    form = Form(endpoint_url=endpoint)
+    outage = make_run(records=20, meta={"cancelled": True, "stop_reason": "outage"})
+    form._on_end(outage, None)
+    assert form.state == "stopped (outage)"
+    assert "stopped (outage)" in form.status.value and "color" in form.status.value
+    assert form.dashboard.records_bar.bar_style == "danger"
+    assert "stopped (outage) before every batch ran" in form.summary.value
+    cancelled = make_run(records=20, meta={"cancelled": True, "stop_reason": "cancelled"})
+    form._on_end(cancelled, None)
+    assert form.state == "cancelled" and form.dashboard.records_bar.bar_style == "warning"
