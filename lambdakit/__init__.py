@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "compare": "lambdakit.results.compare",
     "deploy": "lambdakit.aws.deploy",
     "form": "lambdakit.notebook.form",
+    "limits": "lambdakit.engine.limits",
     "list_aliases": "lambdakit.aws.discovery",
     "list_functions": "lambdakit.aws.discovery",
     "list_versions": "lambdakit.aws.discovery",

@@ -52,6 +52,7 @@ EXPECTED = [
     "compare",
     "deploy",
     "form",
+    "limits",
     "list_aliases",
     "list_functions",
     "list_versions",

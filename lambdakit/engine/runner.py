@@ -335,6 +335,7 @@ def start(
         probe=getattr(invoker, "probe", None),
         ladder=ladder,
         hedge=hedging,
+        gate=_gate(target),
     )
     engine = Engine(stream, invoker, record, tracker, plan)
     started_at = _dt.datetime.now(_dt.timezone.utc)
@@ -518,6 +519,13 @@ def _path_of(invoker: Any) -> str | None:
     if isinstance(invoker, (LeanLambdaInvoker, ProcessInvoker)):
         return "lean"
     return "boto3" if isinstance(invoker, LambdaInvoker) else None
+
+
+def _gate(target: Any) -> Any:
+    """The caps lambdakit.limits() set for the target's function, shared with other runs."""
+    from lambdakit.engine.limits import gate_for
+
+    return gate_for(target.function_name) or gate_for(target.function_arn)
 
 
 def _ladders(on_oom: Any, on_timeout: Any) -> tuple[Any, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from lambdakit.engine.cache import Cache, CacheEntry
 from lambdakit.engine.hedge import Hedge, HedgeWatch, Race
 from lambdakit.engine.ladder import Ladder
+from lambdakit.engine.limits import Gate
 from lambdakit.engine.outage import Breaker
 from lambdakit.engine.progress import Tracker
 from lambdakit.engine.record import Attempt, RunRecord
@@ -55,6 +56,7 @@ class Plan:
     probe: Callable[[], bool] | None = None  # does the endpoint answer? (composition root)
     ladder: Ladder | None = None  # on_oom= / on_timeout=: versions with more memory
     hedge: Hedge | None = None  # speculative backups of stragglers (hedge.py)
+    gate: Gate | None = None  # lambdakit.limits(): caps shared with other runs (limits.py)
 
 
 class Engine:
@@ -297,13 +299,31 @@ class Engine:
                         self._pump()
                         return
                     started_at, start_s = time.time(), self.tracker.elapsed()
-                with flight.lock:
-                    if piece.abandoned:
-                        return  # the run stopped before this was sent: nothing to record
-                    piece.sent = True
-                    piece.started_at, piece.start_s = started_at, start_s
-                    flight.running += 1
-                outcome = invoker.invoke(piece.batch)
+                gate = self.plan.gate
+                if gate is None:
+                    with flight.lock:
+                        if piece.abandoned:
+                            return  # the run stopped before this was sent: nothing to record
+                        piece.sent = True
+                        piece.started_at, piece.start_s = started_at, start_s
+                        flight.running += 1
+                    outcome = invoker.invoke(piece.batch)
+                else:
+                    # Other runs of the function share its caps: wait for a slot and a token
+                    # (not part of the attempt's latency), unless the run stops meanwhile.
+                    with gate.slot(self._stopping) as admitted:
+                        if not admitted:
+                            self._done.put(Unsent(piece))
+                            self._pump()
+                            return
+                        started_at, start_s = time.time(), self.tracker.elapsed()
+                        with flight.lock:
+                            if piece.abandoned:
+                                return  # the run stopped before this was sent
+                            piece.sent = True
+                            piece.started_at, piece.start_s = started_at, start_s
+                            flight.running += 1
+                        outcome = invoker.invoke(piece.batch)
             end_s = self.tracker.elapsed()
         except BaseException as exc:  # handed to the scheduler, which ends the run with it
             error = exc
@@ -326,6 +346,15 @@ class Engine:
             or time.monotonic() - self._last_turn > _SETTLE_AFTER_S
         ):
             self._pump()  # else the next piece is waiting: settle this one with later ones
+
+    def _stopping(self) -> bool:
+        """Whether a worker waiting at a shared gate should give up its piece."""
+        return (
+            self._cancel.is_set()
+            or self.settlement.stop_reason is not None
+            or self._failure is not None
+            or self._draining
+        )
 
     def _pump(self) -> None:
         """Worker thread: take the scheduler's turn here, unless another thread has it.
