@@ -227,8 +227,14 @@ class ProcessInvoker:
             with worker.sending:
                 worker.outgoing.send((seq, batch.index, items, batch.body))
         except (OSError, ValueError) as exc:  # the pipe is closed: the worker is gone
-            worker.pending.pop(seq, None)
-            return Outcome(CONNECTION_ERROR, error_type=_LOST, error_message=str(exc))
+            if worker.pending.pop(seq, None) is None:
+                slot[0].acquire()  # the reader failed it first, with the worker's exit code
+                return slot[1]
+            return Outcome(
+                CONNECTION_ERROR, error_type=_LOST,
+                error_message=f"the invoking worker process {worker.process.pid} cannot be "
+                f"reached ({exc}): it has ended",
+            )  # fmt: skip
         slot[0].acquire()  # released by the reader with the outcome
         return slot[1]
 
