@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import json
 import os
 import re
@@ -23,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import aws_lambda_powertools
 import psutil
 import pytest
 from aiohttp import web
@@ -587,7 +587,11 @@ def _sqs_record(message_id: str, body: str) -> dict[str, Any]:
 
 
 def test_boto3_powertools_logger_and_batch_processor_unmodified(lambda_client, make_function):
-    package = Path(aws_lambda_powertools.__file__).parent
+    # Found, not imported: importing Powertools registers a botocore handler in every later
+    # session of this process (its user agent), which sends lambdakit's runs to boto3.
+    spec = importlib.util.find_spec("aws_lambda_powertools")
+    assert spec is not None and spec.origin is not None
+    package = Path(spec.origin).parent
     files: dict[str, str | bytes] = {
         f"aws_lambda_powertools/{path.relative_to(package)}": path.read_bytes()
         for path in package.rglob("*")
