@@ -642,9 +642,12 @@ records fail on every attempt and every run: the counts below are reproducible.
 """),
     code("""
 import atexit
+import itertools
 import os
 import tempfile
 import time
+
+import pandas as pd
 
 import lambdakit
 
@@ -837,6 +840,100 @@ retried throttles, and one REPORT line per chunk the worker ran.
 if local is not None:
     print("\\n".join(local.logs(orchestrator, tail=8)))
     print("\\n".join(local.logs(worker, tail=2)))
+"""),
+    md("""
+## Rate limits are not concurrency limits
+
+A 429 says why in its `Reason`. Too much in flight (`ConcurrentInvocationLimitExceeded`) calls
+for fewer invocations at once, as above; too many requests per second
+(`FunctionInvocationRateLimitExceeded`: Lambda allows 10 x concurrency requests per second, so
+functions under 100 ms meet it first) calls for fewer per second, whatever is in flight.
+lambdakit paces those through an adaptive token bucket and leaves the in-flight limit alone.
+Here lambdakit local refuses more than 40 requests per second (`lambdakit local faults NAME
+--max-rps 40`); `benchmarks/failure_modes.py` sets this beside a reason-blind run (most 429s
+gone, the in-flight limit never collapsed).
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+if local is not None:
+    paced = flaky("failures-rate-limited")
+    local.set_faults(paced, max_rps=40)
+    fast = go(paced, batch_size=1, concurrency=8)
+    local.clear_faults(paced)
+    a = fast.attempts
+    assert fast.summary()["failed_records"] == 0 and (a["in_flight_limit"] == 8).all()
+    print(fast)
+    print("429s by reason:", a.loc[a["throttled"], "throttle_reason"].value_counts().to_dict())
+    print("rate limit at the end:", round(a["rate_limit"].dropna().iloc[-1], 1), "requests/s")
+    fast.plot("concurrency")  # the rate limit, on the right axis, beside the in-flight limit
+"""),
+    md("""
+## Stragglers: `hedge=`
+
+One slow invocation holds up the end of a run. With `SLOW_RATE=0.02`, 2% of slow_flaky's
+invocations take 20 times longer (drawn per invocation, as a slow machine would be).
+`hedge=lambdakit.Hedge()` sends a batch again once its attempt has run longer than 2 x the
+run's p95 latency so far; the first good reply wins and the other is `superseded`. At most 5%
+of invocations are backups, and none counts against `max_attempts`. Hedge only idempotent,
+deterministic functions: a backup runs the batch twice.
+"""),
+    code("""
+# NBVAL_IGNORE_OUTPUT
+straggly = flaky("failures-stragglers", SLEEP_MS=50, SLOW_RATE=0.02)
+jobs = [{"id": i} for i in range(400)]
+plain = go(straggly, data=jobs, batch_size=1, concurrency=8, cache=False)
+hedged = go(straggly, data=jobs, batch_size=1, concurrency=8, cache=False,
+            hedge=lambdakit.Hedge())
+assert list(hedged.outputs()) == list(plain.outputs()) == [{"echo": r} for r in jobs]
+for label, result in [("plain", plain), ("hedged", hedged)]:
+    backups = (result.meta["hedge"] or {}).get("backups", 0)
+    print(f"{label}: {result.summary()['elapsed_s']:.2f} s, {backups} backups")
+"""),
+    md("""
+## Out of memory: the memory ladder
+
+A batch that runs out of memory fails again at the same memory. With
+`on_oom=lambdakit.MemoryLadder([256, 512])` it goes again on a version of the function with the
+next size up, which lambdakit publishes from the same code with only MemorySize changed (and
+reuses later); `$LATEST` keeps its 128 MB and no alias is touched. On AWS this needs
+`lambda:UpdateFunctionConfiguration` and `lambda:PublishVersion` (README, IAM); without them the
+OOM is reported as before, with a hint.
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+hungry = "failures-oom"
+lambdakit.deploy(client, hungry, "functions/slow_flaky", environment={"ALLOCATE_MB": 200},
+                 memory_mb=128, **role)
+climbed = go(hungry, data=records[:20], on_oom=lambdakit.MemoryLadder([256, 512]))
+s = climbed.summary()
+print("failed records:", s["failed_records"], "| batches that needed the ladder:",
+      s["ladder_batches"], "| memory they finished at:",
+      sorted(set(climbed.batches["memory_mb"].dropna())))
+print("$LATEST MemorySize:", client.get_function_configuration(FunctionName=hungry)["MemorySize"])
+"""),
+    md("""
+## A fair share across runs: `lambdakit.limits()`
+
+Two notebooks (or two runs in one) sharing a function can cap it together:
+`lambdakit.limits(function, max_concurrency=3)` holds every run in this kernel that targets it
+to 3 invocations at once, all runs together (`max_rps=` caps requests per second, for a
+downstream service's rate limit; `scope="machine"` shares the caps with other processes
+through lock files).
+"""),
+    code("""
+# NBVAL_CHECK_OUTPUT
+shared = flaky("failures-shared", SLEEP_MS=100)
+lambdakit.limits(shared, max_concurrency=3)
+both = [lambdakit.start(shared, records, endpoint_url=endpoint_url, progress=False,
+                        batch_size=4, concurrency=4, cache=False) for _ in range(2)]
+results = [handle.wait(timeout=300) for handle in both]
+lambdakit.limits(shared)  # no caps given: removed
+spans = pd.concat([r.attempts[["started_at", "ended_at"]] for r in results])
+edges = sorted([(t, 1) for t in spans["started_at"]] + [(t, -1) for t in spans["ended_at"]],
+               key=lambda e: (e[0], e[1]))
+at_once = max(itertools.accumulate(step for _, step in edges))
+print("failed records:", sum(r.summary()["failed_records"] for r in results),
+      "| most invocations at once, both runs together, within the cap:", at_once <= 3)
 """),
     md("""
 ## Interrupt, then resume

@@ -159,6 +159,22 @@ def test_slow_flaky_seeded_failures_and_throttles(slow_flaky, monkeypatch):
     assert reply["statusCode"] == 503
 
 
+def test_slow_flaky_stragglers_are_drawn_per_invocation(slow_flaky, monkeypatch):
+    slept = []
+    monkeypatch.setattr(slow_flaky.time, "sleep", slept.append)
+    monkeypatch.setenv("SEED", "1")
+    monkeypatch.setenv("SLEEP_MS", "10")
+    monkeypatch.setenv("SLOW_RATE", "0.5")
+    for _ in range(200):  # the same batch every time: only the straggler draw differs
+        assert slow_flaky.handler({"Items": [1]}, None) == [{"echo": 1}]
+    assert set(slept) == {0.01, 0.2}  # 10 ms, or 20 x 10 ms
+    assert 60 < slept.count(0.2) < 140
+    monkeypatch.setenv("SLOW_RATE", "1")
+    monkeypatch.setenv("SLOW_FACTOR", "3")
+    slow_flaky.handler({"Items": [1]}, None)
+    assert slept[-1] == pytest.approx(0.03)
+
+
 def test_slow_flaky_refuses_a_knob_that_is_not_a_number(slow_flaky, monkeypatch):
     monkeypatch.setenv("SLEEP_MS", "fast")
     with pytest.raises(ValueError, match="SLEEP_MS"):

@@ -14,6 +14,11 @@ Every knob is an environment variable (deploy with environment={...}); all defau
                      concurrency or `lambdakit local faults`)
   TIMEOUT_RATE       probability of sleeping past the function's timeout (Sandbox.Timedout)
   ALLOCATE_MB        memory to allocate and touch, to approach or exceed MemorySize
+  SLOW_RATE          probability that the invocation is a straggler, taking SLOW_FACTOR x its
+                     latency (SLOW_FACTOR defaults to 20). Drawn per invocation even with
+                     SEED: stragglers come from the machine, not the record, so a second try
+                     of the same batch is most likely fast (what hedge= relies on)
+  SLOW_FACTOR        how much longer a straggler takes (default 20)
   SEED               when set, every draw is a pure function of SEED and the record content:
                      runs are reproducible, and a record that fails fails on every attempt.
                      Unset, draws are random, so a retry may succeed.
@@ -40,6 +45,8 @@ _KNOBS = (
     "THROTTLE_RATE",
     "TIMEOUT_RATE",
     "ALLOCATE_MB",
+    "SLOW_RATE",
+    "SLOW_FACTOR",
 )
 
 
@@ -84,6 +91,9 @@ def handler(event: dict[str, Any], context: Any) -> Any:
     sleep_ms = (
         knob["SLEEP_MS"] + knob["SLEEP_PER_ITEM_MS"] * len(items) + jitter_draw * knob["JITTER_MS"]
     )
+    # A fresh draw, never seeded, and outside the batch's dice: no other knob shifts.
+    if knob["SLOW_RATE"] > 0 and random.random() < knob["SLOW_RATE"]:
+        sleep_ms *= knob["SLOW_FACTOR"] or 20.0
     if sleep_ms > 0:
         time.sleep(sleep_ms / 1000)
     if throttle_draw < knob["THROTTLE_RATE"]:
