@@ -186,7 +186,12 @@ class AdaptiveLimit:
     throttled again makes the next one take twice as many windows (up to MAX_PROBE_WINDOWS),
     so against a fixed reserved concurrency the limit settles at it instead of bouncing one
     above it (a 429 and a Retry-After wait every few windows). A probe that gets through
-    forgets the old ceiling.
+    forgets the old ceiling. A throttle at a level that has carried a whole window of
+    successes is no wall (429s at random): the probe backoff starts over, so the limit
+    regrows between throttles instead of sitting at 1.
+
+    Only concurrency-type throttles reach it; rate-type ones (invocation.RATE_REASONS) go to
+    AdaptiveRate instead.
     """
 
     maximum: int

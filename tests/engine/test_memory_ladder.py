@@ -80,10 +80,36 @@ def test_out_of_memory_batches_finish_through_the_ladder_and_latest_is_unchanged
     # The climbed batches are cached under the run's own version, with where they ran.
     entries = lambdakit.Cache(tmp_path / "cache").entries(name)
     assert len(entries) == 8
+    cached = lambdakit.run(name, records, cache=tmp_path / "cache", **run)
+    assert cached.summary()["cached_batches"] == 8  # found under the run's own version
     # A second run reuses the tagged versions instead of publishing more.
     again = lambdakit.run(name, records, cache=False, **run)
     assert again.summary()["failed_records"] == 0
     assert _ladder_versions(lambda_client, name).keys() == ladder.keys()
+
+
+SLOW_WHEN_SMALL = """
+import os, time
+
+def handler(event, context):
+    if int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) < 256:
+        time.sleep(5)  # past the 1 s timeout: more memory (more CPU, on Lambda) is faster
+    return [item * 3 for item in event["Items"]]
+"""
+
+
+def test_timeouts_climb_only_with_on_timeout(local_lambda, lambda_client, make_function):
+    name = make_function(SLOW_WHEN_SMALL, MemorySize=128, Timeout=1)
+    run = dict(endpoint_url=local_lambda.endpoint_url, progress=False, batch_size=2,
+               cache=False, retry=1)  # fmt: skip
+    stuck = lambdakit.run(name, [1, 2], on_oom=[256], **run)
+    assert stuck.summary()["failed_records"] == 2  # on_oom alone leaves timeouts alone
+    assert stuck.errors()["error_type"].tolist() == ["Sandbox.Timedout"] * 2
+    climbed = lambdakit.run(name, [1, 2], on_oom=[256], on_timeout=True, **run)
+    assert climbed.summary()["failed_records"] == 0 and list(climbed.outputs()) == [3, 6]
+    assert climbed.batches["memory_mb"].tolist() == [256.0]
+    assert climbed.meta["params"]["on_timeout"] == [256]
+    assert lambda_client.get_function_configuration(FunctionName=name)["MemorySize"] == 128
 
 
 def test_without_a_version_to_climb_to_the_oom_is_reported_with_a_hint(
