@@ -96,7 +96,10 @@ def layer_zip(
         command = _pip_command(
             requirements, root / "python", runtime=runtime, platform=platform, pip_args=pip_args
         )
-        log.info("building a layer: %s", " ".join(command[1:]))
+        # pip_args are left out of the log: an --index-url there may carry a token.
+        shown = command[1 : len(command) - len(pip_args)]
+        extra = f" (+{len(pip_args)} pip_args, not shown)" if pip_args else ""
+        log.info("building a layer: %s%s", " ".join(shown), extra)
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=timeout_s, check=False

@@ -225,3 +225,18 @@ def test_a_canary_alias_records_each_version_s_layers(lambda_client, names, tmp_
     same = lambdakit.run(function, [1], qualifier=v2, client=lambda_client, cache=False,
                          progress=False)  # fmt: skip
     assert same.meta["layers"] == [first, second]
+
+
+def test_pip_args_are_never_logged(lambda_client, names, tmp_path, caplog):
+    # An index URL in pip_args may carry a token; the requirements file says --no-index, so
+    # pip never contacts it.
+    requirements = offline_requirements(tmp_path, "tinydep==1.0")
+    token_url = "https://reader:tok-SECRET-123@packages.example.invalid/simple"
+    with caplog.at_level("INFO", logger="lambdakit"):
+        arn = lambdakit.build_layer(
+            names("deps"), requirements=requirements, client=lambda_client,
+            pip_args=["--extra-index-url", token_url],
+        )  # fmt: skip
+    assert arn.startswith("arn:aws:lambda:")
+    assert "building a layer" in caplog.text and "+2 pip_args, not shown" in caplog.text
+    assert "tok-SECRET" not in caplog.text
