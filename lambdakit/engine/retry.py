@@ -41,6 +41,7 @@ DEFAULT_RETRY_ON: tuple[str, ...] = (
     REPORTED_FAILURE,
 )
 _JITTERS = ("full", "none")
+_MAX_SENDS = 8192  # send times kept to measure the rate (AdaptiveRate.WINDOW_S of them)
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,9 @@ class AdaptiveRate:
     _epoch: int = field(init=False, default=0)
     _tokens: float = field(init=False, default=1.0)
     _filled_at: float = field(init=False, default=0.0)
-    _sends: deque[float] = field(init=False, repr=False, default_factory=deque)
+    _sends: deque[float] = field(
+        init=False, repr=False, default_factory=lambda: deque(maxlen=_MAX_SENDS)
+    )
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -345,13 +348,14 @@ class AdaptiveRate:
 
     def sent(self, now: float | None = None) -> None:
         """One request goes out now: a token is used, and the send rate is measured."""
-        with self._lock:
-            now = self.clock() if now is None else now
-            sends = self._sends
-            sends.append(now)
-            while sends and sends[0] < now - self.WINDOW_S:
-                sends.popleft()
-            if self._rate is not None:
+        now = self.clock() if now is None else now
+        # Every submit passes here: unlimited, it is a deque append (thread-safe) and no lock.
+        sends = self._sends
+        sends.append(now)
+        while sends[0] < now - self.WINDOW_S:
+            sends.popleft()
+        if self._rate is not None:
+            with self._lock:
                 self._fill(now)
                 self._tokens -= 1.0
 

@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from lambdakit.errors import InvalidInput
-from lambdakit.invocation import OK, OUTCOMES
+from lambdakit.invocation import OK, OUTCOMES, SUPERSEDED
 from lambdakit.results import metrics
 from lambdakit.results.cost import PriceTable, attempt_costs
 from lambdakit.results.result import ATTEMPT_COLUMNS
@@ -305,7 +305,7 @@ def timeline(data: Any, *, ax: Axes | None = None) -> Figure:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seconds since run start")
     ax.set_ylabel("slot (-1: none)" if (slots < 0).any() else "slot")
-    failed = int((attempts["outcome"] != OK).sum())
+    failed = int((~attempts["outcome"].isin((OK, SUPERSEDED))).sum())  # a lost race is no failure
     ax.set_title(f"{title} ({len(attempts)} attempts, {failed} failed, {int(cold.sum())} cold)")
     return figure
 

@@ -142,7 +142,8 @@ def summary_card(result: RunResult) -> str:
         name += f":{result.meta['qualifier']}"
     outcomes = result.attempts["outcome"].value_counts()
     breakdown = ", ".join(f"{e(str(k))} {int(v)}" for k, v in outcomes.items() if k != "ok")
-    failed_attempts = int((result.attempts["outcome"] != "ok").sum())  # as summary() counts
+    # As summary() counts: a superseded attempt (hedge=) lost a race, it did not fail.
+    failed_attempts = int((~result.attempts["outcome"].isin(("ok", "superseded"))).sum())
     try:
         cost = result.cost()
         cost_text = f"${cost['usd']:.6f} ({cost['gb_seconds']:.3f} GB-s, {cost['requests']} req)"
