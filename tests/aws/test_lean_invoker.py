@@ -474,6 +474,18 @@ def test_too_large_and_function_errors_match_on_local(signed_local):
     assert _comparable(ours) == _comparable(theirs)
 
 
+def test_a_function_timeout_matches_on_local(signed_local):
+    slow = "import time\n\ndef handler(e, c):\n    time.sleep(5)\n    return [1]\n"
+    name = _function(signed_local, "lean-sandbox-timeout", slow, Timeout=1)
+    tgt = _local_target(signed_local, name)
+    boto, lean = both(signed_local.endpoint_url, tgt, function_name=name)
+    ours, theirs = lean.invoke(batch_of([1])), boto.invoke(batch_of([1]))
+    assert (ours.outcome, ours.error_type, ours.http_status) == (
+        TIMEOUT, "Sandbox.Timedout", 200,
+    )  # fmt: skip
+    assert _comparable(ours) == _comparable(theirs)
+
+
 # --- which path run() takes --------------------------------------------------------------
 
 
