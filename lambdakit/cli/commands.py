@@ -3,7 +3,8 @@
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
                   [--timeout S] [--max-attempts N] [--item-attempts N] [--id-field F]
                   [--decimal number|string] [--nan reject|null]
-                  [--outputs per_record|per_batch|raw] [--endpoint-url URL]
+                  [--outputs per_record|per_batch|raw] [--invoke-path lean|boto3]
+                  [--processes N] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR]
                   [--report DIR|s3://bucket/prefix/] [--s3-endpoint-url URL]
                   [--grace S] [--outage-timeout S | --wait-for-ever] [--shared-files]
@@ -165,6 +166,16 @@ def add_run_command(subparsers: Any) -> None:
         "--outputs", choices=OUTPUT_MODES, default=PER_RECORD,
         help="how replies are read: one output per record (default, strict), one output for "
         "the whole batch (a dict or scalar reply), or raw text (custom runtimes)",
+    )  # fmt: skip
+    run.add_argument(
+        "--invoke-path", choices=["lean", "boto3"], default=None,
+        help="how Invoke is sent: the lean path (the default; the same requests as boto3's, "
+        "a fraction of its CPU) or boto3's own",
+    )  # fmt: skip
+    run.add_argument(
+        "--processes", type=_positive, default=1,
+        help="worker processes carrying the Invokes, each with its own lean client "
+        "(default 1; pays with many cores, small batches and high concurrency)",
     )  # fmt: skip
     run.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9001 for lambdakit local "
                      f"(default ${ENDPOINT_ENV}, else AWS)")  # fmt: skip
@@ -351,6 +362,8 @@ def _run(args: argparse.Namespace) -> int:
         decimal=args.decimal,
         nan=args.nan,
         outputs=args.outputs,
+        invoke_path=args.invoke_path,
+        processes=args.processes,
         endpoint_url=endpoint_url,
         region=args.region,
         profile=args.profile,

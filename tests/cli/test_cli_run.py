@@ -297,6 +297,25 @@ def test_outputs_says_how_replies_are_read(local_lambda, make_function, tmp_path
     assert "choose from 'per_record', 'per_batch', 'raw'" in capsys.readouterr().err
 
 
+def test_invoke_path_and_processes_reach_the_run(local_lambda, processor, tmp_path, capsys):
+    data = _jsonl(tmp_path / "in.jsonl", _records(8))
+    common = ("--batch-size", "2", "--no-cache")
+    for extra, expected in [
+        ((), ("lean", 1)),
+        (("--invoke-path", "boto3"), ("boto3", 1)),
+        (("--processes", "2"), ("lean", 2)),
+    ]:
+        report = tmp_path / f"r{len(extra)}{'-'.join(extra)}"
+        assert _run(local_lambda, processor, str(data), *common, *extra,
+                    "--report", str(report)) == 0  # fmt: skip
+        params = json.loads((report / "manifest.json").read_text())["params"]
+        assert (params["invoke_path"], params["processes"]) == expected
+    capsys.readouterr()
+    code = _run(local_lambda, processor, str(data), "--invoke-path", "boto3", "--processes", "2")
+    assert code == 2
+    assert "processes= needs the lean path" in capsys.readouterr().err
+
+
 def test_a_source_that_breaks_mid_run_still_writes_the_partial_report_and_exits_2(
     local_lambda, processor, tmp_path, capsys
 ):
