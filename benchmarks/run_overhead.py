@@ -11,8 +11,10 @@ Prints one JSON object with each figure beside its target; nothing is asserted.
 (b) 1M records streamed from a JSONL file, batch_size 1000, warm function: records/s end
     to end and peak RSS growth of this process during the run.
 (c) reserved concurrency 4, 50 ms of work per record, driven at concurrency 32: wall time
-    against the ideal (records x 50 ms / 4), failures, beside a naive 32-thread pool's
-    result and what a 4-thread pool (never throttled) achieves on this machine.
+    against the ideal (the slower of records x 50 ms / 4 and Lambda's 10 x 4 requests/s
+    rate rule, which lambdakit local enforces), failures, beside a naive 32-thread pool's
+    result and what a 4-thread pool achieves here (never over the concurrency, but over the
+    rate: its failures are shown too).
 (d) the Invoke paths (issue #18), batch_size=1, no-op function, concurrency 16 and 64, against
     the stub server (benchmarks/stub_lambda.py: answers at once, so the client is the limit)
     and against `lambdakit local`, in the same run: (1) a raw boto3 thread pool, (2) lambdakit
@@ -52,7 +54,11 @@ NOOP = "def handler(event, context):\n    return None\n"
 # A no-op that keeps the strict reply contract: one output per record.
 NOOP_PER_RECORD = "def handler(event, context):\n    return [None] * len(event['Items'])\n"
 ECHO = "def handler(event, context):\n    return [r['i'] for r in event['Items']]\n"
-WORK_50MS = "import time\n\ndef handler(event, context):\n    time.sleep(0.05)\n    return 1\n"
+# One output per record, as the strict reply contract wants (a bare 1 fails every batch).
+WORK_50MS = (
+    "import time\n\ndef handler(event, context):\n    time.sleep(0.05)\n"
+    "    return [1] * len(event['Items'])\n"
+)
 TARGETS = {
     "a_ratio_vs_boto3_pool": ">= 0.9",
     "b_records_per_s": ">= 150000",
@@ -207,8 +213,11 @@ def bench_b(local: LocalLambda, client: Any, records: int) -> dict[str, Any]:
 def bench_c(local: LocalLambda, client: Any, records: int) -> dict[str, Any]:
     name = _create(client, "bench-reserved", WORK_50MS)
     client.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=4)
-    ideal = records * 0.05 / 4
-    # What 4 threads achieve here without a single throttle: the machine's practical ideal.
+    # 4 at once for 50 ms each is 80 requests/s, but Lambda (and lambdakit local) allows a
+    # function 10 x its reserved concurrency per second: 40. The slower of the two is ideal.
+    ideal = max(records * 0.05 / 4, records / (10 * 4))
+    # What 4 threads achieve here without a concurrency throttle (the rate rule still
+    # refuses some: counted as failures, since the plain pool does not retry).
     practical = _boto3_pool(client, name, records, 4)
     naive = _boto3_pool(client, name, records, 32)
     lk = _lk_run(
@@ -225,6 +234,7 @@ def bench_c(local: LocalLambda, client: Any, records: int) -> dict[str, Any]:
         "target_failures": TARGETS["c_failures"],
         "lambdakit_throttles": lk["throttles"],
         "four_thread_pool_wall_s": round(practical["wall_s"], 2),
+        "four_thread_pool_failures": practical["failures"],
         "lambdakit_wall_vs_four_thread_pool": round(lk["wall_s"] / practical["wall_s"], 3),
         "naive_pool_wall_s": round(naive["wall_s"], 2),
         "naive_pool_failures": naive["failures"],
