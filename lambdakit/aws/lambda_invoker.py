@@ -68,6 +68,11 @@ class LambdaInvoker:
             self._request["Qualifier"] = self.qualifier
         self._errors = (ClientError, BotoCoreError)
 
+    @property
+    def request(self) -> dict[str, Any]:
+        """The Invoke parameters every batch is sent with, Payload aside (a copy)."""
+        return dict(self._request)
+
     def invoke(self, batch: Batch) -> Outcome:
         """Send `batch.body` once and read the response by the batch contract."""
         try:

@@ -36,11 +36,12 @@ from typing import Any
 
 from lambdakit.aws.connection import botocore_transport_error, client_error_from_reply
 from lambdakit.aws.lambda_invoker import (
+    LambdaInvoker,
     api_error_outcome,
     reply_outcome,
     transport_error_outcome,
 )
-from lambdakit.aws.reply import PER_RECORD, check_outputs
+from lambdakit.aws.reply import PER_RECORD
 from lambdakit.errors import InvalidInput
 from lambdakit.invocation import Batch, Outcome, Target
 
@@ -140,22 +141,23 @@ class LeanLambdaInvoker:
         probe_client: Any = None,
         outputs: str = PER_RECORD,
     ) -> None:
-        from botocore.exceptions import BotoCoreError
-
         reason = lean_blockers(client)
         if reason is not None:
             raise InvalidInput(f"the lean Invoke path cannot serve this client: {reason}")
+        # The boto3 path for the same function: what to send, and the probe, come from it, so
+        # that both paths name the function and read the arguments alike.
+        self._boto3 = LambdaInvoker(
+            client, target, id_field=id_field, qualifier=qualifier,
+            function_name=function_name, probe_client=probe_client, outputs=outputs,
+        )  # fmt: skip
         self.client = client
-        self.probe_client = probe_client if probe_client is not None else client
+        self.probe_client = self._boto3.probe_client
         self.target = target
-        self.function_name = function_name or target.function_arn
+        self.function_name = self._boto3.function_name
         self.id_field = id_field
-        self.outputs = check_outputs(outputs)
-        self.qualifier = qualifier if qualifier is not None else target.qualifier
-        self._errors = BotoCoreError
-        request: dict[str, Any] = {"FunctionName": self.function_name, "LogType": "Tail"}
-        if self.qualifier:
-            request["Qualifier"] = self.qualifier
+        self.outputs = self._boto3.outputs
+        self.qualifier = self._boto3.qualifier
+        request = self._boto3.request
         first = _dry_request(client, request, b"{}")
         second = _dry_request(client, request, b'{"Items": []}')
         self._signer = _Signer(client._request_signer._credentials, first)
@@ -217,21 +219,8 @@ class LeanLambdaInvoker:
         )
 
     def probe(self) -> bool:
-        """Whether the Lambda endpoint answers at all (GetFunctionConfiguration; never raises).
-
-        The same probe as LambdaInvoker's, through the boto3 probe client: it is rare, and any
-        reply below 500 counts.
-        """
-        from botocore.exceptions import ClientError
-
-        try:
-            self.probe_client.get_function_configuration(FunctionName=self.function_name)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return status is None or status < 500
-        except self._errors:
-            return False
-        return True
+        """Whether the Lambda endpoint answers at all: LambdaInvoker's probe, through boto3."""
+        return self._boto3.probe()
 
 
 class _Transport:
