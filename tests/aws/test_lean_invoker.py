@@ -518,7 +518,7 @@ def test_run_falls_back_to_boto3_saying_why(signed_local, caplog):
     mine = signed_local.client()
     seen = []
     mine.meta.events.register("before-send.lambda.Invoke", lambda **kwargs: seen.append(1))
-    with caplog.at_level(logging.WARNING, logger="lambdakit.engine.runner"):
+    with caplog.at_level(logging.WARNING, logger="lambdakit.engine.invokers"):
         result = lambdakit.run(
             name, [1, 2], client=mine, invoke_path="lean", batch_size=1, cache=False,
             progress=False,
