@@ -15,9 +15,10 @@ every batch itself:
   refreshable credentials are asked for their frozen form per request, so they refresh when
   botocore says they expire) and a signing key kept per day, region and secret. At
   construction the lean signature of the dry request must equal botocore's, byte for byte.
-- It is sent through the client's own botocore HTTP session (a urllib3 pool sized by
-  `max_pool_connections`, with the session's CA bundle, proxies, client certificate and
-  timeouts), so transport failures are the same botocore exceptions boto3 raises.
+- It is sent over connections that the client's own botocore HTTP session makes (its urllib3
+  pool, sized by `max_pool_connections`, with the session's CA bundle, client certificate,
+  proxies and timeouts), by `lean_transport`: the request in one send, the reply parsed from
+  its bytes. Transport failures are the same botocore exceptions boto3 raises.
 - Error replies are parsed by the client's botocore parser (`connection.client_error_from_reply`)
   and answered ones read by `lambda_invoker.reply_outcome`: both paths give the same Outcome.
 
@@ -41,6 +42,7 @@ from lambdakit.aws.lambda_invoker import (
     reply_outcome,
     transport_error_outcome,
 )
+from lambdakit.aws.lean_transport import Answer, BrokenBody, transport_for
 from lambdakit.aws.reply import PER_RECORD
 from lambdakit.errors import InvalidInput
 from lambdakit.invocation import Batch, Outcome, Target
@@ -184,7 +186,8 @@ class LeanLambdaInvoker:
             if name.lower() not in _PER_REQUEST
         }
         self._signer.check(first)
-        self._transport = _Transport(client._endpoint.http_session, self.url)
+        self._transport = transport_for(client._endpoint.http_session, self.url)
+        self._ids = _InvocationIds()
 
     def __repr__(self) -> str:
         return f"LeanLambdaInvoker({self.function_name!r})"
@@ -194,26 +197,30 @@ class LeanLambdaInvoker:
         body = batch.body
         headers = dict(self._headers)
         self._signer.sign(headers, body)
-        headers["amz-sdk-invocation-id"] = str(uuid.uuid4())
+        headers["amz-sdk-invocation-id"] = self._ids.next()
         transport = self._transport
         try:
-            response = transport.send(headers, body)
+            answer = transport.send(headers, body)
+        except BrokenBody as exc:  # the head came, the body broke: botocore's stream error
+            from botocore.exceptions import ResponseStreamingError
+
+            return transport_error_outcome(ResponseStreamingError(error=exc.error))
         except Exception as exc:  # what botocore's send catches, turned as it turns it
             error = botocore_transport_error(exc, self.url, transport.proxy_url)
             return transport_error_outcome(error)
-        status = response.status
+        status = answer.status
         if status >= 300:
-            reply = _Reply(self.url, response)
+            reply = _Reply(self.url, answer)
             return api_error_outcome(client_error_from_reply(self.client, "Invoke", reply))
-        reply_headers = response.headers
+        reply_headers = answer.headers
         return reply_outcome(
             batch,
-            response.data,
-            function_error=reply_headers.get("X-Amz-Function-Error"),
+            answer.data,
+            function_error=reply_headers.get("x-amz-function-error"),
             status=status,
-            executed_version=reply_headers.get("X-Amz-Executed-Version"),
-            request_id=reply_headers.get("x-amzn-RequestId"),
-            log_result=reply_headers.get("X-Amz-Log-Result"),
+            executed_version=reply_headers.get("x-amz-executed-version"),
+            request_id=reply_headers.get("x-amzn-requestid"),
+            log_result=reply_headers.get("x-amz-log-result"),
             outputs=self.outputs,
             id_field=self.id_field,
         )
@@ -222,47 +229,45 @@ class LeanLambdaInvoker:
         """Whether the Lambda endpoint answers at all: LambdaInvoker's probe, through boto3."""
         return self._boto3.probe()
 
-
-class _Transport:
-    """The urllib3 pool botocore's HTTP session keeps for this URL, used directly.
-
-    The pool is the session's own (its size is the client's max_pool_connections, its CA
-    bundle, client certificate, proxy and timeouts the session's), found once with the
-    session's own lookups; per request only `urlopen` runs, not the lookups around it.
-    """
-
-    def __init__(self, http: Any, url: str) -> None:
-        try:
-            self.proxy_url = http._proxy_config.proxy_url_for(url)
-            self.pool = http._get_connection_manager(url, self.proxy_url).connection_from_url(url)
-            http._setup_ssl_cert(self.pool, url, http._verify)
-            self.target = http._get_request_target(url, self.proxy_url)
-        except AttributeError as exc:  # a botocore whose HTTP session has changed shape
-            raise InvalidInput(
-                f"the lean Invoke path cannot serve this client: botocore's HTTP session has "
-                f"no {exc.name or 'expected part'}"
-            ) from None
-
-    def send(self, headers: dict[str, str], body: bytes) -> Any:
-        """POST once; the urllib3 response, its body read (a failure raises urllib3's error)."""
-        return self.pool.urlopen(
-            "POST", self.target, body=body, headers=headers, retries=False,
-            assert_same_host=False, preload_content=True, decode_content=False,
-            enforce_content_length=False,
-        )  # fmt: skip
+    def close(self) -> None:
+        """Close the idle connections (the run's end); a later invoke opens new ones."""
+        self._transport.close()
 
 
 class _Reply:
     """An error reply in the shape botocore's parser reads (an AWSResponse's fields)."""
 
-    def __init__(self, url: str, response: Any) -> None:
+    def __init__(self, url: str, answer: Answer) -> None:
         from botocore.awsrequest import HeadersDict
 
         self.url = url
-        self.status_code = response.status
-        self.headers = HeadersDict(response.headers)
-        self.content = response.data
+        self.status_code = answer.status
+        self.headers = HeadersDict(answer.pairs)
+        self.content = answer.data
         self.raw = None
+
+
+class _InvocationIds:
+    """amz-sdk-invocation-id values: uuid4-shaped, unique, without a urandom call each.
+
+    boto3 sends a fresh uuid4 per request, which servers use to tell retries (same id) from
+    new requests. A random 128-bit base drawn once, plus a counter, gives the same
+    uniqueness and shape (version 4, RFC variant) for a few hundred nanoseconds.
+    """
+
+    def __init__(self) -> None:
+        import itertools
+
+        self._base = uuid.uuid4().int
+        self._count = itertools.count(1)  # next() on a count is atomic under the GIL
+
+    def next(self) -> str:
+        """The next id."""
+        # Add the counter to the 48-bit node field, leaving the version and variant bits.
+        base = self._base
+        node = (base + next(self._count)) & 0xFFFFFFFFFFFF
+        h = f"{(base & ~0xFFFFFFFFFFFF) | node:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _text(value: str | bytes) -> str:
