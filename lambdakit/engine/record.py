@@ -272,13 +272,13 @@ class RunRecord:
 
     def build(self, *, records: int, meta: dict[str, Any], source: Any = None) -> RunResult:
         """The RunResult of everything recorded so far (`source`: to read unread records)."""
-        from lambdakit.results.result import (
+        from lambdakit.results.result import RunResult
+        from lambdakit.results.tables import (
             ATTEMPT_COLUMNS,
             BATCH_COLUMNS,
             FAILURE_COLUMNS,
             NOT_RUN_COLUMNS,
             REJECTION_COLUMNS,
-            RunResult,
         )
 
         attempts = _frame(self.attempts, ATTEMPT_COLUMNS)

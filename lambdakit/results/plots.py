@@ -22,7 +22,7 @@ from lambdakit.errors import InvalidInput
 from lambdakit.invocation import OK, OUTCOMES, SUPERSEDED
 from lambdakit.results import metrics
 from lambdakit.results.cost import PriceTable, attempt_costs
-from lambdakit.results.result import ATTEMPT_COLUMNS
+from lambdakit.results.tables import ATTEMPT_COLUMNS
 
 __all__ = [
     "FAILED_COLOR",

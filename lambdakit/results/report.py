@@ -15,12 +15,12 @@ from lambdakit.results.redact import scrub
 from lambdakit.results.storage import encode_meta
 
 if TYPE_CHECKING:
-    from lambdakit.results.result import RunResult
+    from lambdakit.results.tables import ResultView
 
 __all__ = ["layers_text", "manifest", "save_report", "summary_card"]
 
 
-def manifest(result: RunResult) -> dict[str, Any]:
+def manifest(result: ResultView) -> dict[str, Any]:
     """What ran, on what, when: the contents of a report's manifest.json (no credentials)."""
     from lambdakit import __version__
 
@@ -74,7 +74,7 @@ def _plain_json(value: Any) -> Any:
 
 
 def save_report(
-    result: RunResult,
+    result: ResultView,
     directory: str | os.PathLike[str],
     *,
     extra: dict[str, Any] | None = None,
@@ -133,7 +133,7 @@ def _fmt(value: float, unit: str = "", digits: int = 3) -> str:
 _ERROR_STYLE = "color:#b00020;font-weight:bold"
 
 
-def summary_card(result: RunResult) -> str:
+def summary_card(result: ResultView) -> str:
     """A compact HTML card: counts, the failed-record rate, throughput, latency, cost."""
     s = result.summary()
     e = html.escape

@@ -16,55 +16,22 @@ from lambdakit.errors import InvalidInput
 from lambdakit.invocation import BATCH_CANCELLED, BATCH_NOT_RUN, BATCH_STATUSES, OK, SUPERSEDED
 from lambdakit.results.metrics import latency_percentiles, rate, share_text
 from lambdakit.results.outputs import OutputStore
+from lambdakit.results.tables import (
+    ATTEMPT_COLUMNS,
+    BATCH_COLUMNS,
+    FAILURE_COLUMNS,
+    NOT_RUN_COLUMNS,
+    REJECTION_COLUMNS,
+    SUMMARY_KEYS,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from lambdakit.results.cost import PriceTable
 
-__all__ = [
-    "ATTEMPT_COLUMNS",
-    "BATCH_COLUMNS",
-    "FAILURE_COLUMNS",
-    "NOT_RUN_COLUMNS",
-    "REJECTION_COLUMNS",
-    "SUMMARY_KEYS",
-    "OutputStore",
-    "RunResult",
-]
+__all__ = ["OutputStore", "RunResult"]
 
-_F, _I, _O, _B, _T = "float64", "int64", "object", "bool", "datetime64[ns, UTC]"
-# Column -> dtype used when a table arrives empty, so empty runs keep a usable schema.
-ATTEMPT_COLUMNS: dict[str, str] = {
-    **{"batch": _I, "attempt": _I, "records": _I, "payload_bytes": _I},
-    **{"started_at": _T, "ended_at": _T, "start_s": _F, "end_s": _F, "latency_s": _F},
-    **{"outcome": _O, "error_type": _O, "error_message": _O, "http_status": _F},
-    **{"throttled": _B, "throttle_reason": _O, "retry_after_s": _F},
-    **{"executed_version": _O, "request_id": _O},
-    **{"failed_items": _O, "duration_ms": _F, "billed_duration_ms": _F, "memory_size_mb": _F},
-    **{"max_memory_used_mb": _F, "init_duration_ms": _F, "cold_start": _B, "slot": _F},
-    **{"in_flight_limit": _F, "rate_limit": _F, "backup": _B, "log_tail": _O},
-}
-BATCH_COLUMNS: dict[str, str] = {
-    **{"batch": _I, "first_record": _I, "records": _I, "payload_bytes": _I, "status": _O},
-    **{"attempts": _I, "executed_version": _O, "ok_records": _I, "failed_records": _I},
-    **{"start_s": _F, "end_s": _F, "latency_s": _F, "error_type": _O, "error_message": _O},
-    **{"cached": _B, "memory_mb": _F},
-}
-FAILURE_COLUMNS: dict[str, str] = {
-    **{"record": _I, "batch": _I, "error_type": _O, "error_message": _O},
-    **{"log_tail": _O, "input": _O},
-}
-REJECTION_COLUMNS: dict[str, str] = {"record": _I, "reason": _O, "input": _O}
-NOT_RUN_COLUMNS: dict[str, str] = {"record": _I, "batch": _I, "input": _O}
-SUMMARY_KEYS: tuple[str, ...] = (
-    *("records", "batches", *(f"{status}_batches" for status in BATCH_STATUSES)),
-    *("ok_records", "rejected_records", "failed_records", "not_run_records"),
-    *("failed_record_rate", "invocations", "retries", "throttles", "ladder_batches"),
-    "failed_attempt_rate",
-    *("elapsed_s", "records_per_s", "invocations_per_s"),
-    *("latency_p50_s", "latency_p95_s", "latency_p99_s"),
-)
 # Batch statuses every view names even at 0; the others only when some batch has them.
 _ALWAYS_SHOWN = tuple(s for s in BATCH_STATUSES if s not in (BATCH_CANCELLED, BATCH_NOT_RUN))
 _TEXT_ERROR_COLUMNS = ("error_type", "error_message", "log_excerpt")
@@ -456,7 +423,7 @@ class RunResult:
         from lambdakit.results.storage import load_result
 
         where = {"endpoint_url": s3_endpoint_url, "profile": profile, "region": region}
-        return load_result(path, **where)
+        return load_result(path, cls, **where)
 
     # -- display ---------------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import orjson
@@ -19,11 +20,12 @@ from lambdakit.errors import InvalidInput
 from lambdakit.results.outputs import OutputStore
 
 if TYPE_CHECKING:
-    from lambdakit.results.result import RunResult
+    from lambdakit.results.tables import ResultView
 
 __all__ = ["decode_meta", "encode_meta", "load_result", "save_result"]
 
 log = logging.getLogger("lambdakit.results.storage")
+R = TypeVar("R")  # what load_result's `build` makes: a RunResult
 
 FORMAT = 1
 TABLES = ("attempts", "batches", "failures", "rejections", "not_run")
@@ -113,7 +115,7 @@ def _decode_table(frame: pd.DataFrame, encoded: dict[str, str]) -> pd.DataFrame:
 
 
 def save_result(
-    result: RunResult, path: str | os.PathLike[str], *, shared: bool = False, **s3: Any
+    result: ResultView, path: str | os.PathLike[str], *, shared: bool = False, **s3: Any
 ) -> Path | str:
     """Write `result` to the folder `path` (replacing a previous save there), or under an
     s3:// URL in the same layout (`s3`: endpoint_url, region, profile, client).
@@ -154,25 +156,26 @@ def save_result(
     return folder
 
 
-def load_result(path: str | os.PathLike[str], **s3: Any) -> RunResult:
-    """Read a RunResult written by save_result, or the one in a report folder (`result/`);
-    from a folder or an s3:// URL (`s3`: endpoint_url, region, profile, client)."""
+def load_result(path: str | os.PathLike[str], build: Callable[..., R], **s3: Any) -> R:
+    """Read a result written by save_result, or the one in a report folder (`result/`);
+    from a folder or an s3:// URL (`s3`: endpoint_url, region, profile, client).
+
+    `build` (RunResult) is called with the tables, outputs, records and meta as keywords.
+    """
     from lambdakit.results.remote import fetched, is_remote, tie
 
     if is_remote(path):
         folder = fetched(str(path), **s3)
-        loaded = load_result(folder)
+        loaded = load_result(folder, build)
         tie(loaded, folder)  # its outputs are read from there, lazily
         return loaded
     folder = Path(path)
     if not (folder / META_FILE).exists() and (folder / REPORT_RESULT / META_FILE).exists():
         folder = folder / REPORT_RESULT  # a report folder holds its result
-    return _load_folder(folder)
+    return _load_folder(folder, build)
 
 
-def _load_folder(folder: Path) -> RunResult:
-    from lambdakit.results.result import RunResult
-
+def _load_folder(folder: Path, build: Callable[..., R]) -> R:
     meta_path = folder / META_FILE
     if not meta_path.exists():
         raise InvalidInput(f"{folder} is not a saved RunResult (no {META_FILE})")
@@ -187,7 +190,7 @@ def _load_folder(folder: Path) -> RunResult:
         for name in TABLES
         if name != "not_run" or (folder / f"{name}.parquet").exists()  # saved before it was
     }
-    return RunResult(
+    return build(
         **tables,
         outputs=OutputStore.open(folder / OUTPUTS_DIR),
         records=int(document["records"]),

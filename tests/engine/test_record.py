@@ -33,7 +33,7 @@ def test_each_failed_record_is_explained_by_its_own_reason(tmp_path):
 def test_tables_follow_the_documented_dtypes_and_keep_missing_text_as_none(tmp_path):
     from lambdakit.engine.record import Attempt, BatchState
     from lambdakit.invocation import OK, Report
-    from lambdakit.results.result import ATTEMPT_COLUMNS, BATCH_COLUMNS
+    from lambdakit.results.tables import ATTEMPT_COLUMNS, BATCH_COLUMNS
 
     record = RunRecord(OutputStore(tmp_path / "outputs"))
     for index in (1, 0):  # batches finish out of order; the table is in batch order

@@ -12,7 +12,8 @@ import pytest
 from factories import make_run, mixed_run, record_input, record_output
 
 from lambdakit.errors import InvalidInput
-from lambdakit.results.result import SUMMARY_KEYS, RunResult
+from lambdakit.results.result import RunResult
+from lambdakit.results.tables import SUMMARY_KEYS
 
 # The exact keys docs/architecture.md promises.
 DOCUMENTED_KEYS = [
@@ -220,7 +221,7 @@ def test_empty_runs_summarise_without_dividing_by_zero(kwargs):
 
 def test_empty_tables_get_the_documented_schema():
     from lambdakit.results.outputs import OutputStore
-    from lambdakit.results.result import ATTEMPT_COLUMNS, BATCH_COLUMNS
+    from lambdakit.results.tables import ATTEMPT_COLUMNS, BATCH_COLUMNS
 
     result = RunResult(
         attempts=pd.DataFrame(),
