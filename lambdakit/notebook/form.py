@@ -13,6 +13,7 @@ import ipywidgets as widgets
 
 from lambdakit.aws.reply import PER_BATCH, PER_RECORD, RAW, check_outputs
 from lambdakit.engine.cache import DEFAULT
+from lambdakit.engine.invokers import check_invoke_path, worker_processes
 from lambdakit.errors import InvalidInput, LambdakitError
 from lambdakit.notebook.choosers import (
     LATEST,
@@ -42,21 +43,28 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "timeout": (0, 960),
     "concurrency": (1, 1_000),
     "max_attempts": (1, 20),
+    "processes": (1, 64),
 }
 _LABELS = {
     "batch_size": "batch size",
     "timeout": "timeout (s)",
     "concurrency": "concurrency",
     "max_attempts": "max attempts",
+    "processes": "processes",
 }
 # Form fields a caller may preset through form(**defaults); other keywords go to start().
-_FIELDS = ("function", "qualifier", "path", "url", "auth", "headers", "outputs", *BOUNDS)
+_FIELDS = (
+    "function", "qualifier", "path", "url", "auth", "headers", "outputs", "invoke_path", *BOUNDS,
+)  # fmt: skip
 # How replies are read (run(outputs=...)), as the dropdown offers it.
 _OUTPUT_LABELS = {
     PER_RECORD: "one output per record",
     PER_BATCH: "one output per batch",
     RAW: "raw text",
 }
+# The Invoke path dropdown's "default" stands for invoke_path=None (a Dropdown's None is
+# "nothing selected"), which run() reads as lean unless the user gave a client.
+_DEFAULT_PATH = "default"
 # Arguments of start() that the form itself decides.
 _MANAGED = ("function", "records", "qualifier", "progress", "endpoint_url", "client", "cache")
 _ERROR_STYLE = "color:#b00020"
@@ -73,7 +81,8 @@ def form(
     """Build the run form; `records` is the dataset, else the form offers a file chooser.
 
     `defaults` preset the fields (function, qualifier, path, batch_size, timeout,
-    concurrency, max_attempts, outputs; url, auth and headers start the form in URL mode, which
+    concurrency, max_attempts, outputs; invoke_path and processes, in its "advanced" part, as
+    run() takes them; url, auth and headers start the form in URL mode, which
     POSTs batches to an HTTP endpoint as `lambdakit.run(url=...)` does); any other keyword
     (validate=, payload=, retry=, ...) is passed to `lambdakit.start` unchanged.
 
@@ -97,6 +106,10 @@ class Form(widgets.VBox):
     ) -> None:
         fields = {k: defaults.pop(k) for k in _FIELDS if k in defaults}
         numbers = _check_numbers(fields, _base_retry(defaults).max_attempts)
+        invoke_path = fields.get("invoke_path")
+        # Presets the run would refuse are refused now, in the run's words.
+        check_invoke_path(invoke_path, fields.get("url"), None)
+        worker_processes(numbers["processes"], invoke_path, fields.get("url"), None, client)
         self._extra = _check_run_kwargs(defaults)
         self._records = records
         self._endpoint_url = endpoint_url
@@ -159,6 +172,26 @@ class Form(widgets.VBox):
         )
         self.concurrency = widgets.BoundedIntText(description=_LABELS["concurrency"], style=style)
         self.max_attempts = widgets.BoundedIntText(description=_LABELS["max_attempts"], style=style)
+        # Advanced: how Invoke is sent (run(invoke_path=, processes=)); Lambda functions only.
+        self.processes = widgets.BoundedIntText(
+            description=_LABELS["processes"],
+            style=style,
+            tooltip="worker processes carrying the Invokes (run(processes=N)); more than 1 "
+            "pays with many cores, small batches and high concurrency, and needs the lean path",
+        )
+        default_path = "boto3: client=" if client is not None else "lean"
+        self.invoke_path = widgets.Dropdown(
+            options=[
+                (f"default ({default_path})", _DEFAULT_PATH),
+                ("lean", "lean"),
+                ("boto3", "boto3"),
+            ],
+            value=invoke_path or _DEFAULT_PATH,
+            description="Invoke path",
+            style=style,
+            tooltip="how Invoke is sent (run(invoke_path=)): lambdakit's lean path, or boto3's "
+            "own client.invoke",
+        )
         for name, (low, high) in BOUNDS.items():
             box = getattr(self, name)
             # max first: a bounded widget's default max (100) is below some of ours.
@@ -182,6 +215,9 @@ class Form(widgets.VBox):
         self.summary = widgets.HTML()
         self.figure = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.dashboard = Dashboard(report_error=self.report_error)
+        self.advanced = widgets.Accordion(
+            children=[widgets.HBox([self.invoke_path, self.processes])], titles=("advanced",)
+        )
         super().__init__(
             children=[
                 widgets.HTML("<b>lambdakit run</b>"),
@@ -191,6 +227,7 @@ class Form(widgets.VBox):
                 widgets.HBox([self.batch_size, self.timeout]),
                 widgets.HBox([self.concurrency, self.max_attempts]),
                 widgets.HBox([self.outputs, self.cache]),
+                self.advanced,
                 *([self.dataset.widget] if self.dataset is not None else []),
                 widgets.HBox([self.run_button, self.cancel_button, self.status]),
                 self.message,
@@ -204,7 +241,7 @@ class Form(widgets.VBox):
         self.add_class("lambdakit-form")
         parts = (
             "function qualifier refresh_button cache run_button cancel_button status message "
-            "mode url auth outputs"
+            "mode url auth outputs invoke_path advanced"
         )
         for name in [*parts.split(), *BOUNDS, "summary", "figure", "output"]:
             getattr(self, name).add_class("lambdakit-" + name.replace("_", "-"))
@@ -223,6 +260,7 @@ class Form(widgets.VBox):
             *(getattr(self, name) for name in BOUNDS),
             self.outputs,
             self.cache,
+            self.invoke_path,
             *([self.dataset.path] if self.dataset is not None else []),
             self.run_button,
         ]
@@ -233,6 +271,8 @@ class Form(widgets.VBox):
         url_mode = change["new"] == URL_MODE
         self.targets.widget.layout.display = "none" if url_mode else ""
         self.urls.widget.layout.display = "" if url_mode else "none"
+        # Invoke path and processes choose how Lambda's Invoke is sent: not for a URL.
+        self.advanced.layout.display = "none" if url_mode else ""
         if not url_mode and not self._listed_once:
             self._listed_once = True
             self.targets.refresh()
@@ -319,7 +359,13 @@ class Form(widgets.VBox):
             # The dashboard is the progress display; a tqdm bar would land in another cell.
             progress=False,
         )
-        if url_mode:
+        if not url_mode:
+            path = self.invoke_path.value
+            kwargs.update(
+                invoke_path=None if path == _DEFAULT_PATH else path,
+                processes=self.processes.value,
+            )
+        else:
             kwargs.update(
                 url=self.url.value.strip(),
                 auth=self.auth.value,
@@ -444,6 +490,7 @@ def _check_numbers(fields: dict[str, Any], max_attempts: int) -> dict[str, float
         "timeout": 0,
         "concurrency": 16,
         "max_attempts": max_attempts,
+        "processes": 1,
     }
     for name, (low, high) in BOUNDS.items():
         value = fields.get(name)
