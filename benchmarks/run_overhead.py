@@ -3,7 +3,7 @@
 Prints one JSON object with each figure beside its target; nothing is asserted.
 
     python benchmarks/run_overhead.py [--records-a 2000] [--records-b 1000000] [--records-c 400]
-                                      [--records-d 3000] [--only abcd]
+                                      [--records-d 3000] [--only abcde]
 
 (a) lambdakit.run vs a plain boto3 ThreadPoolExecutor loop at the same concurrency,
     batch_size=1, no-op function; medians of alternating rounds. Also shown: lambdakit given
@@ -23,6 +23,10 @@ Prints one JSON object with each figure beside its target; nothing is asserted.
     (user + system: the servers run in subprocesses, so their work is not counted; for (4)
     the kernel's own, and with its worker processes, start-up included); medians of
     alternating rounds.
+(e) in flight at a network's latency (issue #18's "keep 200 invocations in flight"): the stub
+    holds each reply 30 ms, like AWS's round trip, and (1) the raw boto3 pool and (3) the lean
+    path run at concurrency 200, batch_size=1; the figure is how many invocations the server
+    holds at once on average, invocations/s x 30 ms (Little's law), against the 200 asked for.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ TARGETS = {
     "d_lean_rate_vs_boto3_pool_on_stub": ">= 2.0",
     "d_lean_cpu_vs_boto3_pool_on_stub": "<= 0.40",
 }
+E_DELAY_MS = 30
 
 
 def _zip(source: str) -> bytes:
@@ -324,6 +329,42 @@ def bench_d(
     return report
 
 
+def bench_e(records: int, concurrency: int, rounds: int) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "records": records, "concurrency": concurrency, "stub_delay_ms": E_DELAY_MS,
+    }  # fmt: skip
+    with StubLambda(delay_ms=E_DELAY_MS) as stub:
+        endpoint = stub.endpoint_url
+        client = lambdakit.make_client(endpoint_url=endpoint, concurrency=concurrency)
+        items = [{"i": i} for i in range(records)]
+
+        def lean() -> None:
+            figures = _lk_run(
+                endpoint, "bench-stub", items, batch_size=1, concurrency=concurrency, cache=False
+            )
+            if figures["failures"] or figures["invocations"] != records:
+                raise SystemExit(f"a benchmark run failed records: {figures}")
+
+        contenders = {
+            "1_boto3_pool": lambda: _boto3_pool(client, "bench-stub", records, concurrency),
+            "3_lambdakit_lean": lean,
+        }
+        _boto3_pool(client, "bench-stub", concurrency * 2, concurrency)  # warm the pools
+        lean()
+        samples: dict[str, list[dict[str, float]]] = {key: [] for key in contenders}
+        for _ in range(rounds):
+            for key, run in contenders.items():
+                samples[key].append(_measured(records, run))
+    for key, runs in samples.items():
+        rate = statistics.median(r["per_s"] for r in runs)
+        report[key] = {
+            "invocations_per_s": round(rate, 1),
+            "in_flight_at_server": round(rate * E_DELAY_MS / 1000, 1),
+            "client_cpu_us_per_invocation": round(statistics.median(r["cpu_us"] for r in runs)),
+        }
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records-a", type=int, default=2000)
@@ -334,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records-d", type=int, default=3000)
     parser.add_argument("--rounds-d", type=int, default=3)
     parser.add_argument("--concurrency-d", default="16,64", help="comma-separated")
-    parser.add_argument("--only", default="abcd", help="which benchmarks to run, e.g. ad")
+    parser.add_argument("--records-e", type=int, default=8000)
+    parser.add_argument("--rounds-e", type=int, default=3)
+    parser.add_argument("--only", default="abcde", help="which benchmarks to run, e.g. ad")
     args = parser.parse_args(argv)
     report: dict[str, Any] = {
         "cpus": os.cpu_count(),
@@ -355,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         if "d" in args.only:
             levels = [int(c) for c in args.concurrency_d.split(",")]
             report["d_invoke_paths"] = bench_d(local, client, args.records_d, args.rounds_d, levels)
+        if "e" in args.only:
+            report["e_in_flight_at_30ms"] = bench_e(args.records_e, 200, args.rounds_e)
     report["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
     return 0

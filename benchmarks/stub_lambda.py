@@ -1,13 +1,14 @@
 """A stub of Lambda's Invoke API for benchmarks: answers at once, so the client is what is timed.
 
-    python benchmarks/stub_lambda.py [--port 0]     # prints "PORT <n>" once listening
+    python benchmarks/stub_lambda.py [--port 0] [--delay-ms 0]   # prints "PORT <n>" once listening
 
 Any GET (GetFunctionConfiguration, as run() resolves its function) is answered with the
 configuration of a function of that name. Each `POST .../invocations` is answered 200 with
 what Invoke sends (X-Amz-Executed-Version, x-amzn-RequestId, X-Amz-Log-Result with a REPORT
 line) and one null output per item of a `{"Items": [...]}` body. HTTP/1.1 keep-alive over
 asyncio, no framework: a few µs of the server's CPU per request, so that on a small machine
-the client, not the server, is the limit.
+the client, not the server, is the limit. `--delay-ms` holds each Invoke reply that long
+(AWS's network and service time, with no server CPU spent waiting).
 `StubLambda` runs it in a subprocess (a context manager with `.endpoint_url`).
 """
 
@@ -51,6 +52,8 @@ def _configuration(head: bytes) -> bytes:
 
 
 class _Invoke(asyncio.Protocol):
+    delay_s = 0.0
+
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.buffer = b""
@@ -74,7 +77,12 @@ class _Invoke(asyncio.Protocol):
             # One output per item (batch_size=1 sends one): a per-record reply.
             items = body.count(b",") + 1 if body not in (b"", b'{"Items":[]}') else 0
             reply = b"[" + b",".join([b"null"] * items) + b"]"
-            self.transport.write(_HEAD + b"Content-Length: %d\r\n\r\n" % len(reply) + reply)
+            answer = _HEAD + b"Content-Length: %d\r\n\r\n" % len(reply) + reply
+            if self.delay_s:
+                # One request at a time per connection (no pipelining): replies stay in order.
+                asyncio.get_running_loop().call_later(self.delay_s, self.transport.write, answer)
+            else:
+                self.transport.write(answer)
 
 
 async def _serve(port: int) -> None:
@@ -88,10 +96,14 @@ async def _serve(port: int) -> None:
 class StubLambda:
     """The stub in a subprocess: `with StubLambda() as stub: stub.endpoint_url`."""
 
+    def __init__(self, delay_ms: float = 0) -> None:
+        self.delay_ms = delay_ms
+
     def __enter__(self) -> StubLambda:
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--port", "0"], stdout=subprocess.PIPE, text=True
-        )
+            [sys.executable, __file__, "--port", "0", "--delay-ms", str(self.delay_ms)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         line = self.process.stdout.readline() if self.process.stdout else ""
         if not line.startswith("PORT "):
             self.process.kill()
@@ -107,4 +119,7 @@ class StubLambda:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    asyncio.run(_serve(parser.parse_args().port))
+    parser.add_argument("--delay-ms", type=float, default=0)
+    args = parser.parse_args()
+    _Invoke.delay_s = args.delay_ms / 1000
+    asyncio.run(_serve(args.port))
