@@ -10,6 +10,7 @@ import orjson
 
 from lambdakit.errors import InvalidInput
 from lambdakit.invocation import CLIENT_ERROR, FUNCTION_ERROR, OK, REPORTED_FAILURE, TIMEOUT, Report
+from lambdakit.records.encoding import dumps_exact, loads_exact
 
 __all__ = [
     "COUNT_MISMATCH",
@@ -161,7 +162,9 @@ def read_response(
         # For custom runtimes whose replies are text: nothing is interpreted.
         return OK, [payload_bytes.decode("utf-8", "replace")] * n_items, (), None, None
     try:
-        result = orjson.loads(payload_bytes)
+        # Every digit kept: an int beyond 64 bits stays an int, a fraction a float cannot
+        # hold is a JsonNumber (orjson alone reads both as floats, silently).
+        result = loads_exact(payload_bytes)
     except orjson.JSONDecodeError:
         return _not_json(payload_bytes)
     if isinstance(result, dict) and "statusCode" in result:
@@ -236,13 +239,13 @@ def _kind(value: Any) -> str:
         kind = "a number"
     else:
         kind = "a string" if isinstance(value, str) else "a value"
-    return f"{kind} ({orjson.dumps(value).decode()[:_EXCERPT]})"
+    return f"{kind} ({dumps_exact(value).decode()[:_EXCERPT]})"
 
 
 def _decode(raw: str | bytes) -> Any:
-    """JSON-decode a payload or body; text that is not JSON is kept as text."""
+    """JSON-decode a payload or body (every digit kept); text that is not JSON is kept as text."""
     try:
-        return orjson.loads(raw)
+        return loads_exact(raw)
     except orjson.JSONDecodeError:
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
@@ -262,11 +265,11 @@ def _error_fields(body: Any, *, default_type: str) -> tuple[str, str]:
         error_type = body.get("errorType") or body.get("type") or body.get("error_type")
         message = body.get("errorMessage") or body.get("message") or body.get("error")
         if message is None:
-            message = orjson.dumps(body).decode()
+            message = dumps_exact(body).decode()
         return str(error_type or default_type), str(message)
     if body is None or body == "":
         return default_type, "(empty response)"
-    return default_type, body if isinstance(body, str) else orjson.dumps(body).decode()
+    return default_type, body if isinstance(body, str) else dumps_exact(body).decode()
 
 
 def _read_item_failures(

@@ -245,12 +245,18 @@ def _headline(summary: dict[str, Any]) -> str:
 def write_outputs(result: Any, path: Path, *, shared: bool = False) -> Path:
     """Write one JSON line per input record: {"record": i, "output": ...} (None if failed).
 
-    The file is 0600 unless `shared` (outputs are the user's data)."""
+    The file is 0600 unless `shared` (outputs are the user's data). Every digit of a
+    number is kept (an int beyond 64 bits, a JsonNumber), as the run read it."""
+    import orjson
+
+    from lambdakit.records.encoding import dumps_exact
+
     with path.open("w", encoding="utf-8") as out:
         if not shared:
             os.chmod(path, PRIVATE_FILE)
         for index, output in enumerate(result.outputs()):
-            out.write(json.dumps({"record": index, "output": output}, default=str) + "\n")
+            line = {"record": index, "output": output}
+            out.write(dumps_exact(line, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
     return path
 
 

@@ -14,8 +14,14 @@ The forms, as docs/architecture.md documents them:
   process (and hit the cache); a set whose items do not sort is rejected.
 - dict keys that are not strings are sent as JSON keys (`1` -> `"1"`); a dict whose keys
   would collide (`1` and `"1"`) is rejected, naming the keys, since one value would be lost.
-- JsonNumber (a number read from a JSONL or JSON file that a float cannot hold, see
-  formats.py): a JSON number with the file's own digits, whatever `decimal` says.
+- JsonNumber (a number read from JSON text that a float cannot hold: a JSONL or JSON
+  file's, a reply's): a JSON number with its own digits, whatever `decimal` says.
+- int beyond 64 bits (which orjson refuses): a JSON number with its digits.
+
+Reading JSON text back (`loads_exact`: files, replies, stored outputs) is the inverse: an
+integer is an int whatever its size, a number a float holds exactly is a float (`1.10` is
+1.1), and any other (a long fraction, `1e-400`) is a JsonNumber with the text's digits.
+`dumps_exact` writes such values back with those digits.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import decimal
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +39,20 @@ import orjson
 
 from lambdakit.errors import InvalidInput
 
-__all__ = ["DECIMAL_FORMS", "NAN_CHOICES", "OPTIONS", "Encoding", "JsonNumber"]
+__all__ = [
+    "DECIMAL_FORMS",
+    "NAN_CHOICES",
+    "NUMBER_CLASSES",
+    "NUMBER_LONG_RUN",
+    "NUMBER_TINY",
+    "OPTIONS",
+    "Encoding",
+    "JsonNumber",
+    "dumps_exact",
+    "exact_loads",
+    "loads_exact",
+    "may_lose",
+]
 
 DECIMAL_FORMS = ("number", "string")
 NAN_CHOICES = ("reject", "null")
@@ -46,6 +66,79 @@ class JsonNumber(decimal.Decimal):
     """A number from a JSON file that a float cannot hold (a long fraction, a huge integer)."""
 
     __slots__ = ()
+
+
+# orjson reads a number with a fraction or an exponent as a float, and an integer beyond 64
+# bits as one too: a number of 16 digits or more (a '.' among them) may not survive that, nor
+# one with a negative 3-digit exponent (1e-400 is 0.0; a positive one too large is refused as
+# infinity). Only text that holds such a run is read again, exactly (exact_loads). The test
+# is two substring searches in the text mapped to classes (digit or '.' -> d, e/E -> e), a
+# fifth of a regex's cost; it also matches inside strings (long digit strings, some UUIDs),
+# which costs only the re-read.
+NUMBER_CLASSES = bytes(
+    0x64 if chr(b) in "0123456789." else 0x65 if chr(b) in "eE" else 0x2D if b == 0x2D else 0x78
+    for b in range(256)
+)
+NUMBER_LONG_RUN, NUMBER_TINY = b"d" * 16, b"de-ddd"
+_INT_MIN, _INT_END = -(1 << 63), 1 << 64  # what orjson reads and writes as an int
+
+
+def may_lose(text: bytes) -> bool:
+    """Whether JSON text may hold a number that orjson would not read exactly."""
+    classes = text.translate(NUMBER_CLASSES)
+    return NUMBER_LONG_RUN in classes or NUMBER_TINY in classes
+
+
+def _exact_number(text: str) -> Any:
+    """A JSON number with a fraction or exponent: a float when one holds its value exactly."""
+    value = float(text)
+    if math.isfinite(value) and decimal.Decimal(repr(value)) == decimal.Decimal(text):
+        return value  # 1.10 is 1.1: the same number, as orjson reads it
+    return JsonNumber(text)
+
+
+def exact_loads(text: bytes | str) -> Any:
+    """JSON text read with every number exact: ints of any size, JsonNumber for the rest."""
+    return json.loads(text, parse_float=_exact_number)
+
+
+def loads_exact(text: bytes | str) -> Any:
+    """orjson.loads, but text that may hold a number orjson would not read exactly is read
+    again by exact_loads (orjson.JSONDecodeError for what is not JSON, as orjson says)."""
+    value = orjson.loads(text)
+    raw = text if isinstance(text, bytes) else text.encode()
+    return exact_loads(raw) if may_lose(raw) else value
+
+
+def _exact_default(value: Any) -> Any:
+    """dumps_exact's fallback: a Decimal (JsonNumber included) as a number with its digits."""
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        return orjson.Fragment(str(value))
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def wide_ints_as_numbers(value: Any) -> Any:
+    """`value` with every int orjson refuses (beyond 64 bits) as a Fragment of its digits."""
+    kind = type(value)
+    if kind is int or (isinstance(value, int) and not isinstance(value, bool)):
+        return value if _INT_MIN <= value < _INT_END else orjson.Fragment(str(int(value)))
+    if isinstance(value, dict):
+        return {key: wide_ints_as_numbers(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [wide_ints_as_numbers(item) for item in value]
+    return value
+
+
+def dumps_exact(value: Any, option: int = 0) -> bytes:
+    """orjson.dumps with every digit kept: Decimals as numbers, ints of any size.
+
+    The inverse of loads_exact; TypeError for a value that has no JSON form.
+    """
+    try:
+        return orjson.dumps(value, default=_exact_default, option=option)
+    except TypeError:
+        # Only an int beyond 64 bits gets here and out again: walk the value once for it.
+        return orjson.dumps(wide_ints_as_numbers(value), default=_exact_default, option=option)
 
 
 class _Unsendable(TypeError):
@@ -104,7 +197,12 @@ class Encoding:
         try:
             return orjson.dumps(record, default=self.default, option=_KEYED), None
         except TypeError as exc:
-            return None, f"not JSON-serialisable: {exc}"
+            problem = f"not JSON-serialisable: {exc}"
+        try:  # an int beyond 64 bits, which orjson refuses: sent with its digits
+            wide = wide_ints_as_numbers(record)
+            return orjson.dumps(wide, default=self.default, option=_KEYED), None
+        except TypeError:
+            return None, problem
 
     def dumps(self, value: Any) -> bytes:
         """The bytes of a value (InvalidInput naming the problem if it has no faithful form)."""

@@ -10,11 +10,8 @@ line in its file can be found again (see datasets.Provenance).
 from __future__ import annotations
 
 import csv
-import decimal
 import io
 import itertools
-import json
-import math
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
@@ -22,7 +19,13 @@ from typing import Any, BinaryIO
 import orjson
 
 from lambdakit.errors import InvalidInput
-from lambdakit.records.encoding import JsonNumber
+from lambdakit.records.encoding import (
+    NUMBER_CLASSES,
+    NUMBER_LONG_RUN,
+    NUMBER_TINY,
+    exact_loads,
+    loads_exact,
+)
 
 __all__ = [
     "CHUNK_ROWS",
@@ -39,51 +42,6 @@ __all__ = [
 
 CHUNK_ROWS = 10_000  # rows converted at once from DataFrames, CSV chunks and Parquet batches
 _READ_BYTES = 1 << 20
-
-
-# orjson reads a number with a fraction or an exponent as a float, and an integer beyond 64
-# bits as one too: a number of 16 digits or more (a '.' among them) may not survive that, nor
-# one with a negative 3-digit exponent (1e-400 is 0.0; a positive one too large is refused as
-# infinity). Only text that holds such a run is read again, exactly (_exact_loads). The test
-# is two substring searches in the text mapped to classes (digit or '.' -> d, e/E -> e), a
-# fifth of a regex's cost; it also matches inside strings (long digit strings, some UUIDs),
-# which costs only the re-read.
-_CLASSES = bytes(
-    0x64 if chr(b) in "0123456789." else 0x65 if chr(b) in "eE" else 0x2D if b == 0x2D else 0x78
-    for b in range(256)
-)
-_LONG_RUN, _TINY = b"d" * 16, b"de-ddd"
-
-
-def _may_lose(text: bytes) -> bool:
-    """Whether JSON text may hold a number that a float cannot hold exactly."""
-    classes = text.translate(_CLASSES)
-    return _LONG_RUN in classes or _TINY in classes
-
-
-def _exact_number(text: str) -> Any:
-    """A JSON number with a fraction or exponent: a float when one holds its value exactly."""
-    value = float(text)
-    if math.isfinite(value) and decimal.Decimal(repr(value)) == decimal.Decimal(text):
-        return value  # 1.10 is 1.1: the same number, as orjson reads it
-    return JsonNumber(text)
-
-
-def _exact_int(text: str) -> Any:
-    """A JSON integer: an int within orjson's 64 bits, else its digits (a JsonNumber)."""
-    value = int(text)
-    return value if -(1 << 63) <= value < (1 << 64) else JsonNumber(text)
-
-
-def _exact_loads(text: bytes) -> Any:
-    """JSON text (that orjson read) again, keeping the numbers a float cannot hold exactly."""
-    return json.loads(text, parse_float=_exact_number, parse_int=_exact_int)
-
-
-def _loads(text: bytes) -> Any:
-    """orjson.loads, but a number a float cannot hold keeps its digits (a JsonNumber)."""
-    value = orjson.loads(text)  # JSONDecodeError for what is not JSON, as before
-    return _exact_loads(text) if _may_lose(text) else value
 
 
 class BadLine:
@@ -117,15 +75,16 @@ def jsonl_records(
     handle: BinaryIO, name: str, lines: list[tuple[int, int]] | None = None
 ) -> Iterator[Any]:
     """One record per non-blank line; a line that is not JSON is a BadLine naming its number."""
-    loads, classes, long_run, tiny = orjson.loads, _CLASSES, _LONG_RUN, _TINY  # the hot loop
+    loads, classes = orjson.loads, NUMBER_CLASSES  # the hot loop
+    long_run, tiny = NUMBER_LONG_RUN, NUMBER_TINY
     records = 0
     skipped = False  # a blank line was skipped since the last record
     for number, line in enumerate(handle, start=1):
         try:
             record = loads(line)
-            mapped = line.translate(classes)  # _may_lose, inlined
+            mapped = line.translate(classes)  # encoding.may_lose, inlined
             if long_run in mapped or tiny in mapped:
-                record = _exact_loads(line)
+                record = exact_loads(line)
         except orjson.JSONDecodeError as exc:
             if not line.strip():
                 skipped = True
@@ -368,7 +327,7 @@ def json_array_records(handle: BinaryIO, name: str) -> Iterator[Any]:
 
 def _json_element(text: bytes, number: int, name: str) -> Any:
     try:
-        return _loads(text)
+        return loads_exact(text)
     except orjson.JSONDecodeError as exc:
         shown = text.decode("utf-8", "replace")
         return BadLine(shown, f"element {number} of the array in {name} is not JSON: {exc}")

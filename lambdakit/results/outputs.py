@@ -1,4 +1,8 @@
-"""OutputStore: per-record outputs kept on disk as orjson lines, read back in input order."""
+"""OutputStore: per-record outputs kept on disk as JSON lines, read back in input order.
+
+Every digit is kept (records/encoding.py's dumps_exact / loads_exact): an int beyond 64 bits
+and a JsonNumber (a reply's number no float holds) come back as they were stored.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from lambdakit.errors import InvalidInput
+from lambdakit.records.encoding import dumps_exact, loads_exact
 from lambdakit.results.folders import PRIVATE_FILE, make_folder
 
 __all__ = ["OutputStore"]
@@ -24,6 +29,7 @@ __all__ = ["OutputStore"]
 log = logging.getLogger("lambdakit.results.outputs")
 
 DATA_FILE = "outputs.jsonl"
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 INDEX_FILE = "outputs.index.json"
 
 
@@ -39,14 +45,14 @@ class _Chunk(NamedTuple):
 class OutputStore:
     """Per-record outputs on disk, iterated in input order with None where missing.
 
-    Each `put()` appends one orjson line `[record_indices, outputs]`; memory holds only the
-    offset, length and smallest record index of each line, so millions of outputs cost a
-    few bytes per batch. `put()` is thread-safe. In a `directory` you name, each put is
-    flushed, so a crash or another reader never misses a stored batch. Without `directory`
-    the store lives in a private temporary folder, removed when the store is
-    garbage-collected, and puts are buffered (a flush per batch cost ~17 us, a tenth of a
-    run's own time per attempt at batch_size=1): its reads, `flush()`, `save()` and
-    pickling flush first. Pickling embeds the data.
+    Each `put()` appends one JSON line `[record_indices, outputs]` (every digit kept);
+    memory holds only the offset, length and smallest record index of each line, so millions
+    of outputs cost a few bytes per batch. `put()` is thread-safe. In a `directory` you
+    name, each put is flushed, so a crash or another reader never misses a stored batch.
+    Without `directory` the store lives in a private temporary folder, removed when the
+    store is garbage-collected, and puts are buffered (a flush per batch cost ~17 us, a
+    tenth of a run's own time per attempt at batch_size=1): its reads, `flush()`, `save()`
+    and pickling flush first. Pickling embeds the data.
 
     >>> store = OutputStore()
     >>> store.put([2, 0], ["c", "a"])
@@ -102,9 +108,7 @@ class OutputStore:
         if indices[0] < 0:  # the smallest, once sorted
             raise InvalidInput(f"OutputStore.put got a negative record index {indices[0]}")
         try:
-            line = orjson.dumps(
-                [indices, values], option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-            )
+            line = dumps_exact([indices, values], option=_OPTIONS)
         except TypeError as exc:
             raise InvalidInput(f"an output of records {indices[:5]}... is not JSON: {exc}") from exc
         line += b"\n"
@@ -139,7 +143,7 @@ class OutputStore:
                 while pending < len(chunks) and chunks[pending][1].first_record <= record:
                     seq, chunk = chunks[pending]
                     fh.seek(chunk.offset)
-                    indices, values = orjson.loads(fh.read(chunk.length))
+                    indices, values = loads_exact(fh.read(chunk.length))
                     heapq.heappush(heap, (indices[0], seq, 0, indices, values))
                     pending += 1
                 if len(heap) == 1 and self._whole_run(heap[0], record, n_records, chunks, pending):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 import pytest
 
@@ -167,3 +169,41 @@ def test_check_outputs_names_the_allowed_values():
     for wrong in ("batch", "PER_RECORD", None, 1):
         with pytest.raises(InvalidInput, match="'per_record', 'per_batch', 'raw'"):
             check_outputs(wrong)
+
+
+# orjson reads an integer beyond 64 bits as a float and a number with more digits than a
+# float holds as the nearest float: 123456789012345678901234567890 came back as
+# 1.2345678901234568e+29, with no word.
+WIDE_REPLY = (
+    b'[{"id": 123456789012345678901234567890, "amount": 0.1234567890123456789, '
+    b'"price": 1.10, "n": 7, "max": 18446744073709551615, "low": -9223372036854775809}]'
+)
+
+
+def test_numbers_wider_than_a_float_or_64_bits_keep_their_digits():
+    outcome, (output,), *_ = read_response(WIDE_REPLY, None, 1)
+    assert outcome == OK
+    assert output["id"] == 123456789012345678901234567890 and type(output["id"]) is int
+    assert output["low"] == -9223372036854775809 and type(output["low"]) is int
+    assert output["max"] == 18446744073709551615
+    # A fraction a float cannot hold is a Decimal with the reply's digits (a JsonNumber, as
+    # a JSONL file's number is); one a float holds exactly stays a float.
+    assert isinstance(output["amount"], Decimal)
+    assert str(output["amount"]) == "0.1234567890123456789"
+    assert type(output["price"]) is float and output["price"] == 1.1
+    assert type(output["n"]) is int
+
+
+def test_a_wide_item_identifier_names_its_record():
+    ids = [123456789012345678901234567890, 123456789012345678901234567891]
+    reply = b'{"batchItemFailures": [{"itemIdentifier": 123456789012345678901234567891}]}'
+    outcome, _, failed, error_type, _ = read_response(reply, None, 2, ids=ids)
+    assert (outcome, failed, error_type) == (REPORTED_FAILURE, (1,), "BatchItemFailures")
+
+
+def test_a_wide_number_in_an_error_body_or_a_scalar_reply_is_quoted_with_its_digits():
+    reply = b'{"statusCode": 400, "body": {"code": 123456789012345678901234567890}}'
+    _, _, _, _, message = read_response(reply, None, 1)
+    assert "123456789012345678901234567890" in message
+    _, _, _, _, message = read_response(b"123456789012345678901234567890", None, 2)
+    assert "a number (123456789012345678901234567890)" in message

@@ -362,3 +362,22 @@ def test_item_attempts_reach_the_run_and_are_checked_against_max_attempts(
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "item_attempts (4) cannot exceed max_attempts" in err
+
+
+def test_the_outputs_file_keeps_every_digit(tmp_path):
+    # json.dumps(default=str) wrote a JsonNumber as a string: "0.1234567890123456789".
+    from decimal import Decimal
+
+    from lambdakit.cli.commands import write_outputs
+    from lambdakit.records.encoding import JsonNumber
+
+    class Outputs:
+        def outputs(self):
+            return iter([{"id": 10**30, "amount": JsonNumber("0.1234567890123456789")}, None])
+
+    path = write_outputs(Outputs(), tmp_path / "outputs.jsonl")
+    lines = [json.loads(line, parse_float=Decimal) for line in path.read_text().splitlines()]
+    assert lines == [
+        {"record": 0, "output": {"id": 10**30, "amount": Decimal("0.1234567890123456789")}},
+        {"record": 1, "output": None},
+    ]

@@ -156,3 +156,51 @@ def test_after_a_cancel_every_record_of_the_source_is_accounted_for(
     r = rerun.summary()
     assert (r["records"], r["not_run_records"]) == (len(rest), 0)
     assert r["failed_records"] == int(frame["bad"][rest.index].sum())  # the rest, once each
+
+
+# A custom runtime answering, for each item, JSON text with numbers no float or 64-bit int
+# holds (as a Java or Go function with big-number types can write them).
+WIDE_NUMBERS_BOOTSTRAP = f"""#!{sys.executable}
+import json, os, urllib.request
+
+api = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    with urllib.request.urlopen(api + "next") as reply:
+        request_id = reply.headers["Lambda-Runtime-Aws-Request-Id"]
+        event = json.loads(reply.read())
+    texts = [
+        '{{"id": 1234567890123456789012345678%02d, "amount": 0.12345678901234567%02d, '
+        '"price": 1.10}}' % (item["i"], item["i"])
+        for item in event["Items"]
+    ]
+    answer = urllib.request.Request(
+        api + request_id + "/response", data=("[" + ",".join(texts) + "]").encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(answer).read()
+"""
+
+
+def test_wide_numbers_in_replies_keep_their_digits_through_save_and_load(
+    make_function, go, tmp_path
+):
+    # orjson read them as floats: 1234567890123456789012345678 + 5 came back as
+    # 1.2345678901234568e+27 for every record, and the long fraction lost its last digits.
+    name = make_function(WIDE_NUMBERS_BOOTSTRAP, runtime="provided.al2023")
+    expected = [
+        {
+            "id": 1234567890123456789012345678 * 100 + i,
+            "amount": Decimal(f"0.12345678901234567{i:02d}"),
+            "price": 1.1,
+        }
+        for i in range(6)
+    ]
+    result = go(name, [{"i": i} for i in range(6)], batch_size=4)
+    assert list(result.outputs()) == expected
+    assert all(type(o["id"]) is int for o in result.outputs())
+    assert [str(o["amount"]) for o in result.outputs()] == [str(e["amount"]) for e in expected]
+    loaded = lambdakit.RunResult.load(result.save(tmp_path / "saved"))
+    assert [str(o["amount"]) for o in loaded.outputs()] == [str(e["amount"]) for e in expected]
+    assert list(loaded.outputs()) == expected
+    cached = go(name, [{"i": i} for i in range(6)], batch_size=4)  # served from the cache
+    assert cached.summary()["cached_batches"] == 2 and list(cached.outputs()) == expected

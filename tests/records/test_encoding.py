@@ -196,3 +196,14 @@ def test_bad_settings_and_an_unsendable_batch_input_are_refused():
         Envelope(batch_input={"rate": math.nan})
     with pytest.raises(InvalidInput, match=r"payload callable returned what cannot be sent"):
         list(iter_batches([1], payload=lambda items: {1: 1, "1": 2}))
+
+
+def test_an_int_beyond_64_bits_is_sent_with_its_digits():
+    # orjson refuses such an int: the record was rejected ("Integer exceeds 64-bit range").
+    records = [{"id": 2**64, "low": -(2**63) - 1, "list": [10**30]}, {"id": 1}]
+    batches, rejected = collect(records)
+    assert not rejected
+    assert batches[0].body == (
+        b'{"Items":[{"id":18446744073709551616,"low":-9223372036854775809,'
+        b'"list":[1000000000000000000000000000000]},{"id":1}]}'
+    )

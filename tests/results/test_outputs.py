@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from lambdakit.errors import InvalidInput
+from lambdakit.records.encoding import JsonNumber
 from lambdakit.results.outputs import DATA_FILE, INDEX_FILE, OutputStore
 
 
@@ -132,3 +133,24 @@ def test_a_private_store_buffers_puts_and_every_read_sees_them(tmp_path):
     named = OutputStore(tmp_path / "out")
     named.put([0], ["a"])
     assert list(OutputStore.open(tmp_path / "out").get_all(1)) == ["a"]
+
+
+def test_outputs_wider_than_a_float_or_64_bits_keep_their_digits(tmp_path):
+    # orjson refuses an int beyond 64 bits (the put failed) and reads a long fraction back
+    # as a float: the store writes every digit and reads them back as they were.
+    wide = {
+        "id": 123456789012345678901234567890,
+        "low": -(2**63) - 1,
+        "amount": JsonNumber("0.1234567890123456789"),
+        "nested": [2**64, {"x": JsonNumber("1234567890123456.78")}],
+        "price": 1.1,
+    }
+    store = OutputStore(tmp_path / "outputs")
+    store.put([0, 1], [wide, "plain"])
+    (back, plain) = OutputStore.open(tmp_path / "outputs").get_all(2)
+    assert back == wide and plain == "plain"
+    assert type(back["id"]) is int and type(back["amount"]) is JsonNumber
+    assert str(back["nested"][1]["x"]) == "1234567890123456.78"
+    assert type(back["price"]) is float
+    (again,) = pickle.loads(pickle.dumps(store)).get_all(1)
+    assert again == wide
