@@ -4,7 +4,8 @@
                   [--timeout S] [--max-attempts N] [--item-attempts N] [--id-field F]
                   [--decimal number|string] [--nan reject|null]
                   [--outputs per_record|per_batch|raw] [--invoke-path lean|boto3]
-                  [--processes N] [--endpoint-url URL]
+                  [--processes N] [--hedge [SPEC]] [--on-oom [MB,...]]
+                  [--on-timeout [MB,...]] [--limits SPEC] [--endpoint-url URL]
                   [--region R] [--profile P] [--no-cache | --cache-dir DIR]
                   [--report DIR|s3://bucket/prefix/] [--s3-endpoint-url URL]
                   [--grace S] [--outage-timeout S | --wait-for-ever] [--shared-files]
@@ -120,6 +121,83 @@ def _grace(text: str) -> float:
     return value
 
 
+def _pairs(text: str, keys: dict[str, Any], bare: str | None) -> dict[str, Any]:
+    """KEY=VALUE[,KEY=VALUE...] into keyword arguments, each value read by keys[KEY]; a bare
+    first item is the `bare` key's value (Hedge's `after`)."""
+    found: dict[str, Any] = {}
+    for index, item in enumerate(part.strip() for part in text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep and index == 0 and bare is not None:
+            key, value = bare, item
+        elif not sep or key.strip() not in keys:
+            raise argparse.ArgumentTypeError(
+                f"expected KEY=VALUE items with KEY one of {', '.join(keys)}, got {item!r}"
+            )
+        key = key.strip()
+        if key in found:
+            raise argparse.ArgumentTypeError(f"{key} is given twice in {text!r}")
+        try:
+            found[key] = keys[key](value.strip())
+        except ValueError:
+            kind = "a whole number" if keys[key] is int else "a number"
+            raise argparse.ArgumentTypeError(f"{key} must be {kind}, got {value!r}") from None
+    return found
+
+
+def _quantile_or_seconds(text: str) -> str | float:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # "p95": Hedge checks it
+
+
+def _hedge(text: str) -> Any:
+    """--hedge's value: Hedge's fields as [AFTER][,factor=F][,max_share=S][,min_samples=N]."""
+    from lambdakit.engine.hedge import Hedge
+    from lambdakit.errors import InvalidInput
+
+    keys = {"after": _quantile_or_seconds, "factor": float, "max_share": float,
+            "min_samples": int}  # fmt: skip
+    try:
+        return Hedge(**_pairs(text, keys, bare="after"))
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ladder(text: str) -> Any:
+    """--on-oom's and --on-timeout's value: memory sizes in MB, ascending, e.g. 1024,2048."""
+    from lambdakit.engine.ladder import MemoryLadder
+    from lambdakit.errors import InvalidInput
+
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected memory sizes in MB such as 1024,2048,4096, got {text!r}"
+        ) from None
+    try:
+        return MemoryLadder(sizes)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _limits(text: str) -> dict[str, Any]:
+    """--limits' value: lambdakit.limits()'s keywords, max_concurrency=N,max_rps=R,scope=S,
+    lock_dir=DIR; at least one cap."""
+    from lambdakit.engine.limits import Limits
+    from lambdakit.errors import InvalidInput
+
+    keys = {"max_concurrency": int, "max_rps": float, "scope": str, "lock_dir": str}
+    found = _pairs(text, keys, bare=None)
+    if found.get("max_concurrency") is None and found.get("max_rps") is None:
+        raise argparse.ArgumentTypeError(f"give max_concurrency=N or max_rps=R, got {text!r}")
+    try:
+        Limits("FUNCTION", **found)  # its checks, before anything runs
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return found
+
+
 def add_run_command(subparsers: Any) -> None:
     """`lambdakit run FUNCTION INPUT`: a headless batch run with a report folder."""
     run = subparsers.add_parser(
@@ -176,6 +254,29 @@ def add_run_command(subparsers: Any) -> None:
         "--processes", type=_positive, default=1,
         help="worker processes carrying the Invokes, each with its own lean client "
         "(default 1; pays with many cores, small batches and high concurrency)",
+    )  # fmt: skip
+    run.add_argument(
+        "--hedge", type=_hedge, nargs="?", const=True, metavar="SPEC",
+        help="send a straggling batch again (idempotent functions only): alone, Hedge's "
+        "defaults (p95,factor=2,max_share=0.05,min_samples=20); or e.g. p99,factor=3 or 2.5 "
+        "(seconds)",
+    )  # fmt: skip
+    run.add_argument(
+        "--on-oom", type=_ladder, nargs="?", const=True, metavar="MB,...",
+        help="retry a batch that ran out of memory on a version with the next size up: "
+        "alone, 1024,2048,4096; or the sizes in MB (needs UpdateFunctionConfiguration and "
+        "PublishVersion)",
+    )  # fmt: skip
+    run.add_argument(
+        "--on-timeout", type=_ladder, nargs="?", const=True, metavar="MB,...",
+        help="the same for the function's own timeouts: alone, --on-oom's sizes (else "
+        "1024,2048,4096); or the sizes in MB",
+    )  # fmt: skip
+    run.add_argument(
+        "--limits", type=_limits, metavar="SPEC",
+        help="caps this run shares with every other run of FUNCTION (lambdakit.limits()): "
+        "max_concurrency=N,max_rps=R[,scope=kernel|machine][,lock_dir=DIR]; scope=machine "
+        "shares them with other processes here (notebooks, other runs)",
     )  # fmt: skip
     run.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:9001 for lambdakit local "
                      f"(default ${ENDPOINT_ENV}, else AWS)")  # fmt: skip
@@ -304,9 +405,6 @@ def _url_name(url: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from lambdakit.engine.cache import DEFAULT, Cache
-    from lambdakit.engine.retry import Retry
-    from lambdakit.engine.runner import start
-    from lambdakit.errors import SourceError, StorageError
     from lambdakit.results.folders import check_folder
 
     if args.url is not None and args.input is None and args.function is not None:
@@ -325,6 +423,8 @@ def _run(args: argparse.Namespace) -> int:
         headers[name.strip()] = value.strip()
     if args.url is None and (headers or args.auth or args.cache_namespace):
         return print_error("run", "--auth, --header and --cache-namespace go with --url")
+    if args.url is not None and args.limits is not None:
+        return print_error("run", "--limits caps the runs of FUNCTION: give FUNCTION, not --url")
     if not _input_may_exist(args.input):
         return print_error("run", f"input file {str(args.input)!r} does not exist")
     # Before anything is invoked: a report that cannot be written would lose the whole run.
@@ -342,6 +442,29 @@ def _run(args: argparse.Namespace) -> int:
     cache: Any = False if args.no_cache else (args.cache_dir or DEFAULT)
     if cache is not False and args.shared_files:
         cache = Cache(args.cache_dir, shared=True)
+    if args.limits is not None:
+        from lambdakit.engine.limits import limits
+
+        limits(args.function, **args.limits)
+    try:
+        return _run_and_report(args, report, cache, endpoint_url, headers, s3_where)
+    finally:
+        if args.limits is not None:
+            limits(args.function)  # this process's registry: no caps left behind (main())
+
+
+def _run_and_report(
+    args: argparse.Namespace,
+    report: Any,
+    cache: Any,
+    endpoint_url: str | None,
+    headers: dict[str, str],
+    s3_where: dict[str, Any],
+) -> int:
+    from lambdakit.engine.retry import Retry
+    from lambdakit.engine.runner import start
+    from lambdakit.errors import SourceError, StorageError
+
     signals: list[int] = []  # the interrupts received, in order
 
     def interrupted(count: int) -> None:
@@ -370,6 +493,9 @@ def _run(args: argparse.Namespace) -> int:
         outputs=args.outputs,
         invoke_path=args.invoke_path,
         processes=args.processes,
+        hedge=args.hedge,
+        on_oom=args.on_oom,
+        on_timeout=args.on_timeout,
         endpoint_url=endpoint_url,
         region=args.region,
         profile=args.profile,

@@ -316,6 +316,115 @@ def test_invoke_path_and_processes_reach_the_run(local_lambda, processor, tmp_pa
     assert "processes= needs the lean path" in capsys.readouterr().err
 
 
+# Records with "mb" hold that much memory for a moment: past 128 MB, out of memory.
+HOG = """
+import time
+
+def handler(event, context):
+    out = []
+    for item in event["Items"]:
+        if item.get("mb"):
+            block = bytearray(item["mb"] * 1024 * 1024)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            time.sleep(0.3)
+            del block
+        out.append(item["i"] * 10)
+    return out
+"""
+
+
+def _params(report: Path) -> dict:
+    return json.loads((report / "manifest.json").read_text())["params"]
+
+
+def test_hedge_and_memory_ladder_shorthands_reach_the_run(local_lambda, processor, tmp_path):
+    data = _jsonl(tmp_path / "in.jsonl", _records(4))
+    common = ("--batch-size", "2", "--no-cache")
+    defaults = {"after": "p95", "factor": 2.0, "max_share": 0.05, "min_samples": 20}
+    for extra, expected in [
+        ((), {"hedge": None, "on_oom": None, "on_timeout": None}),
+        # Alone, each flag is run()'s True: Hedge(), MemoryLadder(), on_oom's ladder.
+        (("--hedge", "--on-oom", "--on-timeout"),
+         {"hedge": defaults, "on_oom": [1024, 2048, 4096], "on_timeout": [1024, 2048, 4096]}),
+        (("--hedge", "p99,factor=3,min_samples=5", "--on-oom", "256,512", "--on-timeout"),
+         {"hedge": {**defaults, "after": "p99", "factor": 3.0, "min_samples": 5},
+          "on_oom": [256, 512], "on_timeout": [256, 512]}),
+        (("--hedge", "2.5,max_share=0.1", "--on-timeout", "512"),
+         {"hedge": {**defaults, "after": 2.5, "max_share": 0.1}, "on_oom": None,
+          "on_timeout": [512]}),
+    ]:  # fmt: skip
+        report = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        assert _run(local_lambda, processor, str(data), *common, *extra,
+                    "--report", str(report)) == 0  # fmt: skip
+        params = _params(report)
+        assert {key: params[key] for key in expected} == expected, extra
+
+
+def test_on_oom_climbs_the_ladder_from_the_shell(local_lambda, lambda_client, make_function,
+                                                 tmp_path):  # fmt: skip
+    name = make_function(HOG, MemorySize=128, Timeout=30)
+    data = _jsonl(tmp_path / "in.jsonl", [{"i": i, "mb": 200 if i == 1 else 0} for i in range(3)])
+    report = tmp_path / "report"
+    code = _run(local_lambda, name, str(data), "--batch-size", "1", "--no-cache",
+                "--on-oom", "256", "--report", str(report))  # fmt: skip
+    assert code == 0
+    outputs = [json.loads(line)["output"] for line in (report / "outputs.jsonl").open()]
+    assert outputs == [0, 10, 20]
+    batches = pd.read_csv(report / "batches.csv").set_index("batch")
+    assert batches.loc[1, "memory_mb"] == 256 and batches.drop(index=1)["memory_mb"].isna().all()
+    assert lambda_client.get_function_configuration(FunctionName=name)["MemorySize"] == 128
+
+
+def test_limits_reach_lambdakit_limits_and_are_cleared(local_lambda, processor, tmp_path):
+    from lambdakit.engine.limits import gate_for
+
+    data = _jsonl(tmp_path / "in.jsonl", _records(6))
+    locks = tmp_path / "locks"
+    report = tmp_path / "report"
+    spec = f"max_concurrency=1,max_rps=100,scope=machine,lock_dir={locks}"
+    code = _run(local_lambda, processor, str(data), "--batch-size", "1", "--concurrency", "4",
+                "--no-cache", "--report", str(report), "--limits", spec)  # fmt: skip
+    assert code == 0
+    # The machine-scope gate's files: one slot (the cap, whatever the concurrency), the bucket.
+    names = sorted(path.name.split(".", 1)[1] for path in locks.iterdir())
+    assert names == ["0.lock", "rate"]
+    assert gate_for(processor) is None  # this process's registry holds no caps afterwards
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hedge", "p999"], "argument --hedge: Hedge.after must be a latency quantile"),
+        (["--hedge", "factor=0.5"], "argument --hedge: Hedge.factor must be a number >= 1"),
+        (["--hedge", "factor=x"], "argument --hedge: factor must be a number, got 'x'"),
+        (["--hedge", "colour=red"], "KEY one of after, factor, max_share, min_samples"),
+        (["--hedge", "min_samples=2.5"], "min_samples must be a whole number"),
+        (["--on-oom", "1GB"], "argument --on-oom: expected memory sizes in MB such as"),
+        (["--on-oom", "1024,512"], "MemoryLadder sizes must go up, each once"),
+        (["--on-timeout", "64"], "argument --on-timeout: MemoryLadder sizes are MB from 128"),
+        (["--limits", "scope=machine"], "argument --limits: give max_concurrency=N or max_rps="),
+        (["--limits", "max_concurrency=0"], "max_concurrency must be an int >= 1, got 0"),
+        (["--limits", "max_rps=fast"], "max_rps must be a number, got 'fast'"),
+        (["--limits", "max_rps=2,scope=planet"], "limits() scope must be one of"),
+        (["--limits", "max_rps=2,max_rps=3"], "max_rps is given twice"),
+    ],
+)
+def test_bad_hedge_ladder_and_limits_values_are_one_line_errors(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "fn", str(tmp_path / "in.jsonl"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_limits_do_not_go_with_a_url(tmp_path, capsys):
+    data = _jsonl(tmp_path / "in.jsonl", _records(1))
+    code = main(["run", "--url", "http://127.0.0.1:9/u", str(data), "--limits", "max_rps=1"])
+    assert code == 2
+    assert "--limits caps the runs of FUNCTION" in capsys.readouterr().err
+
+
 def test_a_source_that_breaks_mid_run_still_writes_the_partial_report_and_exits_2(
     local_lambda, processor, tmp_path, capsys
 ):
