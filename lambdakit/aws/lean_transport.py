@@ -27,6 +27,8 @@ _HEAD_END = b"\r\n\r\n"
 _CHUNK = 65536
 # Above this a body goes in its own send: joining it to the head would copy megabytes.
 _JOIN_BELOW = 1 << 20
+# http.client's bound on a header line (65,536), for the whole head: more is no Lambda reply.
+_MAX_HEAD = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,8 @@ def _read_reply(sock: Any) -> tuple[Answer, bool]:
     while True:
         end = data.find(_HEAD_END)
         if end < 0:
+            if len(data) > _MAX_HEAD:
+                raise _Malformed(f"a reply head over {_MAX_HEAD} bytes")
             chunk = sock.recv(_CHUNK)
             if not chunk:
                 raise _Malformed(
@@ -278,19 +282,20 @@ def _read_exactly(sock: Any, data: bytes, length: int) -> bytes:
         raise ValueError(f"a negative Content-Length: {length}")
     if len(data) >= length:
         return data[:length]
-    buffer = bytearray(length)
-    buffer[: len(data)] = data
-    view, got = memoryview(buffer), len(data)
+    # Pieces as they come, never a buffer of the announced size: the length is the server's
+    # word, and a wrong or hostile one must not allocate gigabytes up front.
+    parts, got = [data], len(data)
     while got < length:
-        n = sock.recv_into(view[got:])
-        if not n:
+        chunk = sock.recv(min(length - got, _CHUNK * 16))
+        if not chunk:
             from urllib3.exceptions import IncompleteRead
 
             # urllib3's words for it, so that both paths' messages agree.
             short = IncompleteRead(got, length - got)
             raise BrokenBody(ValueError(f"Connection broken: {short!r}", short))
-        got += n
-    return bytes(buffer)
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
 
 
 def _read_to_close(sock: Any, data: bytes) -> bytes:
@@ -306,6 +311,8 @@ def _read_chunked(sock: Any, data: bytes) -> bytes:
     def line() -> bytes:
         nonlocal data
         while (at := data.find(b"\r\n")) < 0:
+            if len(data) > _MAX_HEAD:
+                raise ValueError(f"a chunk-size line over {_MAX_HEAD} bytes")
             chunk = sock.recv(_CHUNK)
             if not chunk:
                 raise ValueError("the connection closed inside a chunked body")
