@@ -43,6 +43,10 @@ __all__ = [
 log = logging.getLogger("lambdakit.aws.s3")
 
 _READ_BYTES = 1 << 20  # GetObject body reads; also the ranged file's buffer
+# Files from this size go up in parts of this size (PutObject stops at 5 GB; 10,000 parts of
+# 64 MiB hold 640 GiB). S3 refuses parts under 5 MiB, the last one excepted.
+_PART_BYTES = 64 << 20
+_MIN_PART_BYTES = 5 << 20
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -178,8 +182,14 @@ class _RangeFile(io.RawIOBase):
 class S3Store:
     """Lists, streams and writes objects with one boto3 S3 client."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, part_bytes: int = _PART_BYTES) -> None:
+        if part_bytes < _MIN_PART_BYTES:
+            raise InvalidInput(
+                f"part_bytes must be at least {_MIN_PART_BYTES} (S3's smallest part), "
+                f"got {part_bytes}"
+            )
         self.client = client
+        self.part_bytes = part_bytes
 
     def _listed(self, where: S3Location, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -284,9 +294,42 @@ class S3Store:
         return Dataset(url, objects, columns=columns, skipped=skipped)
 
     def put_file(self, path: Path, where: S3Location) -> None:
-        """Upload one local file to `where`."""
+        """Upload one local file to `where`: one PutObject, or in parts from part_bytes up."""
+        if path.stat().st_size >= self.part_bytes:
+            self._put_in_parts(path, where)
+            return
         with path.open("rb") as body, _about(where.url, "PutObject"):
             self.client.put_object(Bucket=where.bucket, Key=where.key, Body=body)
+
+    def _put_in_parts(self, path: Path, where: S3Location) -> None:
+        """A multipart upload, one part in memory at a time; aborted if any step fails.
+
+        PutObject takes at most 5 GB, and a run's outputs can be more; parts also mean a
+        large file is never read whole. An upload left unfinished keeps its parts (billed)
+        until aborted, so any failure aborts it before the error goes on.
+        """
+        bucket, key = where.bucket, where.key
+        with _about(where.url, "CreateMultipartUpload"):
+            upload = self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        try:
+            parts = []
+            with path.open("rb") as file:
+                while chunk := file.read(self.part_bytes):
+                    number = len(parts) + 1
+                    with _about(where.url, "UploadPart"):
+                        reply = self.client.upload_part(
+                            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number,
+                            Body=chunk,
+                        )  # fmt: skip
+                    parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+            with _about(where.url, "CompleteMultipartUpload"):
+                self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            with contextlib.suppress(Exception), _about(where.url, "AbortMultipartUpload"):
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+            raise
 
     def check_writable(self, url: str) -> None:
         """Refuse a destination whose bucket is missing or cannot be listed, before a run."""

@@ -9,7 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from lambdakit.aws.connection import make_s3_client
-from lambdakit.aws.s3 import download_folder, open_dataset, parse_s3_url, upload_folder
+from lambdakit.aws.s3 import (
+    S3Store,
+    download_folder,
+    open_dataset,
+    parse_s3_url,
+    upload_folder,
+)
 from lambdakit.errors import InvalidInput, SourceError, StorageError
 from lambdakit.records.batching import iter_batches
 from lambdakit.records.datasets import Provenance, locate
@@ -173,6 +179,40 @@ def test_folders_go_to_s3_and_come_back(s3_server, s3_bucket, tmp_path):
     assert (back / "a.txt").read_text() == "a" and (back / "sub" / "b.bin").read_bytes() == b"\0\1"
     with pytest.raises(InvalidInput, match="no objects under"):
         download_folder(f"s3://{s3_bucket}/nothing/", tmp_path / "x", endpoint_url=s3_server)
+
+
+def test_a_large_file_goes_up_in_parts(s3_client, s3_bucket, tmp_path):
+    path = tmp_path / "outputs.jsonl"
+    data = bytes(range(256)) * (11 * 4096)  # 11 MiB: parts of 5, 5 and 1 MiB
+    path.write_bytes(data)
+    store = S3Store(s3_client, part_bytes=5 << 20)
+    store.put_file(path, parse_s3_url(f"s3://{s3_bucket}/big/outputs.jsonl"))
+    head = s3_client.head_object(Bucket=s3_bucket, Key="big/outputs.jsonl")
+    assert head["ETag"].strip('"').endswith("-3")  # S3's mark of a 3-part upload
+    body = s3_client.get_object(Bucket=s3_bucket, Key="big/outputs.jsonl")["Body"].read()
+    assert body == data
+    # Below the part size it is one PutObject.
+    small = tmp_path / "small.json"
+    small.write_bytes(b"{}")
+    store.put_file(small, parse_s3_url(f"s3://{s3_bucket}/big/small.json"))
+    assert "-" not in s3_client.head_object(Bucket=s3_bucket, Key="big/small.json")["ETag"]
+
+
+def test_a_failed_multipart_upload_is_aborted_and_named(s3_client, s3_bucket, tmp_path):
+    path = tmp_path / "outputs.jsonl"
+    path.write_bytes(b"x" * (3 << 20))
+    store = S3Store(s3_client, part_bytes=5 << 20)
+    store.part_bytes = 1 << 20  # parts S3 refuses (under 5 MiB) when the upload completes
+    with pytest.raises(StorageError) as caught:
+        store.put_file(path, parse_s3_url(f"s3://{s3_bucket}/small-parts/outputs.jsonl"))
+    assert "small-parts/outputs.jsonl" in str(caught.value), caught.value
+    assert (caught.value.operation, caught.value.code) == (
+        "CompleteMultipartUpload", "EntityTooSmall",
+    )  # fmt: skip
+    uploads = s3_client.list_multipart_uploads(Bucket=s3_bucket, Prefix="small-parts/")
+    assert uploads.get("Uploads", []) == []  # aborted: no parts left behind to be billed
+    with pytest.raises(InvalidInput, match="part_bytes must be at least"):
+        S3Store(s3_client, part_bytes=1 << 20)
 
 
 def test_the_s3_client_shares_the_profile_and_refuses_a_bad_endpoint(monkeypatch):
