@@ -401,8 +401,10 @@ class RunResult:
         """Save to a folder or an s3:// URL (Parquet tables, outputs, meta.json);
         `RunResult.load` reads it.
 
-        Everything round-trips exactly, except meta values that look like credentials,
-        which are redacted before they reach disk. Private (0700/0600) unless `shared`.
+        Everything round-trips exactly (records' inputs with their types: Decimal,
+        datetimes, tuples, wide ints...), except meta values that look like credentials,
+        which are redacted before they reach disk, and input values of a type with no JSON
+        form, kept as their repr text (with a warning). Private (0700/0600) unless `shared`.
         """
         from lambdakit.results.storage import save_result
 

@@ -204,3 +204,47 @@ def test_wide_numbers_in_replies_keep_their_digits_through_save_and_load(
     assert list(loaded.outputs()) == expected
     cached = go(name, [{"i": i} for i in range(6)], batch_size=4)  # served from the cache
     assert cached.summary()["cached_batches"] == 2 and list(cached.outputs()) == expected
+
+
+FAIL_BAD = """
+def handler(event, context):
+    items = event["Items"]
+    failed = [{"itemIdentifier": str(p)} for p, item in enumerate(items) if item["bad"]]
+    outputs = [{"i": item["i"], "amount": item["amount"]} for item in items]
+    return {"batchItemFailures": failed, "outputs": outputs}
+"""
+
+
+def test_a_saved_and_loaded_run_gives_back_the_records_it_had(make_function, go, tmp_path):
+    # RunResult.load gave a failed record's Decimal back as the string "1.10", its datetime
+    # as text (a rerun sent other bytes), and a 30-digit id made the save fail.
+    import datetime as dt
+
+    records = [
+        {
+            "i": i,
+            "amount": Decimal(f"{i}.10"),
+            "when": dt.datetime(2024, 3, 1, 9, 30, i),
+            "id": 10**30 + i,
+            "tags": ("a", i),
+            "bad": i % 3 == 0,
+        }
+        for i in range(12)
+    ]
+    name = make_function(FAIL_BAD)
+    result = go(name, records, batch_size=4, validate=lambda record: record["i"] != 4)
+    assert result.summary()["failed_records"] == 4 and result.summary()["rejected_records"] == 1
+    loaded = lambdakit.RunResult.load(result.save(tmp_path / "saved"))
+    assert list(loaded.outputs()) == list(result.outputs())
+    before, after = result.failed_records(), loaded.failed_records()
+    assert after.index.tolist() == before.index.tolist() == [0, 3, 4, 6, 9]
+    assert after.tolist() == before.tolist() == [records[i] for i in (0, 3, 4, 6, 9)]
+    assert [type(r["amount"]) for r in after] == [Decimal] * 5
+    assert [type(r["when"]) for r in after] == [dt.datetime] * 5
+    assert [type(r["tags"]) for r in after] == [tuple] * 5
+    for table in ("failures", "rejections"):
+        assert getattr(loaded, table)["input"].tolist() == getattr(result, table)["input"].tolist()
+    # A rerun of the loaded result's failed records sends the very bytes the first one did.
+    again = go(name, after, cache=False)
+    first = go(name, before, cache=False)
+    assert again.meta["dataset_fingerprint"] == first.meta["dataset_fingerprint"]

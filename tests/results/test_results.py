@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import pickle
 import re
+import zoneinfo
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,7 @@ import pytest
 from factories import make_run, mixed_run, record_input, record_output
 
 from lambdakit.errors import InvalidInput
+from lambdakit.records.encoding import JsonNumber
 from lambdakit.results.result import RunResult
 from lambdakit.results.tables import SUMMARY_KEYS
 
@@ -354,3 +358,80 @@ def test_every_view_heads_with_failed_records_over_records(run):
     quiet = make_run(records=30)
     assert "failed records: 0 of 30 (0%)" in repr(quiet)
     assert "failed records</th><td>0 of 30 (0%)</td>" in quiet._repr_html_()  # not in red
+
+
+def _same(a, b):
+    """Equal, with the same types all the way down (NaN equal to NaN)."""
+    if a is b:  # pd.NaT and pd.NA equal nothing, not even themselves
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(
+            _same(k, j) and _same(a[k], b[j]) for k, j in zip(a, b, strict=True)
+        )
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if isinstance(a, (dt.datetime, dt.time)):
+        return a == b and str(a.tzinfo) == str(b.tzinfo)
+    if isinstance(a, Decimal):
+        return str(a) == str(b)
+    return a == b
+
+
+# What a run's records may hold (and failed_records() gives back), each a different kind of
+# value: Parquet tables hold them as JSON, which said Decimal("1.10") as "1.10" and lost
+# the rest too (a datetime became its text, a tuple a list, NaN null) or failed the save.
+ODD_INPUTS = [
+    {"amount": Decimal("1.10"), "big": 10**30, "exact": JsonNumber("0.1234567890123456789")},
+    {"when": dt.datetime(2024, 3, 1, 9, 30, 0, 5), "day": dt.date(2024, 3, 1)},
+    {"zoned": dt.datetime(2024, 3, 1, 9, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))},
+    {"stamp": pd.Timestamp("2024-03-01 09:30:00.000000001", tz="America/New_York")},
+    {"naive_stamp": pd.Timestamp("2024-03-01 09:30:00.000000007"), "span": dt.timedelta(1, 2)},
+    {"pair": (1, "a"), "tags": {"b", "a"}, "frozen": frozenset({1}), "t": dt.time(9, 30)},
+    {"nan": float("nan"), "inf": float("-inf"), "nat": pd.NaT, "na": pd.NA, "none": None},
+    {
+        "np": np.int64(7),
+        "f32": np.float32(1.5),
+        "when64": np.datetime64("2024-03-01T09:30:00.000000001"),
+    },
+    {"array": np.array([1.5, 2.5]), "bytes": b"\x00\xff", 1: "int key", "$tuple": "a $ key"},
+    "a plain string record",
+    [Decimal("2.50"), {"nested": [Decimal("0.1"), 2**70]}],
+    {"pd_span": pd.Timedelta(1, "ns"), "dec_nan": Decimal("NaN")},
+]
+
+
+def test_saved_inputs_load_back_as_the_values_the_run_had(tmp_path):
+    run = make_run(records=len(ODD_INPUTS), batch_size=4)
+    n = len(ODD_INPUTS)
+    half = n // 2
+    failures = run.failures.iloc[:0].reindex(range(half)).assign(
+        record=range(half), batch=0, error_type="E", error_message="m", log_tail=None,
+        input=pd.Series(ODD_INPUTS[:half], dtype=object),
+    )  # fmt: skip
+    rejections = pd.DataFrame(
+        {
+            "record": range(half, n),
+            "reason": "r",
+            "input": pd.Series(ODD_INPUTS[half:], dtype=object),
+        }
+    )
+    not_run = pd.DataFrame(
+        {"record": range(n), "batch": 0, "input": pd.Series(ODD_INPUTS, dtype=object)}
+    )
+    odd = RunResult(
+        attempts=run.attempts, batches=run.batches, failures=failures, rejections=rejections,
+        outputs=run.store, records=n, meta=run.meta, not_run=not_run,
+    )  # fmt: skip
+    loaded = RunResult.load(odd.save(tmp_path / "odd"))
+    for name in ("failures", "rejections", "not_run"):
+        for before, after in zip(
+            getattr(odd, name)["input"], getattr(loaded, name)["input"], strict=True
+        ):
+            assert _same(before, after), (name, before, after)
+    assert _same(loaded.failed_records().tolist(), odd.failed_records().tolist())
