@@ -262,6 +262,9 @@ class LiveRun:
         # counts failed records by.
         self.batches: deque[dict[str, Any]] = deque(maxlen=self.MAX_ATTEMPTS)
         self.failed_batches: deque[dict[str, Any]] = deque(maxlen=RECENT_ERRORS)
+        # (t_s, in-flight limit, rate limit) whenever an event shows them changed: the limits
+        # each attempt was sent under, as a finished run records them per attempt.
+        self.limits: deque[tuple[float, int, float | None]] = deque(maxlen=self.MAX_ATTEMPTS)
         self._done_at: deque[tuple[float, int]] = deque()
         self.result: Any = None
         """The RunResult once the run has ended (None before, or if it ended in an error
@@ -274,6 +277,9 @@ class LiveRun:
 
     def add(self, event: Any) -> None:
         """Take one ProgressEvent."""
+        limits = (event.progress.in_flight_limit, event.progress.rate_limit)
+        if not self.limits or self.limits[-1][1:] != limits:
+            self.limits.append((event.t_s, *limits))
         if event.kind == "attempt" and event.latency_s is not None:
             self.attempts.append(
                 {
@@ -314,6 +320,20 @@ class LiveRun:
         while len(self._done_at) > 2 and now - self._done_at[0][0] > RATE_WINDOW_S:
             self._done_at.popleft()
 
+    def _with_limits(self, frame: Any) -> Any:
+        """The attempts with the limits in force when each was sent (the last change before
+        its start), the columns a RunResult's attempts carry."""
+        import pandas as pd
+
+        if frame.empty or not self.limits:
+            return frame
+        limits = pd.DataFrame(list(self.limits), columns=["t_s", "in_flight_limit", "rate_limit"])
+        # Events come from several workers: their times may be a hair out of order.
+        limits = limits.sort_values("t_s", kind="stable")
+        sent = frame.sort_values("start_s", kind="stable")
+        return pd.merge_asof(sent, limits.astype({"rate_limit": float}), left_on="start_s",
+                             right_on="t_s", direction="backward").drop(columns="t_s")  # fmt: skip
+
     def records_per_s(self) -> float | None:
         """Records finished per second over the last few seconds; None before two samples.
 
@@ -332,18 +352,20 @@ class LiveRun:
         return [self.attempts[-i]["latency_s"] for i in range(1, count + 1)]
 
     def figure(self) -> Any:
-        """Throughput, latency and failed-records panels over the attempts seen so far."""
+        """Throughput, latency, failed-records and concurrency panels (in flight, the adaptive
+        in-flight limit and the rate limit) over the attempts seen so far."""
         import pandas as pd
 
         from lambdakit.results import plots
 
         frame = pd.DataFrame(list(self.attempts))
         batches = pd.DataFrame(list(self.batches), columns=["batch", "records", "failed_records"])
-        figure = plots.InlineFigure(figsize=(15, 3.6), layout="constrained")
-        axes = figure.subplots(1, 3)
+        figure = plots.InlineFigure(figsize=(18, 3.6), layout="constrained")
+        axes = figure.subplots(1, 4)
         plots.throughput(frame, ax=axes[0])
         plots.latency(frame, ax=axes[1])
         plots.errors(frame, batches=batches, ax=axes[2])
+        plots.concurrency(self._with_limits(frame), ax=axes[3])
         for ax in axes:
             # Three panels side by side: full-size titles would run into each other.
             ax.title.set_fontsize("medium")
