@@ -226,7 +226,7 @@ class BatchStream(Iterator[Batch]):
             for index, record in enumerate(records):
                 if type(record) is BadLine:
                     digest(record.text.encode() + b"\n")
-                    self._reject(index, record.reason, record.text)
+                    self._reject(index, record.reason, record)  # kept as a BadLine, not text
                     continue
                 try:
                     part = serialise(record, default=default, option=options)

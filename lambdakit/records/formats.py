@@ -45,13 +45,28 @@ _READ_BYTES = 1 << 20
 
 
 class BadLine:
-    """A JSONL line that is not JSON, or a CSV row of the wrong width: a rejection, never a skip."""
+    """A JSONL line that is not JSON, or a CSV row of the wrong width: a rejection, never a skip.
+
+    It is what a run keeps as such a record's input (its `failed_records()`), so a rerun of
+    those rejects it again with its reason instead of sending its text as a string record.
+    """
 
     __slots__ = ("reason", "text")
 
     def __init__(self, text: str, reason: str) -> None:
         self.text = text
         self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not BadLine:
+            return NotImplemented
+        return (self.text, self.reason) == (other.text, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.reason))
+
+    def __repr__(self) -> str:
+        return f"BadLine({self.text!r}, reason={self.reason!r})"
 
 
 def count_jsonl(handle: BinaryIO) -> int:

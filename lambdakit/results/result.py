@@ -283,7 +283,7 @@ class RunResult:
         )
 
     def failed_records(
-        self, include_not_run: bool = False, *, provenance: bool = False
+        self, include_not_run: bool = False, *, provenance: bool = False, unreadable: bool = True
     ) -> pd.Series | pd.DataFrame:
         """The inputs of failed and rejected records, indexed by input position, in order.
 
@@ -293,12 +293,21 @@ class RunResult:
         or the files its manifest names), so a rerun takes exactly what is left.
         `provenance=True` gives a DataFrame instead: `input` plus, for a run over files,
         `source`, `line` and `row` (as in errors()), so each can be found in its file.
+
+        A line of a file that could not be read as a record (not JSON, a CSV row of the wrong
+        width) is a `BadLine` (its `text` and `reason`), never its text as a string: a rerun
+        rejects it again with its reason. `unreadable=False` leaves those out (each is in
+        errors(), with its line).
         """
         frames = [self.failures[["record", "input"]], self.rejections[["record", "input"]]]
         if include_not_run:
             frames += [self.not_run[["record", "input"]], self._never_read()]
         both = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
         both = both.drop_duplicates("record").sort_values("record", kind="stable")
+        if not unreadable:
+            from lambdakit.records.formats import BadLine
+
+            both = both[[type(value) is not BadLine for value in both["input"]]]
         index = pd.Index(both["record"].astype(np.int64), name="record")
         inputs = pd.Series(both["input"].to_list(), index=index, dtype=object, name="input")
         if not provenance:
@@ -311,7 +320,7 @@ class RunResult:
         read = self.meta.get("records_read")
         if not isinstance(read, int) or read >= self.records:
             return pd.DataFrame(columns=["record", "input"])
-        from lambdakit.records.sources import BadLine, records_from
+        from lambdakit.records.sources import records_from
 
         source = self.source
         described = self.meta.get("source") or {}
@@ -331,10 +340,7 @@ class RunResult:
             rest = source.resume(read, objects_read)  # objects fully read are skipped
         else:
             rest = records_from(source, read)
-        inputs = [
-            record.text if type(record) is BadLine else record
-            for record in itertools.islice(rest, missing)
-        ]
+        inputs = list(itertools.islice(rest, missing))  # a BadLine stays one, as when read
         records = range(read, read + len(inputs))
         return pd.DataFrame({"record": records, "input": pd.Series(inputs, dtype=object)})
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from lambdakit.errors import InvalidInput
 from lambdakit.records.encoding import JsonNumber
+from lambdakit.records.formats import BadLine
 from lambdakit.results.outputs import OutputStore
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ def _encode_other(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         items = [encode_cell(v) for v in value]
         return {"$set" if isinstance(value, set) else "$frozenset": items}
+    if isinstance(value, BadLine):
+        return {"$bad_line": [value.text, value.reason]}
     if isinstance(value, (bytes, bytearray)):
         return {"$bytes": base64.b64encode(bytes(value)).decode()}
     if isinstance(value, int):  # an int subclass (IntEnum): its value
@@ -232,6 +235,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "$set": lambda items: {decode_cell(v) for v in items},
     "$frozenset": lambda items: frozenset(decode_cell(v) for v in items),
     "$bytes": base64.b64decode,
+    "$bad_line": lambda parts: BadLine(*parts),
     "$repr": str,
 }
 

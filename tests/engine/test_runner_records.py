@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import lambdakit
+from lambdakit.records.formats import BadLine
 
 ECHO = "def handler(event, context):\n    return event['Items']\n"
 
@@ -62,7 +63,21 @@ def test_csv_rows_of_the_wrong_width_are_rejected_with_their_line_and_the_run_go
     outputs = list(result.outputs())
     assert outputs[10] is None and outputs[30] is None
     assert outputs[39] == {"id": 39, "amount": 39.5}
-    assert result.failed_records().tolist() == ["10", "30,30.5,surplus"]
+    # Lines that could not be read are no records: failed_records() gave their text ("10"),
+    # which a rerun sent as a string record. They are BadLines, which a rerun rejects again.
+    rest = result.failed_records()
+    assert [type(r) for r in rest] == [BadLine, BadLine]
+    assert [(r.text, r.reason) for r in rest] == [
+        ("10", "line 12 of orders.csv has 1 field, the header has 2"),
+        ("30,30.5,surplus", "line 32 of orders.csv has 3 fields, the header has 2"),
+    ]
+    rerun = go(name, rest, cache=False)
+    assert rerun.attempts.empty and rerun.summary()["rejected_records"] == 2
+    assert rerun.errors()["error_message"].tolist() == errors["error_message"].tolist()
+    assert result.failed_records(unreadable=False).empty
+    # A saved result keeps them as they were.
+    loaded = lambdakit.RunResult.load(result.save(tmp_path / "saved"))
+    assert loaded.failed_records().tolist() == rest.tolist()
 
 
 def test_a_decimal_column_round_trips_exactly(make_function, go, tmp_path):

@@ -132,7 +132,9 @@ def test_jsonl_streamed_with_bad_lines_rejected(tmp_path):
     assert batches[0].items == [{"a": 1}, {"a": 2}, {"a": 3}]
     assert batches[0].record_indices == (0, 1, 3)
     assert rejections[0].index == 2 and "line 4 of data.jsonl is not JSON" in rejections[0].reason
-    assert rejections[0].input == "not json"
+    # The line itself, as a BadLine (not its text: that would be a string record on a rerun).
+    assert rejections[0].input.text == "not json"
+    assert rejections[0].input.reason == rejections[0].reason
     assert stream.records == 4
 
 

@@ -16,6 +16,8 @@ from factories import make_run, mixed_run, record_input, record_output
 
 from lambdakit.errors import InvalidInput
 from lambdakit.records.encoding import JsonNumber
+from lambdakit.records.formats import BadLine
+from lambdakit.results.outputs import OutputStore
 from lambdakit.results.result import RunResult
 from lambdakit.results.tables import SUMMARY_KEYS
 
@@ -435,3 +437,24 @@ def test_saved_inputs_load_back_as_the_values_the_run_had(tmp_path):
         ):
             assert _same(before, after), (name, before, after)
     assert _same(loaded.failed_records().tolist(), odd.failed_records().tolist())
+
+
+def test_lines_never_read_that_are_not_json_stay_bad_lines(tmp_path):
+    # failed_records(include_not_run=True) read the rest of the file again and gave a broken
+    # line as its text, which a rerun would have sent as a string record.
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"i": 0}\n{"i": 1}\n{"i": 2}\n{"i": 3, oops\n')
+    run = make_run(records=4, batch_size=2)
+    meta = {**run.meta, "records_read": 2, "source": {"type": "jsonl", "path": str(path)}}
+    stopped = RunResult(
+        attempts=run.attempts.iloc[:0], batches=run.batches.iloc[:0],
+        failures=run.failures.iloc[:0], rejections=run.rejections.iloc[:0],
+        outputs=OutputStore(), records=4, meta=meta,
+    )  # fmt: skip
+    rest = stopped.failed_records(include_not_run=True)
+    assert rest.index.tolist() == [2, 3] and rest.loc[2] == {"i": 2}
+    bad = rest.loc[3]
+    assert isinstance(bad, BadLine) and bad.text == '{"i": 3, oops'
+    assert bad.reason.startswith("line 4 of records.jsonl is not JSON")
+    assert "line 4 of records.jsonl is not JSON" in repr(bad)
+    assert stopped.failed_records(include_not_run=True, unreadable=False).index.tolist() == [2]
