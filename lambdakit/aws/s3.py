@@ -282,7 +282,9 @@ class S3Store:
             reply = self.client.get_object(Bucket=where.bucket, Key=where.key, **extra)
         return io.BufferedReader(_Body(reply["Body"], where.url), _READ_BYTES)
 
-    def dataset(self, url: str, columns: Sequence[str] | None = None) -> Dataset:
+    def dataset(
+        self, url: str, columns: Sequence[str] | None = None, csv_types: str = "exact"
+    ) -> Dataset:
         """The Dataset an s3:// URL names (see `list`); a prefix must hold one format."""
         where = parse_s3_url(url)
         listed, skipped, chosen = self.list(url)
@@ -291,7 +293,7 @@ class S3Store:
             check_formats(url, objects)
         if skipped:
             log.info("records %s: %d hidden or _ objects left out", url, len(skipped))
-        return Dataset(url, objects, columns=columns, skipped=skipped)
+        return Dataset(url, objects, columns=columns, csv_types=csv_types, skipped=skipped)
 
     def put_file(self, path: Path, where: S3Location) -> None:
         """Upload one local file to `where`: one PutObject, or in parts from part_bytes up."""
@@ -357,6 +359,7 @@ def open_dataset(
     url: str,
     *,
     columns: Sequence[str] | None = None,
+    csv_types: str = "exact",
     region: str | None = None,
     profile: str | None = None,
     endpoint_url: str | None = None,
@@ -366,14 +369,15 @@ def open_dataset(
     """The Dataset of an s3:// URL: one object, every object under a prefix, or a glob's.
 
     Formats come from the names (.jsonl/.ndjson/.csv/.parquet/.json, + .gz/.bz2/.zst);
-    `endpoint_url` (else $AWS_ENDPOINT_URL_S3) points at a local S3.
+    `endpoint_url` (else $AWS_ENDPOINT_URL_S3) points at a local S3; `columns` and
+    `csv_types` as for a records Dataset.
 
     >>> open_dataset("s3://bucket/2026/*/part-*.parquet", columns=["id"])  # doctest: +SKIP
     """
     store = _store(
         client, region=region, profile=profile, endpoint_url=endpoint_url, session=session
     )
-    return store.dataset(url, columns=columns)
+    return store.dataset(url, columns=columns, csv_types=csv_types)
 
 
 def upload_folder(folder: str | Path, url: str, *, client: Any = None, **where: Any) -> str:

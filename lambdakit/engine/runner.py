@@ -186,6 +186,7 @@ def start(
     processes: int = 1,
     progress: bool = True,
     columns: list[str] | None = None,
+    csv_types: str = "exact",
     s3_endpoint_url: str | None = None,
     invoker: Any = None,
     sleep: Callable[[float], None] | None = None,
@@ -273,7 +274,7 @@ def start(
     # Files (a path, folder, glob or s3:// URL) are listed once, here: the run reads, counts,
     # fingerprints and describes the same objects.
     records = open_records(
-        records, columns=columns, region=region, profile=profile,
+        records, columns=columns, csv_types=csv_types, region=region, profile=profile,
         s3_endpoint_url=s3_endpoint_url, session=session,
     )  # fmt: skip
     encoding = Encoding(decimal=decimal, nan=nan)
@@ -363,6 +364,7 @@ def start(
         "id_field": id_field,
         "decimal": encoding.decimal,
         "nan": encoding.nan,
+        "csv_types": getattr(records, "csv_types", None),
         "outputs": reading,
         "tolerated_failure": tolerated_failure,
         "outage_timeout": outage_timeout,
@@ -432,6 +434,7 @@ def open_records(
     records: Any,
     *,
     columns: list[str] | None = None,
+    csv_types: str = "exact",
     region: str | None = None,
     profile: str | None = None,
     s3_endpoint_url: str | None = None,
@@ -441,27 +444,39 @@ def open_records(
 
     S3 objects are listed with a client of the same profile and region as the run's Lambda
     client (`session`: the run's, shared with it), pointed at `s3_endpoint_url` or
-    $AWS_ENDPOINT_URL_S3 when set.
+    $AWS_ENDPOINT_URL_S3 when set. `csv_types`: how CSV cells become values (see Dataset).
     """
     from lambdakit.records.datasets import Dataset, local_dataset
+    from lambdakit.records.formats import check_csv_types
 
+    check_csv_types(csv_types)
     if isinstance(records, Dataset):
         if columns is not None:
             raise InvalidInput("columns= goes with a path or URL; this Dataset has its own")
+        if csv_types not in ("exact", records.csv_types):
+            raise InvalidInput(
+                f"csv_types= goes with a path or URL; this Dataset has its own "
+                f"(csv_types={records.csv_types!r})"
+            )
         return records
     if is_s3_url(records):
         from lambdakit.aws.s3 import open_dataset
 
         return open_dataset(
-            records, columns=columns, region=region, profile=profile,
+            records, columns=columns, csv_types=csv_types, region=region, profile=profile,
             endpoint_url=s3_endpoint_url, session=session,
         )  # fmt: skip
     if isinstance(records, (str, os.PathLike)):
-        return local_dataset(records, columns=columns)
+        return local_dataset(records, columns=columns, csv_types=csv_types)
     if columns is not None:
         raise InvalidInput(
             "columns= selects the Parquet columns of files: pass a path or URL (select a "
             "DataFrame's columns with df[columns])"
+        )
+    if csv_types != "exact":
+        raise InvalidInput(
+            f"csv_types={csv_types!r} types the cells of CSV files: pass a path or URL "
+            f"(these records are a {type(records).__name__}, already typed)"
         )
     return records
 
@@ -528,6 +543,7 @@ def run(
     processes: int = 1,
     progress: bool = True,
     columns: list[str] | None = None,
+    csv_types: str = "exact",
     s3_endpoint_url: str | None = None,
     url: str | None = None,
     auth: Any = None,
@@ -543,8 +559,12 @@ def run(
     `records`: a DataFrame, an iterable of JSON-able values, or files, streamed: a path, a
     folder or a glob, or `s3://bucket/key`, `s3://bucket/prefix/` or an S3 glob (.jsonl,
     .ndjson, .csv, .parquet, .json arrays; .gz/.bz2/.zst). `columns`: the Parquet columns to
-    read. S3 is reached with the same profile and region, at `s3_endpoint_url` or
-    $AWS_ENDPOINT_URL_S3 when set (`endpoint_url` is Lambda's).
+    read. `csv_types`: how CSV cells become values: "exact" (the default: an empty cell is
+    None, a cell is a number only when that number writes back as the cell, "42", "0.1",
+    "19.90" as a Decimal; "007", "+5", "NA" stay text), "text" (every cell a string) or
+    "pandas" (read_csv's inference; floats may round). S3 is reached with the same profile
+    and region, at `s3_endpoint_url` or $AWS_ENDPOINT_URL_S3 when set (`endpoint_url` is
+    Lambda's).
     `retry`: a Retry, an int (attempts), False, or a dict. `cache`: DEFAULT, a
     folder, a Cache, or False. `validate`: a JSON Schema or a callable that raises.
     `decimal`: how Decimal values are sent, "number" (a JSON number with their exact digits,
@@ -633,6 +653,7 @@ def run(
         processes=processes,
         progress=progress,
         columns=columns,
+        csv_types=csv_types,
         s3_endpoint_url=s3_endpoint_url,
         **engine_options,
         events=False,

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from lambdakit.errors import InvalidInput
 from lambdakit.records.formats import (
+    check_csv_types,
     count_csv,
     count_jsonl,
     csv_records,
@@ -230,8 +231,10 @@ class Dataset:
     """Files or objects read one after another as one source, in order (see module doc).
 
     `columns`: the Parquet columns to read (only those are fetched); every object must then
-    be Parquet. `skipped`: names left out of a folder or prefix (hidden or `_` files), kept
-    so the manifest can say so.
+    be Parquet. `csv_types`: how CSV cells become values ("exact", the default: numbers only
+    where exact, else the text; "text"; "pandas": see formats.csv_records); another than
+    "exact" needs CSV objects. `skipped`: names left out of a folder or prefix (hidden or `_`
+    files), kept so the manifest can say so.
     """
 
     def __init__(
@@ -240,10 +243,18 @@ class Dataset:
         objects: Sequence[SourceObject],
         *,
         columns: Sequence[str] | None = None,
+        csv_types: str = "exact",
         skipped: Sequence[str] = (),
     ) -> None:
         if not objects:
             raise InvalidInput(f"records {location!r} holds no files")
+        check_csv_types(csv_types)
+        if csv_types != "exact" and not any(o.kind == "csv" for o in objects):
+            kinds = ", ".join(sorted({o.kind for o in objects}))
+            raise InvalidInput(
+                f"csv_types={csv_types!r} types the cells of CSV files; records {location!r} "
+                f"holds {kinds} files"
+            )
         if columns is not None:
             if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
                 raise InvalidInput(f"columns must be a list of column names, got {columns!r}")
@@ -256,6 +267,7 @@ class Dataset:
         self.location = location
         self.objects = tuple(objects)
         self.columns = list(columns) if columns is not None else None
+        self.csv_types = csv_types
         self.skipped = tuple(skipped)
 
     def __repr__(self) -> str:
@@ -280,8 +292,12 @@ class Dataset:
 
     @property
     def finite_numbers_only(self) -> bool:
-        """Whether no record can hold NaN or an infinity (JSON: orjson refuses to parse them)."""
-        return all(o.kind in ("jsonl", "json") for o in self.objects)
+        """Whether no record can hold NaN or an infinity (JSON: orjson refuses to parse them;
+        CSV but as pandas types it: "nan" and "inf" stay text)."""
+        exact_csv = self.csv_types != "pandas"
+        return all(
+            o.kind in ("jsonl", "json") or (o.kind == "csv" and exact_csv) for o in self.objects
+        )
 
     @property
     def versions_digest(self) -> str:
@@ -305,6 +321,8 @@ class Dataset:
         }
         if self.columns is not None:
             described["columns"] = list(self.columns)
+        if self.csv_types != "exact":
+            described["csv_types"] = self.csv_types
         if self.skipped:
             described["skipped"] = list(self.skipped)
         return described
@@ -391,7 +409,7 @@ class Dataset:
             if obj.kind == "jsonl":
                 reader = jsonl_records(stream, obj.name, lines)
             elif obj.kind == "csv":
-                reader = csv_records(stream, obj.name, lines)
+                reader = csv_records(stream, obj.name, lines, self.csv_types)
             else:
                 reader = json_array_records(stream, obj.name)
             for record in reader:
@@ -429,7 +447,10 @@ class Dataset:
             return self.records(start=start)
         entry = before[-1]
         rest = Dataset(
-            self.location, self.objects[by_location[entry["object"]] :], columns=self.columns
+            self.location,
+            self.objects[by_location[entry["object"]] :],
+            columns=self.columns,
+            csv_types=self.csv_types,
         )
         return rest.records(start=start - int(entry["first_record"]))
 
@@ -479,16 +500,20 @@ def _local_object(path: Path, name: str) -> SourceObject:
 
 
 def local_dataset(
-    location: str | os.PathLike[str], columns: Sequence[str] | None = None
+    location: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    csv_types: str = "exact",
 ) -> Dataset:
-    """A Dataset of a local file, every file under a folder (in path order), or a glob's."""
+    """A Dataset of a local file, every file under a folder (in path order), or a glob's
+    (`columns`, `csv_types`: see Dataset)."""
     text = os.fspath(location)
     path = Path(text)
     if glob.has_magic(text):
         paths = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         if not paths:
             raise InvalidInput(f"records glob {text!r} matches no files")
-        return Dataset(text, [_local_object(p, str(p)) for p in paths], columns=columns)
+        objects = [_local_object(p, str(p)) for p in paths]
+        return Dataset(text, objects, columns=columns, csv_types=csv_types)
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file())
         relative = [p.relative_to(path).as_posix() for p in found]
@@ -500,9 +525,11 @@ def local_dataset(
         check_formats(text, objects)
         if skipped:
             log.info("records folder %s: %d hidden or _ files left out", text, len(skipped))
-        return Dataset(str(path.resolve()), objects, columns=columns, skipped=skipped)
+        return Dataset(
+            str(path.resolve()), objects, columns=columns, csv_types=csv_types, skipped=skipped
+        )
     format_of(text)  # an unsupported suffix is named before a missing file
     if not path.is_file():
         raise InvalidInput(f"records path {text!r} does not exist or is not a file")
     obj = _local_object(path, path.name)
-    return Dataset(obj.location, [obj], columns=columns)
+    return Dataset(obj.location, [obj], columns=columns, csv_types=csv_types)

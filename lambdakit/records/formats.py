@@ -1,7 +1,9 @@
 """The readers of each file format, over an open binary stream: JSONL, CSV, Parquet, JSON array.
 
-Each reader streams (a chunk of rows at a time, Parquet a row group at a time) and yields
-records, or a BadLine for a line or element that cannot be a record. `lines` (optional)
+Each reader streams (a line or a row at a time; CSV as pandas types it and Parquet a chunk
+or a row group at a time) and yields records, or a BadLine for a line or element that cannot
+be a record. CSV cells become values by `csv_types` (see csv_records): by default a number
+only where that number writes back as the cell, else the cell's own text. `lines` (optional)
 receives (record offset, line number) pairs where the line of a record is not the previous
 one's plus one (blank lines, a quoted CSV field over several lines), so that a record's
 line in its file can be found again (see datasets.Provenance).
@@ -10,6 +12,7 @@ line in its file can be found again (see datasets.Provenance).
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import itertools
 import re
@@ -29,10 +32,13 @@ from lambdakit.records.encoding import (
 
 __all__ = [
     "CHUNK_ROWS",
+    "CSV_TYPES",
     "BadLine",
+    "check_csv_types",
     "count_csv",
     "count_jsonl",
     "csv_records",
+    "exact_cell",
     "json_array_records",
     "jsonl_records",
     "missing_as_none",
@@ -41,6 +47,7 @@ __all__ = [
 ]
 
 CHUNK_ROWS = 10_000  # rows converted at once from DataFrames, CSV chunks and Parquet batches
+CSV_TYPES = ("exact", "text", "pandas")  # how CSV cells become values (csv_records)
 _READ_BYTES = 1 << 20
 
 
@@ -74,18 +81,6 @@ def count_jsonl(handle: BinaryIO) -> int:
     return sum(1 for line in handle if not line.isspace())
 
 
-def count_csv(handle: BinaryIO) -> int | None:
-    """Records of a CSV stream (rows after the header); None when it is not readable CSV."""
-    try:
-        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
-        rows = _CsvRows(text).records()
-        if next(rows, None) is None:  # the header
-            return 0
-        return sum(1 for _ in rows)
-    except (UnicodeDecodeError, csv.Error):
-        return None  # unreadable: the reader will say why
-
-
 def jsonl_records(
     handle: BinaryIO, name: str, lines: list[tuple[int, int]] | None = None
 ) -> Iterator[Any]:
@@ -115,14 +110,16 @@ def jsonl_records(
 
 
 class _CsvRows:
-    """A CSV file's records as raw text, each with its first line number and field count.
+    """A CSV file's records as raw text, each with its first line number and its fields.
 
-    Fields are counted without parsing where a line has no quote (a comma count), and by the
-    csv module where it has one (a quoted field may hold commas and span lines).
+    A line without a quote is split at its commas; the csv module parses a line with one (a
+    quoted field may hold commas and span lines). `split=False` gives only the field count
+    (a comma count where there is no quote), for counting records.
     """
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, split: bool = True) -> None:
         self._lines = iter(handle)
+        self._split = split
         self._taken: list[str] = []  # the lines the csv module consumed for one record
         self.line = 0  # physical lines read so far
 
@@ -138,71 +135,204 @@ class _CsvRows:
             except StopIteration:
                 return
 
-    def records(self) -> Iterator[tuple[str, int, int]]:
-        """(text, first line, fields) of each record, blank lines skipped (pandas skips them)."""
+    def records(self) -> Iterator[tuple[str, int, Any]]:
+        """(text, first line, fields or their count) of each record, blank lines skipped
+        (pandas skips them)."""
         return (row for row in self if row[0].strip())
 
-    def __iter__(self) -> Iterator[tuple[str, int, int]]:
+    def __iter__(self) -> Iterator[tuple[str, int, Any]]:
+        split = self._split
         for line in self._lines:
-            first = self.line + 1
             self.line += 1
             if '"' not in line:
-                yield line, first, line.count(",") + 1
+                fields = line.rstrip("\r\n").split(",") if split else line.count(",") + 1
+                yield line, self.line, fields
                 continue
+            first = self.line
             self._taken = [line]
-            fields = len(next(csv.reader(itertools.chain((line,), self._more()))))
+            parsed = next(csv.reader(itertools.chain((line,), self._more())))
             self.line += len(self._taken) - 1
-            yield "".join(self._taken), first, fields
+            yield "".join(self._taken), first, parsed if split else len(parsed)
+
+
+# The first character of a cell that may be a number: a digit or a minus sign.
+_NUMBER_START = frozenset("-0123456789")
+# A number with a fraction or an exponent, as JSON writes numbers (no "+", ".5", "inf").
+_FRACTION = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)")
+
+
+def exact_cell(cell: str) -> Any:
+    """A CSV cell as csv_types="exact" reads it (see csv_records): None, a number, or its text."""
+    if not cell:
+        return None
+    if cell[0] not in _NUMBER_START:
+        return cell
+    return _exact_number_cell(cell)
+
+
+def _exact_number_cell(cell: str) -> Any:
+    """A cell starting with a digit or "-": a number only when it writes back as the cell."""
+    digits = cell[1:] if cell[0] == "-" else cell
+    if digits.isdigit() and digits.isascii():
+        if digits[0] == "0" and cell != "0":
+            return cell  # "007", "-0", "-01": a leading zero or a signed zero is text
+        try:
+            return int(cell)
+        except ValueError:  # beyond Python's int-from-text limit (4300 digits)
+            return cell
+    if _FRACTION.fullmatch(cell) is None:
+        return cell  # "2024-03-01", "1.5.3", "12 kg": text
+    value = float(cell)
+    if repr(value) == cell:
+        return value  # "0.1", "2.5", "1e+100": the float writes back as the cell
+    exact = decimal.Decimal(cell)
+    if str(exact) == cell:
+        return exact  # "19.90", "12345678901234567.89": digits a float would change
+    return cell  # "1e5", "0.0000001": a number Python writes otherwise, kept as written
+
+
+def check_csv_types(csv_types: Any) -> str:
+    """csv_types itself, or InvalidInput naming the choices."""
+    if csv_types not in CSV_TYPES:
+        raise InvalidInput(
+            f"csv_types must be one of {', '.join(map(repr, CSV_TYPES))} (how CSV cells are "
+            f"typed: numbers only where exact, every cell as text, or as pandas infers them), "
+            f"got {csv_types!r}"
+        )
+    return str(csv_types)
+
+
+def count_csv(handle: BinaryIO) -> int | None:
+    """Records of a CSV stream (rows after the header); None when it is not readable CSV."""
+    try:
+        text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+        rows = _CsvRows(text, split=False).records()
+        if next(rows, None) is None:  # the header
+            return 0
+        return sum(1 for _ in rows)
+    except (UnicodeDecodeError, csv.Error):
+        return None  # unreadable: the reader will say why
 
 
 def csv_records(
-    handle: BinaryIO, name: str, lines: list[tuple[int, int]] | None = None
+    handle: BinaryIO,
+    name: str,
+    lines: list[tuple[int, int]] | None = None,
+    csv_types: str = "exact",
 ) -> Iterator[Any]:
-    """Rows typed by pandas, chunk by chunk; a row with too few or too many fields is a BadLine.
+    """A dict per row, its cells typed by `csv_types`; a row of the wrong width is a BadLine.
 
-    pandas would fill a short row with NaN and stop the whole file at a long one, so the rows
-    are counted first and only well-formed ones reach it, as their own text. Missing values
-    (empty fields, pandas' NA markers) are None; integer columns stay integers (nullable
-    dtypes, so a missing value does not turn 1 into 1.0).
+    "exact" (the default): an empty cell is None; a cell is an int, a float or a Decimal only
+    when that number, written back, is the cell's text ("42", "0.1", "19.90"); any other cell
+    is its text ("007", "+5", "1e5", "NA", "2024-03-01"). "text": every cell is its text, ""
+    included. "pandas": read_csv's inference, chunk by chunk, with nullable dtypes (integer
+    columns stay integers; empty cells and pandas' NA markers are None; floats may round).
+
+    Fields are counted per row first, so a short or long row is a BadLine naming its line,
+    never padded with missing values or the end of the file; a header naming a column twice
+    is an InvalidInput (one of the two values would be lost).
     """
-    import pandas as pd
-
+    check_csv_types(csv_types)
     # Within Lambda's payload limit: a record cannot be bigger than that anyway.
     csv.field_size_limit(max(csv.field_size_limit(), 6_291_456))
     try:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
-        rows = _CsvRows(text).records()
+        reader = _CsvRows(text)
+        rows = reader.records()
         first = next(rows, None)
         if first is None:
             return  # an empty file holds no records, as an empty .jsonl does
-        header, _, width = first
-        if not header.endswith(("\n", "\r")):
-            header += "\n"
-        good: list[str] = []
-        slots: list[BadLine | None] = []  # in file order: None for a good row
-        expected = 2  # the line the next record starts on, if nothing is skipped
-        for offset, (row, line, fields) in enumerate(rows):
-            if line != expected and lines is not None:
-                lines.append((offset, line))
-            expected = line + max(1, row.count("\n"))
-            if fields == width:
-                good.append(row)
-                slots.append(None)
-            else:
-                slots.append(
-                    BadLine(
-                        row.rstrip("\r\n"),
-                        f"line {line} of {name} has {fields} "
-                        f"field{'s' if fields != 1 else ''}, the header has {width}",
-                    )
-                )
-            if len(good) >= CHUNK_ROWS:
-                yield from _csv_chunk(pd, name, header, good, slots)
-                good, slots = [], []
-        if slots:
-            yield from _csv_chunk(pd, name, header, good, slots)
+        header_text, _, header = first
+        _check_header(header, name)
+        if csv_types == "pandas":
+            yield from _pandas_rows(reader, rows, header_text, len(header), name, lines)
+        else:
+            yield from _exact_rows(reader, rows, header, name, lines, csv_types == "exact")
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInput(f"records file {name} is not readable CSV: {exc}") from exc
+
+
+def _check_header(header: list[str], name: str) -> None:
+    seen: set[str] = set()
+    for column in header:
+        if column in seen:
+            raise InvalidInput(
+                f"records file {name} names the column {column!r} twice in its header: "
+                f"each row would keep only one of the two values"
+            )
+        seen.add(column)
+
+
+def _bad_width(row: str, line: int, fields: int, width: int, name: str) -> BadLine:
+    return BadLine(
+        row.rstrip("\r\n"),
+        f"line {line} of {name} has {fields} field{'s' if fields != 1 else ''}, "
+        f"the header has {width}",
+    )
+
+
+def _exact_rows(
+    reader: _CsvRows,
+    rows: Iterator[tuple[str, int, Any]],
+    header: list[str],
+    name: str,
+    lines: list[tuple[int, int]] | None,
+    typed: bool,
+) -> Iterator[Any]:
+    """csv_types "exact" (typed) or "text": one row at a time, typed cell by cell."""
+    width = len(header)
+    starts, number = _NUMBER_START, _exact_number_cell  # the hot loop
+    expected = 2  # the line the next record starts on, if nothing is skipped (Provenance's)
+    for offset, (row, line, fields) in enumerate(rows):
+        if line != expected and lines is not None:
+            lines.append((offset, line))
+        expected = reader.line + 1
+        if len(fields) != width:
+            yield _bad_width(row, line, len(fields), width, name)
+        elif typed:
+            values = [
+                cell if cell and cell[0] not in starts else number(cell) if cell else None
+                for cell in fields
+            ]
+            yield dict(zip(header, values, strict=True))
+        else:
+            yield dict(zip(header, fields, strict=True))
+
+
+def _pandas_rows(
+    reader: _CsvRows,
+    rows: Iterator[tuple[str, int, Any]],
+    header: str,
+    width: int,
+    name: str,
+    lines: list[tuple[int, int]] | None,
+) -> Iterator[Any]:
+    """csv_types "pandas": well-formed rows reach read_csv as their own text, a chunk at a time.
+
+    pandas would fill a short row with NaN and stop the whole file at a long one, so only
+    rows of the header's width reach it.
+    """
+    import pandas as pd
+
+    if not header.endswith(("\n", "\r")):
+        header += "\n"
+    good: list[str] = []
+    slots: list[BadLine | None] = []  # in file order: None for a good row
+    expected = 2
+    for offset, (row, line, fields) in enumerate(rows):
+        if line != expected and lines is not None:
+            lines.append((offset, line))
+        expected = reader.line + 1
+        if len(fields) == width:
+            good.append(row)
+            slots.append(None)
+        else:
+            slots.append(_bad_width(row, line, len(fields), width, name))
+        if len(good) >= CHUNK_ROWS:
+            yield from _csv_chunk(pd, name, header, good, slots)
+            good, slots = [], []
+    if slots:
+        yield from _csv_chunk(pd, name, header, good, slots)
 
 
 def _csv_chunk(

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lambdakit.errors import InvalidInput
+from lambdakit.records.datasets import local_dataset
 from lambdakit.records.sources import (
     BadLine,
     describe_source,
@@ -122,11 +123,17 @@ def test_csv_integers_with_missing_values_stay_integers(tmp_path):
     path = tmp_path / "n.csv"
     path.write_text("n,label\n1,NA\n,b\n3,\n")
     assert list(iter_records(path)) == [
-        {"n": 1, "label": None},
+        {"n": 1, "label": "NA"},  # text: Namibia, or a name; only an empty cell is missing
         {"n": None, "label": "b"},
         {"n": 3, "label": None},
     ]
     assert [type(r["n"]) for r in iter_records(path)] == [int, type(None), int]
+    # As pandas reads it, when asked: its NA markers are missing too.
+    assert list(local_dataset(path, csv_types="pandas")) == [
+        {"n": 1, "label": None},
+        {"n": None, "label": "b"},
+        {"n": 3, "label": None},
+    ]
 
 
 def test_file_records_are_counted_as_the_readers_read_them(tmp_path, monkeypatch):
