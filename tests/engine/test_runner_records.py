@@ -80,6 +80,50 @@ def test_csv_rows_of_the_wrong_width_are_rejected_with_their_line_and_the_run_go
     assert loaded.failed_records().tolist() == rest.tolist()
 
 
+# What the function's own JSON parser made of each cell: its type and its text.
+TYPES = (
+    "def handler(event, context):\n"
+    "    return [{k: [type(v).__name__, None if v is None else str(v)] for k, v in i.items()}\n"
+    "            for i in event['Items']]\n"
+)
+
+
+def test_csv_cells_reach_the_function_as_written(make_function, go, tmp_path):
+    big = "123456789012345678901234"
+    path = tmp_path / "customers.csv"
+    path.write_text(f"id,zip,amount,account,note,gap\n1,007,19.90,{big},NA,\n2,10001,0.1,-3,x,y\n")
+    name = make_function(TYPES)
+    first, second = go(name, path).outputs()
+    assert first == {
+        "id": ["int", "1"],
+        "zip": ["str", "007"],  # pandas sent 7
+        "amount": ["float", "19.9"],  # sent as 19.90; the handler's json reads a float
+        "account": ["int", big],  # pandas sent a string, or a float short of digits
+        "note": ["str", "NA"],  # pandas sent null
+        "gap": ["NoneType", None],
+    }
+    assert second["zip"] == ["int", "10001"] and second["amount"] == ["float", "0.1"]
+
+    # decimal="string": the cell a float would change arrives as its text.
+    (first, _) = go(name, path, decimal="string").outputs()
+    assert first["amount"] == ["str", "19.90"] and first["account"] == ["int", big]
+    # csv_types="text": every cell its string; "pandas" as pandas reads it, when asked.
+    (first, _) = go(name, path, csv_types="text").outputs()
+    assert {k: v[0] for k, v in first.items()} == dict.fromkeys(first, "str")
+    assert first["gap"] == ["str", ""]
+    result = go(name, path, csv_types="pandas")
+    assert next(iter(result.outputs()))["zip"] == ["int", "7"]
+    assert result.meta["params"]["csv_types"] == "pandas"
+
+
+def test_csv_types_that_cannot_apply_stop_the_run_first(make_function, go, tmp_path):
+    name = make_function(ECHO)
+    with pytest.raises(lambdakit.InvalidInput, match=r"csv_types='text' types the cells of CSV"):
+        go(name, [{"zip": "007"}], csv_types="text")
+    with pytest.raises(lambdakit.InvalidInput, match=r"csv_types must be one of"):
+        go(name, tmp_path, csv_types="str")
+
+
 def test_a_decimal_column_round_trips_exactly(make_function, go, tmp_path):
     amounts = [Decimal("1.10"), Decimal("0.05"), Decimal("1234567890.123456789"), None]
     path = tmp_path / "money.parquet"
