@@ -3,6 +3,7 @@
     lambdakit run FUNCTION INPUT [--qualifier Q] [--batch-size N] [--concurrency N]
                   [--timeout S] [--max-attempts N] [--item-attempts N] [--id-field F]
                   [--decimal number|string] [--nan reject|null]
+                  [--csv-types exact|text|pandas]
                   [--outputs per_record|per_batch|raw] [--invoke-path lean|boto3]
                   [--processes N] [--hedge [SPEC]] [--on-oom [MB,...]]
                   [--on-timeout [MB,...]] [--limits SPEC] [--endpoint-url URL]
@@ -46,6 +47,7 @@ from typing import Any
 from lambdakit.aws.reply import OUTPUT_MODES, PER_RECORD
 from lambdakit.cli.demo import ENDPOINT_ENV
 from lambdakit.records.datasets import is_s3_url as is_remote
+from lambdakit.records.formats import CSV_TYPES
 from lambdakit.results.folders import PRIVATE_FILE
 
 __all__ = [
@@ -239,6 +241,11 @@ def add_run_command(subparsers: Any) -> None:
     run.add_argument(
         "--nan", choices=["reject", "null"], default="reject",
         help="a record holding NaN or an infinity is rejected (default), or they are sent as null",
+    )  # fmt: skip
+    run.add_argument(
+        "--csv-types", choices=list(CSV_TYPES), default="exact",
+        help="CSV cells: numbers only where exact, else their text (default); every cell as "
+        "text; or as pandas infers them (007 becomes 7, long numbers lose digits)",
     )  # fmt: skip
     run.add_argument(
         "--outputs", choices=OUTPUT_MODES, default=PER_RECORD,
@@ -490,6 +497,7 @@ def _run_and_report(
         id_field=args.id_field,
         decimal=args.decimal,
         nan=args.nan,
+        csv_types=args.csv_types,
         outputs=args.outputs,
         invoke_path=args.invoke_path,
         processes=args.processes,

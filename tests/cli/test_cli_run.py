@@ -428,8 +428,8 @@ def test_limits_do_not_go_with_a_url(tmp_path, capsys):
 def test_a_source_that_breaks_mid_run_still_writes_the_partial_report_and_exits_2(
     local_lambda, processor, tmp_path, capsys
 ):
-    # 30,000 good rows, then bytes that are not UTF-8: the CSV reader converts 10,000 rows
-    # at a time, so the first 20,000 are invoked before the bad bytes are reached.
+    # 30,000 good rows, then bytes that are not UTF-8: the CSV reader reads a row at a time
+    # (decoding 8 KB of text at once), so nearly all are invoked before the bad bytes.
     rows = "".join(f"r{i},{i}\n" for i in range(30_000)).encode()
     data = tmp_path / "in.csv"
     data.write_bytes(b"id,value\n" + rows + b"bad\xff\xfe,1\n")
@@ -490,3 +490,40 @@ def test_the_outputs_file_keeps_every_digit(tmp_path):
         {"record": 0, "output": {"id": 10**30, "amount": Decimal("0.1234567890123456789")}},
         {"record": 1, "output": None},
     ]
+
+
+CELL_TYPES = (
+    "def handler(event, context):\n"
+    "    return [{k: type(v).__name__ + ':' + str(v) for k, v in i.items()}\n"
+    "            for i in event['Items']]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ((), {"id": "int:1", "zip": "str:007", "gap": "NoneType:None"}),
+        (("--csv-types", "text"), {"id": "str:1", "zip": "str:007", "gap": "str:"}),
+        (("--csv-types", "pandas"), {"id": "int:1", "zip": "int:7", "gap": "NoneType:None"}),
+    ],
+)
+def test_csv_types_reach_the_function_from_the_shell(
+    make_function, local_lambda, tmp_path, capsys, option, expected
+):
+    data = tmp_path / "zips.csv"
+    data.write_text("id,zip,gap\n1,007,\n")
+    report = tmp_path / "report"
+    name = make_function(CELL_TYPES)
+    code = _run(local_lambda, name, str(data), "--no-cache", "--report", str(report), *option)
+    assert code == 0, capsys.readouterr().err
+    (line,) = (report / "outputs.jsonl").read_text().splitlines()
+    assert json.loads(line)["output"] == expected
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["params"]["csv_types"] == (option[1] if option else "exact")
+
+
+def test_a_csv_types_the_cli_does_not_know_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "fn", str(tmp_path / "x.csv"), "--csv-types", "strings"])
+    assert stopped.value.code == 2
+    assert "--csv-types: invalid choice: 'strings'" in capsys.readouterr().err
