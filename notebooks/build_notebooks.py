@@ -265,6 +265,9 @@ timeout: Optional[float] = None  # client read timeout per invocation in s, None
 max_attempts: int = 3
 decimal: str = "number"  # Decimal values as JSON numbers with their digits, or "string"
 nan: str = "reject"  # a record holding NaN or an infinity is rejected, or "null" sends null
+# CSV cells in dataset: "exact" (numbers only where exact: "007" stays "007"), "text" (all
+# strings) or "pandas" (pandas' inference: "007" becomes 7)
+csv_types: str = "exact"
 outputs: str = "per_record"  # how replies are read: "per_record", "per_batch" or "raw"
 # The data: n_records generated orders, or files in dataset: a .jsonl/.csv/.parquet/.json
 # file (.gz/.bz2/.zst too), a folder, a glob, or s3://bucket/key, s3://bucket/prefix/.
@@ -299,6 +302,7 @@ parameters = {
     "max_attempts": max_attempts,
     "decimal": decimal,
     "nan": nan,
+    "csv_types": csv_types,
     "outputs": outputs,
     "n_records": n_records,
     "invalid_fraction": invalid_fraction,
@@ -403,6 +407,7 @@ result = lambdakit.run(
     id_field=None,
     decimal=decimal,
     nan=nan,
+    csv_types=csv_types,
     outputs=outputs,
     endpoint_url=endpoint_url,
     progress=False,
