@@ -11,7 +11,10 @@ The forms, as docs/architecture.md documents them:
   one with its offset (`+02:00`, UTC as `+00:00`); pandas Timestamps keep nanoseconds.
   date: `YYYY-MM-DD`; time: `HH:MM:SS[.ffffff]`; timedelta: seconds, a number.
 - set / frozenset: a list in sorted order, so the same records make the same bytes in every
-  process (and hit the cache); a set whose items do not sort is rejected.
+  process (and hit the cache), sets inside it sorted first (a set of frozensets is a sorted
+  list of sorted lists); a set whose items do not sort is rejected.
+- numpy: numbers and arrays as orjson writes them; datetime64 with every digit (as a pandas
+  Timestamp of it: nanoseconds kept); timedelta64 as seconds, a number; NaT as null.
 - dict keys that are not strings are sent as JSON keys (`1` -> `"1"`); a dict whose keys
   would collide (`1` and `"1"`) is rejected, naming the keys, since one value would be lost.
 - JsonNumber (a number read from JSON text that a float cannot hold: a JSONL or JSON
@@ -52,14 +55,20 @@ __all__ = [
     "exact_loads",
     "loads_exact",
     "may_lose",
+    "sorted_items",
 ]
 
 DECIMAL_FORMS = ("number", "string")
 NAN_CHOICES = ("reject", "null")
 # No OPT_NON_STR_KEYS on the common path: orjson then refuses non-str keys, which sends
-# exactly the records whose keys could collide down the slow path that checks them.
-OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # the common path's orjson options
-_KEYED = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# exactly the records whose keys could collide down the slow path that checks them. No
+# OPT_SERIALIZE_NUMPY either: it writes datetime64[ns] with microseconds and a timedelta64
+# as its count of its own unit, so numpy values go to the default (_numpy_value), which
+# hands numeric arrays back to orjson with the option.
+OPTIONS = 0  # the common path's orjson options
+_KEYED = orjson.OPT_NON_STR_KEYS
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_FINER_THAN_US = ("ns", "ps", "fs", "as")
 
 
 class JsonNumber(decimal.Decimal):
@@ -197,6 +206,8 @@ class Encoding:
         try:
             return orjson.dumps(record, default=self.default, option=_KEYED), None
         except TypeError as exc:
+            if isinstance(exc.__cause__, _Unsendable):  # the default's own words
+                return None, str(exc.__cause__)
             problem = f"not JSON-serialisable: {exc}"
         try:  # an int beyond 64 bits, which orjson refuses: sent with its digits
             wide = wide_ints_as_numbers(record)
@@ -227,6 +238,10 @@ def _make_default(decimal_as_string: bool, nan: str) -> Callable[[Any], Any]:
     fragment, is_decimal = orjson.Fragment, decimal.Decimal
 
     def default(value: Any) -> Any:
+        if type(value).__module__ == "numpy":  # first: a record of numpy values has many
+            if value.ndim == 0 and value.dtype.kind not in "Mm":
+                return value.item()
+            return _numpy_value(value)
         if isinstance(value, is_decimal):
             if type(value) is JsonNumber:  # the file's own number: its digits, as a number
                 return fragment(str(value))
@@ -245,14 +260,79 @@ def _make_default(decimal_as_string: bool, nan: str) -> Callable[[Any], Any]:
             return value.total_seconds()
         if isinstance(value, (set, frozenset)):
             try:
-                return sorted(value)
+                return sorted_items(value)
             except TypeError:
                 raise _Unsendable("a set whose items do not sort has no stable order") from None
-        if hasattr(value, "tolist"):  # numpy/pyarrow leftovers the option flags do not cover
+        if hasattr(value, "tolist"):  # pyarrow leftovers
             return value.tolist()
         raise TypeError(f"{kind} is not JSON-serialisable")
 
     return default
+
+
+def sorted_items(items: Any) -> list[Any]:
+    """A set's items as a sorted list, sets inside them first made sorted lists themselves.
+
+    frozenset's `<` means "is a subset of", which orders nothing: sorted() would leave a set
+    of frozensets in its hash order. TypeError when the items do not sort.
+    """
+    return sorted(_canonical(item) for item in items)
+
+
+def _canonical(item: Any) -> Any:
+    if isinstance(item, (set, frozenset)):
+        return sorted_items(item)
+    if type(item) is tuple and any(isinstance(part, (set, frozenset, tuple)) for part in item):
+        return tuple(_canonical(part) for part in item)
+    return item
+
+
+def _numpy_value(value: Any) -> Any:
+    """A numpy scalar or array as JSON: datetime64 with its digits, timedelta64 as seconds."""
+    kind = value.dtype.kind
+    if kind == "M":
+        return _datetime64_text(value) if value.ndim == 0 else [_numpy_value(v) for v in value]
+    if kind == "m":
+        return _timedelta64_seconds(value) if value.ndim == 0 else [_numpy_value(v) for v in value]
+    try:
+        return orjson.Fragment(orjson.dumps(value, option=_NUMPY))
+    except TypeError:  # not C-contiguous, an object array, a dtype orjson does not know
+        return value.tolist()
+
+
+def _datetime64_text(value: Any) -> str | None:
+    """ISO 8601 as a pandas Timestamp of it says it: nanoseconds (or finer) only when they
+    are not zero; coarser units as orjson has always written them. NaT is null."""
+    import numpy as np
+
+    if np.isnat(value):
+        return None
+    unit = np.datetime_data(value.dtype)[0]
+    if unit in _FINER_THAN_US:
+        text = str(np.datetime_as_string(value, unit=unit))
+        if text.rpartition(".")[2][6:].strip("0"):
+            return text
+        value = value.astype("datetime64[us]")
+    try:
+        return orjson.loads(orjson.dumps(value, option=_NUMPY))  # type: ignore[no-any-return]
+    except TypeError:  # a unit orjson does not write (years, months, hours...)
+        return str(np.datetime_as_string(value))
+
+
+def _timedelta64_seconds(value: Any) -> float | None:
+    """Seconds, a number, as a timedelta (and pandas' total_seconds()) is sent; NaT is null."""
+    import numpy as np
+
+    if np.isnat(value):
+        return None
+    try:
+        return float(value / np.timedelta64(1, "s"))
+    except TypeError:
+        unit = np.datetime_data(value.dtype)[0]
+        raise _Unsendable(
+            f"the record holds a timedelta64 in {dict(Y='years', M='months').get(unit, unit)}, "
+            "which has no fixed length in seconds: pass a number or a timedelta"
+        ) from None
 
 
 def _nonfinite_text(value: float) -> str:
@@ -289,7 +369,7 @@ def _walk(value: Any, strict: bool, path: tuple[Any, ...] = ()) -> tuple[tuple, 
         return None
     if isinstance(value, (set, frozenset)):
         try:
-            ordered = sorted(value)
+            ordered = sorted_items(value)
         except TypeError:
             kinds = sorted({type(item).__name__ for item in value})
             return path, (

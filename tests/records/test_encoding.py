@@ -130,9 +130,21 @@ def test_sets_are_sent_sorted_or_rejected():
     assert rejected[1].startswith("field 'mixed' is a set of int and str items that do not sort")
 
 
+def test_a_set_of_frozensets_is_sorted_inside_out():
+    # frozenset's < means "is a subset of", so sorted() left such a set in its hash order.
+    # {"b"} < {"a", "b"} (a subset) put ["b"] first; as lists, ["a", "b"] sorts first.
+    groups = {frozenset({"b", "a"}), frozenset({"c"}), frozenset({"b"}), frozenset()}
+    batches, rejected = collect([{"groups": groups}, {"bad": {frozenset({1, "a"})}}])
+    assert items(batches) == [{"groups": [[], ["a", "b"], ["b"], ["c"]]}]
+    assert "'bad" in rejected[1] and "items that do not sort" in rejected[1]
+
+
 _SET_PAYLOAD = """
 from lambdakit.records.batching import iter_batches
 records = [{"id": i, "tags": {f"tag-{j}" for j in range(i, i + 20)}} for i in range(5)]
+# frozensets compare by inclusion, which is no order: sorted() kept the hash order.
+records += [{"groups": {frozenset({f"g{j}", f"h{j % 3}"}) for j in range(12)}}]
+records += [{"nested": {(1, frozenset({"b", "a"})), (1, frozenset({"c"}))}}]
 print(b"".join(b.body for b in iter_batches(records)).hex())
 """
 
@@ -177,6 +189,53 @@ def test_datetimes_are_sent_in_their_documented_forms():
             "na": None,
         }
     ]
+
+
+def test_numpy_datetimes_keep_their_nanoseconds_and_timedeltas_are_seconds():
+    # orjson wrote datetime64[ns] with microseconds (the last 3 digits dropped), a
+    # timedelta64 as its count in its own unit (5 ns and 5 s both 5), and refused NaT.
+    record = {
+        "ns": np.datetime64("2024-03-01T09:30:00.123456789"),
+        "ns_whole_us": np.datetime64("2024-03-01T09:30:00.123456000", "ns"),
+        "us": np.datetime64("2024-03-01T09:30:00.250000"),
+        "s": np.datetime64("2024-03-01T09:30:00"),
+        "day": np.datetime64("2024-03-01"),
+        "nat": np.datetime64("NaT"),
+        "array": np.array(["2024-03-01T09:30:00.000000001", "NaT"], dtype="datetime64[ns]"),
+        "five_ns": np.timedelta64(5, "ns"),
+        "five_s": np.timedelta64(5, "s"),
+        "spans": np.array([1500, 2], dtype="timedelta64[ms]"),
+        "values": np.array([1.5, 2.0]),
+        "count": np.int64(3),
+        "grid": np.arange(6).reshape(2, 3)[:, ::2],  # not C-contiguous
+    }
+    batches, rejected = collect([record])
+    assert not rejected
+    (item,) = items(batches)
+    assert item == {
+        "ns": "2024-03-01T09:30:00.123456789",
+        # As a pandas Timestamp of the same value is sent: nanoseconds only when there are.
+        "ns_whole_us": "2024-03-01T09:30:00.123456",
+        "us": "2024-03-01T09:30:00.250000",
+        "s": "2024-03-01T09:30:00",
+        "day": "2024-03-01T00:00:00",
+        "nat": None,
+        "array": ["2024-03-01T09:30:00.000000001", None],
+        "five_ns": 5e-09,
+        "five_s": 5.0,
+        "spans": [1.5, 0.002],
+        "values": [1.5, 2.0],
+        "count": 3,
+        "grid": [[0, 2], [3, 5]],
+    }
+    assert item["ns"] == pd.Timestamp(record["ns"]).isoformat()
+    assert item["ns_whole_us"] == pd.Timestamp(record["ns_whole_us"]).isoformat()
+    assert item["five_ns"] == pd.Timedelta(record["five_ns"]).total_seconds()
+    batches, rejected = collect(
+        [{"x": np.array([1.0, np.nan])}, {"months": np.timedelta64(2, "M")}]
+    )
+    assert rejected[0].startswith("field 'x[1]' is NaN")
+    assert "months" in rejected[1] and "no fixed length" in rejected[1]
 
 
 def test_retried_and_bisected_bodies_use_the_run_encoding():
