@@ -119,9 +119,11 @@ records.head()
 ## The form
 
 Choose the function (and alias or version), the batch size, concurrency, timeout and
-attempts, then click **Run**: the progress bar, counters, a live figure and any errors update
-while it runs, and the summary card and dashboard appear at the end (`form.result` holds the
-RunResult).
+attempts (under **advanced**: how Invoke is sent and over how many worker processes, run()'s
+`invoke_path=` and `processes=`), then click **Run**: the progress bar, counters, a live
+figure (throughput, latency, failed records, and concurrency with the in-flight and rate
+limits) and any errors update while it runs, and the summary card and dashboard appear at
+the end (`form.result` holds the RunResult).
 """),
     code("""
 # NBVAL_IGNORE_OUTPUT
