@@ -366,7 +366,9 @@ class Dataset:
         with obj.open() as raw:
             try:
                 stream = _decompressed(raw, obj.compression)
-                return count_jsonl(stream) if obj.kind == "jsonl" else count_csv(stream)
+                if obj.kind == "jsonl":
+                    return count_jsonl(stream)
+                return count_csv(stream, self.csv_types)
             except _decode_errors():
                 return None  # unreadable: the reader will say why, naming the object
 

@@ -135,10 +135,23 @@ class _CsvRows:
             except StopIteration:
                 return
 
-    def records(self) -> Iterator[tuple[str, int, Any]]:
-        """(text, first line, fields or their count) of each record, blank lines skipped
-        (pandas skips them)."""
-        return (row for row in self if row[0].strip())
+    def records(self, csv_types: str) -> Iterator[tuple[str, int, Any]]:
+        """(text, first line, fields or their count) of the header, then of each record.
+
+        Lines before the header that hold only whitespace are skipped. After it, "pandas"
+        skips such lines as pandas does; "exact" and "text" skip only empty lines, as the
+        csv module does: a line of spaces is a row (a record in a one-column file, else a
+        row of the wrong width), never a record dropped unseen.
+        """
+        rows = iter(self)
+        for row in rows:
+            if row[0].strip():
+                yield row  # the header
+                break
+        if csv_types == "pandas":
+            yield from (row for row in rows if row[0].strip())
+        else:
+            yield from (row for row in rows if row[0].strip("\r\n"))
 
     def __iter__(self) -> Iterator[tuple[str, int, Any]]:
         split = self._split
@@ -202,11 +215,12 @@ def check_csv_types(csv_types: Any) -> str:
     return str(csv_types)
 
 
-def count_csv(handle: BinaryIO) -> int | None:
-    """Records of a CSV stream (rows after the header); None when it is not readable CSV."""
+def count_csv(handle: BinaryIO, csv_types: str = "exact") -> int | None:
+    """Records of a CSV stream (rows after the header, as csv_records reads them with
+    `csv_types`); None when it is not readable CSV."""
     try:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
-        rows = _CsvRows(text, split=False).records()
+        rows = _CsvRows(text, split=False).records(csv_types)
         if next(rows, None) is None:  # the header
             return 0
         return sum(1 for _ in rows)
@@ -238,7 +252,7 @@ def csv_records(
     try:
         text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
         reader = _CsvRows(text)
-        rows = reader.records()
+        rows = reader.records(csv_types)
         first = next(rows, None)
         if first is None:
             return  # an empty file holds no records, as an empty .jsonl does

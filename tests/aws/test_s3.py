@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -238,3 +239,17 @@ def test_the_s3_client_takes_the_runs_session_and_its_credentials(s3_server, s3_
     s3_client.put_object(Bucket=s3_bucket, Key="a.jsonl", Body=_jsonl(0, 1))
     dataset = open_records(f"s3://{s3_bucket}/a.jsonl", s3_endpoint_url=s3_server, session=session)
     assert list(dataset) == [{"i": 0}]
+
+
+def test_csv_objects_keep_their_cells_and_take_csv_types(s3_client, s3_bucket, opened):
+    body = b"id,zip,amount\n1,007,19.90\n2,02134,0.1\n"
+    s3_client.put_object(Bucket=s3_bucket, Key="c/part-0.csv.gz", Body=gzip.compress(body))
+    url = f"s3://{s3_bucket}/c/"
+    assert list(opened(url)) == [
+        {"id": 1, "zip": "007", "amount": Decimal("19.90")},
+        {"id": 2, "zip": "02134", "amount": 0.1},
+    ]
+    assert [r["id"] for r in opened(url, csv_types="text")] == ["1", "2"]
+    assert [r["zip"] for r in opened(url, csv_types="pandas")] == [7, 2134]
+    with pytest.raises(InvalidInput, match=r"csv_types must be one of"):
+        opened(url, csv_types="numbers")

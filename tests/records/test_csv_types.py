@@ -179,3 +179,34 @@ def test_exact_csv_needs_no_nan_check_and_pandas_csv_does(tmp_path):
     batches = list(iter_batches(pandas, batch_size=10, on_reject=rejected.append))
     assert [r.reason.split(",")[0] for r in rejected] == ["field 'v' is inf"]
     assert sum(len(b.items) for b in batches) == 1
+
+
+def test_a_line_of_spaces_is_a_row_not_a_record_dropped_unseen(tmp_path):
+    # pandas skips it: in a one-column file that was a record ("   ") gone without a word.
+    one = _csv(tmp_path, "  \nname\nann\n   \n\nbob\n", "one.csv")
+    provenance = Provenance()
+    assert list(local_dataset(one).records(provenance)) == [
+        {"name": "ann"}, {"name": "   "}, {"name": "bob"},
+    ]  # fmt: skip
+    assert [line for _, line, _ in locate(provenance.table(3), range(3))] == [3, 4, 6]
+    assert source_length(one) == 3
+    two = _csv(tmp_path, "a,b\n1,2\n   \n3,4\n", "two.csv")
+    records = list(local_dataset(two))
+    assert records[1].reason == "line 3 of two.csv has 1 field, the header has 2"
+    assert source_length(two) == len(records) == 3
+    # As pandas reads it, when asked: such lines are skipped, and counted so.
+    as_pandas = local_dataset(two, csv_types="pandas")
+    assert list(as_pandas) == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+    assert source_length(as_pandas) == 2
+
+
+def test_a_resumed_read_types_cells_as_the_first_read_did(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "a.csv").write_text("n\n1\n")
+    (folder / "b.csv").write_text("n\n2\n3\n")
+    dataset = local_dataset(folder, csv_types="text")
+    provenance = Provenance()
+    assert list(dataset.records(provenance)) == [{"n": "1"}, {"n": "2"}, {"n": "3"}]
+    assert list(dataset.resume(2, provenance.table(3))) == [{"n": "3"}]
+    assert dataset.describe()["csv_types"] == "text"
