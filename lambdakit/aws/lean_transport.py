@@ -251,10 +251,18 @@ def _read_reply(sock: Any) -> tuple[Answer, bool]:
 
 def _parse_head(head: bytes) -> tuple[int, str, tuple[tuple[str, str], ...]]:
     lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
+    # As http.client's _read_status and begin(): fields split on any whitespace, the code an
+    # int in 100-999 ("2000" or "20" is no 200), HTTP/0.9 read as 1.0, other than 1.x refused.
+    words = lines[0].split(None, 2)
+    version = words[0] if words else ""
+    try:
+        status = int(words[1]) if len(words) > 1 else 0
+    except ValueError:
+        status = 0
+    if not 100 <= status <= 999 or not (version.startswith("HTTP/1.") or version == "HTTP/0.9"):
         raise _Malformed(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    if version == "HTTP/0.9":
+        version = "HTTP/1.0"
     pairs: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t") and pairs:  # an obsolete folded line continues the last
@@ -265,7 +273,7 @@ def _parse_head(head: bytes) -> tuple[int, str, tuple[tuple[str, str], ...]]:
         if not sep:
             raise _Malformed(f"a header line without a colon: {line[:80]!r}")
         pairs.append((name.strip(), value.strip()))
-    return int(code), version, tuple(pairs)
+    return status, version, tuple(pairs)
 
 
 def _by_name(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:

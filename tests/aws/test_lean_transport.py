@@ -230,3 +230,33 @@ def test_the_transport_is_picked_by_proxy(raw, monkeypatch):
     assert type(proxied._transport).__name__ == "Urllib3Transport"
     http = proxied.client._endpoint.http_session
     assert type(transport_for(http, proxied.url)).__name__ == "Urllib3Transport"
+
+
+# Status lines as http.client reads them (`line.split(None, 2)`, the code by int() in
+# 100-999, HTTP/1.x or HTTP/1.0 / 0.9): a line it refuses is never a reply on the lean path,
+# and one it reads is read alike.
+STATUS_LINES = {
+    "four_digits": (b"HTTP/1.1 2000 OK", CONNECTION_ERROR),
+    "two_digits": (b"HTTP/1.1 20", CONNECTION_ERROR),
+    "below_100": (b"HTTP/1.1 099 Odd", CONNECTION_ERROR),
+    "no_space_after_code": (b"HTTP/1.1 200OK", CONNECTION_ERROR),
+    "not_ascii_digits": (b"HTTP/1.1 \xb200 OK", CONNECTION_ERROR),
+    "http_2": (b"HTTP/2 200 OK", CONNECTION_ERROR),
+    "leading_zero": (b"HTTP/1.1 0200 OK", OK),
+    "two_spaces": (b"HTTP/1.1  200 OK", OK),
+    "tab": (b"HTTP/1.1\t200\tOK", OK),
+    "no_reason": (b"HTTP/1.1 200", OK),
+    "http_0_9": (b"HTTP/0.9 200 OK", OK),
+}
+
+
+@pytest.mark.parametrize("kind", list(STATUS_LINES))
+def test_status_lines_are_read_as_http_client_reads_them(raw, kind):
+    line, expected = STATUS_LINES[kind]
+    raw.script = lambda request: (line + b"\r\nContent-Length: 3\r\n\r\n[1]", "close")
+    boto, lean = both(raw.url, read_timeout=5)
+    theirs, ours = boto.invoke(batch_of([1])), lean.invoke(batch_of([1]))
+    assert ours == theirs
+    assert ours.outcome == expected, ours
+    if expected == OK:
+        assert ours.http_status == 200
