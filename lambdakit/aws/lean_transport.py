@@ -120,6 +120,7 @@ class SocketTransport:
         )
         self.read_timeout = Timeout.resolve_default_timeout(pool.timeout.read_timeout)
         self._max_idle = max(1, pool.pool.maxsize)
+        self._tls = parts.scheme == "https"
         self._idle: list[Any] = []  # list.pop/append are atomic: no lock needed
 
     def send(self, headers: dict[str, str], body: bytes) -> Answer:
@@ -174,7 +175,13 @@ class SocketTransport:
                 break
             # Readable while idle means the server closed it (or sent what nobody asked for):
             # urllib3's check before reuse, so that no request goes onto a dead connection.
-            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
+            # Over TLS, decrypted bytes waiting in the SSL object (pending) count as readable.
+            sock = conn.sock
+            if (
+                sock is not None
+                and not (self._tls and sock.pending())
+                and not wait_for_read(sock, timeout=0.0)
+            ):
                 return conn
             conn.close()
         conn = self.pool._new_conn()
@@ -231,13 +238,17 @@ def _read_reply(sock: Any) -> tuple[Answer, bool]:
     keep = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
     try:
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = _read_chunked(sock, data)
+            body, rest = _read_chunked(sock, data)
         elif "content-length" in headers:
-            body = _read_exactly(sock, data, int(headers["content-length"]))
+            body, rest = _read_exactly(sock, data, int(headers["content-length"]))
         elif status in (204, 304):
-            body = b""
+            body, rest = b"", data
         else:  # no length given: the body runs to the connection's end
-            body, keep = _read_to_close(sock, data), False
+            body, rest, keep = _read_to_close(sock, data), b"", False
+        if rest:
+            # Bytes after the reply that nobody asked for: the connection is out of step
+            # with its requests, and reused, the next request would read them as its reply.
+            keep = False
     except BrokenBody:
         raise
     except ValueError as exc:
@@ -285,16 +296,19 @@ def _by_name(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return headers
 
 
-def _read_exactly(sock: Any, data: bytes, length: int) -> bytes:
+def _read_exactly(sock: Any, data: bytes, length: int) -> tuple[bytes, bytes]:
+    """(`length` bytes: `data` and what follows it on `sock`, the bytes read beyond them)."""
     if length < 0:
         raise ValueError(f"a negative Content-Length: {length}")
     if len(data) >= length:
-        return data[:length]
+        return data[:length], data[length:]
     # Pieces as they come, never a buffer of the announced size: the length is the server's
-    # word, and a wrong or hostile one must not allocate gigabytes up front.
+    # word, and a wrong or hostile one must not allocate gigabytes up front. Never fewer
+    # than _CHUNK bytes asked for: over TLS, asking for only the bytes still missing leaves
+    # the rest of their record inside the SSL object, unseen by the idle check.
     parts, got = [data], len(data)
     while got < length:
-        chunk = sock.recv(min(length - got, _CHUNK * 16))
+        chunk = sock.recv(max(_CHUNK, min(length - got, _CHUNK * 16)))
         if not chunk:
             from urllib3.exceptions import IncompleteRead
 
@@ -303,7 +317,8 @@ def _read_exactly(sock: Any, data: bytes, length: int) -> bytes:
             raise BrokenBody(ValueError(f"Connection broken: {short!r}", short))
         parts.append(chunk)
         got += len(chunk)
-    return b"".join(parts)
+    whole = b"".join(parts)
+    return (whole, b"") if got == length else (whole[:length], whole[length:])
 
 
 def _read_to_close(sock: Any, data: bytes) -> bytes:
@@ -313,7 +328,8 @@ def _read_to_close(sock: Any, data: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _read_chunked(sock: Any, data: bytes) -> bytes:
+def _read_chunked(sock: Any, data: bytes) -> tuple[bytes, bytes]:
+    """(the body, the bytes read beyond its end)."""
     parts: list[bytes] = []
 
     def line() -> bytes:
@@ -333,10 +349,9 @@ def _read_chunked(sock: Any, data: bytes) -> bytes:
         if size == 0:
             while line():  # trailers, up to the empty line
                 pass
-            return b"".join(parts)
-        if len(data) < size + 2:
-            data = _read_exactly(sock, data, size + 2)
-        parts.append(data[:size])
-        if data[size : size + 2] != b"\r\n":
+            return b"".join(parts), data
+        whole, rest = _read_exactly(sock, data, size + 2)
+        parts.append(whole[:size])
+        if whole[size:] != b"\r\n":
             raise ValueError("a chunk not followed by CRLF")
-        data = data[size + 2 :]
+        data = rest

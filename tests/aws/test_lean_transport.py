@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
+import time
 from typing import Any
 
 import pytest
 
 from lambdakit.aws.lean_transport import SocketTransport, transport_for
 from lambdakit.invocation import CONNECTION_ERROR, OK, SERVICE_ERROR
-from tests.aws.test_lean_invoker import batch_of, both
+from tests.aws.test_lean_invoker import _test_ca, batch_of, both
 
 HEAD = b"HTTP/1.1 200 OK\r\nX-Amz-Executed-Version: 3\r\nx-amzn-RequestId: raw-1\r\n"
 
@@ -30,14 +32,16 @@ class RawServer:
     them. Every request is kept in `requests`, with the number of its connection.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Any = None) -> None:
         self.script: Any = lambda request: HEAD + b"Content-Length: 3\r\n\r\n[1]"
         self.requests: list[tuple[int, bytes]] = []
         self.connections = 0
+        self.tls = tls  # an ssl.SSLContext: HTTPS
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}"
         self.open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -53,7 +57,9 @@ class RawServer:
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         # A client that gave up on a reply closes while it is sent: not the test's failure.
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            if self.tls:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             self._exchange(conn, number)
 
     def _exchange(self, conn: socket.socket, number: int) -> None:
@@ -73,7 +79,12 @@ class RawServer:
                 self.requests.append((number, request))
                 reply = self.script(request)
                 close = isinstance(reply, tuple)
-                conn.sendall(reply[0] if close else reply)
+                reply = reply[0] if close else reply
+                # A list: its pieces sent apart (a TLS record each), a moment between them.
+                for at, piece in enumerate(reply if isinstance(reply, list) else [reply]):
+                    if at:
+                        time.sleep(0.2)
+                    conn.sendall(piece)
                 if close:
                     return
 
@@ -260,3 +271,32 @@ def test_status_lines_are_read_as_http_client_reads_them(raw, kind):
     assert ours.outcome == expected, ours
     if expected == OK:
         assert ours.http_status == 200
+
+
+def test_bytes_left_in_a_tls_record_after_a_reply_never_answer_the_next_request(
+    tmp_path, monkeypatch
+):
+    # The body's end and bytes nobody asked for (here a whole second reply) come in one TLS
+    # record after the body's start. Reading only the body's missing bytes leaves the rest
+    # decrypted inside the SSL object, where the idle check (the socket readable?) cannot see
+    # it: the reused connection's next "reply" is then those bytes, another request's answer.
+    ca, cert, key = _test_ca(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = RawServer(tls=context)
+    stale = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n[999]"
+    replies = iter(
+        [
+            [HEAD + b"Content-Length: 4\r\n\r\n[1", b"1]" + stale],
+            HEAD + b"Content-Length: 4\r\n\r\n[22]",
+        ]
+    )
+    server.script = lambda request: next(replies)
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(ca))
+    try:
+        _, lean = both(server.url, read_timeout=5)
+        assert lean.invoke(batch_of([1])).outputs == [11]
+        second = lean.invoke(batch_of([2]))
+        assert (second.outcome, second.outputs) == (OK, [22]), second
+    finally:
+        server.close()
