@@ -28,6 +28,7 @@ from lambdakit.records.encoding import (
     NUMBER_TINY,
     exact_loads,
     loads_exact,
+    loses_digits,
 )
 
 __all__ = [
@@ -93,7 +94,7 @@ def jsonl_records(
         try:
             record = loads(line)
             mapped = line.translate(classes)  # encoding.may_lose, inlined
-            if long_run in mapped or tiny in mapped:
+            if (long_run in mapped or tiny in mapped) and loses_digits(line, record):
                 record = exact_loads(line)
         except orjson.JSONDecodeError as exc:
             if not line.strip():

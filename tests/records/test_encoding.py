@@ -266,3 +266,30 @@ def test_an_int_beyond_64_bits_is_sent_with_its_digits():
         b'{"Items":[{"id":18446744073709551616,"low":-9223372036854775809,'
         b'"list":[1000000000000000000000000000000]},{"id":1}]}'
     )
+
+
+def _typed(value):
+    """A value with each number's type beside it, to compare readings exactly."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, str(value))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[0.30000000000000004, 84.74337369372327, 1e-05, 1.2345e+22, 5e-324]",  # own digits
+        b'{"a": 1.10, "b": 0.1234567890123456789, "c": 12345678901234567890123}',  # not
+        b'{"n": "caf\\u00e9 0.12345678901234567", "x": 0.12345678901234567}',
+        b"[18446744073709551615, -9223372036854775808, 18446744073709551616, 1e-400]",
+        b'{"id":"12345678901234567890","v":[1.0000000000000000,2.5]}\n',
+    ],
+)
+def test_the_exact_reading_shortcut_reads_as_the_exact_re_read_does(text):
+    # loads_exact skips the json.loads re-read when orjson writes its reading back as the
+    # text: what it gives must be exactly what the re-read gives.
+    from lambdakit.records.encoding import exact_loads, loads_exact
+
+    assert _typed(loads_exact(text)) == _typed(exact_loads(text))
