@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import decimal
 import io
-import itertools
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
@@ -122,19 +121,24 @@ class _CsvRows:
         self._lines = iter(handle)
         self._split = split
         self._taken: list[str] = []  # the lines the csv module consumed for one record
+        self._pending: str | None = None  # the line the csv module's next record starts with
+        # One reader for the file: making one per quoted line cost more than the parsing.
+        self._reader = csv.reader(self._feed())
         self.line = 0  # physical lines read so far
 
-    def _next_line(self) -> str:
-        line = next(self._lines)
-        self._taken.append(line)
-        return line
-
-    def _more(self) -> Iterator[str]:
+    def _feed(self) -> Iterator[str]:
+        """The csv module's lines: a record's first line (pending), then further lines."""
+        lines = self._lines
         while True:
-            try:
-                yield self._next_line()
-            except StopIteration:
-                return
+            line = self._pending
+            if line is None:  # a quoted field goes on: the next physical line
+                line = next(lines, None)
+                if line is None:
+                    return
+                self._taken.append(line)
+            else:
+                self._pending = None
+            yield line
 
     def records(self, csv_types: str) -> Iterator[tuple[str, int, Any]]:
         """(text, first line, fields or their count) of the header, then of each record.
@@ -164,7 +168,8 @@ class _CsvRows:
                 continue
             first = self.line
             self._taken = [line]
-            parsed = next(csv.reader(itertools.chain((line,), self._more())))
+            self._pending = line
+            parsed = next(self._reader)
             self.line += len(self._taken) - 1
             yield "".join(self._taken), first, parsed if split else len(parsed)
 
@@ -186,10 +191,10 @@ def exact_cell(cell: str) -> Any:
 
 def _exact_number_cell(cell: str) -> Any:
     """A cell starting with a digit or "-": a number only when it writes back as the cell."""
-    digits = cell[1:] if cell[0] == "-" else cell
-    if digits.isdigit() and digits.isascii():
-        if digits[0] == "0" and cell != "0":
-            return cell  # "007", "-0", "-01": a leading zero or a signed zero is text
+    digits = cell if cell[0] != "-" else cell[1:]
+    if digits.isdigit():
+        if not digits.isascii() or (digits[0] == "0" and cell != "0"):
+            return cell  # "007", "-0", "-01", other scripts' digits: text
         try:
             return int(cell)
         except ValueError:  # beyond Python's int-from-text limit (4300 digits)
