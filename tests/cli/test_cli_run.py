@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from function_sources import MEMORY_HOG
 
 import lambdakit
 from lambdakit.cli.commands import format_summary
@@ -316,24 +317,6 @@ def test_invoke_path_and_processes_reach_the_run(local_lambda, processor, tmp_pa
     assert "processes= needs the lean path" in capsys.readouterr().err
 
 
-# Records with "mb" hold that much memory for a moment: past 128 MB, out of memory.
-HOG = """
-import time
-
-def handler(event, context):
-    out = []
-    for item in event["Items"]:
-        if item.get("mb"):
-            block = bytearray(item["mb"] * 1024 * 1024)
-            for i in range(0, len(block), 4096):
-                block[i] = 1
-            time.sleep(0.3)
-            del block
-        out.append(item["i"] * 10)
-    return out
-"""
-
-
 def _params(report: Path) -> dict:
     return json.loads((report / "manifest.json").read_text())["params"]
 
@@ -363,7 +346,7 @@ def test_hedge_and_memory_ladder_shorthands_reach_the_run(local_lambda, processo
 
 def test_on_oom_climbs_the_ladder_from_the_shell(local_lambda, lambda_client, make_function,
                                                  tmp_path):  # fmt: skip
-    name = make_function(HOG, MemorySize=128, Timeout=30)
+    name = make_function(MEMORY_HOG, MemorySize=128, Timeout=30)
     data = _jsonl(tmp_path / "in.jsonl", [{"i": i, "mb": 200 if i == 1 else 0} for i in range(3)])
     report = tmp_path / "report"
     code = _run(local_lambda, name, str(data), "--batch-size", "1", "--no-cache",

@@ -4,28 +4,12 @@ more memory, published from the same code; `$LATEST` and aliases are left as the
 from __future__ import annotations
 
 import pytest
+from function_sources import MEMORY_HOG
 
 import lambdakit
 from lambdakit.aws.memory_versions import LADDER_TAG
 from lambdakit.engine.ladder import MemoryLadder
 from lambdakit.errors import InvalidInput
-
-# Records with "mb" hold that much memory for a moment (long enough for the memory watch).
-HOG = """
-import time
-
-def handler(event, context):
-    out = []
-    for item in event["Items"]:
-        if item.get("mb"):
-            block = bytearray(item["mb"] * 1024 * 1024)
-            for i in range(0, len(block), 4096):
-                block[i] = 1
-            time.sleep(0.3)
-            del block
-        out.append(item["i"] * 10)
-    return out
-"""
 
 
 def test_memory_ladder_settings_are_checked():
@@ -48,7 +32,7 @@ def _ladder_versions(client, name):
 def test_out_of_memory_batches_finish_through_the_ladder_and_latest_is_unchanged(
     local_lambda, lambda_client, make_function, tmp_path
 ):
-    name = make_function(HOG, MemorySize=128, Timeout=30)
+    name = make_function(MEMORY_HOG, MemorySize=128, Timeout=30)
     before = lambda_client.get_function_configuration(FunctionName=name)
     records = [{"i": i, "mb": 300 if i in (2, 5) else 0} for i in range(8)]
     run = dict(endpoint_url=local_lambda.endpoint_url, progress=False, batch_size=1,
@@ -117,10 +101,11 @@ def test_without_a_version_to_climb_to_the_oom_is_reported_with_a_hint(
 ):
     from tests.conftest import build_zip
 
-    name = make_function(HOG, MemorySize=128, Timeout=30)
+    name = make_function(MEMORY_HOG, MemorySize=128, Timeout=30)
     published = lambda_client.publish_version(FunctionName=name)["Version"]
     # $LATEST now runs other code: no version with more memory can be made of version 1.
-    lambda_client.update_function_code(FunctionName=name, ZipFile=build_zip(HOG + "\n# v2\n"))
+    code = build_zip(MEMORY_HOG + "\n# v2\n")
+    lambda_client.update_function_code(FunctionName=name, ZipFile=code)
     records = [{"i": 0, "mb": 300}, {"i": 1, "mb": 0}]
     result = lambdakit.run(name, records, qualifier=published, batch_size=1, cache=False,
                            endpoint_url=local_lambda.endpoint_url, progress=False,
