@@ -78,7 +78,12 @@ def lean_blockers(client: Any) -> str | None:
     config = meta.config
     if config.signature_version not in (None, "v4"):
         return f"a non-standard signer (signature_version={config.signature_version!r})"
-    attempts = (config.retries or {}).get("total_max_attempts")
+    retries = config.retries or {}
+    attempts = retries.get("total_max_attempts")
+    if retries.get("mode") == "adaptive":
+        # Adaptive mode's client-side rate limiter runs in botocore's send; the lean path
+        # would skip it.
+        return "botocore's adaptive retry mode (its client-side rate limiter)"
     if attempts != 1:
         # The lean path makes one attempt; lambdakit's Retry policy does the rest.
         return f"botocore retries are on (total_max_attempts={attempts!r})"
@@ -180,11 +185,16 @@ class LeanLambdaInvoker:
                 "the lean Invoke path cannot serve this client: boto3 adds an X-Amzn-Trace-Id "
                 "that changes with each of this process's own invocations"
             )
-        self._headers = {
-            name: _text(value)
-            for name, value in first.headers.items()
-            if name.lower() not in _PER_REQUEST
-        }
+        # The fixed headers in boto3's order: those before the date and signature, and
+        # those after them (amz-sdk-request follows amz-sdk-invocation-id).
+        self._headers: dict[str, str] = {}
+        self._tail: dict[str, str] = {}
+        signed_yet = False
+        for name, value in first.headers.items():
+            if name.lower() in _PER_REQUEST:
+                signed_yet = signed_yet or name.lower() != "content-length"
+                continue
+            (self._tail if signed_yet else self._headers)[name] = _text(value)
         self._signer.check(first)
         self._transport = transport_for(client._endpoint.http_session, self.url)
         self._ids = _InvocationIds()
@@ -194,10 +204,20 @@ class LeanLambdaInvoker:
 
     def invoke(self, batch: Batch) -> Outcome:
         """Send `batch.body` once and read the reply by the batch contract."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         body = batch.body
         headers = dict(self._headers)
-        self._signer.sign(headers, body)
+        try:
+            # A refresh that fails (an expired SSO session, an unreachable STS) fails this
+            # batch as boto3's invoke would, not the run.
+            self._signer.sign(headers, body)
+        except ClientError as exc:
+            return api_error_outcome(exc)
+        except BotoCoreError as exc:
+            return transport_error_outcome(exc)
         headers["amz-sdk-invocation-id"] = self._ids.next()
+        headers.update(self._tail)
         transport = self._transport
         try:
             answer = transport.send(headers, body)
@@ -219,7 +239,9 @@ class LeanLambdaInvoker:
             function_error=reply_headers.get("x-amz-function-error"),
             status=status,
             executed_version=reply_headers.get("x-amz-executed-version"),
-            request_id=reply_headers.get("x-amzn-requestid"),
+            # botocore's REST parser falls back to x-amz-request-id, so the lean path does.
+            request_id=reply_headers.get("x-amzn-requestid")
+            or reply_headers.get("x-amz-request-id"),
             log_result=reply_headers.get("x-amz-log-result"),
             outputs=self.outputs,
             id_field=self.id_field,
@@ -315,8 +337,11 @@ class _Signer:
         scope, signed = fields
         _, self.region, self.service, _ = scope.split("/", 3)
         self.credentials = credentials
-        self.signed = signed
-        self.signed_text = ";".join(signed)
+        # The names signed with a session token and without: a refresh can bring one or take
+        # it away (static keys after an assumed role, say), and SignedHeaders must follow.
+        bare = tuple(name for name in signed if name != "x-amz-security-token")
+        tokened = tuple(sorted((*bare, "x-amz-security-token")))
+        self._names = {False: (bare, ";".join(bare)), True: (tokened, ";".join(tokened))}
         # botocore's own signer gives the canonical path, query and the headers it signs.
         frozen = credentials.get_frozen_credentials()
         auth = SigV4Auth(frozen, self.service, self.region)
@@ -368,8 +393,9 @@ class _Signer:
         if frozen.token:
             headers["X-Amz-Security-Token"] = frozen.token
         values = self.static
+        signed, signed_text = self._names[bool(frozen.token)]
         lines = []
-        for name in self.signed:
+        for name in signed:
             if name == "x-amz-date":
                 lines.append(f"x-amz-date:{amz_date}")
             elif name == "x-amz-security-token":
@@ -377,7 +403,7 @@ class _Signer:
             else:
                 lines.append(f"{name}:{values[name]}")
         canonical = (
-            f"{self.prefix}\n" + "\n".join(lines) + f"\n\n{self.signed_text}\n"
+            f"{self.prefix}\n" + "\n".join(lines) + f"\n\n{signed_text}\n"
             f"{hashlib.sha256(body).hexdigest()}"
         )
         date = amz_date[:8]
@@ -389,7 +415,7 @@ class _Signer:
         signature = hmac.digest(key, string_to_sign.encode(), "sha256").hex()
         headers["Authorization"] = (
             f"{_ALGORITHM} Credential={frozen.access_key}/{scope}, "
-            f"SignedHeaders={self.signed_text}, Signature={signature}"
+            f"SignedHeaders={signed_text}, Signature={signature}"
         )
 
     def check(self, template: Any) -> None:

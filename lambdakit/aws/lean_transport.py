@@ -77,13 +77,30 @@ class Urllib3Transport:
         self.proxy_url = proxy_url
 
     def send(self, headers: dict[str, str], body: bytes) -> Answer:
-        """POST once; urllib3's error if it fails to send or read."""
+        """POST once; urllib3's error if it fails to send or read (BrokenBody for the body)."""
+        from urllib3 import exceptions as url3
+
+        # Content-Length last, where botocore's prepared request has it (http.client would
+        # otherwise put it ahead of every header).
+        headers = {**headers, "Content-Length": str(len(body))}
         response = self.pool.urlopen(
             "POST", self.target, body=body, headers=headers, retries=False,
-            assert_same_host=False, preload_content=True, decode_content=False,
+            assert_same_host=False, preload_content=False, decode_content=False,
         )  # fmt: skip
+        try:
+            # Read here rather than preloaded, so that a body that breaks after its head is
+            # BrokenBody (boto3's ResponseStreamingError), as on the socket path.
+            data = response.read()
+        except url3.ReadTimeoutError:
+            response.close()
+            raise
+        except (url3.HTTPError, OSError) as exc:
+            response.close()
+            raise BrokenBody(exc) from exc
+        finally:
+            response.release_conn()
         pairs = tuple(response.headers.items())
-        return Answer(response.status, pairs, _by_name(pairs), response.data)
+        return Answer(response.status, pairs, _by_name(pairs), data)
 
     def close(self) -> None:
         """Nothing: the pool is the client's botocore session's, which may go on using it."""
@@ -119,6 +136,7 @@ class SocketTransport:
             f"POST {request_target} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n"
         )
         self.read_timeout = Timeout.resolve_default_timeout(pool.timeout.read_timeout)
+        self.connect_timeout = Timeout.resolve_default_timeout(pool.timeout.connect_timeout)
         self._max_idle = max(1, pool.pool.maxsize)
         self._tls = parts.scheme == "https"
         self._idle: list[Any] = []  # list.pop/append are atomic: no lock needed
@@ -136,12 +154,20 @@ class SocketTransport:
         try:
             try:
                 if len(body) < _JOIN_BELOW:
+                    # The socket's buffer takes a small request whole: no send waits long.
                     sock.sendall(head + body)
                 else:
+                    # A large body can wait on a peer that reads nothing; urllib3 bounds its
+                    # send by the connect timeout, and so does this.
+                    sock.settimeout(self.connect_timeout)
                     sock.sendall(head)
                     sock.sendall(body)
+                    sock.settimeout(self.read_timeout)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # as urllib3: the server may have answered (413) before closing; read it
+            except TimeoutError as exc:  # urllib3: an OSError of the send, "Connection aborted"
+                conn.close()
+                raise url3.ProtocolError("Connection aborted.", exc) from exc
             answer, keep = _read_reply(sock)
         except BrokenBody:
             conn.close()
@@ -189,6 +215,13 @@ class SocketTransport:
             conn.connect()  # TLS and its verification, by the pool's settings
         except url3.HTTPError:
             raise
+        except TimeoutError as exc:
+            # A TLS handshake that stalls (a TCP connect that does is urllib3's own
+            # ConnectTimeoutError, above): urllib3's _raise_timeout makes it a read timeout,
+            # at the connect timeout it ran under.
+            raise url3.ReadTimeoutError(
+                self.pool, self.url, f"Read timed out. (read timeout={self.connect_timeout})"
+            ) from exc
         except (ssl.SSLError, ssl.CertificateError) as exc:
             raise url3.SSLError(exc) from exc
         except OSError as exc:

@@ -25,6 +25,7 @@ import orjson
 import pytest
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import CredentialRetrievalError
 
 import lambdakit
 from lambdakit.aws.connection import make_client
@@ -130,7 +131,10 @@ def clients(url: str, **options: Any) -> tuple[Any, Any]:
 
 
 def both(url: str, tgt: Target | None = None, **kwargs: Any) -> tuple[Any, Any]:
-    boto_client, lean_client = clients(url, read_timeout=kwargs.pop("read_timeout", 30))
+    timeouts = {"read_timeout": kwargs.pop("read_timeout", 30)}
+    if "connect_timeout" in kwargs:
+        timeouts["connect_timeout"] = kwargs.pop("connect_timeout")
+    boto_client, lean_client = clients(url, **timeouts)
     tgt = tgt or target()
     return (
         LambdaInvoker(boto_client, tgt, **kwargs),
@@ -139,7 +143,8 @@ def both(url: str, tgt: Target | None = None, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def names(request: dict[str, Any]) -> list[str]:
-    return sorted(name.lower() for name, _ in request["headers"])
+    """The request's header names in the order they were sent."""
+    return [name.lower() for name, _ in request["headers"]]
 
 
 def signed_headers(request: dict[str, Any]) -> str:
@@ -218,28 +223,32 @@ class _Provider:
     METHOD = "lean-test"
     CANONICAL_NAME = "lean-test"
 
-    def __init__(self) -> None:
+    def __init__(self, tokens: list[str | None] | None = None) -> None:
         self.issued = 0
         self.hours = 1
         self.skew = dt.timedelta(0)  # moves botocore's clock for these credentials
+        self.tokens = tokens or [None, None]  # the session token of each issue
+        self.broken = False  # a refresh fails, as an expired SSO session's does
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc) + self.skew
 
-    def _fresh(self) -> dict[str, str]:
+    def _fresh(self) -> dict[str, Any]:
+        if self.broken:
+            raise CredentialRetrievalError(provider="lean-test", error_msg="the session expired")
         self.issued += 1
         expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=self.hours)
         return {
             "access_key": f"AKIAREFRESH{self.issued:05d}",
             "secret_key": f"secret-{self.issued}",
-            "token": None,
+            "token": self.tokens[self.issued - 1],
             "expiry_time": expiry.isoformat(),
         }
 
     def load(self) -> Any:
         first = self._fresh()
         return RefreshableCredentials(
-            first["access_key"], first["secret_key"], None,
+            first["access_key"], first["secret_key"], first["token"],
             dt.datetime.fromisoformat(first["expiry_time"]), self._fresh, self.METHOD,
             time_fetcher=self.now,
         )  # fmt: skip
@@ -265,6 +274,49 @@ def test_refreshable_credentials_refresh_on_the_lean_path(recorder):
         check_signature(request, keys)
         used.append(dict(request["headers"])["Authorization"].split("Credential=")[1][:16])
     assert used == ["AKIAREFRESH00001", "AKIAREFRESH00002"]
+
+
+def _refreshing_client(url: str, provider: _Provider) -> Any:
+    core = botocore.session.get_session()
+    core.get_component("credential_provider").insert_before("env", provider)
+    session = boto3.Session(botocore_session=core, region_name="us-east-1")
+    return make_client(endpoint_url=url, session=session, parameter_validation=False)
+
+
+@pytest.mark.parametrize("tokens", [[None, "token-2"], ["token-1", None]])
+def test_a_token_that_comes_or_goes_on_refresh_is_signed_as_boto3_signs_it(recorder, tokens):
+    # Static keys refreshed into a role's (a token now), or back: SignedHeaders must follow.
+    recorder.reply = (200, {}, b"[1]")
+    sent = []
+    for kind in (LambdaInvoker, LeanLambdaInvoker):
+        provider = _Provider(list(tokens))
+        invoker = kind(_refreshing_client(recorder.url, provider), target())
+        assert invoker.invoke(batch_of([1])).outcome == OK
+        provider.skew, provider.hours = dt.timedelta(hours=2), 3
+        assert invoker.invoke(batch_of([2])).outcome == OK
+        assert provider.issued == 2
+        sent.append(recorder.requests[-1])
+    theirs, ours = sent
+    assert names(ours) == names(theirs)
+    assert signed_headers(ours) == signed_headers(theirs)
+    assert ("x-amz-security-token" in signed_headers(ours)) is (tokens[1] is not None)
+    secret = Credential("secret-2", tokens[1]) if tokens[1] else "secret-2"
+    check_signature(ours, key_lookup({"AKIAREFRESH00002": secret}))
+
+
+def test_a_refresh_that_fails_fails_the_batch_not_the_run(recorder):
+    recorder.reply = (200, {}, b"[1]")
+    outcomes = []
+    for kind in (LambdaInvoker, LeanLambdaInvoker):
+        provider = _Provider()
+        invoker = kind(_refreshing_client(recorder.url, provider), target())
+        assert invoker.invoke(batch_of([1])).outcome == OK
+        provider.skew, provider.broken = dt.timedelta(hours=2), True
+        outcomes.append(invoker.invoke(batch_of([2])))  # never raises: an Outcome
+    theirs, ours = outcomes
+    assert (ours.outcome, ours.error_type) == (CLIENT_ERROR, "CredentialRetrievalError")
+    assert ours == theirs
+    assert len(recorder.requests) == 2  # the failed batches sent nothing
 
 
 TOO_SLOW = "slow"
@@ -351,6 +403,11 @@ def test_what_the_lean_path_cannot_honour_is_named(recorder):
         config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}),
     )  # fmt: skip
     assert "non-standard signer" in lean_blockers(unsigned)
+    adaptive = session.client(
+        "lambda", endpoint_url=recorder.url,
+        config=Config(retries={"mode": "adaptive", "total_max_attempts": 1}),
+    )  # fmt: skip
+    assert "adaptive retry mode" in lean_blockers(adaptive)  # its rate limiter sits in send
     client = make_client(endpoint_url=recorder.url, session=session)
     assert lean_blockers(client) is None
     client.meta.events.register("before-sign.lambda.Invoke", lambda **kwargs: None)

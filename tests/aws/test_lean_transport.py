@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from lambdakit.aws.lean_transport import SocketTransport, transport_for
-from lambdakit.invocation import CONNECTION_ERROR, OK, SERVICE_ERROR
+from lambdakit.invocation import CONNECTION_ERROR, OK, SERVICE_ERROR, TIMEOUT
 from tests.aws.test_lean_invoker import _test_ca, batch_of, both
 
 HEAD = b"HTTP/1.1 200 OK\r\nX-Amz-Executed-Version: 3\r\nx-amzn-RequestId: raw-1\r\n"
@@ -137,6 +137,14 @@ SCRIPTS = {
         CONNECTION_ERROR,
     ),
     "not_http": (lambda r: (b"SSH-2.0-OpenSSH\r\n\r\n", "close"), CONNECTION_ERROR),
+    # No x-amzn-RequestId: botocore's parser takes x-amz-request-id instead.
+    "request_id_fallback": (
+        lambda r: (
+            b"HTTP/1.1 200 OK\r\nX-Amz-Executed-Version: 3\r\nx-amz-request-id: rid-2\r\n"
+            b"Content-Length: 3\r\n\r\n[1]"
+        ),
+        OK,
+    ),
     "error_chunked": (
         lambda r: (
             b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -300,3 +308,61 @@ def test_bytes_left_in_a_tls_record_after_a_reply_never_answer_the_next_request(
         assert (second.outcome, second.outputs) == (OK, [22]), second
     finally:
         server.close()
+
+
+def test_the_request_id_falls_back_as_botocore_reads_it(raw):
+    raw.script = SCRIPTS["request_id_fallback"][0]
+    boto, lean = both(raw.url, read_timeout=5)
+    assert boto.invoke(batch_of([1])).request_id == lean.invoke(batch_of([1])).request_id
+    assert lean.invoke(batch_of([1])).request_id == "rid-2"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        HEAD + b"Content-Length: 30\r\n\r\n[9",  # cut short
+        HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n[1]\r\n0\r\n\r\n",  # a bad chunk
+    ],
+    ids=["cut_body", "bad_chunk"],
+)
+def test_a_body_that_breaks_through_a_proxy_is_boto3s_streaming_error(raw, monkeypatch, reply):
+    raw.script = lambda request: (reply, "close")
+    monkeypatch.setenv("HTTP_PROXY", raw.url)  # the raw server answers as the proxy
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    boto, lean = both("http://lambda.example.invalid:8080", read_timeout=5)
+    assert type(lean._transport).__name__ == "Urllib3Transport"
+    theirs, ours = boto.invoke(batch_of([1])), lean.invoke(batch_of([1]))
+    assert (ours.outcome, ours.error_type) == (CONNECTION_ERROR, "ResponseStreamingError")
+    assert (theirs.outcome, theirs.error_type) == (ours.outcome, ours.error_type)
+
+
+def test_a_send_that_stalls_is_a_connection_error_at_the_connect_timeout():
+    # A peer that takes the connection and reads nothing: the request's send fills the
+    # buffers and waits. urllib3 bounds the send by the connect timeout and calls it a broken
+    # connection (retried), never a read timeout (a function that may still be running).
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # never accepted: the kernel completes the handshake, nobody reads
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        boto, lean = both(url, read_timeout=120, connect_timeout=1)
+        big = batch_of(["x" * 1000] * 12_000)  # 12 MB: more than every buffer on the way
+        theirs, ours = boto.invoke(big), lean.invoke(big)
+        assert (ours.outcome, ours.error_type) == (CONNECTION_ERROR, "ConnectionClosedError")
+        assert (theirs.outcome, theirs.error_type) == (ours.outcome, ours.error_type)
+    finally:
+        listener.close()
+
+
+def test_a_tls_handshake_that_stalls_is_the_same_timeout_as_boto3s(raw):
+    # The raw server takes the connection and never answers the ClientHello.
+    boto, lean = both(raw.url.replace("http://", "https://"), read_timeout=120, connect_timeout=1)
+    theirs, ours = boto.invoke(batch_of([1])), lean.invoke(batch_of([1]))
+    assert (ours.outcome, ours.error_type) == (TIMEOUT, "ReadTimeoutError")
+    assert (theirs.outcome, theirs.error_type, theirs.error_message) == (
+        ours.outcome,
+        ours.error_type,
+        ours.error_message,
+    )
