@@ -19,6 +19,7 @@ __all__ = [
     "botocore_transport_error",
     "call_api",
     "client_error_from_reply",
+    "client_read_timeout",
     "make_client",
     "make_s3_client",
     "make_scheduler_client",
@@ -77,7 +78,7 @@ def make_client(
         _check_lambda_client(client)
         _warn_if_pool_too_small(client, concurrency)
         return client
-    timeout = _read_timeout(read_timeout, function_timeout_s)
+    timeout = client_read_timeout(read_timeout, function_timeout_s)
 
     from botocore.config import Config
 
@@ -252,7 +253,7 @@ def _check_where(endpoint_url: Any, region: Any, profile: Any) -> None:
         raise InvalidInput(f"endpoint_url must be an http(s) URL, got {endpoint_url!r}")
 
 
-def _read_timeout(read_timeout: float | None, function_timeout_s: float | None) -> float:
+def client_read_timeout(read_timeout: float | None, function_timeout_s: float | None) -> float:
     """The client read timeout: explicit, or the function timeout plus a margin."""
     for name, value in (("read_timeout", read_timeout), ("function_timeout_s", function_timeout_s)):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -26,18 +26,21 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lambdakit.aws.connection import client_read_timeout
 from lambdakit.errors import InvalidInput
-from lambdakit.invocation import CLIENT_ERROR, CONNECTION_ERROR, Batch, Outcome, Target
+from lambdakit.invocation import CLIENT_ERROR, CONNECTION_ERROR, Batch, Invoker, Outcome, Target
 
 __all__ = ["ProcessInvoker", "WorkerSpec"]
 
 log = logging.getLogger("lambdakit.aws.process_invoker")
 
 _START_TIMEOUT_S = 120.0  # a spawned worker imports botocore and builds a client
+_STOP_TIMEOUT_S = 10.0  # idle workers told to stop, all of them together
 _LOST = "Lambdakit.WorkerLost"
 
 
@@ -148,11 +151,21 @@ class ProcessInvoker:
 
     `spec.concurrency` is each worker's thread count (the run's concurrency split between
     them). `probe` answers `probe()` from the kernel's process (an outage's question is
-    whether the endpoint answers, not whether the workers do). Raises InvalidInput when a
-    worker cannot build the lean path; call `close()` when the run ends (run() does).
+    whether the endpoint answers, not whether the workers do). `fallback`, an invoker in the
+    kernel's process, carries the run on if every worker has ended (with a warning), so that
+    a run whose workers were killed finishes instead of failing each retry at once. Raises
+    InvalidInput when a worker cannot build the lean path; call `close()` when the run ends
+    (run() does).
     """
 
-    def __init__(self, spec: WorkerSpec, processes: int, *, probe: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        processes: int,
+        *,
+        probe: Callable[[], bool],
+        fallback: Invoker | None = None,
+    ) -> None:
         from multiprocessing.connection import Connection
 
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
@@ -162,8 +175,14 @@ class ProcessInvoker:
         self.outputs = spec.outputs
         self.processes = processes
         self._probe = probe
+        self._fallback = fallback
+        self._fell_back = False
+        # How long a worker may take to finish the calls it has in flight: each is bounded by
+        # its client's read timeout (and connect timeout).
+        self._drain_s = client_read_timeout(spec.read_timeout, spec.target.timeout_s) + 30.0
         self._seq = itertools.count()
         self._closed = False
+        self._started = False  # the fallback is the caller's until the workers are up
         self._workers: list[_Worker] = []
         try:
             for _ in range(processes):
@@ -191,17 +210,18 @@ class ProcessInvoker:
                 state, reason = worker.conn.recv()
                 if state != "ready":
                     raise InvalidInput(f"a worker process cannot invoke: {reason}")
-        except (InvalidInput, EOFError, OSError) as exc:
+        except BaseException as exc:  # Ctrl-C too: no worker outlives a start that failed
             self.close()
-            if isinstance(exc, InvalidInput):
-                raise
-            raise InvalidInput(f"a worker process ended while starting: {exc}") from None
+            if isinstance(exc, (EOFError, OSError)):
+                raise InvalidInput(f"a worker process ended while starting: {exc}") from None
+            raise
         for worker in self._workers:
             worker.reader = threading.Thread(
                 target=worker.read, name=f"lambdakit-invoker-read-{worker.process.pid}",
                 daemon=True,
             )  # fmt: skip
             worker.reader.start()
+        self._started = True
 
     def __repr__(self) -> str:
         return f"ProcessInvoker({self.target.function_name!r}, processes={self.processes})"
@@ -209,6 +229,13 @@ class ProcessInvoker:
     def invoke(self, batch: Batch) -> Outcome:
         """Send `batch` to the least busy worker and wait for its Outcome; never raises."""
         alive = [worker for worker in self._workers if worker.alive]
+        if not alive and not self._closed and self._fallback is not None:
+            if not self._fell_back:
+                self._fell_back = True
+                log.warning(
+                    "every invoking worker process has ended; invoking from this process alone"
+                )
+            return self._fallback.invoke(batch)
         if not alive or self._closed:
             return Outcome(CONNECTION_ERROR, error_type=_LOST,
                            error_message="no invoking worker process is running")  # fmt: skip
@@ -243,7 +270,13 @@ class ProcessInvoker:
         return bool(self._probe())
 
     def close(self) -> None:
-        """Stop the workers (what they still had in flight fails as WorkerLost)."""
+        """Stop the workers: at once when idle; calls still in flight finish first.
+
+        A run cancelled with calls in flight (cancel(now=True)) has stopped waiting for them,
+        but they may still succeed, and a late success is cached, as in one process: each
+        worker finishes its calls, sends their outcomes and ends, while a thread waits for
+        that (up to the calls' own read timeout) so that close() returns at once.
+        """
         self._closed = True
         for worker in self._workers:
             try:
@@ -251,15 +284,34 @@ class ProcessInvoker:
                     worker.outgoing.send(None)
             except (OSError, ValueError):
                 pass  # already gone
+        if self._started and self._fallback is not None:
+            close = getattr(self._fallback, "close", None)
+            if close is not None:
+                close()
+        if any(worker.pending for worker in self._workers):
+            threading.Thread(
+                target=self._stop, args=(self._drain_s,), name="lambdakit-invoker-stop",
+                daemon=True,
+            ).start()  # fmt: skip
+        else:
+            self._stop(_STOP_TIMEOUT_S)
+
+    def _stop(self, within_s: float) -> None:
+        # One deadline for all the workers, not one each in turn.
+        deadline = time.monotonic() + within_s
         for worker in self._workers:
             try:
-                worker.process.wait(timeout=10)
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("worker process %s did not stop; terminating it", worker.process.pid)
                 worker.process.terminate()
-                worker.process.wait(timeout=5)
+                try:
+                    worker.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    worker.process.kill()
+                    worker.process.wait()
             worker.outgoing.close()
-            if worker.reader is not None:
+            if worker.reader is not None and worker.reader is not threading.current_thread():
                 worker.reader.join(timeout=5)
             worker.conn.close()
 

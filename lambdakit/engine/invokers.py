@@ -191,7 +191,7 @@ def process_invoker(
         concurrency=math.ceil(concurrency / processes), read_timeout=timeout, **where,
     )  # fmt: skip
     try:
-        return ProcessInvoker(spec, processes, probe=single.probe)
+        return ProcessInvoker(spec, processes, probe=single.probe, fallback=single)
     except InvalidInput as exc:
         log.warning("%s; invoking from this process alone", exc)
         return single

@@ -299,134 +299,144 @@ def start(
     # (see source_length), so that totals, tolerance and progress know the whole.
     records_total = source_length(records)
     tolerated = _tolerance(tolerated_failure, records_total)
-    if invoker is None and url is not None:
-        invoker, target = http_invoker(
-            url, function, qualifier, auth, headers, cache_namespace, concurrency, timeout,
-            id_field, reading, endpoint_url, region, profile, client,
-        )  # fmt: skip
-    elif invoker is None:
-        invoker, target, rungs = lambda_invoker(
-            function, qualifier, concurrency, timeout, id_field, reading, endpoint_url, region,
-            profile, client, invoke_path, session, processes,
-        )  # fmt: skip
-        if oom_ladder or timeout_ladder:
-            ladder = memory_ladder(target, oom_ladder, timeout_ladder, *rungs)
-    else:
-        # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
-        target = getattr(invoker, "target", None)
-        if target is None:
-            raise InvalidInput("a custom invoker must have a .target (discovery.Target)")
-        if id_field is not None:
-            raise InvalidInput("id_field configures the Lambda invoker: give it to your invoker")
+    # From here a ProcessInvoker's workers may be running: a setup step that fails after
+    # they start (a ladder that cannot apply, say) must stop them, not leave them behind.
+    try:
+        if invoker is None and url is not None:
+            invoker, target = http_invoker(
+                url, function, qualifier, auth, headers, cache_namespace, concurrency, timeout,
+                id_field, reading, endpoint_url, region, profile, client,
+            )  # fmt: skip
+        elif invoker is None:
+            invoker, target, rungs = lambda_invoker(
+                function, qualifier, concurrency, timeout, id_field, reading, endpoint_url, region,
+                profile, client, invoke_path, session, processes,
+            )  # fmt: skip
+            if oom_ladder or timeout_ladder:
+                ladder = memory_ladder(target, oom_ladder, timeout_ladder, *rungs)
+        else:
+            # A custom Invoker (HTTP, or a fake in scheduling tests) says what it targets.
+            target = getattr(invoker, "target", None)
+            if target is None:
+                raise InvalidInput("a custom invoker must have a .target (discovery.Target)")
+            if id_field is not None:
+                raise InvalidInput(
+                    "id_field configures the Lambda invoker: give it to your invoker"
+                )
 
-    run_id = uuid.uuid4().hex
-    tracker = Tracker(
-        records_total=records_total,
-        batch_size=batch_size,
-        in_flight_limit=concurrency,
-        clock=clock,
-        events=EventStream() if events else None,
-        bar=ProgressBar(bool(progress), records_total, target.function_name),
-    )
-    plan = Plan(
-        target=_cache_view(target, reading),
-        envelope=envelope,
-        concurrency=concurrency,
-        retry=retry_policy,
-        cache=cache_store,
-        run_id=run_id,
-        tolerated=tolerated,
-        sleep=sleep,
-        clock=clock,
-        grace_s=float(grace_s),
-        outage_timeout=outage_timeout,
-        # The invoker's own way to ask whether the endpoint answers (optional: without one,
-        # a single trial invocation tells after a pause).
-        probe=getattr(invoker, "probe", None),
-        ladder=ladder,
-        hedge=hedging,
-        gate=_gate(target),
-    )
-    engine = Engine(stream, invoker, record, tracker, plan)
-    started_at = _dt.datetime.now(_dt.timezone.utc)
-    t0 = time.monotonic()
-    path = invoke_path_of(invoker)  # "lean", "boto3", or None for a URL or custom invoker
-    params = {
-        "batch_size": batch_size,
-        "max_batch_bytes": max_batch_bytes,
-        "concurrency": concurrency,
-        "timeout": timeout,
-        "retry": dataclasses.asdict(retry_policy),
-        "cache": str(cache_store.directory) if cache_store is not None else None,
-        "validate": repr(validator) if validator is not None else None,
-        "payload": getattr(payload, "__name__", repr(payload)) if payload else None,
-        "batch_input": batch_input,
-        "id_field": id_field,
-        "decimal": encoding.decimal,
-        "nan": encoding.nan,
-        "csv_types": getattr(records, "csv_types", None),
-        "outputs": reading,
-        "tolerated_failure": tolerated_failure,
-        "outage_timeout": outage_timeout,
-        # Which Invoke path carried the run: "lean", "boto3", or None (url=, a custom invoker).
-        "invoke_path": path,
-        "processes": getattr(invoker, "processes", 1) if path else None,
-        "on_oom": list(oom_ladder.sizes) if oom_ladder else None,
-        "on_timeout": list(timeout_ladder.sizes) if timeout_ladder else None,
-        "hedge": dataclasses.asdict(hedging) if hedging else None,
-    }
-    if url is not None:
-        # What reached the URL, never the secrets: no query string, no header values.
-        params["url"] = getattr(invoker, "safe_url", None)
-        params["auth"] = auth if auth in (None, "aws_iam") else "callable"
-        params["headers"] = sorted(headers or {})
-        params["cache_namespace"] = cache_namespace
-
-    # Worker processes (processes=N) are the run's own: stopped when it ends.
-    made_here = invoker if custom_invoker is None else None
-
-    def finish(state: str) -> RunResult:
-        from lambdakit import __version__
-
-        close = getattr(made_here, "close", None)
-        if close is not None:
-            close()
-
-        ended_at = _dt.datetime.now(_dt.timezone.utc)
-        meta = {
-            "run_id": run_id,
-            "function": target.function_name,
-            "function_arn": target.function_arn,
-            "qualifier": target.qualifier,
-            "executed_versions": sorted(record.executed_versions),
-            "code_sha256": _code_sha256(target),
-            "layers": _layers(target),
-            "params": params,
-            "dataset_fingerprint": stream.fingerprint,
-            "lambdakit_version": __version__,
-            "started_at": started_at.isoformat(),
-            "ended_at": ended_at.isoformat(),
-            "elapsed_s": time.monotonic() - t0,
-            "cancelled": state != FINISHED or engine.stop_reason is not None,
-            "stop_reason": engine.stop_reason,
-            "outages": engine.breaker.trips,  # times the endpoint stopped answering
-            # Speculative backups (hedge=): sent, won (replied first), disagreed (outputs).
-            "hedge": engine.hedge.summary() if engine.hedge is not None else None,
-            # Ids seen twice within what would have been one batch (split apart: see BatchStream).
-            "repeated_ids": list(stream.repeated_ids),
-            "repeated_id_records": stream.repeated_id_records,
-            # What was read: the source (a file's path, or the type of in-memory data), its
-            # length when known, and how many of its records were read.
-            "source": _described(records, records_total, stream),
-            "records_read": stream.records,
-        }
-        result = record.build(
-            records=_records_of_run(stream, records_total), meta=meta, source=records
+        run_id = uuid.uuid4().hex
+        tracker = Tracker(
+            records_total=records_total,
+            batch_size=batch_size,
+            in_flight_limit=concurrency,
+            clock=clock,
+            events=EventStream() if events else None,
+            bar=ProgressBar(bool(progress), records_total, target.function_name),
         )
-        if output_url is not None:
-            _upload_outputs(result, output_url, s3_where)
-        return result
+        plan = Plan(
+            target=_cache_view(target, reading),
+            envelope=envelope,
+            concurrency=concurrency,
+            retry=retry_policy,
+            cache=cache_store,
+            run_id=run_id,
+            tolerated=tolerated,
+            sleep=sleep,
+            clock=clock,
+            grace_s=float(grace_s),
+            outage_timeout=outage_timeout,
+            # The invoker's own way to ask whether the endpoint answers (optional: without one,
+            # a single trial invocation tells after a pause).
+            probe=getattr(invoker, "probe", None),
+            ladder=ladder,
+            hedge=hedging,
+            gate=_gate(target),
+        )
+        engine = Engine(stream, invoker, record, tracker, plan)
+        started_at = _dt.datetime.now(_dt.timezone.utc)
+        t0 = time.monotonic()
+        path = invoke_path_of(invoker)  # "lean", "boto3", or None for a URL or custom invoker
+        params = {
+            "batch_size": batch_size,
+            "max_batch_bytes": max_batch_bytes,
+            "concurrency": concurrency,
+            "timeout": timeout,
+            "retry": dataclasses.asdict(retry_policy),
+            "cache": str(cache_store.directory) if cache_store is not None else None,
+            "validate": repr(validator) if validator is not None else None,
+            "payload": getattr(payload, "__name__", repr(payload)) if payload else None,
+            "batch_input": batch_input,
+            "id_field": id_field,
+            "decimal": encoding.decimal,
+            "nan": encoding.nan,
+            "csv_types": getattr(records, "csv_types", None),
+            "outputs": reading,
+            "tolerated_failure": tolerated_failure,
+            "outage_timeout": outage_timeout,
+            # Which Invoke path carried the run: "lean", "boto3", or None (url=, a custom invoker).
+            "invoke_path": path,
+            "processes": getattr(invoker, "processes", 1) if path else None,
+            "on_oom": list(oom_ladder.sizes) if oom_ladder else None,
+            "on_timeout": list(timeout_ladder.sizes) if timeout_ladder else None,
+            "hedge": dataclasses.asdict(hedging) if hedging else None,
+        }
+        if url is not None:
+            # What reached the URL, never the secrets: no query string, no header values.
+            params["url"] = getattr(invoker, "safe_url", None)
+            params["auth"] = auth if auth in (None, "aws_iam") else "callable"
+            params["headers"] = sorted(headers or {})
+            params["cache_namespace"] = cache_namespace
 
+        # Worker processes (processes=N) are the run's own: stopped when it ends.
+        made_here = invoker if custom_invoker is None else None
+
+        def finish(state: str) -> RunResult:
+            from lambdakit import __version__
+
+            close = getattr(made_here, "close", None)
+            if close is not None:
+                close()
+
+            ended_at = _dt.datetime.now(_dt.timezone.utc)
+            meta = {
+                "run_id": run_id,
+                "function": target.function_name,
+                "function_arn": target.function_arn,
+                "qualifier": target.qualifier,
+                "executed_versions": sorted(record.executed_versions),
+                "code_sha256": _code_sha256(target),
+                "layers": _layers(target),
+                "params": params,
+                "dataset_fingerprint": stream.fingerprint,
+                "lambdakit_version": __version__,
+                "started_at": started_at.isoformat(),
+                "ended_at": ended_at.isoformat(),
+                "elapsed_s": time.monotonic() - t0,
+                "cancelled": state != FINISHED or engine.stop_reason is not None,
+                "stop_reason": engine.stop_reason,
+                "outages": engine.breaker.trips,  # times the endpoint stopped answering
+                # Speculative backups (hedge=): sent, won (replied first), disagreed (outputs).
+                "hedge": engine.hedge.summary() if engine.hedge is not None else None,
+                # Ids seen twice within what would have been one batch (split apart: see
+                # BatchStream).
+                "repeated_ids": list(stream.repeated_ids),
+                "repeated_id_records": stream.repeated_id_records,
+                # What was read: the source (a file's path, or the type of in-memory data), its
+                # length when known, and how many of its records were read.
+                "source": _described(records, records_total, stream),
+                "records_read": stream.records,
+            }
+            result = record.build(
+                records=_records_of_run(stream, records_total), meta=meta, source=records
+            )
+            if output_url is not None:
+                _upload_outputs(result, output_url, s3_where)
+            return result
+
+    except BaseException:
+        if custom_invoker is None:
+            _close_invoker(invoker)
+        raise
     return RunHandle(engine, finish, run_id)
 
 
@@ -513,6 +523,13 @@ def _gate(target: Any) -> Any:
     from lambdakit.engine.limits import gate_for
 
     return gate_for(target.function_name) or gate_for(target.function_arn)
+
+
+def _close_invoker(invoker: Any) -> None:
+    """Close an invoker the run made itself (its connections, its worker processes)."""
+    close = getattr(invoker, "close", None)
+    if close is not None:
+        close()
 
 
 def run(
