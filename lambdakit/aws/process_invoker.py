@@ -184,6 +184,10 @@ class ProcessInvoker:
         self._closed = False
         self._started = False  # the fallback is the caller's until the workers are up
         self._workers: list[_Worker] = []
+        # The kernel's own import path: a notebook that put a checkout of lambdakit (or the
+        # user's modules) on sys.path gets the same code in its workers.
+        path = [os.path.abspath(entry) for entry in sys.path if entry]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
         try:
             for _ in range(processes):
                 from_parent, to_child = os.pipe()
@@ -191,7 +195,7 @@ class ProcessInvoker:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "lambdakit.aws.process_invoker",
                      str(from_parent), str(to_parent)],
-                    pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL,
+                    pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL, env=env,
                     start_new_session=True,  # Ctrl-C is the kernel's to handle
                 )  # fmt: skip
                 os.close(from_parent)

@@ -230,3 +230,24 @@ def test_a_setup_step_that_fails_after_the_workers_start_stops_them(
                 endpoint_url=local_lambda.endpoint_url, cache=False, progress=False,
             )  # fmt: skip
     assert set(_live_workers()) - before == set()
+
+
+def test_workers_import_from_the_kernels_sys_path(
+    local_lambda, lambda_client, make_function, tmp_path, monkeypatch
+):
+    # A notebook that put a checkout (or its own modules) on sys.path must not get another
+    # lambdakit in its workers.
+    monkeypatch.syspath_prepend(str(tmp_path))
+    invoker = ProcessInvoker(
+        spec_for(local_lambda, lambda_client, make_function(ECHO_OR_FAIL)), 1, probe=lambda: True
+    )
+    try:
+        pid = invoker._workers[0].process.pid
+        environ = dict(
+            entry.split(b"=", 1)
+            for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if b"=" in entry
+        )
+        assert environ[b"PYTHONPATH"].decode().split(os.pathsep)[0] == str(tmp_path)
+    finally:
+        invoker.close()
