@@ -26,7 +26,13 @@ from lambdakit.invocation import (
     Target,
 )
 
-__all__ = ["LambdaInvoker", "api_error_outcome", "reply_outcome", "transport_error_outcome"]
+__all__ = [
+    "LambdaInvoker",
+    "api_error_outcome",
+    "botocore_error_outcome",
+    "reply_outcome",
+    "transport_error_outcome",
+]
 
 
 class LambdaInvoker:
@@ -79,9 +85,7 @@ class LambdaInvoker:
             response = self.client.invoke(**self._request, Payload=batch.body)
             payload = response["Payload"].read()
         except self._errors as exc:
-            if isinstance(exc, self._errors[0]):
-                return api_error_outcome(exc)
-            return transport_error_outcome(exc)
+            return botocore_error_outcome(exc)
 
         return reply_outcome(
             batch,
@@ -165,6 +169,15 @@ def _decode_log(log_result: str | None) -> str | None:
         return base64.b64decode(log_result).decode("utf-8", "replace")
     except ValueError:
         return None
+
+
+def botocore_error_outcome(exc: BaseException) -> Outcome:
+    """The Outcome of a botocore exception from an Invoke: an error reply, or no answer."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        return api_error_outcome(exc)
+    return transport_error_outcome(exc)
 
 
 def api_error_outcome(exc: BaseException) -> Outcome:

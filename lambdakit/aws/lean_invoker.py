@@ -39,6 +39,7 @@ from lambdakit.aws.connection import botocore_transport_error, client_error_from
 from lambdakit.aws.lambda_invoker import (
     LambdaInvoker,
     api_error_outcome,
+    botocore_error_outcome,
     reply_outcome,
     transport_error_outcome,
 )
@@ -148,6 +149,8 @@ class LeanLambdaInvoker:
         probe_client: Any = None,
         outputs: str = PER_RECORD,
     ) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         reason = lean_blockers(client)
         if reason is not None:
             raise InvalidInput(f"the lean Invoke path cannot serve this client: {reason}")
@@ -198,24 +201,21 @@ class LeanLambdaInvoker:
         self._signer.check(first)
         self._transport = transport_for(client._endpoint.http_session, self.url)
         self._ids = _InvocationIds()
+        self._errors = (ClientError, BotoCoreError)  # looked up once, not per request
 
     def __repr__(self) -> str:
         return f"LeanLambdaInvoker({self.function_name!r})"
 
     def invoke(self, batch: Batch) -> Outcome:
         """Send `batch.body` once and read the reply by the batch contract."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         body = batch.body
         headers = dict(self._headers)
         try:
             # A refresh that fails (an expired SSO session, an unreachable STS) fails this
             # batch as boto3's invoke would, not the run.
             self._signer.sign(headers, body)
-        except ClientError as exc:
-            return api_error_outcome(exc)
-        except BotoCoreError as exc:
-            return transport_error_outcome(exc)
+        except self._errors as exc:
+            return botocore_error_outcome(exc)
         headers["amz-sdk-invocation-id"] = self._ids.next()
         headers.update(self._tail)
         transport = self._transport

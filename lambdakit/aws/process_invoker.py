@@ -315,7 +315,7 @@ class ProcessInvoker:
                     worker.process.kill()
                     worker.process.wait()
             worker.outgoing.close()
-            if worker.reader is not None and worker.reader is not threading.current_thread():
+            if worker.reader is not None:
                 worker.reader.join(timeout=5)
             worker.conn.close()
 

@@ -432,7 +432,6 @@ def start(
             if output_url is not None:
                 _upload_outputs(result, output_url, s3_where)
             return result
-
     except BaseException:
         if custom_invoker is None:
             _close_invoker(invoker)
